@@ -1,0 +1,79 @@
+#include "activity/activity_tracker.hpp"
+
+#include <algorithm>
+
+namespace spark::activity {
+
+void ActivityTracker::restore(const ActivitySnapshot& persisted) {
+  for (const auto& [name, p] : persisted) entries_[name].persisted = p;
+}
+
+ActivityTracker::Entry& ActivityTracker::entry(const std::string& spark, TimePoint now) {
+  auto [it, fresh] = entries_.try_emplace(spark);
+  if (fresh) {
+    it->second.persisted.last_activity = now;
+    dirty_ = true;
+  }
+  return it->second;
+}
+
+void ActivityTracker::ensure(const std::string& spark, TimePoint now) { entry(spark, now); }
+
+void ActivityTracker::touch(const std::string& spark, TimePoint now) {
+  auto& e = entry(spark, now);
+  // Activity only moves forward: a clock step back must not make a spark look idle longer.
+  e.persisted.last_activity = std::max(e.persisted.last_activity, now);
+  dirty_ = true;
+}
+
+void ActivityTracker::connection_opened(const std::string& spark, TimePoint now) {
+  touch(spark, now);
+  ++entry(spark, now).open_connections;
+}
+
+void ActivityTracker::connection_closed(const std::string& spark, TimePoint now) {
+  auto& e = entry(spark, now);
+  if (e.open_connections > 0) --e.open_connections;
+  touch(spark, now);
+}
+
+void ActivityTracker::set_keep_awake(const std::string& spark, std::optional<TimePoint> until,
+                                     TimePoint now) {
+  entry(spark, now).persisted.keep_awake_until = until;
+  dirty_ = true;
+}
+
+void ActivityTracker::refresh_open(TimePoint now) {
+  for (auto& [name, e] : entries_) {
+    if (e.open_connections > 0) touch(name, now);
+  }
+}
+
+SparkActivity ActivityTracker::get(const std::string& spark) const {
+  auto it = entries_.find(spark);
+  if (it == entries_.end()) return {};
+  return {it->second.persisted.last_activity, it->second.persisted.keep_awake_until,
+          it->second.open_connections};
+}
+
+bool ActivityTracker::is_idle(const std::string& spark, const config::MaybeNever& idle_timeout,
+                              TimePoint now) const {
+  if (!entries_.contains(spark)) return false;  // never seen: nothing to judge yet
+  return activity::is_idle(get(spark), idle_timeout, now);
+}
+
+ActivitySnapshot ActivityTracker::snapshot() const {
+  ActivitySnapshot out;
+  for (const auto& [name, e] : entries_) out.emplace(name, e.persisted);
+  return out;
+}
+
+void ActivityTracker::mark_persisted(const ActivitySnapshot& written) {
+  dirty_ = false;
+  for (const auto& [name, e] : entries_) {
+    auto it = written.find(name);
+    if (it == written.end() || !(it->second == e.persisted)) dirty_ = true;
+  }
+}
+
+}  // namespace spark::activity

@@ -1,0 +1,58 @@
+#pragma once
+// Last activity and keep-awake holds of every spark, and which of them still need persisting.
+// Not thread-safe: owned by the data-plane thread; timestamps are passed in so tests control time.
+#include <map>
+#include <string>
+
+#include "activity/idle_policy.hpp"
+
+namespace spark::activity {
+
+struct PersistedActivity {
+  TimePoint last_activity{};
+  std::optional<TimePoint> keep_awake_until;
+  friend bool operator==(const PersistedActivity&, const PersistedActivity&) = default;
+};
+
+using ActivitySnapshot = std::map<std::string, PersistedActivity>;
+
+class ActivityTracker {
+ public:
+  // Seeds the tracker with what was persisted before a restart.
+  void restore(const ActivitySnapshot& persisted);
+
+  // First sight of a spark with no persisted activity: its idle clock starts at `now`.
+  void ensure(const std::string& spark, TimePoint now);
+
+  void connection_opened(const std::string& spark, TimePoint now);
+  void connection_closed(const std::string& spark, TimePoint now);
+  void touch(const std::string& spark, TimePoint now);  // e.g. a wake by the API
+  void set_keep_awake(const std::string& spark, std::optional<TimePoint> until, TimePoint now);
+
+  // Open connections count as activity: moves last_activity to `now` for every spark that has
+  // any, so a persisted timestamp never looks stale while a session is open.
+  void refresh_open(TimePoint now);
+
+  SparkActivity get(const std::string& spark) const;
+  bool is_idle(const std::string& spark, const config::MaybeNever& idle_timeout,
+               TimePoint now) const;
+
+  bool dirty() const { return dirty_; }
+  // Everything known (also sparks no longer configured: nothing is forgotten).
+  ActivitySnapshot snapshot() const;
+  // Call after a snapshot was written successfully. `written` is that snapshot: entries changed
+  // since then stay dirty.
+  void mark_persisted(const ActivitySnapshot& written);
+
+ private:
+  struct Entry {
+    PersistedActivity persisted;
+    int open_connections = 0;
+  };
+  Entry& entry(const std::string& spark, TimePoint now);
+
+  std::map<std::string, Entry> entries_;
+  bool dirty_ = false;
+};
+
+}  // namespace spark::activity

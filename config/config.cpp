@@ -1,0 +1,310 @@
+#include "config/config.hpp"
+
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "config/spark_name.hpp"
+
+namespace spark::config {
+namespace {
+
+using nlohmann::json;
+
+// Walks a JSON document and collects every problem instead of stopping at the first, so an
+// operator fixes a config in one round. Each reader notes the keys it consumed; whatever is left
+// over in an object is an unknown key (typos must not pass silently).
+class Reader {
+ public:
+  std::vector<std::string> problems;
+
+  void problem(const std::string& path, const std::string& reason) {
+    problems.push_back(path + ": " + reason);
+  }
+
+  // Returns the object at `path` or nullptr (after recording a problem if it has the wrong type).
+  const json* object(const json& parent, const std::string& key, const std::string& path) {
+    const json* v = member(parent, key);
+    if (v && !v->is_object()) {
+      problem(path, "expected an object");
+      return nullptr;
+    }
+    return v;
+  }
+
+  std::optional<std::string> string(const json& parent, const std::string& key,
+                                    const std::string& path, bool required) {
+    const json* v = member(parent, key);
+    if (!v) {
+      if (required) problem(path, "is required");
+      return std::nullopt;
+    }
+    if (!v->is_string()) {
+      problem(path, "expected a string");
+      return std::nullopt;
+    }
+    return v->get<std::string>();
+  }
+
+  std::optional<std::vector<std::string>> argv(const json& parent, const std::string& key,
+                                               const std::string& path) {
+    const json* v = member(parent, key);
+    if (!v) {
+      problem(path, "is required");
+      return std::nullopt;
+    }
+    if (!v->is_array()) {
+      problem(path, "expected an array of strings");
+      return std::nullopt;
+    }
+    std::vector<std::string> out;
+    for (const json& item : *v) {
+      if (!item.is_string()) {
+        problem(path, "expected an array of strings");
+        return std::nullopt;
+      }
+      out.push_back(item.get<std::string>());
+    }
+    if (out.empty()) {
+      problem(path, "must not be empty: give the program and its arguments");
+      return std::nullopt;
+    }
+    if (out.front().empty()) {
+      problem(path, "the program name must not be empty");
+      return std::nullopt;
+    }
+    return out;
+  }
+
+  std::optional<Duration> duration(const json& parent, const std::string& key,
+                                   const std::string& path) {
+    auto text = string(parent, key, path, false);
+    if (!text) return std::nullopt;
+    std::string why;
+    auto d = parse_duration(*text, &why);
+    if (!d) problem(path, *text == "never" ? "\"never\" is only allowed for idle_timeout" : why);
+    return d;
+  }
+
+  std::optional<MaybeNever> idle_timeout(const json& parent, const std::string& key,
+                                         const std::string& path) {
+    auto text = string(parent, key, path, false);
+    if (!text) return std::nullopt;
+    std::string why;
+    auto d = parse_duration_or_never(*text, &why);
+    if (!d) problem(path, why);
+    return d;
+  }
+
+  std::optional<Address> address(const json& parent, const std::string& key,
+                                 const std::string& path) {
+    auto text = string(parent, key, path, true);
+    if (!text) return std::nullopt;
+    std::string why;
+    auto a = parse_address(*text, &why);
+    if (!a) problem(path, why);
+    return a;
+  }
+
+  // Reports keys of `object` that no reader asked for.
+  void reject_unknown_keys(const json& object, const std::string& prefix,
+                           std::initializer_list<std::string_view> known) {
+    for (const auto& [key, value] : object.items()) {
+      bool ok = false;
+      for (auto k : known) ok = ok || key == k;
+      if (!ok) problem(prefix.empty() ? key : prefix + "." + key, "unknown key");
+    }
+  }
+
+ private:
+  static const json* member(const json& parent, const std::string& key) {
+    auto it = parent.find(key);
+    return it == parent.end() ? nullptr : &*it;
+  }
+};
+
+std::optional<BackendConfig> read_backend(Reader& r, const json& spark, const std::string& path) {
+  const bool has_process = spark.contains("process");
+  const bool has_exec = spark.contains("exec");
+  if (has_process == has_exec) {
+    r.problem(path, std::string("exactly one backend (\"process\" or \"exec\") is required, found ") +
+                        (has_process ? "both" : "none"));
+    return std::nullopt;
+  }
+  if (has_process) {
+    const std::string p = path + ".process";
+    const json* obj = r.object(spark, "process", p);
+    if (!obj) return std::nullopt;
+    r.reject_unknown_keys(*obj, p, {"command", "target", "stop_grace"});
+    ProcessBackendConfig b;
+    auto command = r.argv(*obj, "command", p + ".command");
+    auto target = r.address(*obj, "target", p + ".target");
+    if (auto grace = r.duration(*obj, "stop_grace", p + ".stop_grace")) b.stop_grace = *grace;
+    if (!command || !target) return std::nullopt;
+    b.command = std::move(*command);
+    b.target = std::move(*target);
+    return b;
+  }
+  const std::string p = path + ".exec";
+  const json* obj = r.object(spark, "exec", p);
+  if (!obj) return std::nullopt;
+  r.reject_unknown_keys(*obj, p, {"start", "stop", "target"});
+  auto start = r.argv(*obj, "start", p + ".start");
+  auto stop = r.argv(*obj, "stop", p + ".stop");
+  auto target = r.address(*obj, "target", p + ".target");
+  if (!start || !stop || !target) return std::nullopt;
+  return ExecBackendConfig{std::move(*start), std::move(*stop), std::move(*target)};
+}
+
+void read_sparks(Reader& r, const json& root, Config& cfg) {
+  auto it = root.find("sparks");
+  if (it == root.end()) return;
+  if (!it->is_array()) {
+    r.problem("sparks", "expected an array");
+    return;
+  }
+  std::map<std::string, std::string> name_owner;    // name -> "sparks[i]"
+  std::map<std::string, std::string> listen_owner;  // listen -> "sparks[i]"
+  for (std::size_t i = 0; i < it->size(); ++i) {
+    const json& s = (*it)[i];
+    const std::string path = "sparks[" + std::to_string(i) + "]";
+    if (!s.is_object()) {
+      r.problem(path, "expected an object");
+      continue;
+    }
+    r.reject_unknown_keys(s, path,
+                          {"name", "listen", "idle_timeout", "wake_timeout", "process", "exec"});
+    SparkConfig spark;
+    bool ok = true;
+    if (auto name = r.string(s, "name", path + ".name", true)) {
+      if (!is_valid_spark_name(*name)) {
+        r.problem(path + ".name", "\"" + *name +
+                                      "\" is not a valid spark name: it must be an RFC 1123 label "
+                                      "(1-63 of a-z, 0-9 and '-', starting and ending with a "
+                                      "letter or digit)");
+        ok = false;
+      } else if (auto [owner, fresh] = name_owner.emplace(*name, path); !fresh) {
+        r.problem(path + ".name", "\"" + *name + "\" is already used by " + owner->second);
+        ok = false;
+      }
+      spark.name = *name;
+    } else {
+      ok = false;
+    }
+    if (auto listen = r.address(s, "listen", path + ".listen")) {
+      if (auto [owner, fresh] = listen_owner.emplace(listen->to_string(), path); !fresh) {
+        r.problem(path + ".listen",
+                  "\"" + listen->to_string() + "\" is already used by " + owner->second);
+        ok = false;
+      }
+      spark.listen = *listen;
+    } else {
+      ok = false;
+    }
+    spark.idle_timeout = cfg.default_idle_timeout;
+    if (s.contains("idle_timeout")) {
+      if (auto t = r.idle_timeout(s, "idle_timeout", path + ".idle_timeout"))
+        spark.idle_timeout = *t;
+      else
+        ok = false;
+    }
+    spark.wake_timeout = cfg.default_wake_timeout;
+    if (s.contains("wake_timeout")) {
+      if (auto t = r.duration(s, "wake_timeout", path + ".wake_timeout"))
+        spark.wake_timeout = *t;
+      else
+        ok = false;
+    }
+    auto backend = read_backend(r, s, path);
+    if (!backend) ok = false;
+    if (ok) {
+      spark.backend = std::move(*backend);
+      cfg.sparks.push_back(std::move(spark));
+    }
+  }
+}
+
+}  // namespace
+
+const Address& SparkConfig::target() const {
+  return std::visit([](const auto& b) -> const Address& { return b.target; }, backend);
+}
+
+std::string SparkConfig::backend_kind() const {
+  return std::holds_alternative<ProcessBackendConfig>(backend) ? "process" : "exec";
+}
+
+const SparkConfig* Config::find_spark(std::string_view name) const {
+  for (const auto& s : sparks)
+    if (s.name == name) return &s;
+  return nullptr;
+}
+
+ConfigError::ConfigError(std::vector<std::string> problems)
+    : std::runtime_error([&] {
+        std::string all;
+        for (const auto& p : problems) all += (all.empty() ? "" : "\n") + p;
+        return all;
+      }()),
+      problems_(std::move(problems)) {}
+
+Config parse_config(const std::string& json_text, const std::filesystem::path& source) {
+  json root;
+  try {
+    root = json::parse(json_text);
+  } catch (const json::parse_error& e) {
+    throw ConfigError({source.string() + ": invalid JSON: " + e.what()});
+  }
+  if (!root.is_object()) throw ConfigError({source.string() + ": expected an object at the top"});
+
+  Config cfg;
+  cfg.source = std::filesystem::absolute(source).lexically_normal();
+  cfg.base_dir = cfg.source.parent_path();
+  Reader r;
+  r.reject_unknown_keys(root, "",
+                        {"state_dir", "defaults", "reaper", "activity", "sparks"});
+
+  std::filesystem::path state_dir = "state";
+  if (auto s = r.string(root, "state_dir", "state_dir", false)) {
+    if (s->empty())
+      r.problem("state_dir", "must not be empty");
+    else
+      state_dir = *s;
+  }
+  cfg.state_dir = (cfg.base_dir / state_dir).lexically_normal();
+
+  if (const json* d = r.object(root, "defaults", "defaults")) {
+    r.reject_unknown_keys(*d, "defaults", {"idle_timeout", "wake_timeout", "drain_timeout"});
+    if (auto t = r.idle_timeout(*d, "idle_timeout", "defaults.idle_timeout"))
+      cfg.default_idle_timeout = *t;
+    if (auto t = r.duration(*d, "wake_timeout", "defaults.wake_timeout"))
+      cfg.default_wake_timeout = *t;
+    if (auto t = r.duration(*d, "drain_timeout", "defaults.drain_timeout")) cfg.drain_timeout = *t;
+  }
+  if (const json* reaper = r.object(root, "reaper", "reaper")) {
+    r.reject_unknown_keys(*reaper, "reaper", {"interval"});
+    if (auto t = r.duration(*reaper, "interval", "reaper.interval")) cfg.reaper_interval = *t;
+  }
+  if (const json* activity = r.object(root, "activity", "activity")) {
+    r.reject_unknown_keys(*activity, "activity", {"flush_interval"});
+    if (auto t = r.duration(*activity, "flush_interval", "activity.flush_interval"))
+      cfg.activity_flush_interval = *t;
+  }
+  read_sparks(r, root, cfg);
+
+  if (!r.problems.empty()) throw ConfigError(std::move(r.problems));
+  return cfg;
+}
+
+Config load_config(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ConfigError({path.string() + ": cannot read the config file"});
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) throw ConfigError({path.string() + ": cannot read the config file"});
+  return parse_config(text.str(), path);
+}
+
+}  // namespace spark::config

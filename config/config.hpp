@@ -1,0 +1,77 @@
+#pragma once
+// The gateway's configuration: schema, loading and validation.
+// The key names are a contract with operators; see docs/configuration.md.
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "config/address.hpp"
+#include "config/duration.hpp"
+
+namespace spark::config {
+
+// `process` backend: the gateway runs `command` as its own child on wake and stops it on sleep.
+struct ProcessBackendConfig {
+  std::vector<std::string> command;  // argv, no shell
+  Address target;                    // where the child's sshd listens
+  Duration stop_grace{std::chrono::seconds(10)};  // SIGTERM, then SIGKILL after this
+  friend bool operator==(const ProcessBackendConfig&, const ProcessBackendConfig&) = default;
+};
+
+// `exec` backend: user commands start and stop a spark that lives elsewhere (systemd, docker...).
+struct ExecBackendConfig {
+  std::vector<std::string> start;  // argv, no shell; non-zero exit = failed wake
+  std::vector<std::string> stop;   // argv, no shell; non-zero exit = failed sleep
+  Address target;
+  friend bool operator==(const ExecBackendConfig&, const ExecBackendConfig&) = default;
+};
+
+using BackendConfig = std::variant<ProcessBackendConfig, ExecBackendConfig>;
+
+struct SparkConfig {
+  std::string name;  // RFC 1123 label
+  Address listen;
+  // Effective values: the spark's own key if given, else `defaults`.
+  MaybeNever idle_timeout;
+  Duration wake_timeout{};
+  BackendConfig backend;
+
+  const Address& target() const;
+  std::string backend_kind() const;  // "process" or "exec"
+  friend bool operator==(const SparkConfig&, const SparkConfig&) = default;
+};
+
+struct Config {
+  std::filesystem::path source;     // the file it was loaded from (absolute)
+  std::filesystem::path base_dir;   // relative paths and child working dirs resolve here
+  std::filesystem::path state_dir;  // absolute
+  MaybeNever default_idle_timeout{std::chrono::hours(2)};
+  Duration default_wake_timeout{std::chrono::minutes(5)};
+  Duration drain_timeout{std::chrono::seconds(30)};
+  Duration reaper_interval{std::chrono::seconds(30)};
+  Duration activity_flush_interval{std::chrono::seconds(30)};
+  std::vector<SparkConfig> sparks;
+
+  const SparkConfig* find_spark(std::string_view name) const;
+};
+
+// Every problem found in a config, each as "key.path: reason".
+class ConfigError : public std::runtime_error {
+ public:
+  explicit ConfigError(std::vector<std::string> problems);
+  const std::vector<std::string>& problems() const { return problems_; }
+
+ private:
+  std::vector<std::string> problems_;
+};
+
+// Parses and validates a config from JSON text. `source` names the file (for messages and to
+// resolve relative paths). Throws ConfigError listing every problem found.
+Config parse_config(const std::string& json_text, const std::filesystem::path& source);
+
+// Reads and parses a config file. Throws ConfigError (an unreadable file is a ConfigError too).
+Config load_config(const std::filesystem::path& path);
+
+}  // namespace spark::config

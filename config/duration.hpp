@@ -1,0 +1,29 @@
+#pragma once
+// Durations in the config are strings: "500ms", "30s", "5m", "2h", "1d", or "never".
+#include <chrono>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace spark::config {
+
+using Duration = std::chrono::milliseconds;
+
+// A duration that may be "never" (only idle_timeout accepts that).
+struct MaybeNever {
+  std::optional<Duration> value;  // nullopt means never
+  bool is_never() const { return !value.has_value(); }
+  friend bool operator==(const MaybeNever&, const MaybeNever&) = default;
+};
+
+// Parses "<positive integer><unit>" with unit ms, s, m, h or d. Returns nullopt and
+// fills `why` on bad input. Zero is rejected: a zero timeout or interval is always a mistake.
+std::optional<Duration> parse_duration(std::string_view text, std::string* why = nullptr);
+
+// Like parse_duration, but also accepts "never".
+std::optional<MaybeNever> parse_duration_or_never(std::string_view text, std::string* why = nullptr);
+
+// Renders a duration compactly for logs and docs: 7200000ms -> "2h", 90000ms -> "1m30s".
+std::string format_duration(Duration d);
+
+}  // namespace spark::config

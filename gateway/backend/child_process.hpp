@@ -1,0 +1,59 @@
+#pragma once
+// A supervised child process: argv only (never a shell), its own process group, killed if the
+// gateway dies (PR_SET_PDEATHSIG), output relayed line by line to the log.
+#include <sys/types.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace spark::gateway {
+
+// "exited with status 1", "killed by signal 9 (Killed)".
+std::string describe_wait_status(int status);
+
+class ChildProcess {
+ public:
+  // Starts `argv` in `cwd`. Throws std::runtime_error if it cannot be started (e.g. the program
+  // does not exist). `log_name` prefixes its output lines in the gateway's log.
+  ChildProcess(const std::vector<std::string>& argv, const std::filesystem::path& cwd,
+               std::string log_name);
+  // Kills the whole process group if still running, then reaps it.
+  ~ChildProcess();
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+
+  pid_t pid() const { return pid_; }
+  bool running() const;
+  // The raw wait status once it has exited.
+  std::optional<int> exit_status() const;
+  // True if it exited within `timeout`.
+  bool wait_for_exit(std::chrono::milliseconds timeout) const;
+  // SIGTERM to the process group, SIGKILL after `grace`; returns once it has exited.
+  void terminate(std::chrono::milliseconds grace);
+  // The last lines it printed (for error messages).
+  std::string recent_output() const;
+
+ private:
+  void supervise();  // the child's own thread: relays output, reaps on exit
+  void signal_group(int sig) const;
+
+  std::string log_name_;
+  pid_t pid_ = -1;
+  int pidfd_ = -1;
+  int output_fd_ = -1;
+  mutable std::mutex mu_;
+  mutable std::condition_variable exited_cv_;
+  std::optional<int> status_;
+  std::deque<std::string> recent_;
+  std::thread supervisor_;
+};
+
+}  // namespace spark::gateway

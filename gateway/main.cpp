@@ -1,0 +1,135 @@
+// spark-gateway: wake-on-connect SSH gateway. Subcommands: serve, check-config, --version.
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "config/config.hpp"
+#include "config/duration.hpp"
+#include "gateway/server.hpp"
+#include "version.hpp"
+
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitFailed = 1;
+constexpr int kExitUsage = 2;  // bad arguments or a bad config
+
+const char* kUsage = R"(usage: spark-gateway <command> [options]
+
+commands:
+  serve --config FILE [--log-level LEVEL]   run the gateway in the foreground (logs to stderr)
+  check-config FILE                         validate a config file and print what it defines
+  --version                                 print the version
+
+LEVEL is one of trace, debug, info (default), warn, error.
+Signals while serving: SIGTERM/SIGINT drain and exit, SIGHUP reloads the config.
+)";
+
+int usage_error(const std::string& message) {
+  std::cerr << "spark-gateway: " << message << "\n\n" << kUsage;
+  return kExitUsage;
+}
+
+void setup_logging(spdlog::level::level_enum level) {
+  auto logger = spdlog::stderr_color_mt("spark-gateway");
+  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %^%l%$ %v");
+  logger->set_level(level);
+  logger->flush_on(spdlog::level::trace);  // operators tail this; never hold lines back
+  spdlog::set_default_logger(logger);
+}
+
+int print_config_errors(const spark::config::ConfigError& e) {
+  for (const auto& p : e.problems()) std::cerr << p << "\n";
+  return kExitUsage;
+}
+
+int check_config(const std::vector<std::string>& args) {
+  if (args.size() != 1) return usage_error("check-config takes exactly one FILE");
+  try {
+    const auto cfg = spark::config::load_config(args[0]);
+    std::cout << cfg.source.string() << ": ok, " << cfg.sparks.size() << " sparks\n";
+    for (const auto& s : cfg.sparks) {
+      std::cout << "  " << s.name << "  listen " << s.listen.to_string() << "  " << s.backend_kind()
+                << " -> " << s.target().to_string() << "  idle_timeout "
+                << (s.idle_timeout.is_never() ? "never"
+                                              : spark::config::format_duration(*s.idle_timeout.value))
+                << "  wake_timeout " << spark::config::format_duration(s.wake_timeout) << "\n";
+    }
+    return kExitOk;
+  } catch (const spark::config::ConfigError& e) {
+    return print_config_errors(e);
+  }
+}
+
+int serve(const std::vector<std::string>& args) {
+  std::string config_path;
+  std::string level = "info";
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value = [&](const char* flag) -> const std::string* {
+      if (i + 1 >= args.size()) return nullptr;
+      (void)flag;
+      return &args[++i];
+    };
+    if (a == "--config" || a == "-c") {
+      const auto* v = value("--config");
+      if (!v) return usage_error("--config needs a FILE");
+      config_path = *v;
+    } else if (a.rfind("--config=", 0) == 0) {
+      config_path = a.substr(9);
+    } else if (a == "--log-level") {
+      const auto* v = value("--log-level");
+      if (!v) return usage_error("--log-level needs a LEVEL");
+      level = *v;
+    } else if (a.rfind("--log-level=", 0) == 0) {
+      level = a.substr(12);
+    } else {
+      return usage_error("serve: unknown option " + a);
+    }
+  }
+  if (config_path.empty()) return usage_error("serve needs --config FILE");
+  const auto parsed_level = spdlog::level::from_str(level);
+  if (parsed_level == spdlog::level::off && level != "off")
+    return usage_error("--log-level: \"" + level + "\" is not one of trace, debug, info, warn, error");
+  setup_logging(parsed_level);
+
+  spark::config::Config cfg;
+  try {
+    cfg = spark::config::load_config(config_path);
+  } catch (const spark::config::ConfigError& e) {
+    for (const auto& p : e.problems()) spdlog::error("config: {}", p);
+    return kExitUsage;
+  }
+  try {
+    spdlog::info("spark-gateway {} starting with {}", spark::kVersion, cfg.source.string());
+    spark::gateway::Server server(std::move(cfg));
+    return server.run();
+  } catch (const std::exception& e) {
+    spdlog::critical("cannot start: {}", e.what());
+    return kExitFailed;
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty()) return usage_error("a command is required");
+  const std::string command = args.front();
+  args.erase(args.begin());
+  if (command == "--version" || command == "version") {
+    std::cout << "spark-gateway " << spark::kVersion << "\n";
+    return kExitOk;
+  }
+  if (command == "--help" || command == "-h" || command == "help") {
+    std::cout << kUsage;
+    return kExitOk;
+  }
+  if (command == "serve") return serve(args);
+  if (command == "check-config") return check_config(args);
+  return usage_error("unknown command \"" + command + "\"");
+}

@@ -1,0 +1,254 @@
+#include "gateway/server.hpp"
+
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include <set>
+
+#include "config/duration.hpp"
+#include "gateway/backend/make_backend.hpp"
+
+namespace spark::gateway {
+namespace {
+
+using std::chrono::milliseconds;
+
+// How long accept() waits after running out of file descriptors before trying again, so a
+// full fd table makes the gateway back off instead of spinning.
+constexpr milliseconds kAcceptBackoff{100};
+// After the drain timeout, how long closed connections get to unwind.
+constexpr milliseconds kCloseGrace{2000};
+
+}  // namespace
+
+Server::Server(config::Config cfg) : cfg_(std::move(cfg)), store_(cfg_.state_dir) {}
+
+Server::~Server() {
+  // Sparks (and process children) go before the pool their backends may still be using.
+  listeners_.clear();
+  sparks_.clear();
+  control_pool_.join();
+}
+
+std::shared_ptr<Server::Listener> Server::open_listener(const config::Address& address) {
+  tcp::acceptor acceptor(io_);
+  const tcp::endpoint ep(asio::ip::make_address(address.host), address.port);
+  error_code ec;
+  acceptor.open(ep.protocol(), ec);
+  if (!ec) acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) acceptor.bind(ep, ec);
+  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) throw std::runtime_error("cannot listen on " + address.to_string() + ": " + ec.message());
+  return std::make_shared<Listener>(std::move(acceptor));
+}
+
+void Server::apply_config(config::Config next) {
+  // 1. Listeners: reuse those whose address stays, open the new ones; nothing changes on error.
+  std::map<std::string, std::shared_ptr<Listener>> listeners;
+  std::vector<std::shared_ptr<Listener>> opened;
+  for (const auto& s : next.sparks) {
+    const std::string key = s.listen.to_string();
+    if (auto it = listeners_.find(key); it != listeners_.end()) {
+      listeners[key] = it->second;
+      continue;
+    }
+    try {
+      listeners[key] = open_listener(s.listen);
+    } catch (const std::exception& e) {
+      throw std::runtime_error("spark " + s.name + ": " + e.what());
+    }
+    opened.push_back(listeners[key]);
+  }
+
+  // 2. Sparks: update the ones that stay, create the new ones, retire the removed ones.
+  const auto now = std::chrono::system_clock::now();
+  std::map<std::string, std::shared_ptr<Spark>> sparks;
+  std::vector<std::string> added, changed, removed;
+  for (const auto& s : next.sparks) {
+    activity_.ensure(s.name, now);
+    if (auto it = sparks_.find(s.name); it != sparks_.end()) {
+      if (!(it->second->config() == s)) changed.push_back(s.name);
+      it->second->update(s, make_backend(s, next));
+      sparks[s.name] = it->second;
+    } else {
+      sparks[s.name] = std::make_shared<Spark>(SparkEnvironment{io_.get_executor(), control_pool_, activity_},
+                                               s, make_backend(s, next));
+      added.push_back(s.name);
+      asio::co_spawn(io_, sparks[s.name]->adopt_if_running(), asio::detached);
+    }
+    listeners[s.listen.to_string()]->spark = sparks[s.name];
+  }
+  for (auto& [name, spark] : sparks_) {
+    if (sparks.contains(name)) continue;
+    removed.push_back(name);
+    spark->retire();  // open sessions finish; then it is stopped
+  }
+
+  // 3. Close listeners no longer wanted; start accepting on the new ones.
+  for (auto& [key, listener] : listeners_) {
+    if (listeners.contains(key)) continue;
+    error_code ignored;
+    listener->acceptor.close(ignored);
+  }
+  for (auto& l : opened) asio::co_spawn(io_, accept_loop(l), asio::detached);
+  for (const auto& name : added) {
+    const auto& s = sparks[name]->config();
+    spdlog::info("spark {}: listening on {} ({} backend, target {}, idle timeout {})", name,
+                 s.listen.to_string(), s.backend_kind(), s.target().to_string(),
+                 s.idle_timeout.is_never() ? "never" : config::format_duration(*s.idle_timeout.value));
+  }
+  auto join = [](const std::vector<std::string>& v) {
+    std::string out;
+    for (const auto& s : v) out += (out.empty() ? "" : ",") + s;
+    return out.empty() ? "-" : out;
+  };
+  spdlog::info("config {}: {} sparks (added {}, changed {}, removed {})", next.source.string(),
+               sparks.size(), join(added), join(changed), join(removed));
+
+  listeners_ = std::move(listeners);
+  sparks_ = std::move(sparks);
+  const auto state_dir = cfg_.state_dir.empty() ? next.state_dir : cfg_.state_dir;
+  if (!cfg_.state_dir.empty() && next.state_dir != cfg_.state_dir)
+    spdlog::warn("state_dir changes take effect after a restart; still using {}", state_dir.string());
+  cfg_ = std::move(next);
+  cfg_.state_dir = state_dir;
+}
+
+awaitable<void> Server::accept_loop(std::shared_ptr<Listener> listener) {
+  for (;;) {
+    auto [ec, socket] = co_await listener->acceptor.async_accept(asio::as_tuple(use_awaitable));
+    if (ec == asio::error::operation_aborted || !listener->acceptor.is_open()) co_return;
+    if (ec) {
+      spdlog::error("spark {}: accept failed: {}; retrying in {} ms", listener->spark->name(),
+                    ec.message(), kAcceptBackoff.count());
+      asio::steady_timer t(io_, kAcceptBackoff);
+      co_await t.async_wait(use_awaitable);
+      continue;
+    }
+    auto connection = std::make_shared<Connection>(listener->spark, std::move(socket), connections_);
+    asio::co_spawn(io_, connection->run(), asio::detached);
+  }
+}
+
+awaitable<void> Server::reaper_loop() {
+  asio::steady_timer timer(io_);
+  while (!stopping_) {
+    timer.expires_after(cfg_.reaper_interval);
+    co_await timer.async_wait(use_awaitable);
+    if (stopping_) co_return;
+    const auto now = std::chrono::system_clock::now();
+    for (auto& [name, spark] : sparks_) spark->reap_if_idle(now);
+  }
+}
+
+awaitable<void> Server::flush_loop() {
+  asio::steady_timer timer(io_);
+  while (!stopping_) {
+    timer.expires_after(cfg_.activity_flush_interval);
+    co_await timer.async_wait(use_awaitable);
+    if (stopping_) co_return;
+    activity_.refresh_open(std::chrono::system_clock::now());
+    if (!activity_.dirty()) continue;
+    auto snapshot = activity_.snapshot();
+    try {
+      co_await run_blocking(control_pool_, [this, snapshot] { store_.save(snapshot); });
+      activity_.mark_persisted(snapshot);
+    } catch (const std::exception& e) {
+      // Kept in memory and retried at the next flush: nothing is lost while the gateway runs.
+      spdlog::error("cannot persist activity (will retry): {}", e.what());
+    }
+  }
+}
+
+void Server::flush_now() {
+  activity_.refresh_open(std::chrono::system_clock::now());
+  auto snapshot = activity_.snapshot();
+  try {
+    store_.save(snapshot);
+    activity_.mark_persisted(snapshot);
+  } catch (const std::exception& e) {
+    spdlog::error("cannot persist activity at shutdown: {}", e.what());
+  }
+}
+
+void Server::reload() {
+  spdlog::info("SIGHUP: reloading {}", cfg_.source.string());
+  try {
+    apply_config(config::load_config(cfg_.source));
+    spdlog::info("reloaded {}", cfg_.source.string());
+  } catch (const config::ConfigError& e) {
+    for (const auto& p : e.problems()) spdlog::error("reload failed: {}", p);
+    spdlog::error("reload failed; still serving the previous config");
+  } catch (const std::exception& e) {
+    spdlog::error("reload failed: {}; still serving the previous config", e.what());
+  }
+}
+
+awaitable<void> Server::signal_loop() {
+  for (;;) {
+    const int sig = co_await signals_.async_wait(use_awaitable);
+    if (sig == SIGHUP) {
+      if (!stopping_) reload();
+      continue;
+    }
+    if (stopping_) {
+      spdlog::warn("second {}: closing {} open connections now", ::strsignal(sig),
+                   connections_.size());
+      connections_.close_all();
+      continue;
+    }
+    spdlog::info("{}: shutting down", ::strsignal(sig));
+    asio::co_spawn(io_, shut_down(), asio::detached);
+  }
+}
+
+awaitable<void> Server::shut_down() {
+  stopping_ = true;
+  for (auto& [key, listener] : listeners_) {
+    error_code ignored;
+    listener->acceptor.close(ignored);
+  }
+  asio::steady_timer timer(io_);
+  const auto drain_until = std::chrono::steady_clock::now() + cfg_.drain_timeout;
+  if (connections_.size() > 0)
+    spdlog::info("draining {} open connections (up to {})", connections_.size(),
+                 config::format_duration(cfg_.drain_timeout));
+  while (connections_.size() > 0 && std::chrono::steady_clock::now() < drain_until) {
+    timer.expires_after(milliseconds(50));
+    co_await timer.async_wait(use_awaitable);
+  }
+  if (connections_.size() > 0) {
+    spdlog::warn("drain timeout: closing {} connections still open", connections_.size());
+    connections_.close_all();
+    const auto close_until = std::chrono::steady_clock::now() + kCloseGrace;
+    while (connections_.size() > 0 && std::chrono::steady_clock::now() < close_until) {
+      timer.expires_after(milliseconds(10));
+      co_await timer.async_wait(use_awaitable);
+    }
+  }
+  // Children never outlive the gateway; sparks managed elsewhere (exec) keep running.
+  for (auto& [name, spark] : sparks_) {
+    if (spark->stops_with_gateway()) co_await spark->sleep("shutdown");
+  }
+  flush_now();
+  spdlog::info("stopped");
+  io_.stop();
+}
+
+int Server::run() {
+  try {
+    activity_.restore(store_.load());
+  } catch (const std::exception& e) {
+    spdlog::error("{}", e.what());
+  }
+  apply_config(cfg_);
+  ::signal(SIGPIPE, SIG_IGN);
+  asio::co_spawn(io_, signal_loop(), asio::detached);
+  asio::co_spawn(io_, reaper_loop(), asio::detached);
+  asio::co_spawn(io_, flush_loop(), asio::detached);
+  spdlog::info("ready: serving {} sparks, state in {}", sparks_.size(), cfg_.state_dir.string());
+  io_.run();
+  return 0;
+}
+
+}  // namespace spark::gateway

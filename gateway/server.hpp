@@ -1,0 +1,58 @@
+#pragma once
+// The gateway process: one listener per spark, the reaper, activity persistence, signals.
+// Owns the data-plane io_context (one thread) and the control-plane pool.
+#include <csignal>
+#include <map>
+#include <memory>
+
+#include "activity/activity_store.hpp"
+#include "activity/activity_tracker.hpp"
+#include "config/config.hpp"
+#include "gateway/asio.hpp"
+#include "gateway/connection.hpp"
+#include "gateway/spark.hpp"
+
+namespace spark::gateway {
+
+class Server {
+ public:
+  explicit Server(config::Config cfg);
+  ~Server();
+
+  // Binds every listener and serves until SIGTERM/SIGINT has drained. Returns the exit code.
+  // Throws std::runtime_error if it cannot start (e.g. a listen address is taken).
+  int run();
+
+ private:
+  struct Listener {
+    explicit Listener(tcp::acceptor a) : acceptor(std::move(a)) {}
+    tcp::acceptor acceptor;
+    std::shared_ptr<Spark> spark;  // re-pointed by a reload that keeps the address
+  };
+
+  // Makes the running set of sparks and listeners match `next`. Listeners are opened before
+  // anything changes, so a reload that cannot bind leaves everything as it was. Throws.
+  void apply_config(config::Config next);
+  std::shared_ptr<Listener> open_listener(const config::Address& address);
+
+  awaitable<void> accept_loop(std::shared_ptr<Listener> listener);
+  awaitable<void> reaper_loop();
+  awaitable<void> flush_loop();
+  awaitable<void> signal_loop();
+  awaitable<void> shut_down();
+  void reload();
+  void flush_now();
+
+  asio::io_context io_;
+  asio::thread_pool control_pool_{8};
+  config::Config cfg_;
+  activity::ActivityTracker activity_;
+  activity::ActivityStore store_;
+  std::map<std::string, std::shared_ptr<Spark>> sparks_;         // by name
+  std::map<std::string, std::shared_ptr<Listener>> listeners_;   // by listen address
+  ConnectionRegistry connections_;
+  asio::signal_set signals_{io_, SIGINT, SIGTERM, SIGHUP};  // installed before "ready"
+  bool stopping_ = false;
+};
+
+}  // namespace spark::gateway

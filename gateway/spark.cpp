@@ -1,0 +1,282 @@
+#include "gateway/spark.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include "config/duration.hpp"
+
+namespace spark::gateway {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::steady_clock;
+
+// Readiness probing: fast at first (a local sshd is up in tens of milliseconds), then backing
+// off so a slow start does not hammer the target.
+milliseconds probe_interval(steady_clock::duration since_start) {
+  if (since_start < std::chrono::seconds(2)) return milliseconds(50);
+  if (since_start < std::chrono::seconds(10)) return milliseconds(100);
+  return milliseconds(250);
+}
+constexpr milliseconds kProbeConnectTimeout{1000};
+constexpr milliseconds kWarmConnectTimeout{2000};
+
+tcp::endpoint to_endpoint(const config::Address& a) {
+  return {asio::ip::make_address(a.host), a.port};
+}
+
+std::string ms_text(steady_clock::duration d) {
+  return config::format_duration(std::chrono::duration_cast<milliseconds>(d));
+}
+
+}  // namespace
+
+std::string_view to_string(SparkState s) {
+  switch (s) {
+    case SparkState::sleeping: return "sleeping";
+    case SparkState::waking: return "waking";
+    case SparkState::running: return "running";
+    case SparkState::stopping: return "stopping";
+    case SparkState::failed: return "failed";
+  }
+  return "unknown";
+}
+
+Spark::Spark(SparkEnvironment env, config::SparkConfig cfg, std::unique_ptr<Backend> backend)
+    : env_(env), cfg_(std::move(cfg)), backend_(std::move(backend)) {}
+
+void Spark::set_state(SparkState s) {
+  if (s == state_) return;
+  spdlog::debug("spark {}: {} -> {}", name(), to_string(state_), to_string(s));
+  state_ = s;
+}
+
+void Spark::connection_opened() {
+  ++open_connections_;
+  env_.activity.connection_opened(name(), std::chrono::system_clock::now());
+}
+
+void Spark::connection_closed() {
+  --open_connections_;
+  env_.activity.connection_closed(name(), std::chrono::system_clock::now());
+  if (retired_ && open_connections_ == 0) {
+    asio::co_spawn(env_.executor, sleep("removed from config"), asio::detached);
+  }
+}
+
+awaitable<std::optional<tcp::socket>> Spark::try_connect(const config::Address& target,
+                                                         milliseconds timeout,
+                                                         std::string& error) {
+  tcp::socket socket(env_.executor);
+  asio::steady_timer timer(env_.executor, timeout);
+  error_code ec;
+  auto result = co_await (socket.async_connect(to_endpoint(target),
+                                               asio::redirect_error(use_awaitable, ec)) ||
+                          timer.async_wait(use_awaitable));
+  if (result.index() == 1) {
+    error = "connect to " + target.to_string() + " timed out";
+    co_return std::nullopt;
+  }
+  if (ec) {
+    error = "connect to " + target.to_string() + ": " + ec.message();
+    co_return std::nullopt;
+  }
+  co_return std::optional<tcp::socket>(std::move(socket));
+}
+
+awaitable<tcp::socket> Spark::connect_upstream() {
+  // Bounded: a spark that keeps dying between its wake and our connect is reported, not chased.
+  std::string last_error = "the spark did not stay up";
+  for (int round = 0; round < 3; ++round) {
+    if (state_ == SparkState::stopping) {
+      auto finished = sleep_finished_;
+      co_await finished->wait();  // a sleep in progress finishes first, then we wake it again
+      continue;
+    }
+    if (state_ == SparkState::running) {
+      const auto obs = backend_->observe();
+      if (obs.state == Observation::State::started && obs.upstream) {
+        if (auto s = co_await try_connect(*obs.upstream, kWarmConnectTimeout, last_error))
+          co_return std::move(*s);
+      } else if (!obs.reason.empty()) {
+        last_error = obs.reason;
+      }
+      if (state_ != SparkState::running) continue;  // something changed while we tried
+      spdlog::warn("spark {}: was running but {}; waking it again", name(), last_error);
+      set_state(SparkState::sleeping);
+    }
+    auto attempt = (state_ == SparkState::waking) ? wake_ : start_wake();
+    co_await attempt->done.wait();
+    if (attempt->error) throw WakeError(*attempt->error);
+    if (attempt->probe_socket) {
+      tcp::socket s = std::move(*attempt->probe_socket);
+      attempt->probe_socket.reset();
+      co_return s;
+    }
+  }
+  throw WakeError(last_error);
+}
+
+void Spark::wake() {
+  if (state_ == SparkState::sleeping || state_ == SparkState::failed) start_wake();
+}
+
+std::shared_ptr<Spark::WakeAttempt> Spark::start_wake() {
+  wake_ = std::make_shared<WakeAttempt>(env_.executor);
+  set_state(SparkState::waking);
+  ++wakes_started_;
+  asio::co_spawn(env_.executor, run_wake(wake_), asio::detached);
+  return wake_;
+}
+
+awaitable<void> Spark::run_wake(std::shared_ptr<WakeAttempt> attempt) {
+  auto self = shared_from_this();  // a reload may drop the spark; the wake still finishes
+  auto backend = backend_;
+  const auto started = steady_clock::now();
+  const auto deadline = started + cfg_.wake_timeout;
+  const auto asleep_for = std::chrono::duration_cast<milliseconds>(
+      std::chrono::system_clock::now() - asleep_since_);
+  spdlog::info("spark {}: waking (asleep for {}, {} backend)", name(),
+               config::format_duration(asleep_for), backend->kind());
+
+  auto finish = [&](std::optional<std::string> error) {
+    attempt->error = std::move(error);
+    if (wake_ == attempt) wake_.reset();
+    if (attempt->error) {
+      spdlog::error("spark {}: wake failed after {}: {}", name(),
+                    ms_text(steady_clock::now() - started), *attempt->error);
+      set_state(SparkState::failed);
+    } else {
+      spdlog::info("spark {}: ready in {}", name(), ms_text(steady_clock::now() - started));
+      set_state(SparkState::running);
+    }
+    attempt->done.set();
+  };
+
+  try {
+    co_await run_blocking(env_.control_pool,
+                          [backend, t = cfg_.wake_timeout] { backend->wake(t); });
+  } catch (const std::exception& e) {
+    finish(std::string(e.what()));
+    co_return;
+  }
+
+  asio::steady_timer timer(env_.executor);
+  std::string last_error = "no probe was made";
+  for (;;) {
+    const auto obs = backend->observe();
+    if (obs.state == Observation::State::failed) {
+      finish(obs.reason);
+      co_return;
+    }
+    if (obs.state == Observation::State::asleep) {
+      finish("the spark was stopped while waking");
+      co_return;
+    }
+    if (obs.upstream) {
+      const auto remaining =
+          std::chrono::duration_cast<milliseconds>(deadline - steady_clock::now());
+      if (auto s = co_await try_connect(*obs.upstream,
+                                        std::clamp(remaining, milliseconds(1), kProbeConnectTimeout),
+                                        last_error)) {
+        attempt->probe_socket = std::move(*s);
+        finish(std::nullopt);
+        co_return;
+      }
+    }
+    const auto now = steady_clock::now();
+    if (now >= deadline) break;
+    timer.expires_after(std::min<steady_clock::duration>(probe_interval(now - started),
+                                                         deadline - now));
+    co_await timer.async_wait(use_awaitable);
+  }
+
+  finish("not ready within wake_timeout " + config::format_duration(cfg_.wake_timeout) +
+         " (last probe: " + last_error + ")");
+  // Whatever was started must not linger half-alive: stop it in the background.
+  try {
+    co_await run_blocking(env_.control_pool, [backend] { backend->sleep(); });
+  } catch (const std::exception& e) {
+    spdlog::error("spark {}: stopping after the failed wake also failed: {}", name(), e.what());
+  }
+}
+
+awaitable<void> Spark::sleep(std::string reason) {
+  if (state_ != SparkState::running && state_ != SparkState::failed) co_return;
+  auto self = shared_from_this();
+  auto backend = backend_;
+  set_state(SparkState::stopping);
+  auto finished = std::make_shared<AsyncEvent>(env_.executor);
+  sleep_finished_ = finished;
+  const auto started = steady_clock::now();
+  spdlog::info("spark {}: going to sleep ({})", name(), reason);
+  bool stopped = true;
+  try {
+    co_await run_blocking(env_.control_pool, [backend] { backend->sleep(); });
+  } catch (const std::exception& e) {
+    stopped = false;
+    spdlog::error("spark {}: sleep failed ({}), it stays awake: {}", name(), reason, e.what());
+  }
+  if (stopped) {
+    spdlog::info("spark {}: asleep after {} ({})", name(), ms_text(steady_clock::now() - started),
+                 reason);
+    asleep_since_ = std::chrono::system_clock::now();
+    set_state(SparkState::sleeping);
+    apply_pending_backend();
+  } else {
+    set_state(SparkState::running);
+  }
+  sleep_finished_.reset();
+  finished->set();
+}
+
+void Spark::reap_if_idle(activity::TimePoint now) {
+  if (state_ == SparkState::running) {
+    const auto obs = backend_->observe();
+    if (obs.state != Observation::State::started) {
+      spdlog::warn("spark {}: stopped on its own ({}); marked asleep", name(),
+                   obs.reason.empty() ? "the backend reports it asleep" : obs.reason);
+      set_state(SparkState::sleeping);
+      asleep_since_ = std::chrono::system_clock::now();
+      apply_pending_backend();
+      return;
+    }
+  }
+  if (state_ != SparkState::running || open_connections_ > 0) return;
+  if (!env_.activity.is_idle(name(), cfg_.idle_timeout, now)) return;
+  const auto idle = env_.activity.get(name()).last_activity;
+  const auto idle_for = std::chrono::duration_cast<milliseconds>(now - idle);
+  asio::co_spawn(env_.executor, sleep("idle for " + config::format_duration(idle_for)),
+                 asio::detached);
+}
+
+awaitable<void> Spark::adopt_if_running() {
+  if (!backend_->may_run_without_us() || state_ != SparkState::sleeping) co_return;
+  std::string error;
+  if (auto s = co_await try_connect(cfg_.target(), kProbeConnectTimeout, error)) {
+    backend_->adopt_running();
+    set_state(SparkState::running);
+    env_.activity.ensure(name(), std::chrono::system_clock::now());
+    spdlog::info("spark {}: already running at {}; adopted", name(), cfg_.target().to_string());
+  }
+}
+
+void Spark::update(config::SparkConfig cfg, std::unique_ptr<Backend> backend) {
+  const bool backend_changed = cfg.backend != cfg_.backend;
+  cfg_ = std::move(cfg);
+  if (!backend_changed) return;
+  pending_backend_ = std::move(backend);
+  if (state_ == SparkState::sleeping || state_ == SparkState::failed) apply_pending_backend();
+  else spdlog::info("spark {}: backend changed; the new one takes over after its next sleep", name());
+}
+
+void Spark::apply_pending_backend() {
+  if (pending_backend_) backend_ = std::move(pending_backend_);
+}
+
+void Spark::retire() {
+  retired_ = true;
+  if (open_connections_ == 0)
+    asio::co_spawn(env_.executor, sleep("removed from config"), asio::detached);
+}
+
+}  // namespace spark::gateway

@@ -1,0 +1,107 @@
+#pragma once
+// One spark as the data plane sees it: its state, the single-flight wake that every connection
+// shares, and the sleep the reaper asks for. Lives on the data-plane thread; blocking backend
+// calls go to the control-plane pool.
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "activity/activity_tracker.hpp"
+#include "config/config.hpp"
+#include "gateway/asio.hpp"
+#include "gateway/async_event.hpp"
+#include "gateway/backend/backend.hpp"
+
+namespace spark::gateway {
+
+enum class SparkState { sleeping, waking, running, stopping, failed };
+std::string_view to_string(SparkState s);
+
+// Why a connection could not be given an upstream; what() is the reason for the log.
+class WakeError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// What a spark needs from the gateway around it.
+struct SparkEnvironment {
+  asio::any_io_executor executor;  // the data plane
+  asio::thread_pool& control_pool;
+  activity::ActivityTracker& activity;
+};
+
+class Spark : public std::enable_shared_from_this<Spark> {
+ public:
+  Spark(SparkEnvironment env, config::SparkConfig cfg, std::unique_ptr<Backend> backend);
+
+  const std::string& name() const { return cfg_.name; }
+  const config::SparkConfig& config() const { return cfg_; }
+  SparkState state() const { return state_; }
+  int open_connections() const { return open_connections_; }
+  std::uint64_t wakes_started() const { return wakes_started_; }
+  // Process children stop with the gateway; sparks managed elsewhere keep running.
+  bool stops_with_gateway() const { return !backend_->may_run_without_us(); }
+
+  // Byte counters, updated by the splice (data-plane thread only, so plain integers).
+  std::uint64_t bytes_client_to_spark = 0;
+  std::uint64_t bytes_spark_to_client = 0;
+
+  // A connection opened/closed: counts as activity and keeps the spark awake while open.
+  void connection_opened();
+  void connection_closed();
+
+  // Returns a connected socket to the spark's sshd, waking the spark first if needed. Every
+  // caller during one wake shares it (one backend start); the probe's first successful
+  // connection goes to the first caller. Throws WakeError with the reason.
+  awaitable<tcp::socket> connect_upstream();
+
+  // Starts a wake if the spark is not running or waking (e.g. an operator's request).
+  void wake();
+
+  // Puts the spark to sleep if it is running. `reason` is logged ("idle", "shutdown", ...).
+  awaitable<void> sleep(std::string reason);
+
+  // Reaper tick: notices a spark that stopped on its own, and sleeps one that is idle.
+  void reap_if_idle(activity::TimePoint now);
+
+  // At start-up, for backends that can run without us: adopt a spark already answering.
+  awaitable<void> adopt_if_running();
+
+  // A reload changed this spark's settings. Timeouts apply at once; a changed backend is swapped
+  // in now if the spark is asleep, else after its next sleep (the running one is not disturbed).
+  void update(config::SparkConfig cfg, std::unique_ptr<Backend> backend);
+
+  // Removed from the config: once its last connection closes, stop it.
+  void retire();
+
+ private:
+  struct WakeAttempt {
+    explicit WakeAttempt(asio::any_io_executor ex) : done(ex) {}
+    AsyncEvent done;
+    std::optional<std::string> error;
+    std::optional<tcp::socket> probe_socket;  // the first connection that succeeded
+  };
+
+  std::shared_ptr<WakeAttempt> start_wake();
+  awaitable<void> run_wake(std::shared_ptr<WakeAttempt> attempt);
+  awaitable<std::optional<tcp::socket>> try_connect(const config::Address& target,
+                                                    std::chrono::milliseconds timeout,
+                                                    std::string& error);
+  void set_state(SparkState s);
+  void apply_pending_backend();
+
+  SparkEnvironment env_;
+  config::SparkConfig cfg_;
+  std::shared_ptr<Backend> backend_;
+  std::unique_ptr<Backend> pending_backend_;  // from a reload, waiting for the spark to sleep
+  SparkState state_ = SparkState::sleeping;
+  std::shared_ptr<WakeAttempt> wake_;           // set while waking
+  std::shared_ptr<AsyncEvent> sleep_finished_;  // set while stopping
+  int open_connections_ = 0;
+  std::uint64_t wakes_started_ = 0;
+  bool retired_ = false;
+  std::chrono::system_clock::time_point asleep_since_ = std::chrono::system_clock::now();
+};
+
+}  // namespace spark::gateway

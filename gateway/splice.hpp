@@ -1,0 +1,19 @@
+#pragma once
+// Moves bytes both ways between two connected sockets until both directions have ended.
+#include <cstdint>
+
+#include "gateway/asio.hpp"
+
+namespace spark::gateway {
+
+struct SpliceCounters {
+  std::uint64_t& client_to_upstream;
+  std::uint64_t& upstream_to_client;
+};
+
+// Half-close is propagated: when one side finishes sending, the other side's write half is shut
+// down and the opposite direction keeps running. An error in either direction (a reset) ends
+// both; the caller then closes the sockets. Throws boost::system::system_error on such errors.
+awaitable<void> splice(tcp::socket& client, tcp::socket& upstream, SpliceCounters counters);
+
+}  // namespace spark::gateway
