@@ -1,5 +1,9 @@
 #pragma once
 // The Asio names the data plane uses, in one place.
+#include <exception>
+#include <optional>
+#include <type_traits>
+
 #include <boost/asio.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 
@@ -12,13 +16,42 @@ using asio::ip::tcp;
 using boost::system::error_code;
 using namespace asio::experimental::awaitable_operators;
 
-// Runs a blocking call on the control-plane pool and resumes the caller on its own executor,
-// so process spawning, file I/O and (later) API requests never stall the data plane.
+// Runs a blocking call on the control-plane pool and resumes the awaiting coroutine on its own
+// executor, so process spawning, file I/O and (later) API requests never stall the data plane.
+// An exception thrown by `f` is rethrown in the caller. Deliberately not a coroutine itself:
+// GCC 12 miscompiles moves of captured state inside coroutine frames. Callers: pass a named
+// lambda, never a temporary, since GCC 12 may destroy temporaries in a co_await twice.
 template <typename F>
-awaitable<std::invoke_result_t<F>> run_blocking(asio::thread_pool& pool, F f) {
+auto run_blocking(asio::thread_pool& pool, const F& f) {
   using Result = std::invoke_result_t<F>;
-  co_return co_await asio::co_spawn(
-      pool, [f = std::move(f)]() mutable -> awaitable<Result> { co_return f(); }, use_awaitable);
+  constexpr bool kVoid = std::is_void_v<Result>;
+  using Signature = std::conditional_t<kVoid, void(std::exception_ptr),
+                                       void(std::exception_ptr, std::conditional_t<kVoid, int, Result>)>;
+  auto initiation = [pool_executor = pool.get_executor()](auto handler, F work) {
+    asio::post(pool_executor, [work = std::move(work), handler = std::move(handler)]() mutable {
+      auto caller = asio::get_associated_executor(handler);
+      std::exception_ptr error;
+      if constexpr (kVoid) {
+        try {
+          work();
+        } catch (...) {
+          error = std::current_exception();
+        }
+        asio::post(caller, [handler = std::move(handler), error]() mutable { std::move(handler)(error); });
+      } else {
+        std::optional<Result> result;
+        try {
+          result.emplace(work());
+        } catch (...) {
+          error = std::current_exception();
+        }
+        asio::post(caller, [handler = std::move(handler), error, result = std::move(result)]() mutable {
+          std::move(handler)(error, result ? std::move(*result) : Result{});
+        });
+      }
+    });
+  };
+  return asio::async_initiate<decltype(use_awaitable), Signature>(std::move(initiation), use_awaitable, f);
 }
 
 }  // namespace spark::gateway

@@ -151,7 +151,8 @@ awaitable<void> Server::flush_loop() {
     if (!activity_.dirty()) continue;
     auto snapshot = activity_.snapshot();
     try {
-      co_await run_blocking(control_pool_, [this, snapshot] { store_.save(snapshot); });
+      const auto save = [this, snapshot] { store_.save(snapshot); };
+      co_await run_blocking(control_pool_, save);
       activity_.mark_persisted(snapshot);
     } catch (const std::exception& e) {
       // Kept in memory and retried at the next flush: nothing is lost while the gateway runs.
@@ -228,7 +229,8 @@ awaitable<void> Server::shut_down() {
   }
   // Children never outlive the gateway; sparks managed elsewhere (exec) keep running.
   for (auto& [name, spark] : sparks_) {
-    if (spark->stops_with_gateway()) co_await spark->sleep("shutdown");
+    const std::string reason = "shutdown";
+    if (spark->stops_with_gateway()) co_await spark->sleep(reason);
   }
   flush_now();
   spdlog::info("stopped");

@@ -138,25 +138,13 @@ awaitable<void> Spark::run_wake(std::shared_ptr<WakeAttempt> attempt) {
   spdlog::info("spark {}: waking (asleep for {}, {} backend)", name(),
                config::format_duration(asleep_for), backend->kind());
 
-  auto finish = [&](std::optional<std::string> error) {
-    attempt->error = std::move(error);
-    if (wake_ == attempt) wake_.reset();
-    if (attempt->error) {
-      spdlog::error("spark {}: wake failed after {}: {}", name(),
-                    ms_text(steady_clock::now() - started), *attempt->error);
-      set_state(SparkState::failed);
-    } else {
-      spdlog::info("spark {}: ready in {}", name(), ms_text(steady_clock::now() - started));
-      set_state(SparkState::running);
-    }
-    attempt->done.set();
-  };
+
 
   try {
-    co_await run_blocking(env_.control_pool,
-                          [backend, t = cfg_.wake_timeout] { backend->wake(t); });
+    const auto start = [backend, timeout = cfg_.wake_timeout] { backend->wake(timeout); };
+    co_await run_blocking(env_.control_pool, start);
   } catch (const std::exception& e) {
-    finish(std::string(e.what()));
+    finish_wake(attempt, std::string(e.what()), started);
     co_return;
   }
 
@@ -165,21 +153,21 @@ awaitable<void> Spark::run_wake(std::shared_ptr<WakeAttempt> attempt) {
   for (;;) {
     const auto obs = backend->observe();
     if (obs.state == Observation::State::failed) {
-      finish(obs.reason);
+      finish_wake(attempt, obs.reason, started);
       co_return;
     }
     if (obs.state == Observation::State::asleep) {
-      finish("the spark was stopped while waking");
+      finish_wake(attempt, "the spark was stopped while waking", started);
       co_return;
     }
     if (obs.upstream) {
       const auto remaining =
           std::chrono::duration_cast<milliseconds>(deadline - steady_clock::now());
       if (auto s = co_await try_connect(*obs.upstream,
-                                        std::clamp(remaining, milliseconds(1), kProbeConnectTimeout),
+                                        std::max(milliseconds(1), std::min(remaining, kProbeConnectTimeout)),
                                         last_error)) {
         attempt->probe_socket = std::move(*s);
-        finish(std::nullopt);
+        finish_wake(attempt, std::nullopt, started);
         co_return;
       }
     }
@@ -190,14 +178,32 @@ awaitable<void> Spark::run_wake(std::shared_ptr<WakeAttempt> attempt) {
     co_await timer.async_wait(use_awaitable);
   }
 
-  finish("not ready within wake_timeout " + config::format_duration(cfg_.wake_timeout) +
-         " (last probe: " + last_error + ")");
+  finish_wake(attempt,
+              "not ready within wake_timeout " + config::format_duration(cfg_.wake_timeout) +
+                  " (last probe: " + last_error + ")",
+              started);
   // Whatever was started must not linger half-alive: stop it in the background.
   try {
-    co_await run_blocking(env_.control_pool, [backend] { backend->sleep(); });
+    const auto stop = [backend] { backend->sleep(); };
+    co_await run_blocking(env_.control_pool, stop);
   } catch (const std::exception& e) {
     spdlog::error("spark {}: stopping after the failed wake also failed: {}", name(), e.what());
   }
+}
+
+void Spark::finish_wake(const std::shared_ptr<WakeAttempt>& attempt,
+                        std::optional<std::string> error, steady_clock::time_point started) {
+  attempt->error = std::move(error);
+  if (wake_ == attempt) wake_.reset();
+  const auto took = ms_text(steady_clock::now() - started);
+  if (attempt->error) {
+    spdlog::error("spark {}: wake failed after {}: {}", name(), took, *attempt->error);
+    set_state(SparkState::failed);
+  } else {
+    spdlog::info("spark {}: ready in {}", name(), took);
+    set_state(SparkState::running);
+  }
+  attempt->done.set();
 }
 
 awaitable<void> Spark::sleep(std::string reason) {
@@ -211,7 +217,8 @@ awaitable<void> Spark::sleep(std::string reason) {
   spdlog::info("spark {}: going to sleep ({})", name(), reason);
   bool stopped = true;
   try {
-    co_await run_blocking(env_.control_pool, [backend] { backend->sleep(); });
+    const auto stop = [backend] { backend->sleep(); };
+    co_await run_blocking(env_.control_pool, stop);
   } catch (const std::exception& e) {
     stopped = false;
     spdlog::error("spark {}: sleep failed ({}), it stays awake: {}", name(), reason, e.what());

@@ -60,7 +60,7 @@ class Spark : public std::enable_shared_from_this<Spark> {
   void wake();
 
   // Puts the spark to sleep if it is running. `reason` is logged ("idle", "shutdown", ...).
-  awaitable<void> sleep(std::string reason);
+  awaitable<void> sleep(std::string reason);  // pass a named string (GCC 12, see asio.hpp)
 
   // Reaper tick: notices a spark that stopped on its own, and sleeps one that is idle.
   void reap_if_idle(activity::TimePoint now);
@@ -85,6 +85,10 @@ class Spark : public std::enable_shared_from_this<Spark> {
 
   std::shared_ptr<WakeAttempt> start_wake();
   awaitable<void> run_wake(std::shared_ptr<WakeAttempt> attempt);
+  // Ends a wake for everyone waiting on it. (A member, not a lambda in run_wake: GCC 12
+  // miscompiles lambdas that capture coroutine parameters by reference.)
+  void finish_wake(const std::shared_ptr<WakeAttempt>& attempt, std::optional<std::string> error,
+                   std::chrono::steady_clock::time_point started);
   awaitable<std::optional<tcp::socket>> try_connect(const config::Address& target,
                                                     std::chrono::milliseconds timeout,
                                                     std::string& error);
