@@ -125,6 +125,10 @@ class Reader {
   }
 };
 
+bool is_loopback(const Address& a) {
+  return a.host.rfind("127.", 0) == 0 || a.host == "::1";
+}
+
 std::optional<BackendConfig> read_backend(Reader& r, const json& spark, const std::string& path) {
   const bool has_process = spark.contains("process");
   const bool has_exec = spark.contains("exec");
@@ -167,6 +171,7 @@ void read_sparks(Reader& r, const json& root, Config& cfg) {
   }
   std::map<std::string, std::string> name_owner;    // name -> "sparks[i]"
   std::map<std::string, std::string> listen_owner;  // listen -> "sparks[i]"
+  if (cfg.admin) listen_owner.emplace(cfg.admin->listen.to_string(), "admin.listen");
   for (std::size_t i = 0; i < it->size(); ++i) {
     const json& s = (*it)[i];
     const std::string path = "sparks[" + std::to_string(i) + "]";
@@ -264,7 +269,7 @@ Config parse_config(const std::string& json_text, const std::filesystem::path& s
   cfg.base_dir = cfg.source.parent_path();
   Reader r;
   r.reject_unknown_keys(root, "",
-                        {"state_dir", "defaults", "reaper", "activity", "sparks"});
+                        {"state_dir", "defaults", "reaper", "activity", "admin", "sparks"});
 
   std::filesystem::path state_dir = "state";
   if (auto s = r.string(root, "state_dir", "state_dir", false)) {
@@ -291,6 +296,24 @@ Config parse_config(const std::string& json_text, const std::filesystem::path& s
     r.reject_unknown_keys(*activity, "activity", {"flush_interval"});
     if (auto t = r.duration(*activity, "flush_interval", "activity.flush_interval"))
       cfg.activity_flush_interval = *t;
+  }
+  if (const json* admin = r.object(root, "admin", "admin")) {
+    r.reject_unknown_keys(*admin, "admin", {"listen", "token_file"});
+    auto listen = r.address(*admin, "listen", "admin.listen");
+    std::optional<std::filesystem::path> token_file;
+    if (auto t = r.string(*admin, "token_file", "admin.token_file", false)) {
+      if (t->empty())
+        r.problem("admin.token_file", "must not be empty");
+      else
+        token_file = (cfg.base_dir / *t).lexically_normal();
+    }
+    if (listen) {
+      if (!is_loopback(*listen) && !token_file)
+        r.problem("admin.token_file",
+                  "is required when admin.listen (\"" + listen->to_string() +
+                      "\") is not a loopback address: mutating calls must be authenticated");
+      cfg.admin = AdminConfig{*listen, token_file};
+    }
   }
   read_sparks(r, root, cfg);
 

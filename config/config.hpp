@@ -2,6 +2,7 @@
 // The gateway's configuration: schema, loading and validation.
 // The key names are a contract with operators; see docs/configuration.md.
 #include <filesystem>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <variant>
@@ -43,6 +44,13 @@ struct SparkConfig {
   friend bool operator==(const SparkConfig&, const SparkConfig&) = default;
 };
 
+// The admin HTTP server (API, metrics, status page). Off unless configured.
+struct AdminConfig {
+  Address listen;
+  std::optional<std::filesystem::path> token_file;  // absolute; required off loopback
+  friend bool operator==(const AdminConfig&, const AdminConfig&) = default;
+};
+
 struct Config {
   std::filesystem::path source;     // the file it was loaded from (absolute)
   std::filesystem::path base_dir;   // relative paths and child working dirs resolve here
@@ -52,6 +60,7 @@ struct Config {
   Duration drain_timeout{std::chrono::seconds(30)};
   Duration reaper_interval{std::chrono::seconds(30)};
   Duration activity_flush_interval{std::chrono::seconds(30)};
+  std::optional<AdminConfig> admin;
   std::vector<SparkConfig> sparks;
 
   const SparkConfig* find_spark(std::string_view name) const;

@@ -40,21 +40,26 @@ awaitable<void> Connection::run() {
 
   std::uint64_t up = 0, down = 0;
   std::string outcome = "closed";
+  auto& metrics = spark_->metrics();
   try {
     upstream_.emplace(co_await spark_->connect_upstream());
     upstream_->set_option(tcp::no_delay(true), ignored);
     if (client_.is_open()) {
-      co_await splice(client_, *upstream_, {up, down});
+      metrics.count_connection(ConnectionOutcome::spliced);
+      co_await splice(client_, *upstream_,
+                      {up, down, metrics.bytes_client_to_spark, metrics.bytes_spark_to_client});
     } else {
       outcome = "closed during shutdown";
     }
+  } catch (const UpstreamError& e) {
+    metrics.count_connection(ConnectionOutcome::upstream_failed);
+    outcome = std::string("closed: upstream unreachable: ") + e.what();
   } catch (const WakeError& e) {
+    metrics.count_connection(ConnectionOutcome::wake_failed);
     outcome = std::string("closed: wake failed: ") + e.what();
   } catch (const boost::system::system_error& e) {
     outcome = std::string("closed: ") + e.code().message();
   }
-  spark_->bytes_client_to_spark += up;
-  spark_->bytes_spark_to_client += down;
   force_close();
   spark_->connection_closed();
   registry_.remove(this);

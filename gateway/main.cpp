@@ -1,5 +1,5 @@
-// spark-gateway: wake-on-connect SSH gateway. Subcommands: serve, check-config, --version.
-#include <spdlog/sinks/stdout_color_sinks.h>
+// spark-gateway: wake-on-connect SSH gateway. Subcommands: serve, check-config, --version, and
+// the admin commands (status, wake, sleep, keep-awake).
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
@@ -9,6 +9,8 @@
 
 #include "config/config.hpp"
 #include "config/duration.hpp"
+#include "gateway/cli/admin_cli.hpp"
+#include "gateway/observability/logging.hpp"
 #include "gateway/server.hpp"
 #include "version.hpp"
 
@@ -21,25 +23,22 @@ constexpr int kExitUsage = 2;  // bad arguments or a bad config
 const char* kUsage = R"(usage: spark-gateway <command> [options]
 
 commands:
-  serve --config FILE [--log-level LEVEL]   run the gateway in the foreground (logs to stderr)
+  serve --config FILE [--log-level LEVEL] [--log-format text|json]
+                                            run the gateway in the foreground (logs to stderr)
   check-config FILE                         validate a config file and print what it defines
   --version                                 print the version
 
 LEVEL is one of trace, debug, info (default), warn, error.
 Signals while serving: SIGTERM/SIGINT drain and exit, SIGHUP reloads the config.
+
 )";
 
-int usage_error(const std::string& message) {
-  std::cerr << "spark-gateway: " << message << "\n\n" << kUsage;
-  return kExitUsage;
-}
+void print_usage(std::ostream& out) { out << kUsage << spark::gateway::admin_commands_usage(); }
 
-void setup_logging(spdlog::level::level_enum level) {
-  auto logger = spdlog::stderr_color_mt("spark-gateway");
-  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %^%l%$ %v");
-  logger->set_level(level);
-  logger->flush_on(spdlog::level::trace);  // operators tail this; never hold lines back
-  spdlog::set_default_logger(logger);
+int usage_error(const std::string& message) {
+  std::cerr << "spark-gateway: " << message << "\n\n";
+  print_usage(std::cerr);
+  return kExitUsage;
 }
 
 int print_config_errors(const spark::config::ConfigError& e) {
@@ -52,6 +51,9 @@ int check_config(const std::vector<std::string>& args) {
   try {
     const auto cfg = spark::config::load_config(args[0]);
     std::cout << cfg.source.string() << ": ok, " << cfg.sparks.size() << " sparks\n";
+    if (cfg.admin)
+      std::cout << "  admin  http://" << cfg.admin->listen.to_string() << "/"
+                << (cfg.admin->token_file ? "  token " + cfg.admin->token_file->string() : "") << "\n";
     for (const auto& s : cfg.sparks) {
       std::cout << "  " << s.name << "  listen " << s.listen.to_string() << "  " << s.backend_kind()
                 << " -> " << s.target().to_string() << "  idle_timeout "
@@ -68,6 +70,7 @@ int check_config(const std::vector<std::string>& args) {
 int serve(const std::vector<std::string>& args) {
   std::string config_path;
   std::string level = "info";
+  std::string format = "text";
   for (std::size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     auto value = [&](const char* flag) -> const std::string* {
@@ -87,6 +90,12 @@ int serve(const std::vector<std::string>& args) {
       level = *v;
     } else if (a.rfind("--log-level=", 0) == 0) {
       level = a.substr(12);
+    } else if (a == "--log-format") {
+      const auto* v = value("--log-format");
+      if (!v) return usage_error("--log-format needs text or json");
+      format = *v;
+    } else if (a.rfind("--log-format=", 0) == 0) {
+      format = a.substr(13);
     } else {
       return usage_error("serve: unknown option " + a);
     }
@@ -95,7 +104,10 @@ int serve(const std::vector<std::string>& args) {
   const auto parsed_level = spdlog::level::from_str(level);
   if (parsed_level == spdlog::level::off && level != "off")
     return usage_error("--log-level: \"" + level + "\" is not one of trace, debug, info, warn, error");
-  setup_logging(parsed_level);
+  if (format != "text" && format != "json")
+    return usage_error("--log-format: \"" + format + "\" is not text or json");
+  spark::gateway::setup_logging(parsed_level, format == "json" ? spark::gateway::LogFormat::json
+                                                               : spark::gateway::LogFormat::text);
 
   spark::config::Config cfg;
   try {
@@ -126,10 +138,11 @@ int main(int argc, char** argv) {
     return kExitOk;
   }
   if (command == "--help" || command == "-h" || command == "help") {
-    std::cout << kUsage;
+    print_usage(std::cout);
     return kExitOk;
   }
   if (command == "serve") return serve(args);
+  if (spark::gateway::is_admin_command(command)) return spark::gateway::run_admin_command(command, args);
   if (command == "check-config") return check_config(args);
   return usage_error("unknown command \"" + command + "\"");
 }

@@ -7,6 +7,7 @@
 
 #include "config/duration.hpp"
 #include "gateway/backend/make_backend.hpp"
+#include "version.hpp"
 
 namespace spark::gateway {
 namespace {
@@ -21,9 +22,11 @@ constexpr milliseconds kCloseGrace{2000};
 
 }  // namespace
 
-Server::Server(config::Config cfg) : cfg_(std::move(cfg)), store_(cfg_.state_dir) {}
+Server::Server(config::Config cfg)
+    : metrics_(kVersion), cfg_(std::move(cfg)), store_(cfg_.state_dir) {}
 
 Server::~Server() {
+  if (admin_) admin_->stop();  // no admin call may reach a half-destroyed server
   // Sparks (and process children) go before the pool their backends may still be using.
   listeners_.clear();
   sparks_.clear();
@@ -71,8 +74,9 @@ void Server::apply_config(config::Config next) {
       it->second->update(s, make_backend(s, next));
       sparks[s.name] = it->second;
     } else {
-      sparks[s.name] = std::make_shared<Spark>(SparkEnvironment{io_.get_executor(), control_pool_, activity_},
-                                               s, make_backend(s, next));
+      sparks[s.name] = std::make_shared<Spark>(
+          SparkEnvironment{io_.get_executor(), control_pool_, activity_, &metrics_}, s,
+          make_backend(s, next));
       added.push_back(s.name);
       asio::co_spawn(io_, sparks[s.name]->adopt_if_running(), asio::detached);
     }
@@ -205,6 +209,7 @@ awaitable<void> Server::signal_loop() {
 
 awaitable<void> Server::shut_down() {
   stopping_ = true;
+  ready_ = false;  // fail readiness first, so a load balancer stops sending new connections
   for (auto& [key, listener] : listeners_) {
     error_code ignored;
     listener->acceptor.close(ignored);
@@ -229,8 +234,7 @@ awaitable<void> Server::shut_down() {
   }
   // Children never outlive the gateway; sparks managed elsewhere (exec) keep running.
   for (auto& [name, spark] : sparks_) {
-    const std::string reason = "shutdown";
-    if (spark->stops_with_gateway()) co_await spark->sleep(reason);
+    if (spark->stops_with_gateway()) co_await spark->sleep(SleepReason::shutdown);
   }
   flush_now();
   spdlog::info("stopped");
@@ -245,11 +249,19 @@ int Server::run() {
   }
   apply_config(cfg_);
   ::signal(SIGPIPE, SIG_IGN);
+  if (cfg_.admin) {
+    metrics_.set_snapshot_source([this] { return sparks(); });
+    admin_ = std::make_unique<AdminServer>(*cfg_.admin, *this, metrics_);
+    admin_->start();
+  }
   asio::co_spawn(io_, signal_loop(), asio::detached);
   asio::co_spawn(io_, reaper_loop(), asio::detached);
   asio::co_spawn(io_, flush_loop(), asio::detached);
   spdlog::info("ready: serving {} sparks, state in {}", sparks_.size(), cfg_.state_dir.string());
+  ready_ = true;
   io_.run();
+  if (admin_) admin_->stop();
+  metrics_.set_snapshot_source(nullptr);
   return 0;
 }
 

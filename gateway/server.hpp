@@ -1,6 +1,7 @@
 #pragma once
 // The gateway process: one listener per spark, the reaper, activity persistence, signals.
 // Owns the data-plane io_context (one thread) and the control-plane pool.
+#include <atomic>
 #include <csignal>
 #include <map>
 #include <memory>
@@ -8,22 +9,37 @@
 #include "activity/activity_store.hpp"
 #include "activity/activity_tracker.hpp"
 #include "config/config.hpp"
+#include "gateway/admin/admin_server.hpp"
+#include "gateway/admin/gateway_control.hpp"
 #include "gateway/asio.hpp"
 #include "gateway/connection.hpp"
+#include "gateway/observability/metrics.hpp"
 #include "gateway/spark.hpp"
 
 namespace spark::gateway {
 
-class Server {
+class Server final : public GatewayControl {
  public:
   explicit Server(config::Config cfg);
-  ~Server();
+  ~Server() override;
 
   // Binds every listener and serves until SIGTERM/SIGINT has drained. Returns the exit code.
   // Throws std::runtime_error if it cannot start (e.g. a listen address is taken).
   int run();
 
+  // GatewayControl (server_control.cpp): called from admin threads.
+  std::vector<SparkStatus> sparks() override;
+  std::optional<SparkStatus> spark(const std::string& name) override;
+  ControlOutcome wake(const std::string& name, bool wait) override;
+  ControlOutcome sleep(const std::string& name, bool force) override;
+  ControlOutcome keep_awake(const std::string& name, std::optional<config::Duration> hold) override;
+  bool ready() override;
+
  private:
+  // Runs `f` on the data-plane thread and returns its result to the calling (admin) thread.
+  template <typename F>
+  auto on_data_plane(F f) -> decltype(f());
+  std::shared_ptr<Spark> find(const std::string& name);  // data-plane thread only
   struct Listener {
     explicit Listener(tcp::acceptor a) : acceptor(std::move(a)) {}
     tcp::acceptor acceptor;
@@ -45,6 +61,7 @@ class Server {
 
   asio::io_context io_;
   asio::thread_pool control_pool_{8};
+  Metrics metrics_;
   config::Config cfg_;
   activity::ActivityTracker activity_;
   activity::ActivityStore store_;
@@ -53,6 +70,8 @@ class Server {
   ConnectionRegistry connections_;
   asio::signal_set signals_{io_, SIGINT, SIGTERM, SIGHUP};  // installed before "ready"
   bool stopping_ = false;
+  std::atomic<bool> ready_{false};
+  std::unique_ptr<AdminServer> admin_;
 };
 
 }  // namespace spark::gateway

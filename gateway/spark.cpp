@@ -42,7 +42,30 @@ std::string_view to_string(SparkState s) {
 }
 
 Spark::Spark(SparkEnvironment env, config::SparkConfig cfg, std::unique_ptr<Backend> backend)
-    : env_(env), cfg_(std::move(cfg)), backend_(std::move(backend)) {}
+    : env_(env),
+      metrics_((env.metrics ? *env.metrics : unscraped_metrics()).spark(cfg.name)),
+      cfg_(std::move(cfg)),
+      backend_(std::move(backend)) {}
+
+SparkStatus Spark::status(activity::TimePoint now) const {
+  (void)now;
+  const auto a = env_.activity.get(name());
+  SparkStatus s;
+  s.name = name();
+  s.state = std::string(to_string(state_));
+  s.backend = std::string(backend_->kind());
+  s.listen = cfg_.listen.to_string();
+  s.target = cfg_.target().to_string();
+  s.open_connections = open_connections_;
+  s.last_activity = a.last_activity;
+  if (!cfg_.idle_timeout.is_never())
+    s.idle_timeout_seconds = std::chrono::duration<double>(*cfg_.idle_timeout.value).count();
+  if (state_ == SparkState::running) s.sleeps_at = activity::sleeps_at(a, cfg_.idle_timeout);
+  if (a.keep_awake_until && *a.keep_awake_until > now) s.keep_awake_until = a.keep_awake_until;
+  s.wakes = wakes_started_;
+  s.last_wake_error = last_wake_error_;
+  return s;
+}
 
 void Spark::set_state(SparkState s) {
   if (s == state_) return;
@@ -59,7 +82,7 @@ void Spark::connection_closed() {
   --open_connections_;
   env_.activity.connection_closed(name(), std::chrono::system_clock::now());
   if (retired_ && open_connections_ == 0) {
-    asio::co_spawn(env_.executor, sleep("removed from config"), asio::detached);
+    asio::co_spawn(env_.executor, sleep(SleepReason::removed), asio::detached);
   }
 }
 
@@ -104,7 +127,7 @@ awaitable<tcp::socket> Spark::connect_upstream() {
       spdlog::warn("spark {}: was running but {}; waking it again", name(), last_error);
       set_state(SparkState::sleeping);
     }
-    auto attempt = (state_ == SparkState::waking) ? wake_ : start_wake();
+    auto attempt = join_or_start_wake();
     co_await attempt->done.wait();
     if (attempt->error) throw WakeError(*attempt->error);
     if (attempt->probe_socket) {
@@ -113,14 +136,27 @@ awaitable<tcp::socket> Spark::connect_upstream() {
       co_return s;
     }
   }
-  throw WakeError(last_error);
+  throw UpstreamError(last_error);
 }
 
-void Spark::wake() {
-  if (state_ == SparkState::sleeping || state_ == SparkState::failed) start_wake();
+awaitable<std::optional<std::string>> Spark::ensure_awake() {
+  env_.activity.touch(name(), std::chrono::system_clock::now());
+  for (int round = 0; round < 3; ++round) {
+    if (state_ == SparkState::stopping) {
+      auto finished = sleep_finished_;
+      co_await finished->wait();
+      continue;
+    }
+    if (state_ == SparkState::running) co_return std::nullopt;
+    auto attempt = join_or_start_wake();
+    co_await attempt->done.wait();
+    co_return attempt->error;
+  }
+  co_return std::optional<std::string>("the spark kept being put to sleep");
 }
 
-std::shared_ptr<Spark::WakeAttempt> Spark::start_wake() {
+std::shared_ptr<Spark::WakeAttempt> Spark::join_or_start_wake() {
+  if (state_ == SparkState::waking && wake_) return wake_;
   wake_ = std::make_shared<WakeAttempt>(env_.executor);
   set_state(SparkState::waking);
   ++wakes_started_;
@@ -198,16 +234,27 @@ void Spark::finish_wake(const std::shared_ptr<WakeAttempt>& attempt,
   const auto took = ms_text(steady_clock::now() - started);
   if (attempt->error) {
     spdlog::error("spark {}: wake failed after {}: {}", name(), took, *attempt->error);
+    metrics_.wakes_failure.Increment();
+    last_wake_error_ = *attempt->error;
     set_state(SparkState::failed);
   } else {
     spdlog::info("spark {}: ready in {}", name(), took);
+    metrics_.wakes_success.Increment();
+    metrics_.wake_duration.Observe(std::chrono::duration<double>(steady_clock::now() - started).count());
+    last_wake_error_.clear();
     set_state(SparkState::running);
   }
   attempt->done.set();
 }
 
-awaitable<void> Spark::sleep(std::string reason) {
+awaitable<void> Spark::sleep(SleepReason why) {
   if (state_ != SparkState::running && state_ != SparkState::failed) co_return;
+  std::string reason(to_string(why));
+  if (why == SleepReason::idle) {
+    const auto idle_for = std::chrono::duration_cast<milliseconds>(
+        std::chrono::system_clock::now() - env_.activity.get(name()).last_activity);
+    reason += " for " + config::format_duration(idle_for);
+  }
   auto self = shared_from_this();
   auto backend = backend_;
   set_state(SparkState::stopping);
@@ -227,6 +274,7 @@ awaitable<void> Spark::sleep(std::string reason) {
     spdlog::info("spark {}: asleep after {} ({})", name(), ms_text(steady_clock::now() - started),
                  reason);
     asleep_since_ = std::chrono::system_clock::now();
+    metrics_.count_sleep(why);
     set_state(SparkState::sleeping);
     apply_pending_backend();
   } else {
@@ -250,10 +298,7 @@ void Spark::reap_if_idle(activity::TimePoint now) {
   }
   if (state_ != SparkState::running || open_connections_ > 0) return;
   if (!env_.activity.is_idle(name(), cfg_.idle_timeout, now)) return;
-  const auto idle = env_.activity.get(name()).last_activity;
-  const auto idle_for = std::chrono::duration_cast<milliseconds>(now - idle);
-  asio::co_spawn(env_.executor, sleep("idle for " + config::format_duration(idle_for)),
-                 asio::detached);
+  asio::co_spawn(env_.executor, sleep(SleepReason::idle), asio::detached);
 }
 
 awaitable<void> Spark::adopt_if_running() {
@@ -283,7 +328,7 @@ void Spark::apply_pending_backend() {
 void Spark::retire() {
   retired_ = true;
   if (open_connections_ == 0)
-    asio::co_spawn(env_.executor, sleep("removed from config"), asio::detached);
+    asio::co_spawn(env_.executor, sleep(SleepReason::removed), asio::detached);
 }
 
 }  // namespace spark::gateway

@@ -12,6 +12,8 @@
 #include "gateway/asio.hpp"
 #include "gateway/async_event.hpp"
 #include "gateway/backend/backend.hpp"
+#include "gateway/observability/metrics.hpp"
+#include "gateway/observability/spark_status.hpp"
 
 namespace spark::gateway {
 
@@ -23,12 +25,18 @@ class WakeError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
+// The spark woke (or was running) but its sshd could not be reached.
+class UpstreamError : public WakeError {
+ public:
+  using WakeError::WakeError;
+};
 
 // What a spark needs from the gateway around it.
 struct SparkEnvironment {
   asio::any_io_executor executor;  // the data plane
   asio::thread_pool& control_pool;
   activity::ActivityTracker& activity;
+  Metrics* metrics = nullptr;  // nullptr: counted, but nobody scrapes them
 };
 
 class Spark : public std::enable_shared_from_this<Spark> {
@@ -43,9 +51,9 @@ class Spark : public std::enable_shared_from_this<Spark> {
   // Process children stop with the gateway; sparks managed elsewhere keep running.
   bool stops_with_gateway() const { return !backend_->may_run_without_us(); }
 
-  // Byte counters, updated by the splice (data-plane thread only, so plain integers).
-  std::uint64_t bytes_client_to_spark = 0;
-  std::uint64_t bytes_spark_to_client = 0;
+  SparkMetrics& metrics() { return metrics_; }
+  // A view for the API, CLI, status page and metrics.
+  SparkStatus status(activity::TimePoint now) const;
 
   // A connection opened/closed: counts as activity and keeps the spark awake while open.
   void connection_opened();
@@ -56,11 +64,12 @@ class Spark : public std::enable_shared_from_this<Spark> {
   // connection goes to the first caller. Throws WakeError with the reason.
   awaitable<tcp::socket> connect_upstream();
 
-  // Starts a wake if the spark is not running or waking (e.g. an operator's request).
-  void wake();
+  // Wakes the spark if needed (joining a wake in progress) and returns once it is running, or
+  // the reason it could not be woken. An operator's wake counts as activity.
+  awaitable<std::optional<std::string>> ensure_awake();
 
-  // Puts the spark to sleep if it is running. `reason` is logged ("idle", "shutdown", ...).
-  awaitable<void> sleep(std::string reason);  // pass a named string (GCC 12, see asio.hpp)
+  // Puts the spark to sleep if it is running (or failed, to clean up).
+  awaitable<void> sleep(SleepReason reason);
 
   // Reaper tick: notices a spark that stopped on its own, and sleeps one that is idle.
   void reap_if_idle(activity::TimePoint now);
@@ -83,7 +92,7 @@ class Spark : public std::enable_shared_from_this<Spark> {
     std::optional<tcp::socket> probe_socket;  // the first connection that succeeded
   };
 
-  std::shared_ptr<WakeAttempt> start_wake();
+  std::shared_ptr<WakeAttempt> join_or_start_wake();
   awaitable<void> run_wake(std::shared_ptr<WakeAttempt> attempt);
   // Ends a wake for everyone waiting on it. (A member, not a lambda in run_wake: GCC 12
   // miscompiles lambdas that capture coroutine parameters by reference.)
@@ -96,6 +105,7 @@ class Spark : public std::enable_shared_from_this<Spark> {
   void apply_pending_backend();
 
   SparkEnvironment env_;
+  SparkMetrics& metrics_;
   config::SparkConfig cfg_;
   std::shared_ptr<Backend> backend_;
   std::unique_ptr<Backend> pending_backend_;  // from a reload, waiting for the spark to sleep
@@ -105,6 +115,7 @@ class Spark : public std::enable_shared_from_this<Spark> {
   int open_connections_ = 0;
   std::uint64_t wakes_started_ = 0;
   bool retired_ = false;
+  std::string last_wake_error_;
   std::chrono::system_clock::time_point asleep_since_ = std::chrono::system_clock::now();
 };
 

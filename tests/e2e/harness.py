@@ -568,6 +568,7 @@ class GatewayTestCase(unittest.TestCase):
         shutil.copyfile(self.user_key + ".pub", self.authorized_keys)
         self.config_path = os.path.join(self.tmpdir, "config.json")
         self.state_dir = os.path.join(self.tmpdir, "state")
+        self.admin = None  # set by enable_admin()
 
     # -- environment ---------------------------------------------------------------------
 
@@ -606,13 +607,64 @@ class GatewayTestCase(unittest.TestCase):
         d.update(defaults or {})
         if drain_timeout is not None:
             d["drain_timeout"] = drain_timeout
-        return {
+        cfg = {
             "state_dir": "state",
             "defaults": d,
             "reaper": {"interval": reaper_interval or self.REAPER_INTERVAL},
             "activity": {"flush_interval": flush_interval or self.FLUSH_INTERVAL},
             "sparks": [s.entry() for s in (self.sparks if sparks is None else sparks)],
         }
+        if self.admin:
+            cfg["admin"] = {k: v for k, v in self.admin.items() if k in ("listen", "token_file")}
+        return cfg
+
+    # -- admin API -----------------------------------------------------------------------
+
+    def enable_admin(self, token="e2e-token-" + "x" * 8):
+        """Adds an "admin" section (on this test's loopback address) to configs written from
+        now on. With a token, mutating calls need it; token=None configures no token file."""
+        port = free_port(self.host)
+        self.admin = {"listen": "%s:%d" % (self.host, port), "url": "http://%s:%d" % (self.host, port),
+                      "token": token}
+        if token is not None:
+            path = os.path.join(self.tmpdir, "admin-token")
+            with open(path, "w") as f:
+                f.write(token + "\n")
+            self.admin["token_file"] = "admin-token"
+        return self.admin
+
+    def api(self, method, path, body=None, token=None, raw_body=None, timeout=60):
+        """Calls the admin API; returns (status, decoded JSON or text). token=None uses the
+        configured token; token="" sends no Authorization header."""
+        import urllib.error
+        import urllib.request
+        if token is None:
+            token = self.admin.get("token") or ""
+        data = raw_body if raw_body is not None else (json.dumps(body).encode() if body is not None else b"")
+        req = urllib.request.Request(self.admin["url"] + path, data=data if method != "GET" else None,
+                                     method=method)
+        if token:
+            req.add_header("Authorization", "Bearer " + token)
+        if method != "GET":
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as res:
+                status, text = res.status, res.read().decode()
+        except urllib.error.HTTPError as e:
+            status, text = e.code, e.read().decode()
+        try:
+            return status, json.loads(text)
+        except ValueError:
+            return status, text
+
+    def admin_cli(self, *args, env_extra=None, timeout=60):
+        """Runs an admin subcommand of the binary against this test's gateway."""
+        env = self.child_env()
+        env["SPARK_GATEWAY_ADMIN"] = self.admin["url"]
+        env.pop("SPARK_GATEWAY_TOKEN", None)
+        env.update(env_extra or {})
+        return subprocess.run([self.bin] + list(args), env=env, cwd="/", stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=timeout)
 
     def write_config(self, sparks=None, path=None, **kw):
         path = path or self.config_path

@@ -1,0 +1,28 @@
+#include "gateway/admin/spark_json.hpp"
+
+#include "activity/time_format.hpp"
+
+namespace spark::gateway {
+
+nlohmann::json to_json(const SparkStatus& s) {
+  using nlohmann::json;
+  auto time_or_null = [](const std::optional<activity::TimePoint>& t) {
+    return t ? json(activity::format_rfc3339(*t)) : json(nullptr);
+  };
+  return {
+      {"name", s.name},
+      {"state", s.state},
+      {"backend", s.backend},
+      {"listen", s.listen},
+      {"target", s.target},
+      {"open_connections", s.open_connections},
+      {"last_activity", activity::format_rfc3339(s.last_activity)},
+      {"idle_timeout_seconds", s.idle_timeout_seconds ? json(*s.idle_timeout_seconds) : json(nullptr)},
+      {"sleeps_at", time_or_null(s.sleeps_at)},
+      {"keep_awake_until", time_or_null(s.keep_awake_until)},
+      {"wakes", s.wakes},
+      {"last_wake_error", s.last_wake_error.empty() ? json(nullptr) : json(s.last_wake_error)},
+  };
+}
+
+}  // namespace spark::gateway

@@ -1,0 +1,274 @@
+#include "gateway/cli/admin_cli.hpp"
+
+#include <httplib.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
+
+#include "activity/time_format.hpp"
+#include "config/duration.hpp"
+#include "config/spark_name.hpp"
+
+namespace spark::gateway {
+namespace {
+
+using nlohmann::json;
+
+constexpr int kOk = 0;
+constexpr int kFailed = 1;
+constexpr int kUsage = 2;
+constexpr const char* kDefaultAdmin = "http://127.0.0.1:9090";
+
+struct Options {
+  std::string admin;
+  std::string token;
+  bool json_output = false;
+  bool wait = false;
+  bool force = false;
+  bool clear = false;
+  std::vector<std::string> positional;
+};
+
+int usage(const std::string& message) {
+  std::cerr << "spark-gateway: " << message << "\n\n" << admin_commands_usage();
+  return kUsage;
+}
+
+std::optional<std::string> read_token_file(const std::string& path, std::string& error) {
+  std::ifstream in(path);
+  if (!in) {
+    error = "cannot read token file " + path;
+    return std::nullopt;
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  std::string token = text.str();
+  while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back()))) token.pop_back();
+  return token;
+}
+
+// Parses flags shared by every command; returns an exit code on a usage error.
+std::optional<int> parse(const std::vector<std::string>& args, Options& o) {
+  std::string token_file;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value = [&](std::string& into) {
+      if (i + 1 >= args.size()) return false;
+      into = args[++i];
+      return true;
+    };
+    if (a == "--admin") {
+      if (!value(o.admin)) return usage("--admin needs a URL");
+    } else if (a.rfind("--admin=", 0) == 0) {
+      o.admin = a.substr(8);
+    } else if (a == "--token-file") {
+      if (!value(token_file)) return usage("--token-file needs a FILE");
+    } else if (a.rfind("--token-file=", 0) == 0) {
+      token_file = a.substr(13);
+    } else if (a == "-o" || a == "--output") {
+      std::string format;
+      if (!value(format)) return usage(a + " needs a format (json or table)");
+      if (format != "json" && format != "table") return usage("unknown output format \"" + format + "\"");
+      o.json_output = format == "json";
+    } else if (a == "-o=json" || a == "--output=json") {
+      o.json_output = true;
+    } else if (a == "--wait") {
+      o.wait = true;
+    } else if (a == "--force") {
+      o.force = true;
+    } else if (a == "--clear") {
+      o.clear = true;
+    } else if (a.size() > 1 && a[0] == '-') {
+      return usage("unknown option " + a);
+    } else {
+      o.positional.push_back(a);
+    }
+  }
+  if (o.admin.empty()) {
+    const char* env = std::getenv("SPARK_GATEWAY_ADMIN");
+    o.admin = env && *env ? env : kDefaultAdmin;
+  }
+  if (!token_file.empty()) {
+    std::string error;
+    auto token = read_token_file(token_file, error);
+    if (!token) {
+      std::cerr << "spark-gateway: " << error << "\n";
+      return kUsage;
+    }
+    o.token = *token;
+  } else if (const char* env = std::getenv("SPARK_GATEWAY_TOKEN"); env && *env) {
+    o.token = env;
+  }
+  return std::nullopt;
+}
+
+// One API call. Prints why it failed and returns nullopt, or returns the decoded body.
+std::optional<json> call(const Options& o, const std::string& method, const std::string& path,
+                         const std::string& body = {}) {
+  httplib::Client client(o.admin);
+  if (!client.is_valid()) {
+    std::cerr << "spark-gateway: \"" << o.admin << "\" is not a valid admin URL (e.g. " << kDefaultAdmin << ")\n";
+    return std::nullopt;
+  }
+  client.set_connection_timeout(5, 0);
+  client.set_read_timeout(o.wait ? 900 : 30, 0);  // --wait lasts as long as the wake may
+  httplib::Headers headers;
+  if (!o.token.empty()) headers.emplace("Authorization", "Bearer " + o.token);
+  httplib::Result res = method == "GET"      ? client.Get(path.c_str(), headers)
+                        : method == "DELETE" ? client.Delete(path.c_str(), headers)
+                                             : client.Post(path.c_str(), headers, body, "application/json");
+  if (!res) {
+    std::cerr << "spark-gateway: cannot reach the admin API at " << o.admin << ": "
+              << httplib::to_string(res.error()) << "\n";
+    return std::nullopt;
+  }
+  const json decoded = json::parse(res->body, nullptr, false);
+  if (res->status >= 400) {
+    std::string message = decoded.is_object() && decoded.contains("error") && decoded["error"].is_string()
+                              ? decoded["error"].get<std::string>()
+                              : res->body;
+    std::cerr << "spark-gateway: " << message << " (HTTP " << res->status << ")\n";
+    return std::nullopt;
+  }
+  if (decoded.is_discarded()) {
+    std::cerr << "spark-gateway: the admin API answered something that is not JSON\n";
+    return std::nullopt;
+  }
+  return decoded;
+}
+
+std::string human_seconds(double seconds) {
+  if (seconds < 0) seconds = 0;
+  return config::format_duration(std::chrono::seconds(static_cast<long long>(seconds + 0.5)));
+}
+
+double seconds_until(const json& rfc3339, activity::TimePoint now) {
+  const auto t = activity::parse_rfc3339(rfc3339.get<std::string>());
+  return t ? std::chrono::duration<double>(*t - now).count() : 0;
+}
+
+void print_table(const json& sparks) {
+  const auto now = std::chrono::system_clock::now();
+  std::vector<std::vector<std::string>> rows = {
+      {"NAME", "STATE", "CONNECTIONS", "IDLE FOR", "SLEEPS IN", "KEEP-AWAKE"}};
+  for (const auto& s : sparks) {
+    const int open = s.value("open_connections", 0);
+    std::string idle = open > 0 ? "active" : human_seconds(-seconds_until(s["last_activity"], now));
+    std::string sleeps_in = s["sleeps_at"].is_null() ? "-" : human_seconds(seconds_until(s["sleeps_at"], now));
+    if (s["idle_timeout_seconds"].is_null() && s["state"] == "running") sleeps_in = "never";
+    std::string keep = s["keep_awake_until"].is_null()
+                           ? "-"
+                           : human_seconds(seconds_until(s["keep_awake_until"], now)) + " left";
+    rows.push_back({s["name"].get<std::string>(), s["state"].get<std::string>(), std::to_string(open),
+                    idle, sleeps_in, keep});
+  }
+  std::vector<std::size_t> width(rows[0].size(), 0);
+  for (const auto& r : rows)
+    for (std::size_t i = 0; i < r.size(); ++i) width[i] = std::max(width[i], r[i].size());
+  for (const auto& r : rows) {
+    for (std::size_t i = 0; i < r.size(); ++i) {
+      std::cout << r[i];
+      if (i + 1 < r.size()) std::cout << std::string(width[i] - r[i].size() + 2, ' ');
+    }
+    std::cout << "\n";
+  }
+}
+
+std::optional<int> need_spark(const Options& o, std::size_t extra_args, const std::string& command) {
+  if (o.positional.size() != 1 + extra_args)
+    return usage(command + (extra_args ? " needs NAME and DURATION" : " needs exactly one NAME"));
+  if (!config::is_valid_spark_name(o.positional[0]))
+    return usage("\"" + o.positional[0] + "\" is not a valid spark name");
+  return std::nullopt;
+}
+
+int status(const Options& o) {
+  if (o.positional.size() > 1) return usage("status takes at most one NAME");
+  json sparks;
+  if (o.positional.empty()) {
+    auto body = call(o, "GET", "/api/v1/sparks");
+    if (!body) return kFailed;
+    sparks = (*body)["sparks"];
+  } else {
+    if (auto bad = need_spark(o, 0, "status")) return *bad;
+    auto body = call(o, "GET", "/api/v1/sparks/" + o.positional[0]);
+    if (!body) return kFailed;
+    sparks = json::array({*body});
+  }
+  if (o.json_output)
+    std::cout << (o.positional.empty() ? json{{"sparks", sparks}} : sparks[0]).dump(2) << "\n";
+  else
+    print_table(sparks);
+  return kOk;
+}
+
+int print_result(const Options& o, const json& spark, const std::string& text) {
+  if (o.json_output)
+    std::cout << spark.dump(2) << "\n";
+  else
+    std::cout << text << "\n";
+  return kOk;
+}
+
+}  // namespace
+
+const char* admin_commands_usage() {
+  return R"(admin commands (talk to a running gateway's admin API):
+  status [NAME] [-o json]                   every spark (or one) at a glance
+  wake NAME [--wait]                        wake a spark; --wait returns once it runs
+  sleep NAME [--force]                      put a spark to sleep (--force: even with open connections)
+  keep-awake NAME DURATION                  hold a spark awake, e.g. 4h
+  keep-awake NAME --clear                   drop the hold
+options: --admin URL (or SPARK_GATEWAY_ADMIN; default http://127.0.0.1:9090)
+         --token-file FILE (or SPARK_GATEWAY_TOKEN=token)
+exit codes: 0 ok, 1 the operation failed, 2 usage
+)";
+}
+
+bool is_admin_command(const std::string& command) {
+  return command == "status" || command == "wake" || command == "sleep" || command == "keep-awake";
+}
+
+int run_admin_command(const std::string& command, const std::vector<std::string>& args) {
+  Options o;
+  if (auto bad = parse(args, o)) return *bad;
+  if (command == "status") return status(o);
+
+  if (command == "wake") {
+    if (auto bad = need_spark(o, 0, "wake")) return *bad;
+    const std::string& name = o.positional[0];
+    auto body = call(o, "POST", "/api/v1/sparks/" + name + "/wake" + (o.wait ? "?wait=true" : ""));
+    if (!body) return kFailed;
+    return print_result(o, *body, name + ": " + body->value("state", std::string("waking")));
+  }
+  if (command == "sleep") {
+    if (auto bad = need_spark(o, 0, "sleep")) return *bad;
+    const std::string& name = o.positional[0];
+    auto body = call(o, "POST", "/api/v1/sparks/" + name + "/sleep" + (o.force ? "?force=true" : ""));
+    if (!body) return kFailed;
+    return print_result(o, *body, name + ": " + body->value("state", std::string("sleeping")));
+  }
+  // keep-awake
+  if (o.clear) {
+    if (auto bad = need_spark(o, 0, "keep-awake --clear")) return *bad;
+    const std::string& name = o.positional[0];
+    auto body = call(o, "DELETE", "/api/v1/sparks/" + name + "/keep-awake");
+    if (!body) return kFailed;
+    return print_result(o, *body, name + ": keep-awake cleared");
+  }
+  if (auto bad = need_spark(o, 1, "keep-awake")) return *bad;
+  const std::string& name = o.positional[0];
+  std::string why;
+  if (!config::parse_duration(o.positional[1], &why)) return usage("keep-awake DURATION: " + why);
+  auto body = call(o, "POST", "/api/v1/sparks/" + name + "/keep-awake", json{{"for", o.positional[1]}}.dump());
+  if (!body) return kFailed;
+  const std::string until = (*body)["keep_awake_until"].is_string() ? (*body)["keep_awake_until"].get<std::string>() : "?";
+  return print_result(o, *body, name + ": kept awake until " + until);
+}
+
+}  // namespace spark::gateway

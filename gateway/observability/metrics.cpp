@@ -1,0 +1,166 @@
+#include "gateway/observability/metrics.hpp"
+
+#include <prometheus/text_serializer.h>
+
+#include <sstream>
+
+#include "gateway/observability/process_metrics.hpp"
+
+namespace spark::gateway {
+namespace {
+
+using prometheus::BuildCounter;
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+
+double seconds_since_epoch(activity::TimePoint t) {
+  return std::chrono::duration<double>(t.time_since_epoch()).count();
+}
+
+ClientMetric gauge(std::vector<ClientMetric::Label> labels, double value) {
+  ClientMetric m;
+  m.label = std::move(labels);
+  m.gauge.value = value;
+  return m;
+}
+
+const char* kStates[] = {"sleeping", "waking", "running", "stopping", "failed"};
+
+// The state gauges, built from a snapshot at scrape time.
+std::vector<MetricFamily> spark_state_families(const std::vector<SparkStatus>& sparks) {
+  MetricFamily open{"spark_gateway_open_connections",
+                    "Client connections open through this gateway, per spark.", MetricType::Gauge, {}};
+  MetricFamily state{"spark_gateway_spark_state",
+                     "1 for the spark's current state (sleeping, waking, running, stopping, failed).",
+                     MetricType::Gauge, {}};
+  MetricFamily last{"spark_gateway_last_activity_timestamp_seconds",
+                    "Unix time of the spark's last activity (a connection opening or closing; "
+                    "refreshed while connections are open).",
+                    MetricType::Gauge, {}};
+  MetricFamily keep{"spark_gateway_keep_awake_until_timestamp_seconds",
+                    "Unix time until which a keep-awake hold keeps the spark up (only sparks with a hold).",
+                    MetricType::Gauge, {}};
+  for (const auto& s : sparks) {
+    open.metric.push_back(gauge({{"spark", s.name}}, s.open_connections));
+    for (const char* st : kStates)
+      state.metric.push_back(gauge({{"spark", s.name}, {"state", st}}, s.state == st ? 1 : 0));
+    last.metric.push_back(gauge({{"spark", s.name}}, seconds_since_epoch(s.last_activity)));
+    if (s.keep_awake_until)
+      keep.metric.push_back(gauge({{"spark", s.name}}, seconds_since_epoch(*s.keep_awake_until)));
+  }
+  return {open, state, last, keep};
+}
+
+}  // namespace
+
+std::string_view to_string(SleepReason r) {
+  switch (r) {
+    case SleepReason::idle: return "idle";
+    case SleepReason::api: return "api";
+    case SleepReason::shutdown: return "shutdown";
+    case SleepReason::removed: return "removed";
+  }
+  return "unknown";
+}
+
+void SparkMetrics::count_connection(ConnectionOutcome outcome) {
+  switch (outcome) {
+    case ConnectionOutcome::spliced: connections_spliced.Increment(); break;
+    case ConnectionOutcome::wake_failed: connections_wake_failed.Increment(); break;
+    case ConnectionOutcome::upstream_failed: connections_upstream_failed.Increment(); break;
+    case ConnectionOutcome::rejected: connections_rejected.Increment(); break;
+  }
+}
+
+void SparkMetrics::count_sleep(SleepReason reason) {
+  switch (reason) {
+    case SleepReason::idle: sleeps_idle.Increment(); break;
+    case SleepReason::api: sleeps_api.Increment(); break;
+    case SleepReason::shutdown: sleeps_shutdown.Increment(); break;
+    case SleepReason::removed: sleeps_removed.Increment(); break;
+  }
+}
+
+Metrics::Metrics(std::string version)
+    : registry_(std::make_shared<prometheus::Registry>()),
+      connections_(BuildCounter()
+                       .Name("spark_gateway_connections_total")
+                       .Help("Client connections accepted, by how they ended up: spliced, "
+                             "wake_failed, upstream_failed, rejected.")
+                       .Register(*registry_)),
+      bytes_(BuildCounter()
+                 .Name("spark_gateway_bytes_total")
+                 .Help("Bytes spliced, by direction (client_to_spark, spark_to_client).")
+                 .Register(*registry_)),
+      wakes_(BuildCounter()
+                 .Name("spark_gateway_wakes_total")
+                 .Help("Wakes of a sleeping spark, by outcome (success, failure).")
+                 .Register(*registry_)),
+      wake_duration_(prometheus::BuildHistogram()
+                         .Name("spark_gateway_wake_duration_seconds")
+                         .Help("Cold start: from the wake's start (the first connection's accept) "
+                               "to the spark's sshd accepting a connection.")
+                         .Register(*registry_)),
+      sleeps_(BuildCounter()
+                  .Name("spark_gateway_sleeps_total")
+                  .Help("Sparks put to sleep, by reason (idle, api, shutdown, removed).")
+                  .Register(*registry_)) {
+  prometheus::BuildGauge()
+      .Name("spark_gateway_build_info")
+      .Help("Always 1; the version label says which build is running.")
+      .Register(*registry_)
+      .Add({{"version", std::move(version)}})
+      .Set(1);
+}
+
+SparkMetrics& Metrics::spark(const std::string& name) {
+  auto it = sparks_.find(name);
+  if (it != sparks_.end()) return *it->second;
+  static const prometheus::Histogram::BucketBoundaries kWakeBuckets = {
+      0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600};
+  auto m = std::make_unique<SparkMetrics>(SparkMetrics{
+      bytes_.Add({{"spark", name}, {"direction", "client_to_spark"}}),
+      bytes_.Add({{"spark", name}, {"direction", "spark_to_client"}}),
+      connections_.Add({{"spark", name}, {"outcome", "spliced"}}),
+      connections_.Add({{"spark", name}, {"outcome", "wake_failed"}}),
+      connections_.Add({{"spark", name}, {"outcome", "upstream_failed"}}),
+      connections_.Add({{"spark", name}, {"outcome", "rejected"}}),
+      wakes_.Add({{"spark", name}, {"outcome", "success"}}),
+      wakes_.Add({{"spark", name}, {"outcome", "failure"}}),
+      wake_duration_.Add({{"spark", name}}, kWakeBuckets),
+      sleeps_.Add({{"spark", name}, {"reason", "idle"}}),
+      sleeps_.Add({{"spark", name}, {"reason", "api"}}),
+      sleeps_.Add({{"spark", name}, {"reason", "shutdown"}}),
+      sleeps_.Add({{"spark", name}, {"reason", "removed"}}),
+  });
+  return *sparks_.emplace(name, std::move(m)).first->second;
+}
+
+void Metrics::set_snapshot_source(SnapshotSource source) {
+  std::lock_guard lock(source_mu_);
+  source_ = std::move(source);
+}
+
+std::string Metrics::scrape() const {
+  auto families = registry_->Collect();
+  SnapshotSource source;
+  {
+    std::lock_guard lock(source_mu_);
+    source = source_;
+  }
+  if (source) {
+    for (auto& f : spark_state_families(source())) families.push_back(std::move(f));
+  }
+  for (auto& f : process_metric_families()) families.push_back(std::move(f));
+  std::ostringstream out;
+  prometheus::TextSerializer().Serialize(out, families);
+  return out.str();
+}
+
+Metrics& unscraped_metrics() {
+  static Metrics metrics("unscraped");
+  return metrics;
+}
+
+}  // namespace spark::gateway

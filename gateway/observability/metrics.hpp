@@ -1,0 +1,78 @@
+#pragma once
+// The gateway's Prometheus metrics. Names and labels are a contract with dashboards; see
+// docs/metrics.md. Event counters live in prometheus-cpp families (lock-free increments, handles
+// looked up once per spark, so the data path never allocates or locks); gauges that describe
+// the current state of sparks are produced at scrape time from a snapshot (see
+// SparkSnapshotSource), so they can never drift from the truth.
+#include <prometheus/collectable.h>
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "gateway/observability/spark_status.hpp"
+
+namespace spark::gateway {
+
+enum class ConnectionOutcome { spliced, wake_failed, upstream_failed, rejected };
+enum class SleepReason { idle, api, shutdown, removed };
+std::string_view to_string(SleepReason r);
+
+// Per-spark handles into the families; references stay valid for the Metrics' lifetime.
+struct SparkMetrics {
+  prometheus::Counter& bytes_client_to_spark;
+  prometheus::Counter& bytes_spark_to_client;
+  prometheus::Counter& connections_spliced;
+  prometheus::Counter& connections_wake_failed;
+  prometheus::Counter& connections_upstream_failed;
+  prometheus::Counter& connections_rejected;
+  prometheus::Counter& wakes_success;
+  prometheus::Counter& wakes_failure;
+  prometheus::Histogram& wake_duration;
+  prometheus::Counter& sleeps_idle;
+  prometheus::Counter& sleeps_api;
+  prometheus::Counter& sleeps_shutdown;
+  prometheus::Counter& sleeps_removed;
+
+  void count_connection(ConnectionOutcome outcome);
+  void count_sleep(SleepReason reason);
+};
+
+class Metrics {
+ public:
+  // Produces the current state of every spark; called at scrape time from the admin thread.
+  using SnapshotSource = std::function<std::vector<SparkStatus>()>;
+
+  explicit Metrics(std::string version);
+
+  // Handles for one spark (created on first use). Call from the data-plane thread.
+  SparkMetrics& spark(const std::string& name);
+
+  void set_snapshot_source(SnapshotSource source);
+
+  // The whole exposition in the Prometheus text format 0.0.4.
+  std::string scrape() const;
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Family<prometheus::Counter>& connections_;
+  prometheus::Family<prometheus::Counter>& bytes_;
+  prometheus::Family<prometheus::Counter>& wakes_;
+  prometheus::Family<prometheus::Histogram>& wake_duration_;
+  prometheus::Family<prometheus::Counter>& sleeps_;
+  std::map<std::string, std::unique_ptr<SparkMetrics>> sparks_;
+  mutable std::mutex source_mu_;
+  SnapshotSource source_;
+};
+
+// For code that runs without a gateway around it (unit tests): metrics nobody scrapes.
+Metrics& unscraped_metrics();
+
+}  // namespace spark::gateway

@@ -1,0 +1,27 @@
+#pragma once
+// A point-in-time view of one spark, as the admin API, the CLI, the status page and the metrics
+// show it. Built on the data-plane thread, then read anywhere.
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "activity/time_format.hpp"
+
+namespace spark::gateway {
+
+struct SparkStatus {
+  std::string name;
+  std::string state;    // sleeping | waking | running | stopping | failed
+  std::string backend;  // process | exec
+  std::string listen;
+  std::string target;
+  int open_connections = 0;
+  activity::TimePoint last_activity{};
+  std::optional<double> idle_timeout_seconds;  // nullopt: never
+  std::optional<activity::TimePoint> sleeps_at;  // when the reaper may act; nullopt if not due
+  std::optional<activity::TimePoint> keep_awake_until;
+  std::uint64_t wakes = 0;
+  std::string last_wake_error;  // empty unless the last wake failed
+};
+
+}  // namespace spark::gateway

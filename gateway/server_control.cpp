@@ -1,0 +1,125 @@
+// Server's GatewayControl: how admin threads reach sparks. Every call hops onto the data-plane
+// thread (sparks are never touched from anywhere else) and the admin thread waits, bounded.
+#include <spdlog/spdlog.h>
+
+#include <future>
+
+#include "config/duration.hpp"
+#include "gateway/server.hpp"
+
+namespace spark::gateway {
+namespace {
+
+// An admin call that cannot get a turn on the data plane this fast means the gateway is wedged
+// or shutting down; say so instead of hanging the HTTP client.
+constexpr std::chrono::seconds kDataPlaneTimeout{5};
+// A sleep is bounded by the backend's own stop timeouts; this only guards the HTTP request.
+constexpr std::chrono::minutes kSleepTimeout{6};
+
+ControlOutcome not_found() { return {ControlOutcome::Kind::not_found, "no such spark", std::nullopt}; }
+
+}  // namespace
+
+template <typename F>
+auto Server::on_data_plane(F f) -> decltype(f()) {
+  using Result = decltype(f());
+  auto promise = std::make_shared<std::promise<Result>>();
+  auto future = promise->get_future();
+  asio::post(io_, [promise, f = std::move(f)]() mutable {
+    try {
+      promise->set_value(f());
+    } catch (...) {
+      promise->set_exception(std::current_exception());
+    }
+  });
+  if (future.wait_for(kDataPlaneTimeout) != std::future_status::ready)
+    throw std::runtime_error("the gateway's data plane did not answer within 5s");
+  return future.get();
+}
+
+std::shared_ptr<Spark> Server::find(const std::string& name) {
+  auto it = sparks_.find(name);
+  return it == sparks_.end() ? nullptr : it->second;
+}
+
+std::vector<SparkStatus> Server::sparks() {
+  return on_data_plane([this] {
+    std::vector<SparkStatus> out;
+    const auto now = std::chrono::system_clock::now();
+    for (const auto& [name, spark] : sparks_) out.push_back(spark->status(now));
+    return out;
+  });
+}
+
+std::optional<SparkStatus> Server::spark(const std::string& name) {
+  return on_data_plane([this, name]() -> std::optional<SparkStatus> {
+    auto s = find(name);
+    if (!s) return std::nullopt;
+    return s->status(std::chrono::system_clock::now());
+  });
+}
+
+ControlOutcome Server::wake(const std::string& name, bool wait) {
+  using Done = std::optional<std::string>;  // the wake's error, if any
+  auto done = std::make_shared<std::promise<Done>>();
+  auto finished = done->get_future();
+  const auto started = on_data_plane([this, name, done]() -> std::optional<config::Duration> {
+    auto s = find(name);
+    if (!s) return std::nullopt;
+    spdlog::info("spark {}: wake requested through the admin API", name);
+    asio::co_spawn(io_, s->ensure_awake(), [done](std::exception_ptr e, Done error) {
+      if (e) error = "internal error while waking";
+      done->set_value(std::move(error));
+    });
+    return s->config().wake_timeout;
+  });
+  if (!started) return not_found();
+  if (!wait) return {ControlOutcome::Kind::accepted, {}, spark(name)};
+  if (finished.wait_for(*started + kDataPlaneTimeout) != std::future_status::ready)
+    return {ControlOutcome::Kind::failed, "the wake did not finish in time", spark(name)};
+  if (auto error = finished.get())
+    return {ControlOutcome::Kind::failed, "wake failed: " + *error, spark(name)};
+  return {ControlOutcome::Kind::ok, {}, spark(name)};
+}
+
+ControlOutcome Server::sleep(const std::string& name, bool force) {
+  auto done = std::make_shared<std::promise<void>>();
+  auto finished = done->get_future();
+  const auto refusal = on_data_plane([this, name, force, done]() -> std::optional<ControlOutcome> {
+    auto s = find(name);
+    if (!s) return not_found();
+    if (s->open_connections() > 0 && !force)
+      return ControlOutcome{ControlOutcome::Kind::conflict,
+                            "spark has " + std::to_string(s->open_connections()) +
+                                " open connections; use force to sleep it anyway",
+                            s->status(std::chrono::system_clock::now())};
+    spdlog::info("spark {}: sleep requested through the admin API{}", name, force ? " (forced)" : "");
+    asio::co_spawn(io_, s->sleep(SleepReason::api), [done](std::exception_ptr) { done->set_value(); });
+    return std::nullopt;
+  });
+  if (refusal) return *refusal;
+  if (finished.wait_for(kSleepTimeout) != std::future_status::ready)
+    return {ControlOutcome::Kind::failed, "the sleep did not finish in time", spark(name)};
+  auto after = spark(name);
+  if (after && after->state != "sleeping")
+    return {ControlOutcome::Kind::failed, "the spark did not go to sleep (see the gateway log)", after};
+  return {ControlOutcome::Kind::ok, {}, after};
+}
+
+ControlOutcome Server::keep_awake(const std::string& name, std::optional<config::Duration> hold) {
+  return on_data_plane([this, name, hold]() -> ControlOutcome {
+    auto s = find(name);
+    if (!s) return not_found();
+    const auto now = std::chrono::system_clock::now();
+    std::optional<activity::TimePoint> until;
+    if (hold) until = now + *hold;
+    activity_.set_keep_awake(name, until, now);
+    spdlog::info("spark {}: keep-awake {}", name,
+                 hold ? "for " + config::format_duration(*hold) : std::string("cleared"));
+    return {ControlOutcome::Kind::ok, {}, s->status(now)};
+  });
+}
+
+bool Server::ready() { return ready_; }
+
+}  // namespace spark::gateway
