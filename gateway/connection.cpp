@@ -19,8 +19,8 @@ std::string peer_of(const tcp::socket& s) {
 }  // namespace
 
 Connection::Connection(std::shared_ptr<Spark> spark, tcp::socket client,
-                       ConnectionRegistry& registry)
-    : spark_(std::move(spark)), client_(std::move(client)), registry_(registry) {}
+                       ConnectionRegistry& registry, PipePool& pipes)
+    : spark_(std::move(spark)), client_(std::move(client)), registry_(registry), pipes_(pipes) {}
 
 void Connection::force_close() {
   error_code ignored;
@@ -47,7 +47,8 @@ awaitable<void> Connection::run() {
     if (client_.is_open()) {
       metrics.count_connection(ConnectionOutcome::spliced);
       co_await splice(client_, *upstream_,
-                      {up, down, metrics.bytes_client_to_spark, metrics.bytes_spark_to_client});
+                      {up, down, metrics.bytes_client_to_spark, metrics.bytes_spark_to_client},
+                      pipes_);
     } else {
       outcome = "closed during shutdown";
     }

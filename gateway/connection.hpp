@@ -5,6 +5,7 @@
 #include <set>
 
 #include "gateway/asio.hpp"
+#include "gateway/pipe_pool.hpp"
 #include "gateway/spark.hpp"
 
 namespace spark::gateway {
@@ -13,7 +14,8 @@ class ConnectionRegistry;
 
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
-  Connection(std::shared_ptr<Spark> spark, tcp::socket client, ConnectionRegistry& registry);
+  Connection(std::shared_ptr<Spark> spark, tcp::socket client, ConnectionRegistry& registry,
+             PipePool& pipes);
 
   awaitable<void> run();
   void force_close();  // drain timeout: end it now
@@ -23,6 +25,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   tcp::socket client_;
   std::optional<tcp::socket> upstream_;
   ConnectionRegistry& registry_;
+  PipePool& pipes_;
 };
 
 class ConnectionRegistry {

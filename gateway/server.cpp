@@ -129,7 +129,7 @@ awaitable<void> Server::accept_loop(std::shared_ptr<Listener> listener) {
       co_await t.async_wait(use_awaitable);
       continue;
     }
-    auto connection = std::make_shared<Connection>(listener->spark, std::move(socket), connections_);
+    auto connection = std::make_shared<Connection>(listener->spark, std::move(socket), connections_, pipes_);
     asio::co_spawn(io_, connection->run(), asio::detached);
   }
 }

@@ -68,6 +68,9 @@ class Server final : public GatewayControl {
   std::map<std::string, std::shared_ptr<Spark>> sparks_;         // by name
   std::map<std::string, std::shared_ptr<Listener>> listeners_;   // by listen address
   ConnectionRegistry connections_;
+  // Pipes for splice(2): 2 fds each, so bounded well below the fd limit; bulk flows beyond
+  // this many fall back to read/write.
+  PipePool pipes_{256, 256 * 1024};
   asio::signal_set signals_{io_, SIGINT, SIGTERM, SIGHUP};  // installed before "ready"
   bool stopping_ = false;
   std::atomic<bool> ready_{false};

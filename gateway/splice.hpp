@@ -5,11 +5,12 @@
 #include <cstdint>
 
 #include "gateway/asio.hpp"
+#include "gateway/pipe_pool.hpp"
 
 namespace spark::gateway {
 
 // Bytes moved, per connection (for its log line) and per spark (a lock-free metric increment
-// per read, no allocation).
+// per write, no allocation).
 struct SpliceCounters {
   std::uint64_t& client_to_upstream;
   std::uint64_t& upstream_to_client;
@@ -17,9 +18,15 @@ struct SpliceCounters {
   prometheus::Counter& spark_upstream_to_client;
 };
 
+// Each direction starts on plain read/write through one shared buffer (interactive traffic:
+// no per-connection buffer while idle, none at all while the peer keeps up). A read that fills
+// the buffer marks the flow as bulk, and it switches to splice(2) through a pipe from `pipes`
+// (zero-copy), going back when splices turn small or no pipe is free.
+//
 // Half-close is propagated: when one side finishes sending, the other side's write half is shut
 // down and the opposite direction keeps running. An error in either direction (a reset) ends
 // both; the caller then closes the sockets. Throws boost::system::system_error on such errors.
-awaitable<void> splice(tcp::socket& client, tcp::socket& upstream, SpliceCounters counters);
+awaitable<void> splice(tcp::socket& client, tcp::socket& upstream, SpliceCounters counters,
+                       PipePool& pipes);
 
 }  // namespace spark::gateway

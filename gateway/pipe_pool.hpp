@@ -1,0 +1,52 @@
+#pragma once
+// A bounded pool of pipes for splice(2). Thousands of connections must not each hold a pipe
+// (two fds and up to the pipe's pages): a pipe is taken only while a flow is bulk, and given
+// back empty. When the pool is exhausted, callers fall back to read/write.
+#include <cstddef>
+#include <optional>
+#include <vector>
+
+namespace spark::gateway {
+
+class Pipe {
+ public:
+  Pipe(int read_fd, int write_fd) : read_fd_(read_fd), write_fd_(write_fd) {}
+  Pipe(Pipe&& other) noexcept;
+  Pipe& operator=(Pipe&& other) noexcept;
+  Pipe(const Pipe&) = delete;
+  Pipe& operator=(const Pipe&) = delete;
+  ~Pipe();
+
+  int read_fd() const { return read_fd_; }
+  int write_fd() const { return write_fd_; }
+
+ private:
+  void close();
+  int read_fd_ = -1;
+  int write_fd_ = -1;
+};
+
+class PipePool {
+ public:
+  // At most `max_pipes` exist at once (in use or idle); each holds up to `pipe_bytes`.
+  PipePool(std::size_t max_pipes, std::size_t pipe_bytes);
+
+  // An empty pipe, or nullopt if the pool is exhausted (or pipe creation failed).
+  std::optional<Pipe> acquire();
+  // Returns an EMPTY pipe for reuse. A pipe that may hold data must be dropped instead
+  // (destroyed), which also frees its slot via forget().
+  void release(Pipe pipe);
+  // A pipe taken from the pool was destroyed instead of released.
+  void forget() { --in_use_; }
+
+  std::size_t pipe_bytes() const { return pipe_bytes_; }
+  std::size_t in_use() const { return in_use_; }
+
+ private:
+  std::size_t max_pipes_;
+  std::size_t pipe_bytes_;
+  std::size_t in_use_ = 0;
+  std::vector<Pipe> idle_;
+};
+
+}  // namespace spark::gateway
