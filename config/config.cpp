@@ -78,6 +78,17 @@ class Reader {
     return out;
   }
 
+  // A positive whole number.
+  std::optional<int> count(const json& parent, const std::string& key, const std::string& path) {
+    const json* v = member(parent, key);
+    if (!v) return std::nullopt;
+    if (!v->is_number_integer() || v->get<long long>() < 1 || v->get<long long>() > 1'000'000) {
+      problem(path, "expected a whole number from 1 to 1000000");
+      return std::nullopt;
+    }
+    return v->get<int>();
+  }
+
   std::optional<Duration> duration(const json& parent, const std::string& key,
                                    const std::string& path) {
     auto text = string(parent, key, path, false);
@@ -180,7 +191,8 @@ void read_sparks(Reader& r, const json& root, Config& cfg) {
       continue;
     }
     r.reject_unknown_keys(s, path,
-                          {"name", "listen", "idle_timeout", "wake_timeout", "process", "exec"});
+                          {"name", "listen", "idle_timeout", "wake_timeout", "max_connections",
+                           "max_waiting", "process", "exec"});
     SparkConfig spark;
     bool ok = true;
     if (auto name = r.string(s, "name", path + ".name", true)) {
@@ -222,6 +234,8 @@ void read_sparks(Reader& r, const json& root, Config& cfg) {
       else
         ok = false;
     }
+    spark.max_connections = r.count(s, "max_connections", path + ".max_connections");
+    spark.max_waiting = r.count(s, "max_waiting", path + ".max_waiting");
     auto backend = read_backend(r, s, path);
     if (!backend) ok = false;
     if (ok) {
@@ -269,7 +283,7 @@ Config parse_config(const std::string& json_text, const std::filesystem::path& s
   cfg.base_dir = cfg.source.parent_path();
   Reader r;
   r.reject_unknown_keys(root, "",
-                        {"state_dir", "defaults", "reaper", "activity", "admin", "sparks"});
+                        {"state_dir", "defaults", "reaper", "activity", "limits", "admin", "sparks"});
 
   std::filesystem::path state_dir = "state";
   if (auto s = r.string(root, "state_dir", "state_dir", false)) {
@@ -296,6 +310,11 @@ Config parse_config(const std::string& json_text, const std::filesystem::path& s
     r.reject_unknown_keys(*activity, "activity", {"flush_interval"});
     if (auto t = r.duration(*activity, "flush_interval", "activity.flush_interval"))
       cfg.activity_flush_interval = *t;
+  }
+  if (const json* limits = r.object(root, "limits", "limits")) {
+    r.reject_unknown_keys(*limits, "limits", {"max_connections", "max_waiting"});
+    if (auto n = r.count(*limits, "max_connections", "limits.max_connections")) cfg.max_connections = *n;
+    if (auto n = r.count(*limits, "max_waiting", "limits.max_waiting")) cfg.max_waiting = *n;
   }
   if (const json* admin = r.object(root, "admin", "admin")) {
     r.reject_unknown_keys(*admin, "admin", {"listen", "token_file"});

@@ -38,6 +38,9 @@ struct SparkConfig {
   MaybeNever idle_timeout;
   Duration wake_timeout{};
   BackendConfig backend;
+  // Caps for this spark alone (the gateway-wide caps apply too); nullopt: only those.
+  std::optional<int> max_connections;  // open connections, waiting or spliced
+  std::optional<int> max_waiting;      // connections waiting for a wake
 
   const Address& target() const;
   std::string backend_kind() const;  // "process" or "exec"
@@ -60,6 +63,9 @@ struct Config {
   Duration drain_timeout{std::chrono::seconds(30)};
   Duration reaper_interval{std::chrono::seconds(30)};
   Duration activity_flush_interval{std::chrono::seconds(30)};
+  // Gateway-wide caps; a connection beyond them is refused (closed at once, logged, counted).
+  int max_connections = 4096;
+  int max_waiting = 1024;
   std::optional<AdminConfig> admin;
   std::vector<SparkConfig> sparks;
 

@@ -1,6 +1,7 @@
 #include "gateway/server.hpp"
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <spdlog/spdlog.h>
 
 #include <set>
@@ -129,9 +130,39 @@ awaitable<void> Server::accept_loop(std::shared_ptr<Listener> listener) {
       co_await t.async_wait(use_awaitable);
       continue;
     }
+    if (auto why = refusal_reason(*listener->spark); !why.empty()) {
+      listener->spark->metrics().count_connection(ConnectionOutcome::rejected);
+      error_code peer_ec;
+      const auto peer = socket.remote_endpoint(peer_ec);
+      spdlog::warn("spark {}: refusing connection from {}: {}", listener->spark->name(),
+                   peer_ec ? std::string("unknown peer") : peer.address().to_string(), why);
+      continue;  // the socket closes here
+    }
     auto connection = std::make_shared<Connection>(listener->spark, std::move(socket), connections_, pipes_);
     asio::co_spawn(io_, connection->run(), asio::detached);
   }
+}
+
+std::string Server::refusal_reason(const Spark& spark) const {
+  const auto& c = spark.config();
+  const bool will_wait = spark.state() != SparkState::running;
+  if (c.max_connections && spark.open_connections() >= *c.max_connections)
+    return std::to_string(spark.open_connections()) + " connections open (sparks[].max_connections " +
+           std::to_string(*c.max_connections) + ")";
+  if (will_wait && c.max_waiting && spark.waiting_connections() >= *c.max_waiting)
+    return std::to_string(spark.waiting_connections()) + " connections waiting for its wake (max_waiting " +
+           std::to_string(*c.max_waiting) + ")";
+  if (static_cast<int>(connections_.size()) >= cfg_.max_connections)
+    return std::to_string(connections_.size()) + " connections open in the gateway (limits.max_connections " +
+           std::to_string(cfg_.max_connections) + ")";
+  if (will_wait) {
+    int waiting = 0;
+    for (const auto& [name, s] : sparks_) waiting += s->waiting_connections();
+    if (waiting >= cfg_.max_waiting)
+      return std::to_string(waiting) + " connections waiting for wakes in the gateway (limits.max_waiting " +
+             std::to_string(cfg_.max_waiting) + ")";
+  }
+  return {};
 }
 
 awaitable<void> Server::reaper_loop() {
@@ -242,6 +273,11 @@ awaitable<void> Server::shut_down() {
 }
 
 int Server::run() {
+  // A proxy needs two fds per connection: use the whole hard limit, as HAProxy and nginx do.
+  if (rlimit limit{}; ::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &limit);
+  }
   try {
     activity_.restore(store_.load());
   } catch (const std::exception& e) {

@@ -52,6 +52,8 @@ class Server final : public GatewayControl {
   std::shared_ptr<Listener> open_listener(const config::Address& address);
 
   awaitable<void> accept_loop(std::shared_ptr<Listener> listener);
+  // Why a new connection to `spark` must be refused (a limit is reached), or empty.
+  std::string refusal_reason(const Spark& spark) const;
   awaitable<void> reaper_loop();
   awaitable<void> flush_loop();
   awaitable<void> signal_loop();

@@ -107,6 +107,11 @@ awaitable<std::optional<tcp::socket>> Spark::try_connect(const config::Address& 
 }
 
 awaitable<tcp::socket> Spark::connect_upstream() {
+  struct WaitingGuard {  // counts this caller as waiting for as long as it is in here
+    int& n;
+    explicit WaitingGuard(int& count) : n(count) { ++n; }
+    ~WaitingGuard() { --n; }
+  } waiting(waiting_connections_);
   // Bounded: a spark that keeps dying between its wake and our connect is reported, not chased.
   std::string last_error = "the spark did not stay up";
   for (int round = 0; round < 3; ++round) {

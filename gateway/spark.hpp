@@ -47,6 +47,8 @@ class Spark : public std::enable_shared_from_this<Spark> {
   const config::SparkConfig& config() const { return cfg_; }
   SparkState state() const { return state_; }
   int open_connections() const { return open_connections_; }
+  // Connections inside connect_upstream(): waiting for a wake (or a sleep) to finish.
+  int waiting_connections() const { return waiting_connections_; }
   std::uint64_t wakes_started() const { return wakes_started_; }
   // Process children stop with the gateway; sparks managed elsewhere keep running.
   bool stops_with_gateway() const { return !backend_->may_run_without_us(); }
@@ -113,6 +115,7 @@ class Spark : public std::enable_shared_from_this<Spark> {
   std::shared_ptr<WakeAttempt> wake_;           // set while waking
   std::shared_ptr<AsyncEvent> sleep_finished_;  // set while stopping
   int open_connections_ = 0;
+  int waiting_connections_ = 0;
   std::uint64_t wakes_started_ = 0;
   bool retired_ = false;
   std::string last_wake_error_;
