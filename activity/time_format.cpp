@@ -4,6 +4,15 @@
 #include <ctime>
 
 namespace spark::activity {
+namespace {
+
+int days_in_month(int year, int month) {
+  static constexpr int kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  const bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+  return month == 2 && leap ? 29 : kDays[month - 1];
+}
+
+}  // namespace
 
 std::string format_rfc3339(TimePoint t) {
   using namespace std::chrono;
@@ -34,7 +43,8 @@ std::optional<TimePoint> parse_rfc3339(std::string_view text) {
       !digits(11, 2, hour) || text[13] != ':' || !digits(14, 2, min) || text[16] != ':' ||
       !digits(17, 2, sec))
     return std::nullopt;
-  if (mon < 1 || mon > 12 || day < 1 || day > 31 || hour > 23 || min > 59 || sec > 60)
+  if (mon < 1 || mon > 12 || day < 1 || day > days_in_month(year, mon) || hour > 23 ||
+      min > 59 || sec > 60)
     return std::nullopt;
   std::size_t pos = 19;
   long long nanos = 0;
