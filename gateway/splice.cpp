@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <vector>
 
+#include <boost/asio/experimental/parallel_group.hpp>
+
 namespace spark::gateway {
 namespace {
 
@@ -158,10 +160,25 @@ awaitable<void> splice(tcp::socket& client, tcp::socket& upstream, SpliceCounter
                        PipePool& pipes) {
   client.native_non_blocking(true);
   upstream.native_non_blocking(true);
-  co_await (pump(client, upstream, counters.client_to_upstream, counters.spark_client_to_upstream,
-                 pipes) &&
-            pump(upstream, client, counters.upstream_to_client, counters.spark_upstream_to_client,
-                 pipes));
+  // Both directions run together; the first error cancels the other one. Asio's `&&` would then
+  // report the *first operand's* exception (often just "operation canceled"), so we keep the
+  // completion order and rethrow the error that actually ended the splice.
+  const auto executor = co_await asio::this_coro::executor;
+  auto both = asio::experimental::make_parallel_group(
+      asio::co_spawn(executor,
+                     pump(client, upstream, counters.client_to_upstream,
+                          counters.spark_client_to_upstream, pipes),
+                     asio::deferred),
+      asio::co_spawn(executor,
+                     pump(upstream, client, counters.upstream_to_client,
+                          counters.spark_upstream_to_client, pipes),
+                     asio::deferred));
+  auto [order, up_error, down_error] =
+      co_await both.async_wait(asio::experimental::wait_for_one_error(), use_awaitable);
+  const std::exception_ptr first = order[0] == 0 ? up_error : down_error;
+  const std::exception_ptr second = order[0] == 0 ? down_error : up_error;
+  if (first) std::rethrow_exception(first);
+  if (second) std::rethrow_exception(second);
 }
 
 }  // namespace spark::gateway
