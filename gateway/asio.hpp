@@ -28,8 +28,12 @@ auto run_blocking(asio::thread_pool& pool, const F& f) {
   using Signature = std::conditional_t<kVoid, void(std::exception_ptr),
                                        void(std::exception_ptr, std::conditional_t<kVoid, int, Result>)>;
   auto initiation = [pool_executor = pool.get_executor()](auto handler, F work) {
-    asio::post(pool_executor, [work = std::move(work), handler = std::move(handler)]() mutable {
-      auto caller = asio::get_associated_executor(handler);
+    // Counted as outstanding work on the caller's executor, so its io_context does not run out
+    // of work (and return from run()) while the job is still in the pool.
+    auto caller = asio::prefer(asio::get_associated_executor(handler),
+                               asio::execution::outstanding_work.tracked);
+    asio::post(pool_executor, [work = std::move(work), handler = std::move(handler),
+                               caller = std::move(caller)]() mutable {
       std::exception_ptr error;
       if constexpr (kVoid) {
         try {

@@ -223,13 +223,21 @@ awaitable<void> Spark::run_wake(std::shared_ptr<WakeAttempt> attempt) {
               "not ready within wake_timeout " + config::format_duration(cfg_.wake_timeout) +
                   " (last probe: " + last_error + ")",
               started);
-  // Whatever was started must not linger half-alive: stop it in the background.
+  // Whatever was started must not linger half-alive, so stop it. Until the stop is done the spark
+  // is `stopping`: a connection arriving meanwhile waits for it and then wakes afresh, instead of
+  // starting a wake that this stop would undo.
+  set_state(SparkState::stopping);
+  auto stopped = std::make_shared<AsyncEvent>(env_.executor);
+  sleep_finished_ = stopped;
   try {
     const auto stop = [backend] { backend->sleep(); };
     co_await run_blocking(env_.control_pool, stop);
   } catch (const std::exception& e) {
     spdlog::error("spark {}: stopping after the failed wake also failed: {}", name(), e.what());
   }
+  if (state_ == SparkState::stopping) set_state(SparkState::failed);
+  sleep_finished_.reset();
+  stopped->set();
 }
 
 void Spark::finish_wake(const std::shared_ptr<WakeAttempt>& attempt,
@@ -256,9 +264,14 @@ awaitable<void> Spark::sleep(SleepReason why) {
   if (state_ != SparkState::running && state_ != SparkState::failed) co_return;
   std::string reason(to_string(why));
   if (why == SleepReason::idle) {
-    const auto idle_for = std::chrono::duration_cast<milliseconds>(
-        std::chrono::system_clock::now() - env_.activity.get(name()).last_activity);
-    reason += " for " + config::format_duration(idle_for);
+    const auto last = env_.activity.get(name()).last_activity;
+    if (last == activity::TimePoint{}) {
+      reason += ", no activity recorded";
+    } else {
+      const auto idle_for =
+          std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now() - last);
+      reason += " for " + config::format_duration(idle_for);
+    }
   }
   auto self = shared_from_this();
   auto backend = backend_;
