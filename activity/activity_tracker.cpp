@@ -43,6 +43,15 @@ void ActivityTracker::set_keep_awake(const std::string& spark, std::optional<Tim
   dirty_ = true;
 }
 
+void ActivityTracker::merge_remote(const std::string& spark, const PersistedActivity& remote) {
+  auto [it, fresh] = entries_.try_emplace(spark);
+  auto& p = it->second.persisted;
+  p.last_activity = std::max(p.last_activity, remote.last_activity);
+  if (remote.keep_awake_until && (!p.keep_awake_until || *remote.keep_awake_until > *p.keep_awake_until))
+    p.keep_awake_until = remote.keep_awake_until;
+  if (fresh) dirty_ = true;  // new to the local state file
+}
+
 void ActivityTracker::refresh_open(TimePoint now) {
   for (auto& [name, e] : entries_) {
     if (e.open_connections > 0) touch(name, now);

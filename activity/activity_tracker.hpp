@@ -29,6 +29,10 @@ class ActivityTracker {
   void touch(const std::string& spark, TimePoint now);  // e.g. a wake by the API
   void set_keep_awake(const std::string& spark, std::optional<TimePoint> until, TimePoint now);
 
+  // Activity recorded elsewhere (the Deployment's annotations, written by this or another
+  // gateway): only ever moves times forward. Not dirty: it is already stored where it came from.
+  void merge_remote(const std::string& spark, const PersistedActivity& remote);
+
   // Open connections count as activity: moves last_activity to `now` for every spark that has
   // any, so a persisted timestamp never looks stale while a session is open.
   void refresh_open(TimePoint now);

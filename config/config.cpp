@@ -1,5 +1,6 @@
 #include "config/config.hpp"
 
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -173,6 +174,90 @@ std::optional<BackendConfig> read_backend(Reader& r, const json& spark, const st
   return ExecBackendConfig{std::move(*start), std::move(*stop), std::move(*target)};
 }
 
+// "22000-22999" -> {22000, 22999}.
+bool parse_port_range(const std::string& text, int& lo, int& hi) {
+  const auto dash = text.find('-');
+  if (dash == std::string::npos) return false;
+  try {
+    std::size_t used = 0;
+    lo = std::stoi(text.substr(0, dash), &used);
+    if (used != dash) return false;
+    hi = std::stoi(text.substr(dash + 1), &used);
+    if (used != text.size() - dash - 1) return false;
+  } catch (const std::exception&) {
+    return false;
+  }
+  return lo >= 1 && hi <= 65535 && lo <= hi;
+}
+
+std::filesystem::path expand_home(const std::string& path) {
+  if (path.rfind("~/", 0) == 0) {
+    if (const char* home = std::getenv("HOME")) return std::filesystem::path(home) / path.substr(2);
+  }
+  return path;
+}
+
+KubernetesConfig read_kubernetes(Reader& r, const json& k, const Config& cfg) {
+  const std::string p = "kubernetes";
+  r.reject_unknown_keys(k, p,
+                        {"namespace", "selector", "listen_host", "port_range", "target_port",
+                         "annotation_prefix", "api_server", "token_file", "ca_file", "kubeconfig",
+                         "request_timeout"});
+  KubernetesConfig out;
+  if (auto ns = r.string(k, "namespace", p + ".namespace", false)) {
+    if (!is_valid_spark_name(*ns))
+      r.problem(p + ".namespace", "\"" + *ns + "\" is not a valid namespace name (an RFC 1123 label)");
+    out.namespace_name = *ns;
+  }
+  if (auto sel = r.string(k, "selector", p + ".selector", false)) out.selector = *sel;
+  if (auto host = r.string(k, "listen_host", p + ".listen_host", false)) {
+    std::string why;
+    if (!parse_address(*host + ":1", &why) && !parse_address("[" + *host + "]:1", &why))
+      r.problem(p + ".listen_host", "\"" + *host + "\" is not a numeric IP address");
+    out.listen_host = *host;
+  }
+  if (auto range = r.string(k, "port_range", p + ".port_range", false)) {
+    if (!parse_port_range(*range, out.port_min, out.port_max))
+      r.problem(p + ".port_range", "\"" + *range + "\" is not a port range like \"22000-22999\"");
+  }
+  if (k.contains("target_port")) {
+    const json& t = k.at("target_port");
+    if (!t.is_number_integer() || t.get<long long>() < 1 || t.get<long long>() > 65535)
+      r.problem(p + ".target_port", "expected a port number from 1 to 65535");
+    else
+      out.target_port = t.get<int>();
+  }
+  if (auto prefix = r.string(k, "annotation_prefix", p + ".annotation_prefix", false)) {
+    if (prefix->empty() || prefix->back() != '/')
+      r.problem(p + ".annotation_prefix", "must end with '/' (like \"spark-gateway/\")");
+    out.annotation_prefix = *prefix;
+  }
+  if (auto url = r.string(k, "api_server", p + ".api_server", false)) {
+    if (url->rfind("http://", 0) != 0 && url->rfind("https://", 0) != 0)
+      r.problem(p + ".api_server", "\"" + *url + "\" must start with https:// or http://");
+    out.api_server = *url;
+  }
+  auto file = [&](const char* key, std::filesystem::path& into, bool* given) {
+    if (auto f = r.string(k, key, p + "." + key, false)) {
+      if (f->empty()) {
+        r.problem(p + "." + key, "must not be empty");
+        return;
+      }
+      into = (cfg.base_dir / expand_home(*f)).lexically_normal();
+      if (given) *given = true;
+    }
+  };
+  file("token_file", out.token_file, &out.token_file_given);
+  file("ca_file", out.ca_file, &out.ca_file_given);
+  std::filesystem::path kubeconfig;
+  file("kubeconfig", kubeconfig, nullptr);
+  if (!kubeconfig.empty()) out.kubeconfig = kubeconfig;
+  if (out.api_server && out.kubeconfig)
+    r.problem(p, "give api_server or kubeconfig, not both");
+  if (auto t = r.duration(k, "request_timeout", p + ".request_timeout")) out.request_timeout = *t;
+  return out;
+}
+
 void read_sparks(Reader& r, const json& root, Config& cfg) {
   auto it = root.find("sparks");
   if (it == root.end()) return;
@@ -252,7 +337,9 @@ const Address& SparkConfig::target() const {
 }
 
 std::string SparkConfig::backend_kind() const {
-  return std::holds_alternative<ProcessBackendConfig>(backend) ? "process" : "exec";
+  if (std::holds_alternative<ProcessBackendConfig>(backend)) return "process";
+  if (std::holds_alternative<ExecBackendConfig>(backend)) return "exec";
+  return "kubernetes";
 }
 
 const SparkConfig* Config::find_spark(std::string_view name) const {
@@ -283,7 +370,8 @@ Config parse_config(const std::string& json_text, const std::filesystem::path& s
   cfg.base_dir = cfg.source.parent_path();
   Reader r;
   r.reject_unknown_keys(root, "",
-                        {"state_dir", "defaults", "reaper", "activity", "limits", "admin", "sparks"});
+                        {"state_dir", "defaults", "reaper", "activity", "limits", "admin",
+                         "kubernetes", "sparks"});
 
   std::filesystem::path state_dir = "state";
   if (auto s = r.string(root, "state_dir", "state_dir", false)) {
@@ -334,6 +422,7 @@ Config parse_config(const std::string& json_text, const std::filesystem::path& s
       cfg.admin = AdminConfig{*listen, token_file};
     }
   }
+  if (const json* k = r.object(root, "kubernetes", "kubernetes")) cfg.kubernetes = read_kubernetes(r, *k, cfg);
   read_sparks(r, root, cfg);
 
   if (!r.problems.empty()) throw ConfigError(std::move(r.problems));

@@ -29,7 +29,16 @@ struct ExecBackendConfig {
   friend bool operator==(const ExecBackendConfig&, const ExecBackendConfig&) = default;
 };
 
-using BackendConfig = std::variant<ProcessBackendConfig, ExecBackendConfig>;
+// `kubernetes` backend: a Deployment scaled 0<->1. Not written in `sparks`: the gateway discovers
+// these sparks from the cluster (see KubernetesConfig).
+struct KubernetesBackendConfig {
+  std::string deployment;
+  // The pod's sshd. The pod IP is known only once it runs, so the host is a placeholder ("pod").
+  Address target;
+  friend bool operator==(const KubernetesBackendConfig&, const KubernetesBackendConfig&) = default;
+};
+
+using BackendConfig = std::variant<ProcessBackendConfig, ExecBackendConfig, KubernetesBackendConfig>;
 
 struct SparkConfig {
   std::string name;  // RFC 1123 label
@@ -43,7 +52,7 @@ struct SparkConfig {
   std::optional<int> max_waiting;      // connections waiting for a wake
 
   const Address& target() const;
-  std::string backend_kind() const;  // "process" or "exec"
+  std::string backend_kind() const;  // "process", "exec" or "kubernetes"
   friend bool operator==(const SparkConfig&, const SparkConfig&) = default;
 };
 
@@ -52,6 +61,26 @@ struct AdminConfig {
   Address listen;
   std::optional<std::filesystem::path> token_file;  // absolute; required off loopback
   friend bool operator==(const AdminConfig&, const AdminConfig&) = default;
+};
+
+// Sparks discovered from Deployments in one namespace. See docs/kubernetes.md.
+struct KubernetesConfig {
+  std::string namespace_name = "spark";
+  std::string selector = "app.kubernetes.io/part-of=spark";  // label selector for Deployments
+  std::string listen_host = "0.0.0.0";
+  int port_min = 22000;  // port_range: ports given to sparks without a port annotation
+  int port_max = 22999;
+  int target_port = 22;  // the pod's sshd, unless the spark's target-port annotation says otherwise
+  std::string annotation_prefix = "spark-gateway/";
+  // Where the API server is. None of api_server/kubeconfig: the in-cluster service account.
+  std::optional<std::string> api_server;  // https://... or plain http://127.0.0.1:8001 (kubectl proxy)
+  std::filesystem::path token_file = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+  std::filesystem::path ca_file = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
+  bool token_file_given = false;  // explicit in the config (else: only in-cluster uses it)
+  bool ca_file_given = false;
+  std::optional<std::filesystem::path> kubeconfig;
+  Duration request_timeout{std::chrono::seconds(10)};
+  friend bool operator==(const KubernetesConfig&, const KubernetesConfig&) = default;
 };
 
 struct Config {
@@ -67,6 +96,7 @@ struct Config {
   int max_connections = 4096;
   int max_waiting = 1024;
   std::optional<AdminConfig> admin;
+  std::optional<KubernetesConfig> kubernetes;
   std::vector<SparkConfig> sparks;
 
   const SparkConfig* find_spark(std::string_view name) const;

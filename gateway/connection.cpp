@@ -16,6 +16,13 @@ std::string peer_of(const tcp::socket& s) {
   return (a.is_v6() ? "[" + a.to_string() + "]" : a.to_string()) + ":" + std::to_string(ep.port());
 }
 
+// Just the address: an Event saying "woken by a connection from 100.101.102.103" needs no port.
+std::string peer_address(const tcp::socket& s) {
+  error_code ec;
+  const auto ep = s.remote_endpoint(ec);
+  return ec ? "an unknown peer" : ep.address().to_string();
+}
+
 }  // namespace
 
 Connection::Connection(std::shared_ptr<Spark> spark, tcp::socket client,
@@ -42,7 +49,8 @@ awaitable<void> Connection::run() {
   std::string outcome = "closed";
   auto& metrics = spark_->metrics();
   try {
-    upstream_.emplace(co_await spark_->connect_upstream());
+    std::string cause = "a connection from " + peer_address(client_);
+    upstream_.emplace(co_await spark_->connect_upstream(std::move(cause)));
     upstream_->set_option(tcp::no_delay(true), ignored);
     if (client_.is_open()) {
       metrics.count_connection(ConnectionOutcome::spliced);

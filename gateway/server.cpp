@@ -8,6 +8,7 @@
 
 #include "config/duration.hpp"
 #include "gateway/backend/make_backend.hpp"
+#include "k8s/credentials.hpp"
 #include "version.hpp"
 
 namespace spark::gateway {
@@ -28,10 +29,13 @@ Server::Server(config::Config cfg)
 
 Server::~Server() {
   if (admin_) admin_->stop();  // no admin call may reach a half-destroyed server
-  // Sparks (and process children) go before the pool their backends may still be using.
+  if (discovery_) discovery_->stop();
+  // Sparks (and process children) go before the pool their backends may still be using, and
+  // both before the cluster their Kubernetes backends use.
   listeners_.clear();
   sparks_.clear();
   control_pool_.join();
+  if (cluster_) cluster_->stop();
 }
 
 std::shared_ptr<Server::Listener> Server::open_listener(const config::Address& address) {
@@ -50,11 +54,13 @@ void Server::apply_config(config::Config next) {
   // 1. Listeners: reuse those whose address stays, open the new ones; nothing changes on error.
   std::map<std::string, std::shared_ptr<Listener>> listeners;
   std::vector<std::shared_ptr<Listener>> opened;
-  for (const auto& s : next.sparks) {
+  std::vector<config::SparkConfig> wanted;
+  auto listen = [&](const config::SparkConfig& s) {
     const std::string key = s.listen.to_string();
+    if (listeners.contains(key)) throw std::runtime_error("spark " + s.name + ": " + key + " is already in use by another spark");
     if (auto it = listeners_.find(key); it != listeners_.end()) {
       listeners[key] = it->second;
-      continue;
+      return;
     }
     try {
       listeners[key] = open_listener(s.listen);
@@ -62,22 +68,40 @@ void Server::apply_config(config::Config next) {
       throw std::runtime_error("spark " + s.name + ": " + e.what());
     }
     opened.push_back(listeners[key]);
+  };
+  for (const auto& s : next.sparks) {
+    listen(s);
+    wanted.push_back(s);
+  }
+  for (const auto& s : discovered_) {
+    if (next.find_spark(s.name)) {
+      if (unbindable_.insert(s.name + " (name)").second)
+        spdlog::error("spark {}: a Deployment and a configured spark have this name; serving the configured one", s.name);
+      continue;
+    }
+    try {
+      listen(s);
+      wanted.push_back(s);
+      unbindable_.erase(s.name);
+    } catch (const std::exception& e) {
+      if (unbindable_.insert(s.name).second) spdlog::error("{}; not served", e.what());
+    }
   }
 
   // 2. Sparks: update the ones that stay, create the new ones, retire the removed ones.
   const auto now = std::chrono::system_clock::now();
   std::map<std::string, std::shared_ptr<Spark>> sparks;
   std::vector<std::string> added, changed, removed;
-  for (const auto& s : next.sparks) {
+  for (const auto& s : wanted) {
     activity_.ensure(s.name, now);
     if (auto it = sparks_.find(s.name); it != sparks_.end()) {
       if (!(it->second->config() == s)) changed.push_back(s.name);
-      it->second->update(s, make_backend(s, next));
+      it->second->update(s, make_backend(s, next, cluster_.get()));
       sparks[s.name] = it->second;
     } else {
       sparks[s.name] = std::make_shared<Spark>(
           SparkEnvironment{io_.get_executor(), control_pool_, activity_, &metrics_}, s,
-          make_backend(s, next));
+          make_backend(s, next, cluster_.get()));
       added.push_back(s.name);
       asio::co_spawn(io_, sparks[s.name]->adopt_if_running(), asio::detached);
     }
@@ -107,8 +131,9 @@ void Server::apply_config(config::Config next) {
     for (const auto& s : v) out += (out.empty() ? "" : ",") + s;
     return out.empty() ? "-" : out;
   };
-  spdlog::info("config {}: {} sparks (added {}, changed {}, removed {})", next.source.string(),
-               sparks.size(), join(added), join(changed), join(removed));
+  if (!added.empty() || !changed.empty() || !removed.empty() || opened.empty())
+    spdlog::info("config {}: {} sparks (added {}, changed {}, removed {})", next.source.string(),
+                 sparks.size(), join(added), join(changed), join(removed));
 
   listeners_ = std::move(listeners);
   sparks_ = std::move(sparks);
@@ -117,6 +142,33 @@ void Server::apply_config(config::Config next) {
     spdlog::warn("state_dir changes take effect after a restart; still using {}", state_dir.string());
   cfg_ = std::move(next);
   cfg_.state_dir = state_dir;
+}
+
+void Server::start_kubernetes() {
+  const auto& k = *cfg_.kubernetes;
+  auto endpoint = k8s::resolve_endpoint(k, cfg_.state_dir / "kubernetes");
+  spdlog::info("kubernetes: namespace {}, Deployments matching \"{}\", API server {}", k.namespace_name,
+               k.selector, endpoint.describe());
+  cluster_ = std::make_unique<k8s::Cluster>(k, std::move(endpoint));
+  annotations_ = std::make_unique<k8s::ActivityAnnotations>(*cluster_);
+  discovery_ = std::make_unique<k8s::SparkDiscovery>(*cluster_, cfg_, [this](k8s::DiscoveredSparks found) {
+    asio::post(io_, [this, found = std::move(found)]() mutable { apply_discovered(std::move(found)); });
+  });
+  cluster_->start([this] { discovery_->changed(); });
+  discovery_->start();
+}
+
+void Server::apply_discovered(k8s::DiscoveredSparks found) {
+  if (stopping_) return;
+  // Activity first: a spark seen for the first time must start from what its Deployment
+  // records, not from "now" (a restart neither resets idle clocks nor forgets them).
+  for (const auto& [name, recorded] : found.activity) activity_.merge_remote(name, recorded);
+  discovered_ = std::move(found.sparks);
+  try {
+    apply_config(cfg_);
+  } catch (const std::exception& e) {
+    spdlog::error("kubernetes: applying discovered sparks: {}", e.what());
+  }
 }
 
 awaitable<void> Server::accept_loop(std::shared_ptr<Listener> listener) {
@@ -193,12 +245,24 @@ awaitable<void> Server::flush_loop() {
       // Kept in memory and retried at the next flush: nothing is lost while the gateway runs.
       spdlog::error("cannot persist activity (will retry): {}", e.what());
     }
+    if (annotations_) {
+      const auto names = kubernetes_sparks();
+      const auto publish = [this, snapshot, names] { annotations_->publish(snapshot, names); };
+      co_await run_blocking(control_pool_, publish);
+    }
   }
+}
+
+std::set<std::string> Server::kubernetes_sparks() const {
+  std::set<std::string> names;
+  for (const auto& s : discovered_) names.insert(s.name);
+  return names;
 }
 
 void Server::flush_now() {
   activity_.refresh_open(std::chrono::system_clock::now());
   auto snapshot = activity_.snapshot();
+  if (annotations_) annotations_->publish(snapshot, kubernetes_sparks());
   try {
     store_.save(snapshot);
     activity_.mark_persisted(snapshot);
@@ -284,6 +348,7 @@ int Server::run() {
     spdlog::error("{}", e.what());
   }
   apply_config(cfg_);
+  if (cfg_.kubernetes) start_kubernetes();
   ::signal(SIGPIPE, SIG_IGN);
   if (cfg_.admin) {
     metrics_.set_snapshot_source([this] { return sparks(); });

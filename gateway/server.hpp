@@ -4,6 +4,7 @@
 #include <atomic>
 #include <csignal>
 #include <map>
+#include <set>
 #include <memory>
 
 #include "activity/activity_store.hpp"
@@ -15,6 +16,9 @@
 #include "gateway/connection.hpp"
 #include "gateway/observability/metrics.hpp"
 #include "gateway/spark.hpp"
+#include "k8s/activity_annotations.hpp"
+#include "k8s/cluster.hpp"
+#include "k8s/spark_discovery.hpp"
 
 namespace spark::gateway {
 
@@ -46,9 +50,13 @@ class Server final : public GatewayControl {
     std::shared_ptr<Spark> spark;  // re-pointed by a reload that keeps the address
   };
 
-  // Makes the running set of sparks and listeners match `next`. Listeners are opened before
-  // anything changes, so a reload that cannot bind leaves everything as it was. Throws.
+  // Makes the running set of sparks and listeners match `next` plus the sparks discovered in
+  // Kubernetes. Listeners are opened before anything changes, so a reload that cannot bind
+  // leaves everything as it was (throws); a discovered spark that cannot bind is left out.
   void apply_config(config::Config next);
+  // Connects to the cluster and starts discovering sparks (kubernetes section). Throws.
+  void start_kubernetes();
+  void apply_discovered(k8s::DiscoveredSparks found);
   std::shared_ptr<Listener> open_listener(const config::Address& address);
 
   awaitable<void> accept_loop(std::shared_ptr<Listener> listener);
@@ -60,6 +68,7 @@ class Server final : public GatewayControl {
   awaitable<void> shut_down();
   void reload();
   void flush_now();
+  std::set<std::string> kubernetes_sparks() const;
 
   asio::io_context io_;
   asio::thread_pool control_pool_{8};
@@ -77,6 +86,12 @@ class Server final : public GatewayControl {
   bool stopping_ = false;
   std::atomic<bool> ready_{false};
   std::unique_ptr<AdminServer> admin_;
+  // Kubernetes (only with a "kubernetes" section).
+  std::unique_ptr<k8s::Cluster> cluster_;
+  std::unique_ptr<k8s::SparkDiscovery> discovery_;
+  std::unique_ptr<k8s::ActivityAnnotations> annotations_;
+  std::vector<config::SparkConfig> discovered_;
+  std::set<std::string> unbindable_;  // discovered sparks already reported as unable to listen
 };
 
 }  // namespace spark::gateway

@@ -67,7 +67,7 @@ ControlOutcome Server::wake(const std::string& name, bool wait) {
     auto s = find(name);
     if (!s) return std::nullopt;
     spdlog::info("spark {}: wake requested through the admin API", name);
-    asio::co_spawn(io_, s->ensure_awake(), [done](std::exception_ptr e, Done error) {
+    asio::co_spawn(io_, s->ensure_awake("an operator (admin API)"), [done](std::exception_ptr e, Done error) {
       if (e) error = "internal error while waking";
       done->set_value(std::move(error));
     });
@@ -120,6 +120,7 @@ ControlOutcome Server::keep_awake(const std::string& name, std::optional<config:
   });
 }
 
-bool Server::ready() { return ready_; }
+// Listeners up and, with Kubernetes, both caches listed (before that, sparks may be missing).
+bool Server::ready() { return ready_ && (!cluster_ || cluster_->synced()); }
 
 }  // namespace spark::gateway

@@ -20,9 +20,6 @@ milliseconds probe_interval(steady_clock::duration since_start) {
 constexpr milliseconds kProbeConnectTimeout{1000};
 constexpr milliseconds kWarmConnectTimeout{2000};
 
-tcp::endpoint to_endpoint(const config::Address& a) {
-  return {asio::ip::make_address(a.host), a.port};
-}
 
 std::string ms_text(steady_clock::duration d) {
   return config::format_duration(std::chrono::duration_cast<milliseconds>(d));
@@ -89,10 +86,16 @@ void Spark::connection_closed() {
 awaitable<std::optional<tcp::socket>> Spark::try_connect(const config::Address& target,
                                                          milliseconds timeout,
                                                          std::string& error) {
+  error_code ec;
+  const auto address = asio::ip::make_address(target.host, ec);
+  if (ec) {
+    error = "no address to connect to (" + target.to_string() + ")";
+    co_return std::nullopt;
+  }
+  const tcp::endpoint endpoint(address, target.port);
   tcp::socket socket(env_.executor);
   asio::steady_timer timer(env_.executor, timeout);
-  error_code ec;
-  auto result = co_await (socket.async_connect(to_endpoint(target),
+  auto result = co_await (socket.async_connect(endpoint,
                                                asio::redirect_error(use_awaitable, ec)) ||
                           timer.async_wait(use_awaitable));
   if (result.index() == 1) {
@@ -106,7 +109,7 @@ awaitable<std::optional<tcp::socket>> Spark::try_connect(const config::Address& 
   co_return std::optional<tcp::socket>(std::move(socket));
 }
 
-awaitable<tcp::socket> Spark::connect_upstream() {
+awaitable<tcp::socket> Spark::connect_upstream(std::string cause) {
   struct WaitingGuard {  // counts this caller as waiting for as long as it is in here
     int& n;
     explicit WaitingGuard(int& count) : n(count) { ++n; }
@@ -132,7 +135,7 @@ awaitable<tcp::socket> Spark::connect_upstream() {
       spdlog::warn("spark {}: was running but {}; waking it again", name(), last_error);
       set_state(SparkState::sleeping);
     }
-    auto attempt = join_or_start_wake();
+    auto attempt = join_or_start_wake(cause);
     co_await attempt->done.wait();
     if (attempt->error) throw WakeError(*attempt->error);
     if (attempt->probe_socket) {
@@ -144,7 +147,7 @@ awaitable<tcp::socket> Spark::connect_upstream() {
   throw UpstreamError(last_error);
 }
 
-awaitable<std::optional<std::string>> Spark::ensure_awake() {
+awaitable<std::optional<std::string>> Spark::ensure_awake(std::string cause) {
   env_.activity.touch(name(), std::chrono::system_clock::now());
   for (int round = 0; round < 3; ++round) {
     if (state_ == SparkState::stopping) {
@@ -153,36 +156,35 @@ awaitable<std::optional<std::string>> Spark::ensure_awake() {
       continue;
     }
     if (state_ == SparkState::running) co_return std::nullopt;
-    auto attempt = join_or_start_wake();
+    auto attempt = join_or_start_wake(cause);
     co_await attempt->done.wait();
     co_return attempt->error;
   }
   co_return std::optional<std::string>("the spark kept being put to sleep");
 }
 
-std::shared_ptr<Spark::WakeAttempt> Spark::join_or_start_wake() {
+std::shared_ptr<Spark::WakeAttempt> Spark::join_or_start_wake(const std::string& cause) {
   if (state_ == SparkState::waking && wake_) return wake_;
   wake_ = std::make_shared<WakeAttempt>(env_.executor);
   set_state(SparkState::waking);
   ++wakes_started_;
-  asio::co_spawn(env_.executor, run_wake(wake_), asio::detached);
+  asio::co_spawn(env_.executor, run_wake(wake_, cause), asio::detached);
   return wake_;
 }
 
-awaitable<void> Spark::run_wake(std::shared_ptr<WakeAttempt> attempt) {
+awaitable<void> Spark::run_wake(std::shared_ptr<WakeAttempt> attempt, std::string cause) {
   auto self = shared_from_this();  // a reload may drop the spark; the wake still finishes
   auto backend = backend_;
   const auto started = steady_clock::now();
   const auto deadline = started + cfg_.wake_timeout;
   const auto asleep_for = std::chrono::duration_cast<milliseconds>(
       std::chrono::system_clock::now() - asleep_since_);
-  spdlog::info("spark {}: waking (asleep for {}, {} backend)", name(),
+  spdlog::info("spark {}: waking for {} (asleep for {}, {} backend)", name(), cause,
                config::format_duration(asleep_for), backend->kind());
 
-
-
   try {
-    const auto start = [backend, timeout = cfg_.wake_timeout] { backend->wake(timeout); };
+    const WakeRequest request{cfg_.wake_timeout, cause};
+    const auto start = [backend, request] { backend->wake(request); };
     co_await run_blocking(env_.control_pool, start);
   } catch (const std::exception& e) {
     finish_wake(attempt, std::string(e.what()), started);
@@ -230,7 +232,8 @@ awaitable<void> Spark::run_wake(std::shared_ptr<WakeAttempt> attempt) {
   auto stopped = std::make_shared<AsyncEvent>(env_.executor);
   sleep_finished_ = stopped;
   try {
-    const auto stop = [backend] { backend->sleep(); };
+    const SleepRequest request{"wake_failed", "the wake failed", {}};
+    const auto stop = [backend, request] { backend->sleep(request); };
     co_await run_blocking(env_.control_pool, stop);
   } catch (const std::exception& e) {
     spdlog::error("spark {}: stopping after the failed wake also failed: {}", name(), e.what());
@@ -262,17 +265,20 @@ void Spark::finish_wake(const std::shared_ptr<WakeAttempt>& attempt,
 
 awaitable<void> Spark::sleep(SleepReason why) {
   if (state_ != SparkState::running && state_ != SparkState::failed) co_return;
-  std::string reason(to_string(why));
+  SleepRequest request{std::string(to_string(why)), std::string(to_string(why)),
+                       env_.activity.get(name()).last_activity};
   if (why == SleepReason::idle) {
-    const auto last = env_.activity.get(name()).last_activity;
-    if (last == activity::TimePoint{}) {
-      reason += ", no activity recorded";
+    if (request.last_activity == activity::TimePoint{}) {
+      request.description = "idle, no activity recorded";
     } else {
-      const auto idle_for =
-          std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now() - last);
-      reason += " for " + config::format_duration(idle_for);
+      const auto idle_for = std::chrono::duration_cast<milliseconds>(
+          std::chrono::system_clock::now() - request.last_activity);
+      request.description = "idle for " + config::format_duration(idle_for);
     }
+  } else if (why == SleepReason::api) {
+    request.description = "an operator (admin API)";
   }
+  const std::string& reason = request.description;
   auto self = shared_from_this();
   auto backend = backend_;
   set_state(SparkState::stopping);
@@ -282,7 +288,7 @@ awaitable<void> Spark::sleep(SleepReason why) {
   spdlog::info("spark {}: going to sleep ({})", name(), reason);
   bool stopped = true;
   try {
-    const auto stop = [backend] { backend->sleep(); };
+    const auto stop = [backend, request] { backend->sleep(request); };
     co_await run_blocking(env_.control_pool, stop);
   } catch (const std::exception& e) {
     stopped = false;
@@ -303,6 +309,12 @@ awaitable<void> Spark::sleep(SleepReason why) {
 }
 
 void Spark::reap_if_idle(activity::TimePoint now) {
+  if (state_ == SparkState::sleeping && backend_->may_run_without_us()) {
+    // Started by someone else (kubectl, another gateway): adopt it, so it is shown running
+    // and its idle clock runs.
+    asio::co_spawn(env_.executor, adopt_if_running(), asio::detached);
+    return;
+  }
   if (state_ == SparkState::running) {
     const auto obs = backend_->observe();
     if (obs.state != Observation::State::started) {
@@ -321,12 +333,15 @@ void Spark::reap_if_idle(activity::TimePoint now) {
 
 awaitable<void> Spark::adopt_if_running() {
   if (!backend_->may_run_without_us() || state_ != SparkState::sleeping) co_return;
+  const auto obs = backend_->observe();
+  const config::Address target = obs.upstream ? *obs.upstream : cfg_.target();
   std::string error;
-  if (auto s = co_await try_connect(cfg_.target(), kProbeConnectTimeout, error)) {
+  if (auto s = co_await try_connect(target, kProbeConnectTimeout, error)) {
+    if (state_ != SparkState::sleeping) co_return;  // a wake or a sleep began meanwhile
     backend_->adopt_running();
     set_state(SparkState::running);
     env_.activity.ensure(name(), std::chrono::system_clock::now());
-    spdlog::info("spark {}: already running at {}; adopted", name(), cfg_.target().to_string());
+    spdlog::info("spark {}: already running at {}; adopted", name(), target.to_string());
   }
 }
 

@@ -64,16 +64,18 @@ class Spark : public std::enable_shared_from_this<Spark> {
   // Returns a connected socket to the spark's sshd, waking the spark first if needed. Every
   // caller during one wake shares it (one backend start); the probe's first successful
   // connection goes to the first caller. Throws WakeError with the reason.
-  awaitable<tcp::socket> connect_upstream();
+  // `cause` says who asked ("a connection from 1.2.3.4") for the wake's record.
+  awaitable<tcp::socket> connect_upstream(std::string cause);
 
   // Wakes the spark if needed (joining a wake in progress) and returns once it is running, or
   // the reason it could not be woken. An operator's wake counts as activity.
-  awaitable<std::optional<std::string>> ensure_awake();
+  awaitable<std::optional<std::string>> ensure_awake(std::string cause);
 
   // Puts the spark to sleep if it is running (or failed, to clean up).
   awaitable<void> sleep(SleepReason reason);
 
-  // Reaper tick: notices a spark that stopped on its own, and sleeps one that is idle.
+  // Reaper tick: notices a spark that stopped or started on its own (someone else scaled it),
+  // and sleeps one that is idle.
   void reap_if_idle(activity::TimePoint now);
 
   // At start-up, for backends that can run without us: adopt a spark already answering.
@@ -94,8 +96,8 @@ class Spark : public std::enable_shared_from_this<Spark> {
     std::optional<tcp::socket> probe_socket;  // the first connection that succeeded
   };
 
-  std::shared_ptr<WakeAttempt> join_or_start_wake();
-  awaitable<void> run_wake(std::shared_ptr<WakeAttempt> attempt);
+  std::shared_ptr<WakeAttempt> join_or_start_wake(const std::string& cause);
+  awaitable<void> run_wake(std::shared_ptr<WakeAttempt> attempt, std::string cause);
   // Ends a wake for everyone waiting on it. (A member, not a lambda in run_wake: GCC 12
   // miscompiles lambdas that capture coroutine parameters by reference.)
   void finish_wake(const std::shared_ptr<WakeAttempt>& attempt, std::optional<std::string> error,

@@ -18,6 +18,21 @@ class BackendError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Why a spark is woken; backends that keep a record (Kubernetes Events) tell the story with it.
+struct WakeRequest {
+  std::chrono::milliseconds timeout{};
+  std::string cause;  // "a connection from 100.101.102.103", "an operator (admin API)"
+};
+
+// Why a spark is put to sleep, and what the decision was based on.
+struct SleepRequest {
+  std::string reason;  // idle, api, shutdown, removed
+  std::string description;  // for people: "idle for 2h0m", "an operator (admin API)"
+  // The last activity the gateway knew of when it decided (epoch: none). A backend shared with
+  // other gateways may decline the sleep if someone was active since.
+  std::chrono::system_clock::time_point last_activity{};
+};
+
 struct Observation {
   enum class State {
     asleep,   // not running; a wake is needed
@@ -37,10 +52,10 @@ class Backend {
 
   // Starts the spark. Blocking (runs on the control-plane pool, never on the data plane);
   // returns once the start was issued, not when sshd answers. Throws BackendError.
-  virtual void wake(std::chrono::milliseconds timeout) = 0;
+  virtual void wake(const WakeRequest& request) = 0;
 
-  // Stops the spark. Blocking, like wake(). Throws BackendError.
-  virtual void sleep() = 0;
+  // Stops the spark. Blocking, like wake(). Throws BackendError (the spark stays awake).
+  virtual void sleep(const SleepRequest& request) = 0;
 
   // What the spark is doing now. Non-blocking and thread-safe: the data plane calls it freely.
   virtual Observation observe() const = 0;

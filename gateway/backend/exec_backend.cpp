@@ -35,12 +35,12 @@ void ExecBackend::run(const std::vector<std::string>& argv, const char* what,
   }
 }
 
-void ExecBackend::wake(std::chrono::milliseconds timeout) {
-  run(cfg_.start, "start", timeout);
+void ExecBackend::wake(const WakeRequest& request) {
+  run(cfg_.start, "start", request.timeout);
   started_ = true;
 }
 
-void ExecBackend::sleep() {
+void ExecBackend::sleep(const SleepRequest&) {
   run(cfg_.stop, "stop", kStopTimeout);
   started_ = false;
 }

@@ -14,8 +14,8 @@ class ExecBackend final : public Backend {
   ExecBackend(std::string spark, config::ExecBackendConfig cfg, std::filesystem::path cwd);
 
   std::string_view kind() const override { return "exec"; }
-  void wake(std::chrono::milliseconds timeout) override;
-  void sleep() override;
+  void wake(const WakeRequest& request) override;
+  void sleep(const SleepRequest& request) override;
   Observation observe() const override;
   bool may_run_without_us() const override { return true; }
   void adopt_running() override { started_ = true; }

@@ -14,7 +14,7 @@ ProcessBackend::~ProcessBackend() {
   if (child_ && child_->running()) child_->terminate(cfg_.stop_grace);
 }
 
-void ProcessBackend::wake(std::chrono::milliseconds) {
+void ProcessBackend::wake(const WakeRequest&) {
   std::unique_ptr<ChildProcess> old;
   std::lock_guard lock(mu_);
   if (child_ && child_->running()) return;  // already up: waking is idempotent
@@ -27,7 +27,7 @@ void ProcessBackend::wake(std::chrono::milliseconds) {
   spdlog::info("spark {}: started process pid {} ({})", spark_, child_->pid(), cfg_.command[0]);
 }
 
-void ProcessBackend::sleep() {
+void ProcessBackend::sleep(const SleepRequest&) {
   std::unique_ptr<ChildProcess> child;
   {
     std::lock_guard lock(mu_);

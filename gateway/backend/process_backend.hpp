@@ -16,8 +16,8 @@ class ProcessBackend final : public Backend {
   ~ProcessBackend() override;
 
   std::string_view kind() const override { return "process"; }
-  void wake(std::chrono::milliseconds timeout) override;
-  void sleep() override;
+  void wake(const WakeRequest& request) override;
+  void sleep(const SleepRequest& request) override;
   Observation observe() const override;
   bool may_run_without_us() const override { return false; }
 

@@ -77,7 +77,7 @@ class FakeBackend final : public Backend {
 
   std::string_view kind() const override { return "fake"; }
 
-  void wake(std::chrono::milliseconds) override {
+  void wake(const WakeRequest&) override {
     const int n = ++c_->wakes;
     if (c_->sleep_in_progress) c_->wake_overlapped_sleep = true;
     if (n <= c_->wake_throws_times) {
@@ -94,7 +94,7 @@ class FakeBackend final : public Backend {
     c_->record("wake");
   }
 
-  void sleep() override {
+  void sleep(const SleepRequest&) override {
     c_->sleep_in_progress = true;
     ++c_->sleeps_begun;
     c_->record("sleep-begin");
@@ -132,7 +132,8 @@ struct Outcomes {
 awaitable<void> connect_client(std::shared_ptr<Spark> spark, std::shared_ptr<Outcomes> out) {
   const auto started = steady_clock::now();
   try {
-    tcp::socket s = co_await spark->connect_upstream();
+    std::string cause = "a test client";
+    tcp::socket s = co_await spark->connect_upstream(std::move(cause));
     out->sockets.push_back(std::move(s));
   } catch (const WakeError& e) {
     out->wake_errors.emplace_back(e.what());

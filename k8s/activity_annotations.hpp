@@ -1,0 +1,34 @@
+#pragma once
+// Activity kept on the Deployment itself, so it survives gateway restarts and is shared by
+// gateway replicas: `last-activity` and `keep-awake-until` annotations (RFC 3339). Written in
+// batches (the gateway's activity flush), only forward in time, conditionally on the
+// resourceVersion read (a 409 re-reads and tries again).
+#include <map>
+#include <set>
+#include <string>
+
+#include "activity/activity_tracker.hpp"
+#include "k8s/cluster.hpp"
+
+namespace spark::k8s {
+
+// What a Deployment's annotations say (last_activity is the epoch when there is none).
+activity::PersistedActivity read_activity(const Cluster& cluster, const Deployment& d);
+
+class ActivityAnnotations {
+ public:
+  explicit ActivityAnnotations(Cluster& cluster) : cluster_(cluster) {}
+
+  // Writes what changed for `sparks` since the last call. Blocking: the control pool calls it.
+  // Failures are logged and retried at the next call; returns how many writes failed.
+  int publish(const activity::ActivitySnapshot& snapshot, const std::set<std::string>& sparks);
+
+ private:
+  // Throws ApiError.
+  void write(const std::string& name, const activity::PersistedActivity& ours);
+
+  Cluster& cluster_;
+  std::map<std::string, activity::PersistedActivity> published_;
+};
+
+}  // namespace spark::k8s

@@ -1,0 +1,151 @@
+#include "k8s/cluster.hpp"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <random>
+
+#include "activity/time_format.hpp"
+
+namespace spark::k8s {
+
+// A name -> object map one reflector fills; read from any thread.
+template <typename Object, Object (*Parse)(const json&)>
+class ObjectCache : public WatchHandler {
+ public:
+  void replace(const std::vector<json>& items) override {
+    std::map<std::string, Object> fresh;
+    for (const auto& item : items) {
+      auto o = Parse(item);
+      fresh[o.name] = std::move(o);
+    }
+    {
+      std::lock_guard lock(mu_);
+      objects_ = std::move(fresh);
+    }
+    changed();
+  }
+  void apply(std::string_view type, const json& object) override {
+    auto o = Parse(object);
+    {
+      std::lock_guard lock(mu_);
+      if (type == "DELETED")
+        objects_.erase(o.name);
+      else
+        objects_[o.name] = std::move(o);
+    }
+    changed();
+  }
+  std::vector<Object> all() const {
+    std::lock_guard lock(mu_);
+    std::vector<Object> out;
+    for (const auto& [name, o] : objects_) out.push_back(o);
+    return out;
+  }
+  std::optional<Object> find(const std::string& name) const {
+    std::lock_guard lock(mu_);
+    const auto it = objects_.find(name);
+    if (it == objects_.end()) return std::nullopt;
+    return it->second;
+  }
+  std::function<void()> on_change;
+
+ private:
+  void changed() {
+    if (on_change) on_change();
+  }
+  mutable std::mutex mu_;
+  std::map<std::string, Object> objects_;
+};
+
+class Cluster::DeploymentCache : public ObjectCache<Deployment, parse_deployment> {};
+class Cluster::PodCache : public ObjectCache<Pod, parse_pod> {};
+
+Cluster::Cluster(config::KubernetesConfig cfg, ApiEndpoint endpoint)
+    : cfg_(std::move(cfg)),
+      api_(std::move(endpoint), std::chrono::duration_cast<std::chrono::milliseconds>(cfg_.request_timeout)),
+      deployments_(std::make_unique<DeploymentCache>()),
+      pods_(std::make_unique<PodCache>()) {
+  const std::string ns = "/namespaces/" + cfg_.namespace_name;
+  deployment_reflector_ = std::make_unique<Reflector>(api_, "deployments", "/apis/apps/v1" + ns + "/deployments",
+                                                      cfg_.selector, *deployments_);
+  // One watch for the namespace's pods, matched to Deployments by their matchLabels here: one
+  // stream instead of one per spark.
+  pod_reflector_ = std::make_unique<Reflector>(api_, "pods", "/api/v1" + ns + "/pods", "", *pods_);
+}
+
+Cluster::~Cluster() { stop(); }
+
+void Cluster::start(std::function<void()> on_change) {
+  deployments_->on_change = std::move(on_change);
+  // Pod changes need no reaction: a wake polls the cache while it waits for its pod.
+  deployment_reflector_->start();
+  pod_reflector_->start();
+}
+
+void Cluster::stop() {
+  api_.cancel_streams();
+  deployment_reflector_->stop();
+  pod_reflector_->stop();
+}
+
+bool Cluster::synced() const { return deployment_reflector_->synced() && pod_reflector_->synced(); }
+
+std::vector<Deployment> Cluster::deployments() const { return deployments_->all(); }
+
+std::optional<Deployment> Cluster::deployment(const std::string& name) const {
+  return deployments_->find(name);
+}
+
+std::vector<Pod> Cluster::pods_of(const Deployment& d) const {
+  std::vector<Pod> out;
+  for (auto& p : pods_->all())
+    if (selector_matches(d.match_labels, p.labels)) out.push_back(std::move(p));
+  std::sort(out.begin(), out.end(), [](const Pod& a, const Pod& b) {
+    return newer_resource_version(a.resource_version, b.resource_version);
+  });
+  return out;
+}
+
+std::string Cluster::deployment_path(const std::string& name) const {
+  return "/apis/apps/v1/namespaces/" + cfg_.namespace_name + "/deployments/" + name;
+}
+
+void Cluster::record_event(const Deployment& d, const std::string& type, const std::string& reason,
+                           const std::string& message) {
+  static const std::string instance = [] {
+    char host[256] = {};
+    ::gethostname(host, sizeof host - 1);
+    return std::string(host);
+  }();
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  char suffix[17];
+  std::snprintf(suffix, sizeof suffix, "%016llx", static_cast<unsigned long long>(rng()));
+  const auto now = activity::format_rfc3339(std::chrono::system_clock::now());
+  // core/v1 Event: firstTimestamp/lastTimestamp/count are what `kubectl describe` shows.
+  const json event = {
+      {"apiVersion", "v1"},
+      {"kind", "Event"},
+      {"metadata", {{"name", d.name + "." + suffix}, {"namespace", cfg_.namespace_name}}},
+      {"involvedObject",
+       {{"apiVersion", "apps/v1"}, {"kind", "Deployment"}, {"name", d.name},
+        {"namespace", cfg_.namespace_name}, {"uid", d.uid}, {"resourceVersion", d.resource_version}}},
+      {"reason", reason},
+      {"message", message},
+      {"type", type},
+      {"count", 1},
+      {"firstTimestamp", now},
+      {"lastTimestamp", now},
+      {"source", {{"component", "spark-gateway"}, {"host", instance}}},
+      {"reportingComponent", "spark-gateway"},
+      {"reportingInstance", instance},
+  };
+  try {
+    api_.post("/api/v1/namespaces/" + cfg_.namespace_name + "/events", event);
+  } catch (const std::exception& e) {
+    spdlog::warn("spark {}: cannot record the event \"{}\": {}", d.name, message, e.what());
+  }
+}
+
+}  // namespace spark::k8s

@@ -1,0 +1,58 @@
+#pragma once
+// The gateway's view of one namespace: the spark Deployments and their Pods, kept current by two
+// reflectors (list+watch), plus the API client and the Events the gateway records. Thread-safe;
+// the data plane only reads the cache (a short lock, no I/O).
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "config/config.hpp"
+#include "k8s/api_client.hpp"
+#include "k8s/reflector.hpp"
+#include "k8s/resources.hpp"
+
+namespace spark::k8s {
+
+class Cluster {
+ public:
+  Cluster(config::KubernetesConfig cfg, ApiEndpoint endpoint);
+  ~Cluster();
+
+  // `on_change` runs on a watch thread after every Deployment change (keep it short).
+  void start(std::function<void()> on_change);
+  void stop();
+  bool synced() const;  // both caches have been listed once
+
+  const config::KubernetesConfig& config() const { return cfg_; }
+  ApiClient& api() { return api_; }
+
+  std::vector<Deployment> deployments() const;
+  std::optional<Deployment> deployment(const std::string& name) const;
+  // The pods a Deployment's selector picks, newest first.
+  std::vector<Pod> pods_of(const Deployment& d) const;
+
+  std::string deployment_path(const std::string& name) const;
+  std::string annotation(const std::string& key) const { return cfg_.annotation_prefix + key; }
+
+  // Records a core/v1 Event on the Deployment (what `kubectl describe` shows). Never throws:
+  // an Event that cannot be written is logged, it must not fail a wake or a sleep.
+  void record_event(const Deployment& d, const std::string& type, const std::string& reason,
+                    const std::string& message);
+
+ private:
+  class DeploymentCache;
+  class PodCache;
+
+  config::KubernetesConfig cfg_;
+  ApiClient api_;
+  std::unique_ptr<DeploymentCache> deployments_;
+  std::unique_ptr<PodCache> pods_;
+  std::unique_ptr<Reflector> deployment_reflector_;
+  std::unique_ptr<Reflector> pod_reflector_;
+};
+
+}  // namespace spark::k8s

@@ -1,0 +1,177 @@
+#include "k8s/spark_discovery.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <charconv>
+
+#include "config/spark_name.hpp"
+#include "k8s/activity_annotations.hpp"
+
+namespace spark::k8s {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Changes come in bursts (a list, a rollout): gather them before recomputing.
+constexpr auto kSettle = 50ms;
+// Recompute now and then even without changes, to retry port write-backs that failed.
+constexpr auto kRetryEvery = 30s;
+
+std::optional<int> parse_port(const std::string& text) {
+  int port = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), port);
+  if (ec != std::errc() || end != text.data() + text.size() || port < 1 || port > 65535)
+    return std::nullopt;
+  return port;
+}
+
+}  // namespace
+
+SparkDiscovery::SparkDiscovery(Cluster& cluster, const config::Config& defaults, Publish publish)
+    : cluster_(cluster),
+      default_idle_timeout_(defaults.default_idle_timeout),
+      default_wake_timeout_(defaults.default_wake_timeout),
+      publish_(std::move(publish)) {}
+
+SparkDiscovery::~SparkDiscovery() { stop(); }
+
+void SparkDiscovery::start() { thread_ = std::thread([this] { run(); }); }
+
+void SparkDiscovery::stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void SparkDiscovery::changed() {
+  {
+    std::lock_guard lock(mu_);
+    dirty_ = true;
+  }
+  wake_.notify_all();
+}
+
+void SparkDiscovery::run() {
+  for (;;) {
+    {
+      std::unique_lock lock(mu_);
+      wake_.wait_for(lock, kRetryEvery, [this] { return dirty_ || stopping_; });
+      if (stopping_) return;
+      // Let a burst of changes settle.
+      wake_.wait_for(lock, kSettle, [this] { return stopping_; });
+      if (stopping_) return;
+      dirty_ = false;
+    }
+    if (!cluster_.synced()) continue;  // a partial list would close listeners of sparks not yet seen
+    try {
+      publish_(compute());
+    } catch (const std::exception& e) {
+      spdlog::error("kubernetes: discovering sparks: {}", e.what());
+    }
+  }
+}
+
+void SparkDiscovery::warn_once(const Deployment& d, const std::string& reason,
+                               const std::string& message) {
+  if (!warned_.insert(d.name + "\n" + d.resource_version + "\n" + reason).second) return;
+  spdlog::warn("spark {}: {}", d.name, message);
+  cluster_.record_event(d, "Warning", reason, message);
+}
+
+DiscoveredSparks SparkDiscovery::compute() {
+  const auto& k = cluster_.config();
+  auto deployments = cluster_.deployments();
+  // Older claims win a port: sort by creation time, then name.
+  std::sort(deployments.begin(), deployments.end(), [](const Deployment& a, const Deployment& b) {
+    return std::tie(a.creation_timestamp, a.name) < std::tie(b.creation_timestamp, b.name);
+  });
+
+  std::map<int, std::string> port_owner;
+  DiscoveredSparks found;
+  auto& out = found.sparks;
+  std::vector<const Deployment*> unassigned;
+  auto make = [&](const Deployment& d, int port) {
+    config::SparkConfig s;
+    s.name = d.name;
+    s.listen = config::Address{k.listen_host, static_cast<std::uint16_t>(port)};
+    s.idle_timeout = default_idle_timeout_;
+    if (auto text = d.annotation(cluster_.annotation("idle-timeout"))) {
+      std::string why;
+      if (auto t = config::parse_duration_or_never(*text, &why))
+        s.idle_timeout = *t;
+      else
+        warn_once(d, "InvalidAnnotation",
+                  cluster_.annotation("idle-timeout") + " \"" + *text + "\": " + why + "; using the default");
+    }
+    s.wake_timeout = default_wake_timeout_;
+    int target_port = k.target_port;
+    if (auto text = d.annotation(cluster_.annotation("target-port"))) {
+      if (auto p = parse_port(*text))
+        target_port = *p;
+      else
+        warn_once(d, "InvalidAnnotation",
+                  cluster_.annotation("target-port") + " \"" + *text + "\" is not a port; using " +
+                      std::to_string(k.target_port));
+    }
+    s.backend = config::KubernetesBackendConfig{
+        d.name, config::Address{"pod", static_cast<std::uint16_t>(target_port)}};
+    out.push_back(std::move(s));
+    found.activity[d.name] = read_activity(cluster_, d);
+  };
+
+  for (const auto& d : deployments) {
+    if (!config::is_valid_spark_name(d.name)) {
+      warn_once(d, "InvalidName", "\"" + d.name + "\" is not an RFC 1123 label; not served");
+      continue;
+    }
+    const auto annotated = d.annotation(cluster_.annotation("port"));
+    if (!annotated) {
+      unassigned.push_back(&d);
+      continue;
+    }
+    const auto port = parse_port(*annotated);
+    if (!port) {
+      warn_once(d, "InvalidPort", cluster_.annotation("port") + " \"" + *annotated + "\" is not a port; not served");
+      continue;
+    }
+    if (auto [owner, fresh] = port_owner.emplace(*port, d.name); !fresh) {
+      warn_once(d, "PortConflict",
+                "port " + std::to_string(*port) + " is already served for " + owner->second + "; not served");
+      continue;
+    }
+    make(d, *port);
+  }
+
+  // New sparks: the lowest free port in the range, claimed by writing the annotation
+  // conditionally (two gateway replicas racing for one port: the second gets a 409).
+  int next = k.port_min;
+  for (const Deployment* d : unassigned) {
+    while (next <= k.port_max && port_owner.contains(next)) ++next;
+    if (next > k.port_max) {
+      warn_once(*d, "NoFreePort", "no free port left in " + std::to_string(k.port_min) + "-" +
+                                      std::to_string(k.port_max) + "; not served");
+      continue;
+    }
+    const json patch = {{"metadata",
+                         {{"resourceVersion", d->resource_version},
+                          {"annotations", {{cluster_.annotation("port"), std::to_string(next)}}}}}};
+    try {
+      cluster_.api().merge_patch(cluster_.deployment_path(d->name), patch);
+    } catch (const ApiError& e) {
+      // A conflict means it changed (maybe another replica gave it a port): the watch brings
+      // the new version and we look again.
+      spdlog::warn("spark {}: cannot record its port {}: {}", d->name, next, e.what());
+      continue;
+    }
+    spdlog::info("spark {}: given port {}", d->name, next);
+    port_owner.emplace(next, d->name);
+    make(*d, next);
+  }
+  return found;
+}
+
+}  // namespace spark::k8s

@@ -1,0 +1,60 @@
+#pragma once
+// Turns the spark Deployments the cluster cache holds into spark configs the gateway serves:
+// each gets a listen port (its `port` annotation, or a free one from port_range written back as
+// that annotation so it stays stable), its idle timeout and its target port. Runs on its own
+// thread, woken by cache changes; hands each new set to `publish`.
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "activity/activity_tracker.hpp"
+#include "config/config.hpp"
+#include "k8s/cluster.hpp"
+
+namespace spark::k8s {
+
+// What one pass found: the sparks to serve, and the activity their Deployments record.
+struct DiscoveredSparks {
+  std::vector<config::SparkConfig> sparks;
+  activity::ActivitySnapshot activity;
+};
+
+class SparkDiscovery {
+ public:
+  using Publish = std::function<void(DiscoveredSparks)>;
+
+  // `defaults` gives idle/wake timeouts to sparks whose annotations do not set them.
+  SparkDiscovery(Cluster& cluster, const config::Config& defaults, Publish publish);
+  ~SparkDiscovery();
+
+  void start();
+  void stop();
+  void changed();  // the cache changed: recompute soon (cheap; any thread)
+
+  // One pass, synchronously (also used by tests).
+  DiscoveredSparks compute();
+
+ private:
+  void run();
+  // Warns once per distinct problem (log + Event), not on every recompute.
+  void warn_once(const Deployment& d, const std::string& reason, const std::string& message);
+
+  Cluster& cluster_;
+  config::MaybeNever default_idle_timeout_;
+  config::Duration default_wake_timeout_;
+  Publish publish_;
+  std::set<std::string> warned_;
+
+  std::mutex mu_;
+  std::condition_variable wake_;
+  bool dirty_ = true;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+}  // namespace spark::k8s
