@@ -54,6 +54,13 @@ int check_config(const std::vector<std::string>& args) {
     if (cfg.admin)
       std::cout << "  admin  http://" << cfg.admin->listen.to_string() << "/"
                 << (cfg.admin->token_file ? "  token " + cfg.admin->token_file->string() : "") << "\n";
+    if (const auto& k = cfg.kubernetes) {
+      std::cout << "  kubernetes  namespace " << k->namespace_name << "  selector \"" << k->selector
+                << "\"  ports " << k->listen_host << ":" << k->port_min << "-" << k->port_max << "  "
+                << (k->kubeconfig ? "kubeconfig " + k->kubeconfig->string()
+                                  : k->api_server ? "api_server " + *k->api_server : std::string("in-cluster"))
+                << "  (sparks discovered at run time)\n";
+    }
     for (const auto& s : cfg.sparks) {
       std::cout << "  " << s.name << "  listen " << s.listen.to_string() << "  " << s.backend_kind()
                 << " -> " << s.target().to_string() << "  idle_timeout "

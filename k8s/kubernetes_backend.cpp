@@ -76,6 +76,11 @@ Observation KubernetesBackend::observe() const {
 }
 
 void KubernetesBackend::sleep(const gateway::SleepRequest& request) {
+  if (!cluster_.deployment(cfg_.deployment)) {
+    // Deleted (the spark is being retired): nothing left to scale.
+    spdlog::info("spark {}: its Deployment is gone; nothing to put to sleep", cfg_.deployment);
+    return;
+  }
   Deployment d = current();
   for (int attempt = 0;; ++attempt) {
     if (d.replicas < 1) return;  // already asleep (someone else scaled it down)
