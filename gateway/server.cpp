@@ -150,6 +150,9 @@ void Server::start_kubernetes() {
   spdlog::info("kubernetes: namespace {}, Deployments matching \"{}\", API server {}", k.namespace_name,
                k.selector, endpoint.describe());
   cluster_ = std::make_unique<k8s::Cluster>(k, std::move(endpoint));
+  cluster_->api().set_observer([this](std::string_view verb, int code, double seconds) {
+    metrics_.count_kubernetes_request(verb, code, seconds);
+  });
   annotations_ = std::make_unique<k8s::ActivityAnnotations>(*cluster_);
   discovery_ = std::make_unique<k8s::SparkDiscovery>(*cluster_, cfg_, [this](k8s::DiscoveredSparks found) {
     asio::post(io_, [this, found = std::move(found)]() mutable { apply_discovered(std::move(found)); });
@@ -235,7 +238,7 @@ awaitable<void> Server::flush_loop() {
     co_await timer.async_wait(use_awaitable);
     if (stopping_) co_return;
     activity_.refresh_open(std::chrono::system_clock::now());
-    if (!activity_.dirty()) continue;
+    if (!activity_.dirty() && !annotations_behind_) continue;
     auto snapshot = activity_.snapshot();
     try {
       const auto save = [this, snapshot] { store_.save(snapshot); };
@@ -244,11 +247,14 @@ awaitable<void> Server::flush_loop() {
     } catch (const std::exception& e) {
       // Kept in memory and retried at the next flush: nothing is lost while the gateway runs.
       spdlog::error("cannot persist activity (will retry): {}", e.what());
+      metrics_.count_persist_failure("state_file");
     }
     if (annotations_) {
       const auto names = kubernetes_sparks();
-      const auto publish = [this, snapshot, names] { annotations_->publish(snapshot, names); };
-      co_await run_blocking(control_pool_, publish);
+      const auto publish = [this, snapshot, names] { return annotations_->publish(snapshot, names); };
+      const int failed = co_await run_blocking(control_pool_, publish);
+      for (int i = 0; i < failed; ++i) metrics_.count_persist_failure("kubernetes");
+      annotations_behind_ = failed > 0;  // retried at the next flush even if nothing changes
     }
   }
 }

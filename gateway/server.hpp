@@ -91,6 +91,7 @@ class Server final : public GatewayControl {
   std::unique_ptr<k8s::SparkDiscovery> discovery_;
   std::unique_ptr<k8s::ActivityAnnotations> annotations_;
   std::vector<config::SparkConfig> discovered_;
+  bool annotations_behind_ = false;  // some activity annotations could not be written
   std::set<std::string> unbindable_;  // discovered sparks already reported as unable to listen
 };
 

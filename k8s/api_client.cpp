@@ -108,10 +108,17 @@ std::string ApiClient::bearer_token() {
   return token_;
 }
 
+void ApiClient::observe(std::string_view verb, int code,
+                        std::chrono::steady_clock::time_point started) const {
+  if (observer_)
+    observer_(verb, code, std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+}
+
 json ApiClient::call(const std::string& method, const std::string& path, const json* body,
-                     const char* content_type) {
+                     const char* content_type, std::string_view verb) {
   const std::string what = method + " " + path;
   for (int attempt = 0;; ++attempt) {
+    const auto started = std::chrono::steady_clock::now();
     httplib::Request req;
     req.method = method;
     req.path = endpoint_.base_path + path;
@@ -126,8 +133,9 @@ json ApiClient::call(const std::string& method, const std::string& path, const j
     auto client = connect(timeout_);
     httplib::Response res;
     httplib::Error error = httplib::Error::Success;
-    if (!client->send(req, res, error))
-      throw ApiError(0, "Unreachable", what + ": " + httplib::to_string(error));
+    const bool answered = client->send(req, res, error);
+    observe(verb, answered ? res.status : 0, started);
+    if (!answered) throw ApiError(0, "Unreachable", what + ": " + httplib::to_string(error));
     if (res.status == 401 && attempt == 0 && endpoint_.token_file) {
       // A bound token may have just rotated: read the file again and retry once.
       std::lock_guard lock(token_mu_);
@@ -144,17 +152,18 @@ json ApiClient::call(const std::string& method, const std::string& path, const j
   }
 }
 
-json ApiClient::get(const std::string& path) { return call("GET", path, nullptr, nullptr); }
+json ApiClient::get(const std::string& path) { return call("GET", path, nullptr, nullptr, "GET"); }
+json ApiClient::list(const std::string& path) { return call("GET", path, nullptr, nullptr, "LIST"); }
 json ApiClient::post(const std::string& path, const json& body) {
-  return call("POST", path, &body, "application/json");
+  return call("POST", path, &body, "application/json", "POST");
 }
 json ApiClient::put(const std::string& path, const json& body) {
-  return call("PUT", path, &body, "application/json");
+  return call("PUT", path, &body, "application/json", "PUT");
 }
 json ApiClient::merge_patch(const std::string& path, const json& patch) {
-  return call("PATCH", path, &patch, "application/merge-patch+json");
+  return call("PATCH", path, &patch, "application/merge-patch+json", "PATCH");
 }
-void ApiClient::remove(const std::string& path) { call("DELETE", path, nullptr, nullptr); }
+void ApiClient::remove(const std::string& path) { call("DELETE", path, nullptr, nullptr, "DELETE"); }
 
 void ApiClient::stream(const std::string& path,
                        const std::function<bool(std::string_view)>& on_line,
@@ -213,7 +222,9 @@ void ApiClient::stream(const std::string& path,
   };
   httplib::Response res;
   httplib::Error error = httplib::Error::Success;
+  const auto started = std::chrono::steady_clock::now();
   const bool ok = client->send(req, res, error);
+  observe("WATCH", status, started);
   if (stopped_by_us) return;
   if (too_big) throw ApiError(status, "BadResponse", what + ": a watch event larger than 16 MiB");
   {

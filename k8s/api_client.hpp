@@ -61,7 +61,13 @@ class ApiClient {
 
   const ApiEndpoint& endpoint() const { return endpoint_; }
 
+  // Sees every request once it ended: verb (GET, LIST, WATCH, PATCH, POST, PUT, DELETE), HTTP
+  // status (0: no answer) and how long it took. Set before the client is shared.
+  using Observer = std::function<void(std::string_view verb, int code, double seconds)>;
+  void set_observer(Observer observer) { observer_ = std::move(observer); }
+
   json get(const std::string& path);
+  json list(const std::string& path);  // GET of a collection
   json post(const std::string& path, const json& body);
   json put(const std::string& path, const json& body);
   // RFC 7386 JSON merge patch (Content-Type: application/merge-patch+json).
@@ -82,10 +88,12 @@ class ApiClient {
   std::unique_ptr<httplib::Client> connect(std::chrono::milliseconds read_timeout) const;
   std::string bearer_token();
   json call(const std::string& method, const std::string& path, const json* body,
-            const char* content_type);
+            const char* content_type, std::string_view verb);
+  void observe(std::string_view verb, int code, std::chrono::steady_clock::time_point started) const;
 
   ApiEndpoint endpoint_;
   std::chrono::milliseconds timeout_;
+  Observer observer_;
 
   std::mutex token_mu_;
   std::string token_;

@@ -81,7 +81,7 @@ void Reflector::run() {
 void Reflector::list() {
   std::string path = path_;
   if (!selector_.empty()) path += "?labelSelector=" + url_encode(selector_);
-  const auto list = api_.get(path);
+  const auto list = api_.list(path);
   std::vector<json> items;
   if (const auto it = list.find("items"); it != list.end() && it->is_array())
     items.assign(it->begin(), it->end());

@@ -105,7 +105,20 @@ Metrics::Metrics(std::string version)
       sleeps_(BuildCounter()
                   .Name("spark_gateway_sleeps_total")
                   .Help("Sparks put to sleep, by reason (idle, api, shutdown, removed).")
-                  .Register(*registry_)) {
+                  .Register(*registry_)),
+      kube_requests_(BuildCounter()
+                         .Name("spark_gateway_kubernetes_requests_total")
+                         .Help("Kubernetes API requests, by verb and HTTP status code (<error>: no answer).")
+                         .Register(*registry_)),
+      kube_latency_(prometheus::BuildHistogram()
+                        .Name("spark_gateway_kubernetes_request_duration_seconds")
+                        .Help("Kubernetes API request latency, by verb (WATCH: the whole stream).")
+                        .Register(*registry_)),
+      persist_failures_(BuildCounter()
+                            .Name("spark_gateway_activity_persist_failures_total")
+                            .Help("Failed writes of activity (store: state_file, kubernetes); kept "
+                                  "in memory and retried.")
+                            .Register(*registry_)) {
   prometheus::BuildGauge()
       .Name("spark_gateway_build_info")
       .Help("Always 1; the version label says which build is running.")
@@ -135,6 +148,18 @@ SparkMetrics& Metrics::spark(const std::string& name) {
       sleeps_.Add({{"spark", name}, {"reason", "removed"}}),
   });
   return *sparks_.emplace(name, std::move(m)).first->second;
+}
+
+void Metrics::count_kubernetes_request(std::string_view verb, int code, double seconds) {
+  static const prometheus::Histogram::BucketBoundaries kBuckets = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                                                   0.5,   1,    2.5,   5,    10};
+  const std::string code_label = code == 0 ? "<error>" : std::to_string(code);
+  kube_requests_.Add({{"verb", std::string(verb)}, {"code", code_label}}).Increment();
+  if (verb != "WATCH") kube_latency_.Add({{"verb", std::string(verb)}}, kBuckets).Observe(seconds);
+}
+
+void Metrics::count_persist_failure(std::string_view store) {
+  persist_failures_.Add({{"store", std::string(store)}}).Increment();
 }
 
 void Metrics::set_snapshot_source(SnapshotSource source) {

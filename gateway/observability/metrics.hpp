@@ -57,6 +57,12 @@ class Metrics {
 
   void set_snapshot_source(SnapshotSource source);
 
+  // Kubernetes API requests (any thread): verb, HTTP status (0: no answer), duration.
+  void count_kubernetes_request(std::string_view verb, int code, double seconds);
+  // Activity that could not be stored (`store`: state_file, kubernetes); it stays in memory
+  // and is retried.
+  void count_persist_failure(std::string_view store);
+
   // The whole exposition in the Prometheus text format 0.0.4.
   std::string scrape() const;
 
@@ -67,6 +73,9 @@ class Metrics {
   prometheus::Family<prometheus::Counter>& wakes_;
   prometheus::Family<prometheus::Histogram>& wake_duration_;
   prometheus::Family<prometheus::Counter>& sleeps_;
+  prometheus::Family<prometheus::Counter>& kube_requests_;
+  prometheus::Family<prometheus::Histogram>& kube_latency_;
+  prometheus::Family<prometheus::Counter>& persist_failures_;
   std::map<std::string, std::unique_ptr<SparkMetrics>> sparks_;
   mutable std::mutex source_mu_;
   SnapshotSource source_;
