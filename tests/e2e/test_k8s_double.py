@@ -1,0 +1,536 @@
+#!/usr/bin/env python3
+"""Self-test of the Kubernetes API double (tests/k8s_double), through HTTP as a client sees it.
+
+If these fail, the kubernetes backend's e2e tests cannot be trusted: fix the double first.
+Loopback only; every wait has a deadline.
+"""
+import json
+import os
+import socket
+import ssl
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import wait_until  # noqa: E402
+
+DEPLOYMENTS = "/apis/apps/v1/namespaces/spark/deployments"
+PODS = "/api/v1/namespaces/spark/pods"
+MERGE = "application/merge-patch+json"
+CONFLICT_MSG = ('Operation cannot be fulfilled on deployments.apps "brave-dolphin": the object has been '
+                'modified; please apply your changes to the latest version and try again')
+
+
+def ready(pod):
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
+
+
+class K8sDoubleSelfTest(harness.GatewayTestCase):
+    NEEDS_GATEWAY = False
+
+    def start(self, **kw):
+        kw.setdefault("bookmark_interval", 0.3)
+        kw.setdefault("start_delay", 0.2)
+        self.k8s = self.start_k8s_double(**kw)
+        self.api = self.k8s.api
+        self.c = self.k8s.client()
+        self.addCleanup(lambda: self.assertEqual(self.api.errors, [], "the double itself failed"))
+        if self.k8s.kubelet is not None:
+            self.addCleanup(lambda: self.assertEqual(self.k8s.kubelet.errors, [], "the fake kubelet failed"))
+        return self.k8s
+
+    def watch(self, path, **params):
+        w = self.c.watch(path, **params)
+        self.addCleanup(w.close)
+        return w
+
+    # -- list + watch -------------------------------------------------------------------
+
+    def test_list_then_watch_sees_changes_in_order_with_bookmarks_and_resume(self):
+        self.start()
+        self.api.create_deployment("other", labels={"app.kubernetes.io/part-of": "not-spark"})
+        r = self.c.request("GET", DEPLOYMENTS, query={"labelSelector": "app.kubernetes.io/part-of=spark"})
+        self.assertEqual(r.status, 200, r.body)
+        lst = r.json
+        self.assertEqual((lst["kind"], lst["apiVersion"], lst["items"]), ("DeploymentList", "apps/v1", []))
+        rv = lst["metadata"]["resourceVersion"]
+        w = self.watch(DEPLOYMENTS, resourceVersion=rv, allowWatchBookmarks="true",
+                       labelSelector="app.kubernetes.io/part-of=spark", timeoutSeconds="30")
+        self.assertEqual(w.status, 200)
+        self.assertEqual(dict((k.lower(), v) for k, v in w.headers)["transfer-encoding"], "chunked")
+
+        self.api.create_deployment("brave-dolphin", annotations={"spark-gateway/port": "4022"})
+        self.api.create_deployment("not-matching", labels={"x": "y"})
+        self.api.annotate("deployments", "brave-dolphin", **{"spark-gateway/last-activity": "2024-01-01T00:00:00Z"})
+        self.api.scale("brave-dolphin", 1)
+        self.api.delete("deployments", "brave-dolphin")
+
+        seen = []
+        while len(seen) < 4 or seen[-1]["type"] != "DELETED":
+            ev = w.wait_for(lambda e: e["type"] != "BOOKMARK", timeout=10)
+            seen.append(ev)
+            self.assertLessEqual(len(seen), 10, "too many events: %s" % [e["type"] for e in seen])
+        types = [e["type"] for e in seen]
+        self.assertEqual(types[0], "ADDED")
+        self.assertEqual(types[-1], "DELETED")
+        self.assertTrue(all(t == "MODIFIED" for t in types[1:-1]), types)
+        self.assertTrue(all(e["object"]["metadata"]["name"] == "brave-dolphin" for e in seen))
+        self.assertTrue(all(e["object"]["kind"] == "Deployment" for e in seen))
+        rvs = [int(e["object"]["metadata"]["resourceVersion"]) for e in seen]
+        self.assertEqual(rvs, sorted(rvs))
+        self.assertTrue(rvs[0] > int(rv))
+        self.assertEqual(seen[1]["object"]["metadata"]["annotations"]["spark-gateway/last-activity"],
+                         "2024-01-01T00:00:00Z")
+
+        bm = w.wait_for(lambda e: e["type"] == "BOOKMARK", timeout=5)
+        self.assertEqual(bm["object"]["kind"], "Deployment")
+        self.assertGreaterEqual(int(bm["object"]["metadata"]["resourceVersion"]), rvs[-1])
+
+        # Resume from the RV of the first event: exactly the later ones come again, in order.
+        w2 = self.watch(DEPLOYMENTS, resourceVersion=str(rvs[0]), labelSelector="app.kubernetes.io/part-of=spark")
+        again = [w2.wait_for(lambda e: True, timeout=5) for _ in rvs[1:]]
+        self.assertEqual([int(e["object"]["metadata"]["resourceVersion"]) for e in again], rvs[1:])
+
+        # Without a resourceVersion a watch starts with the current state as ADDED events.
+        w3 = self.watch(DEPLOYMENTS)
+        first = w3.wait_for(lambda e: True, timeout=5)
+        self.assertEqual(first["type"], "ADDED")
+        self.assertIn(first["object"]["metadata"]["name"], ("not-matching", "other"))
+
+        # timeoutSeconds ends the stream cleanly.
+        w4 = self.watch(DEPLOYMENTS, resourceVersion=str(self.api.resource_version), timeoutSeconds="1")
+        self.assertTrue(w4.ended.wait(5), "watch with timeoutSeconds=1 did not end")
+        self.assertTrue(w4.clean)
+
+    def test_watch_label_selector_turns_unmatching_update_into_deleted(self):
+        self.start()
+        self.api.create_deployment("brave-dolphin")
+        rv = self.c.request("GET", DEPLOYMENTS).json["metadata"]["resourceVersion"]
+        w = self.watch(DEPLOYMENTS, resourceVersion=rv, labelSelector="app.kubernetes.io/part-of=spark")
+        self.api.patch("deployments", "brave-dolphin", {"metadata": {"labels": {"app.kubernetes.io/part-of": None}}})
+        ev = w.wait_for(lambda e: True, timeout=5)
+        self.assertEqual(ev["type"], "DELETED")
+        self.assertEqual(ev["object"]["metadata"]["labels"]["app.kubernetes.io/part-of"], "spark")
+        self.assertEqual(ev["object"]["metadata"]["resourceVersion"], str(self.api.resource_version))
+
+    def test_watch_from_compacted_resource_version_gets_410_error_event(self):
+        self.start(kubelet=False)
+        rv = self.c.request("GET", DEPLOYMENTS).json["metadata"]["resourceVersion"]
+        self.api.create_deployment("brave-dolphin")
+        floor = self.api.compact()
+        w = self.watch(DEPLOYMENTS, resourceVersion=rv, allowWatchBookmarks="true")
+        # kube-apiserver answers 200 and reports the expiry as an ERROR event (cacher.go).
+        self.assertEqual(w.status, 200)
+        ev = w.wait_for(lambda e: True, timeout=5)
+        self.assertEqual(ev["type"], "ERROR")
+        self.assertEqual(ev["object"], {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                                        "message": "too old resource version: %s (%d)" % (rv, floor),
+                                        "reason": "Expired", "code": 410})
+        self.assertTrue(w.ended.wait(5))
+        # A relist gives an RV that can be watched again.
+        rv2 = self.c.request("GET", DEPLOYMENTS).json["metadata"]["resourceVersion"]
+        w2 = self.watch(DEPLOYMENTS, resourceVersion=rv2)
+        self.api.scale("brave-dolphin", 2)
+        self.assertEqual(w2.wait_for(lambda e: True, timeout=5)["type"], "MODIFIED")
+        # Open watches survive a compaction; expire_watches() makes them fail like a lost etcd watch.
+        self.api.compact()
+        self.api.scale("brave-dolphin", 3)
+        self.assertEqual(w2.wait_for(lambda e: True, timeout=5)["object"]["spec"]["replicas"], 3)
+        self.api.faults.expire_watches()
+        err = w2.wait_for(lambda e: True, timeout=5)
+        self.assertEqual((err["type"], err["object"]["code"], err["object"]["reason"]), ("ERROR", 410, "Expired"))
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def test_merge_patch_null_deletes_annotation_and_bumps_generation(self):
+        self.start(kubelet=False)
+        d = self.api.create_deployment("brave-dolphin", annotations={
+            "spark-gateway/keep-awake-until": "2030-01-01T00:00:00Z", "spark-gateway/port": "4022"})
+        self.assertEqual(d["metadata"]["generation"], 1)
+        r = self.c.request("PATCH", DEPLOYMENTS + "/brave-dolphin",
+                           {"metadata": {"annotations": {"spark-gateway/keep-awake-until": None,
+                                                         "spark-gateway/last-activity": "2024-05-01T10:00:00Z"}}},
+                           content_type=MERGE)
+        self.assertEqual(r.status, 200, r.body)
+        ann = r.json["metadata"]["annotations"]
+        self.assertEqual(ann, {"spark-gateway/port": "4022", "spark-gateway/last-activity": "2024-05-01T10:00:00Z"})
+        self.assertEqual(r.json["metadata"]["generation"], 2)  # annotations bump a Deployment's generation
+        self.assertEqual(r.json["kind"], "Deployment")
+        # The same patch again changes nothing: same resourceVersion, no event.
+        rv = r.json["metadata"]["resourceVersion"]
+        r2 = self.c.request("PATCH", DEPLOYMENTS + "/brave-dolphin",
+                            {"metadata": {"annotations": {"spark-gateway/keep-awake-until": None}}})
+        self.assertEqual(r2.json["metadata"]["resourceVersion"], rv)
+        # Unsupported patch types are 415 with the apiserver's message.
+        r3 = self.c.request("PATCH", DEPLOYMENTS + "/brave-dolphin", {"spec": {}}, content_type="application/json")
+        self.assertEqual(r3.status, 415)
+        self.assertEqual(r3.json["reason"], "UnsupportedMediaType")
+        self.assertEqual(r3.json["message"], "the body of the request was in an unknown format - accepted media "
+                         "types include: application/json-patch+json, application/merge-patch+json, "
+                         "application/strategic-merge-patch+json, application/apply-patch+yaml")
+        # Negative replicas are Invalid (422) with field causes.
+        r4 = self.c.request("PATCH", DEPLOYMENTS + "/brave-dolphin", {"spec": {"replicas": -1}})
+        self.assertEqual(r4.status, 422)
+        self.assertEqual(r4.json["reason"], "Invalid")
+        self.assertEqual(r4.json["message"], 'Deployment.apps "brave-dolphin" is invalid: spec.replicas: '
+                                             'Invalid value: -1: must be greater than or equal to 0')
+        self.assertEqual(r4.json["details"]["causes"], [{"reason": "FieldValueInvalid", "field": "spec.replicas",
+                                                          "message": "Invalid value: -1: must be greater than or "
+                                                                     "equal to 0"}])
+        # POST of an existing name: AlreadyExists.
+        body = self.api.get("deployments", "brave-dolphin")
+        del body["metadata"]["resourceVersion"]
+        r5 = self.c.request("POST", DEPLOYMENTS, body)
+        self.assertEqual((r5.status, r5.json["reason"], r5.json["message"]),
+                         (409, "AlreadyExists", 'deployments.apps "brave-dolphin" already exists'))
+        # Another method on a named object: 405.
+        r6 = self.c.request("POST", DEPLOYMENTS + "/brave-dolphin", {})
+        self.assertEqual((r6.status, r6.json["reason"]), (405, "MethodNotAllowed"))
+
+    def test_resource_version_precondition_conflicts(self):
+        self.start()
+        d = self.api.create_deployment("brave-dolphin", replicas=1)
+        stale = d["metadata"]["resourceVersion"]
+        self.api.annotate("deployments", "brave-dolphin", **{"spark-gateway/last-activity": "2024-05-01T10:00:00Z"})
+        # The gateway's sleep: scale to 0 with the RV it decided on. Someone wrote since -> 409.
+        r = self.c.request("PATCH", DEPLOYMENTS + "/brave-dolphin/scale",
+                           {"metadata": {"resourceVersion": stale}, "spec": {"replicas": 0}})
+        self.assertEqual(r.status, 409, r.body)
+        self.assertEqual(r.json, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                                  "message": CONFLICT_MSG, "reason": "Conflict",
+                                  "details": {"name": "brave-dolphin", "group": "apps", "kind": "deployments"},
+                                  "code": 409})
+        self.assertEqual(self.api.get("deployments", "brave-dolphin")["spec"]["replicas"], 1)
+        # Same on the main resource, and on PUT.
+        r = self.c.request("PATCH", DEPLOYMENTS + "/brave-dolphin", {"metadata": {"resourceVersion": stale}})
+        self.assertEqual((r.status, r.json["message"]), (409, CONFLICT_MSG))
+        cur = self.api.get("deployments", "brave-dolphin")
+        old = dict(cur, metadata=dict(cur["metadata"], resourceVersion=stale))
+        r = self.c.request("PUT", DEPLOYMENTS + "/brave-dolphin", old)
+        self.assertEqual((r.status, r.json["reason"]), (409, "Conflict"))
+        # With the current RV it goes through.
+        r = self.c.request("PATCH", DEPLOYMENTS + "/brave-dolphin/scale",
+                           {"metadata": {"resourceVersion": cur["metadata"]["resourceVersion"]},
+                            "spec": {"replicas": 0}})
+        self.assertEqual(r.status, 200, r.body)
+        # Fault: a storm of conflicts on every write with a precondition; writes without pass.
+        self.api.faults.conflict_on_precondition = True
+        cur = self.api.get("deployments", "brave-dolphin")
+        r = self.c.request("PATCH", DEPLOYMENTS + "/brave-dolphin/scale",
+                           {"metadata": {"resourceVersion": cur["metadata"]["resourceVersion"]},
+                            "spec": {"replicas": 1}})
+        self.assertEqual((r.status, r.json["message"]), (409, CONFLICT_MSG))
+        r = self.c.request("PATCH", DEPLOYMENTS + "/brave-dolphin/scale", {"spec": {"replicas": 1}})
+        self.assertEqual(r.status, 200)
+
+    def test_scale_subresource_omits_zero_replicas(self):
+        self.start(kubelet=False)
+        self.api.create_deployment("brave-dolphin", replicas=0)
+        r = self.c.request("GET", DEPLOYMENTS + "/brave-dolphin/scale")
+        self.assertEqual(r.status, 200)
+        scale = r.json
+        self.assertEqual((scale["kind"], scale["apiVersion"]), ("Scale", "autoscaling/v1"))
+        self.assertEqual(scale["spec"], {})  # ScaleSpec.replicas is omitempty
+        self.assertEqual(scale["status"], {"replicas": 0, "selector": "app.kubernetes.io/instance=brave-dolphin"})
+        dep = self.c.request("GET", DEPLOYMENTS + "/brave-dolphin").json
+        self.assertEqual(dep["spec"]["replicas"], 0)  # DeploymentSpec.replicas is *int32: 0 is written
+        self.assertNotIn("replicas", dep["status"])  # DeploymentStatus counters are omitempty
+        self.assertEqual(scale["metadata"]["resourceVersion"], dep["metadata"]["resourceVersion"])
+        self.assertEqual(scale["metadata"]["uid"], dep["metadata"]["uid"])
+
+        r = self.c.request("PATCH", DEPLOYMENTS + "/brave-dolphin/scale", {"spec": {"replicas": 1}})
+        self.assertEqual((r.status, r.json["spec"]), (200, {"replicas": 1}))
+        dep2 = self.c.request("GET", DEPLOYMENTS + "/brave-dolphin").json
+        self.assertEqual(dep2["spec"]["replicas"], 1)
+        self.assertEqual(dep2["metadata"]["generation"], dep["metadata"]["generation"] + 1)
+        r = self.c.request("PUT", DEPLOYMENTS + "/brave-dolphin/scale",
+                           {"apiVersion": "autoscaling/v1", "kind": "Scale",
+                            "metadata": {"name": "brave-dolphin", "namespace": "spark"}, "spec": {}})
+        self.assertEqual((r.status, r.json["spec"]), (200, {}))
+        self.assertEqual(self.api.get("deployments", "brave-dolphin")["spec"]["replicas"], 0)
+        r = self.c.request("PATCH", DEPLOYMENTS + "/brave-dolphin/scale", {"spec": {"replicas": -2}})
+        self.assertEqual((r.status, r.json["message"]),
+                         (422, 'Scale.autoscaling "brave-dolphin" is invalid: spec.replicas: Invalid value: -2: '
+                               'must be greater than or equal to 0'))
+        self.assertEqual(len(self.api.scale_requests("brave-dolphin")), 3)
+        self.assertEqual(self.api.scale_requests("brave-dolphin")[0].content_type, MERGE)
+        self.assertEqual(self.api.scale_requests("brave-dolphin")[0].json, {"spec": {"replicas": 1}})
+
+    # -- authentication and authorization -------------------------------------------------
+
+    def test_401_403_404_and_token_rotation(self):
+        self.start(kubelet=False)
+        unauth = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                  "message": "Unauthorized", "reason": "Unauthorized", "code": 401}
+        r = self.c.request("GET", DEPLOYMENTS, token="")
+        self.assertEqual((r.status, r.json), (401, unauth))
+        r = self.c.request("GET", DEPLOYMENTS, token="not-a-token")
+        self.assertEqual((r.status, r.json), (401, unauth))
+        r = self.c.request("GET", "/apis/apps/v1/namespaces/default/deployments")
+        self.assertEqual(r.status, 403)
+        self.assertEqual(r.json["message"], 'deployments.apps is forbidden: User "system:serviceaccount:spark:'
+                         'spark-gateway" cannot list resource "deployments" in API group "apps" in the '
+                         'namespace "default"')
+        self.assertEqual((r.json["reason"], r.json["details"]), ("Forbidden", {"group": "apps", "kind": "deployments"}))
+        r = self.c.request("PATCH", "/apis/apps/v1/namespaces/default/deployments/x/scale", {"spec": {}})
+        self.assertEqual(r.json["message"], 'deployments.apps "x" is forbidden: User "system:serviceaccount:spark:'
+                         'spark-gateway" cannot patch resource "deployments/scale" in API group "apps" in the '
+                         'namespace "default"')
+        r = self.c.request("GET", "/api/v1/pods")
+        self.assertEqual(r.json["message"], 'pods is forbidden: User "system:serviceaccount:spark:spark-gateway" '
+                         'cannot list resource "pods" in API group "" at the cluster scope')
+        self.api.deny("create", "events")
+        r = self.c.request("POST", "/api/v1/namespaces/spark/events", {"metadata": {"name": "e"}})
+        self.assertEqual((r.status, r.json["reason"]), (403, "Forbidden"))
+        r = self.c.request("GET", DEPLOYMENTS + "/no-such-spark")
+        self.assertEqual((r.status, r.json), (404, {
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": 'deployments.apps "no-such-spark" not found', "reason": "NotFound",
+            "details": {"name": "no-such-spark", "group": "apps", "kind": "deployments"}, "code": 404}))
+        r = self.c.request("GET", "/api/v1/namespaces/spark/pods/nope")
+        self.assertEqual(r.json["message"], 'pods "nope" not found')
+        self.assertEqual(r.json["details"], {"name": "nope", "kind": "pods"})
+        # Token rotation: the old token stops working, the new one (also in the file) works.
+        old = self.k8s.token
+        new = self.api.rotate_token(self.k8s.token_file)
+        with open(self.k8s.token_file) as f:
+            self.assertEqual(f.read(), new)
+        self.assertEqual(self.c.request("GET", DEPLOYMENTS, token=old).status, 401)
+        self.assertEqual(self.c.request("GET", DEPLOYMENTS, token=new).status, 200)
+        # Refusing one client (partition tests).
+        self.api.faults.refuse_token(new, "forbidden")
+        self.assertEqual(self.c.request("GET", DEPLOYMENTS, token=new).status, 403)
+        self.api.faults.refuse_token(new, "close")
+        with self.assertRaises(Exception):
+            self.c.request("GET", DEPLOYMENTS, token=new, timeout=5)
+        self.api.faults.unrefuse_token(new)
+        self.assertEqual(self.c.request("GET", DEPLOYMENTS, token=new).status, 200)
+
+    def test_https_with_generated_ca_and_client_certificate(self):
+        self.start(tls=True, kubelet=False)
+        self.assertTrue(self.k8s.url.startswith("https://%s:" % self.host))
+        self.assertTrue(os.path.isfile(self.k8s.ca_file))
+        self.api.create_deployment("brave-dolphin")
+        r = self.c.request("GET", DEPLOYMENTS)
+        self.assertEqual((r.status, [i["metadata"]["name"] for i in r.json["items"]]), (200, ["brave-dolphin"]))
+        # Without the CA the certificate is not trusted.
+        ctx = ssl.create_default_context()
+        with socket.create_connection((self.host, self.api.port), timeout=5) as raw:
+            with self.assertRaises(ssl.SSLCertVerificationError):
+                ctx.wrap_socket(raw, server_hostname=self.host)
+        # A client certificate authenticates as its CN.
+        cert = self.api.client_cert()
+        c2 = harness._import_k8s_double().ApiClient(self.api.url, ca_file=self.k8s.ca_file, cert=cert)
+        self.assertEqual(c2.request("GET", DEPLOYMENTS).status, 200)
+        self.assertEqual(c2.request("GET", "/apis/apps/v1/namespaces/default/deployments").status, 403)
+        kubeconfig = self.k8s.kubeconfig()
+        with open(kubeconfig) as f:
+            text = f.read()
+        self.assertIn("certificate-authority: %s" % self.k8s.ca_file, text)
+        self.assertIn("server: %s" % self.api.url, text)
+
+    # -- the fake kubelet -----------------------------------------------------------------
+
+    def test_kubelet_runs_a_real_sshd_and_tears_it_down_on_scale_to_zero(self):
+        self.start()
+        target_port = harness.free_port(self.host)
+        self.api.create_deployment("brave-dolphin", replicas=0, target_port=target_port,
+                                   annotations={"spark-gateway/target-port": str(target_port)})
+        w = self.watch(PODS, allowWatchBookmarks="true")
+        r = self.c.request("PATCH", DEPLOYMENTS + "/brave-dolphin/scale", {"spec": {"replicas": 1}})
+        self.assertEqual(r.status, 200)
+        added = w.wait_for(lambda e: e["type"] == "ADDED", timeout=10)["object"]
+        name = added["metadata"]["name"]
+        self.assertRegex(name, r"^brave-dolphin-[bcdfghjklmnpqrstvwxz2456789]+-[bcdfghjklmnpqrstvwxz2456789]{5}$")
+        self.assertEqual(added["status"]["phase"], "Pending")
+        self.assertEqual(added["metadata"]["labels"]["app.kubernetes.io/instance"], "brave-dolphin")
+        self.assertIn("pod-template-hash", added["metadata"]["labels"])
+        running = w.wait_for(lambda e: e["type"] == "MODIFIED" and ready(e["object"]), timeout=15)["object"]
+        ip = running["status"]["podIP"]
+        self.assertTrue(ip.startswith("127.") and ip != self.host, ip)
+        self.assertEqual(running["status"]["phase"], "Running")
+        self.assertTrue(running["status"]["containerStatuses"][0]["ready"])
+        with socket.create_connection((ip, target_port), timeout=5) as s:
+            s.settimeout(5)
+            self.assertTrue(s.recv(64).startswith(b"SSH-2.0-"))
+        sshd = self.k8s.kubelet.sshd_of(name)
+        self.assertTrue(harness.is_alive(sshd.pid))
+        self.assertIn(sshd.pid, self.leftover_pids())  # tagged: the harness teardown would find it
+
+        def dep_status():
+            return self.c.request("GET", DEPLOYMENTS + "/brave-dolphin").json
+
+        dep = wait_until(lambda: (lambda d: d if d["status"].get("readyReplicas") == 1 else None)(dep_status()),
+                         5, "deployment status readyReplicas 1")
+        st = dep["status"]
+        self.assertEqual((st["replicas"], st["availableReplicas"], st["observedGeneration"]),
+                         (1, 1, dep["metadata"]["generation"]))
+
+        r = self.c.request("PATCH", DEPLOYMENTS + "/brave-dolphin/scale", {"spec": {"replicas": 0}})
+        self.assertEqual(r.status, 200)
+        term = w.wait_for(lambda e: e["type"] == "MODIFIED" and e["object"]["metadata"].get("deletionTimestamp"),
+                          timeout=10)["object"]
+        self.assertEqual(term["metadata"]["name"], name)
+        self.assertIn("deletionGracePeriodSeconds", term["metadata"])
+        gone = w.wait_for(lambda e: e["type"] == "DELETED", timeout=10)["object"]
+        self.assertEqual(gone["metadata"]["name"], name)
+        self.assertFalse(harness.is_alive(sshd.pid))
+        self.assertTrue(harness.tcp_connect_refused(ip, target_port))
+        self.assertEqual(self.c.request("GET", PODS + "/" + name).status, 404)
+        dep = wait_until(lambda: (lambda d: d if "replicas" not in d["status"] else None)(dep_status()),
+                         5, "deployment status replicas omitted at 0")
+        self.assertNotIn("readyReplicas", dep["status"])
+        self.assertEqual(self.k8s.kubelet.errors, [])
+
+    def test_kubelet_failure_scenarios(self):
+        self.start()
+        kl = self.k8s.kubelet
+        kl.crash_interval = 0.2
+        kl.pull_retry_interval = 0.2
+        for name, scenario in (("pull", "image-pull-failure"), ("crash", "crash-loop"), ("never", "never-ready")):
+            kl.set_scenario(name, scenario)
+            self.api.create_deployment(name, replicas=1, target_port=harness.free_port(self.host))
+
+        def pod(name):
+            return kl.pod_of(name)
+
+        def waiting_reason(p):
+            if not p or not p["status"].get("containerStatuses"):
+                return None
+            return (p["status"]["containerStatuses"][0]["state"].get("waiting") or {}).get("reason")
+
+        wait_until(lambda: waiting_reason(pod("pull")) == "ImagePullBackOff", 10, "ImagePullBackOff")
+        p = pod("pull")
+        self.assertEqual(p["status"]["phase"], "Pending")
+        self.assertIn("Back-off pulling image", p["status"]["containerStatuses"][0]["state"]["waiting"]["message"])
+        wait_until(lambda: waiting_reason(pod("pull")) == "ErrImagePull", 10, "ErrImagePull")
+
+        wait_until(lambda: pod("crash") and pod("crash")["status"]["containerStatuses"][0]["restartCount"] >= 2,
+                   10, "crash-loop restartCount >= 2")
+        wait_until(lambda: waiting_reason(pod("crash")) == "CrashLoopBackOff", 10, "CrashLoopBackOff")
+        p = pod("crash")
+        self.assertEqual(p["status"]["phase"], "Running")
+        self.assertFalse(ready(p))
+        self.assertEqual(p["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"], 1)
+
+        wait_until(lambda: pod("never") and pod("never")["status"]["phase"] == "Running", 10, "never-ready Running")
+        p = pod("never")
+        self.assertTrue(p["status"]["podIP"].startswith("127."))
+        self.assertFalse(ready(p))
+        self.assertIsNone(kl.sshd_of(p["metadata"]["name"]))
+        self.assertTrue(harness.tcp_connect_refused(p["status"]["podIP"], kl._target_port(
+            self.api.get("deployments", "never"))))
+        for name in ("pull", "crash", "never"):
+            self.assertNotIn("readyReplicas", self.api.get("deployments", name)["status"])
+            self.assertEqual(self.api.get("deployments", name)["status"]["unavailableReplicas"], 1)
+
+    # -- faults ---------------------------------------------------------------------------
+
+    def test_faults(self):
+        self.start(kubelet=False)
+        self.api.create_deployment("brave-dolphin")
+        f = self.api.faults
+        # The next 2 scale PATCHes fail with 500 InternalError; other calls are unaffected.
+        f.fail(count=2, method="PATCH", path=r"/scale$")
+        self.assertEqual(self.c.request("GET", DEPLOYMENTS).status, 200)
+        for _ in range(2):
+            r = self.c.request("PATCH", DEPLOYMENTS + "/brave-dolphin/scale", {"spec": {"replicas": 1}})
+            self.assertEqual((r.status, r.json["reason"]), (500, "InternalError"))
+        self.assertEqual(self.c.request("PATCH", DEPLOYMENTS + "/brave-dolphin/scale",
+                                        {"spec": {"replicas": 1}}).status, 200)
+        # Slow: every answer late.
+        f.delay = 0.4
+        t0 = time.monotonic()
+        self.assertEqual(self.c.request("GET", DEPLOYMENTS).status, 200)
+        self.assertGreaterEqual(time.monotonic() - t0, 0.4)
+        f.delay = 0
+        # close_watches() and watch_max_duration end streams cleanly.
+        w = self.watch(DEPLOYMENTS, resourceVersion=str(self.api.resource_version))
+        f.close_watches()
+        self.assertTrue(w.ended.wait(5))
+        self.assertTrue(w.clean)
+        f.watch_max_duration = 0.3
+        w = self.watch(DEPLOYMENTS, resourceVersion=str(self.api.resource_version))
+        self.assertTrue(w.ended.wait(5))
+        f.watch_max_duration = None
+        # Down: connections refused and open watches cut; up: same port, same data.
+        w = self.watch(DEPLOYMENTS, resourceVersion=str(self.api.resource_version))
+        wait_until(lambda: self.api.active_watches(), 5, "the watch to be open")
+        port = self.api.port
+        self.api.down()
+        self.assertTrue(w.ended.wait(5))
+        self.assertFalse(w.clean)
+        self.assertTrue(harness.tcp_connect_refused(self.host, port))
+        self.api.up()
+        self.assertEqual(self.api.port, port)
+        r = self.c.request("GET", DEPLOYMENTS + "/brave-dolphin")
+        self.assertEqual((r.status, r.json["spec"]["replicas"]), (200, 1))
+        # Hang: the request gets no answer until the fault is lifted.
+        f.hang = True
+        with self.assertRaises(socket.timeout):
+            self.c.request("GET", DEPLOYMENTS, timeout=0.5)
+        f.hang = False
+        self.assertEqual(self.c.request("GET", DEPLOYMENTS).status, 200)
+        self.assertGreaterEqual(self.api.counters["watches"], 3)
+
+    # -- events, leases, services ---------------------------------------------------------
+
+    def test_events_leases_services(self):
+        self.start(kubelet=False)
+        ev = {"apiVersion": "v1", "kind": "Event",
+              "metadata": {"name": "brave-dolphin.17c1a2b3c4d5e6f7", "namespace": "spark"},
+              "involvedObject": {"kind": "Deployment", "apiVersion": "apps/v1", "namespace": "spark",
+                                 "name": "brave-dolphin"},
+              "reason": "Woken", "message": "woken by a connection", "type": "Normal", "count": 1,
+              "firstTimestamp": "2024-05-01T10:00:00Z", "lastTimestamp": "2024-05-01T10:00:00Z",
+              "source": {"component": "spark-gateway"}, "reportingComponent": "spark-gateway",
+              "reportingInstance": "spark-gateway-0"}
+        r = self.c.request("POST", "/api/v1/namespaces/spark/events", ev)
+        self.assertEqual(r.status, 201, r.body)
+        self.assertEqual(r.json["reason"], "Woken")
+        lst = self.c.request("GET", "/api/v1/namespaces/spark/events",
+                             query={"fieldSelector": "involvedObject.name=brave-dolphin"}).json
+        self.assertEqual(lst["kind"], "EventList")
+        self.assertEqual([e["reason"] for e in lst["items"]], ["Woken"])
+        self.assertEqual(self.api.events("brave-dolphin")[0]["source"], {"component": "spark-gateway"})
+        bad = dict(ev, metadata={"name": "x"}, involvedObject={"namespace": "other", "name": "y"})
+        self.assertEqual(self.c.request("POST", "/api/v1/namespaces/spark/events", bad).status, 422)
+
+        leases = "/apis/coordination.k8s.io/v1/namespaces/spark/leases"
+        self.assertEqual(self.c.request("GET", leases + "/spark-gateway-reaper").status, 404)
+        lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                 "metadata": {"name": "spark-gateway-reaper"},
+                 "spec": {"holderIdentity": "gw-a", "leaseDurationSeconds": 15,
+                          "acquireTime": "2024-05-01T10:00:00.000000Z", "renewTime": "2024-05-01T10:00:00.000000Z",
+                          "leaseTransitions": 0}}
+        r = self.c.request("POST", leases, lease)
+        self.assertEqual(r.status, 201)
+        created = r.json
+        upd = json.loads(json.dumps(created))
+        upd["spec"]["renewTime"] = "2024-05-01T10:00:05.000000Z"
+        r = self.c.request("PUT", leases + "/spark-gateway-reaper", upd)
+        self.assertEqual(r.status, 200)
+        r = self.c.request("PUT", leases + "/spark-gateway-reaper", dict(upd, spec=dict(upd["spec"], holderIdentity="gw-b")))
+        self.assertEqual((r.status, r.json["message"]), (409, 'Operation cannot be fulfilled on leases.coordination.k8s.io '
+                                                              '"spark-gateway-reaper": the object has been modified; please '
+                                                              'apply your changes to the latest version and try again'))
+        r = self.c.request("DELETE", leases + "/spark-gateway-reaper")
+        self.assertEqual((r.status, r.json["status"], r.json["details"]["kind"]), (200, "Success", "leases"))
+
+        svcs = "/api/v1/namespaces/spark/services"
+        svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "brave-dolphin"},
+               "spec": {"type": "LoadBalancer", "selector": {"app.kubernetes.io/instance": "brave-dolphin"},
+                        "ports": [{"name": "ssh", "port": 22, "targetPort": 4022}]}}
+        r = self.c.request("POST", svcs, svc)
+        self.assertEqual(r.status, 201, r.body)
+        self.assertTrue(r.json["spec"]["clusterIP"].startswith("10.96."))
+        self.assertTrue(30000 <= r.json["spec"]["ports"][0]["nodePort"] <= 32767)
+        r = self.c.request("PATCH", svcs + "/brave-dolphin", {"metadata": {"annotations": {"tailscale.com/hostname": "brave-dolphin"}}})
+        self.assertEqual(r.status, 200)
+        r = self.c.request("DELETE", svcs + "/brave-dolphin")
+        self.assertEqual((r.status, r.json["kind"]), (200, "Service"))
+
+
+if __name__ == "__main__":
+    harness.main()

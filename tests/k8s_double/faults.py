@@ -1,0 +1,136 @@
+"""Fault knobs of the API double. All are thread-safe and take effect on the next request (or,
+for the watch knobs, within ~50 ms on open watch streams).
+
+    api.faults.delay = 2.0                 # hold every request 2 s before handling it
+    api.faults.delay_response = 2.0        # handle it (commit!), then answer 2 s late
+    rule = api.faults.fail(count=3, method="PATCH", path=r"/scale$")   # next 3 matching -> 500
+    api.faults.fail()                      # every request -> 500 InternalError, until cleared
+    api.faults.clear_failures()
+    api.faults.watch_max_duration = 5      # end every watch stream after 5 s (cleanly)
+    api.faults.close_watches()             # end every open watch stream now (cleanly)
+    api.faults.expire_watches()            # send ERROR 410 Expired on every open watch, then end it
+    api.faults.conflict_on_precondition = True  # every PATCH/PUT carrying metadata.resourceVersion -> 409
+    api.faults.refuse_token(tok, mode="forbidden"|"close"|"hang")
+    api.faults.hang = True                 # accept connections but never answer (nor stream)
+    api.faults.reset()                     # all of the above off
+"""
+
+import re
+import threading
+
+
+class FailRule:
+    """Answers matching requests with an error Status instead of handling them.
+
+    count None = every matching request until removed; otherwise the next `count` ones.
+    method / path (a regular expression searched in the path) / verb (get, list, watch, create,
+    update, patch, delete) narrow what matches."""
+
+    def __init__(self, count=None, method=None, path=None, verb=None, code=500, reason=None,
+                 message=None, close=False):
+        self.remaining = count
+        self.method = method.upper() if method else None
+        self.path = re.compile(path) if path else None
+        self.verb = verb
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.close = close
+        self.hits = 0
+
+    def matches(self, method, path, verb):
+        if self.remaining is not None and self.remaining <= 0:
+            return False
+        if self.method and self.method != method:
+            return False
+        if self.path and not self.path.search(path):
+            return False
+        if self.verb and self.verb != verb:
+            return False
+        return True
+
+    def __repr__(self):
+        return "FailRule(code=%s, method=%s, path=%s, remaining=%s, hits=%d)" % (
+            self.code, self.method, self.path and self.path.pattern, self.remaining, self.hits)
+
+
+class Faults:
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._rules = []
+        self._refused = {}
+        self.delay = 0.0
+        self.delay_response = 0.0
+        self.watch_max_duration = None
+        self.conflict_on_precondition = False
+        self.hang = False
+        self.close_generation = 0  # bumped by close_watches(); watch loops compare
+        self.expire_generation = 0  # bumped by expire_watches()
+        self.injected = 0
+
+    def reset(self):
+        with self._lock:
+            self._rules = []
+            self._refused = {}
+        self.delay = 0.0
+        self.delay_response = 0.0
+        self.watch_max_duration = None
+        self.conflict_on_precondition = False
+        self.hang = False
+
+    # -- injected errors ------------------------------------------------------------------
+
+    def fail(self, count=None, method=None, path=None, verb=None, code=500, reason=None,
+             message=None, close=False):
+        """Adds a FailRule and returns it. close=True drops the connection instead of answering."""
+        rule = FailRule(count, method, path, verb, code, reason, message, close)
+        with self._lock:
+            self._rules.append(rule)
+        return rule
+
+    def remove(self, rule):
+        with self._lock:
+            if rule in self._rules:
+                self._rules.remove(rule)
+
+    def clear_failures(self):
+        with self._lock:
+            self._rules = []
+
+    def take_failure(self, method, path, verb):
+        """The first rule matching this request (consuming one of its counts), or None."""
+        with self._lock:
+            for rule in self._rules:
+                if rule.matches(method, path, verb):
+                    if rule.remaining is not None:
+                        rule.remaining -= 1
+                    rule.hits += 1
+                    self.injected += 1
+                    return rule
+        return None
+
+    # -- per-client refusal (partition tests) ---------------------------------------------
+
+    def refuse_token(self, token, mode="forbidden"):
+        """Requests bearing `token` get a 403 (mode "forbidden"), a dropped connection
+        ("close") or no answer at all ("hang")."""
+        if mode not in ("forbidden", "close", "hang"):
+            raise ValueError(mode)
+        with self._lock:
+            self._refused[token] = mode
+
+    def unrefuse_token(self, token):
+        with self._lock:
+            self._refused.pop(token, None)
+
+    def refusal(self, token):
+        with self._lock:
+            return self._refused.get(token)
+
+    # -- watch streams --------------------------------------------------------------------
+
+    def close_watches(self):
+        self.close_generation += 1
+
+    def expire_watches(self):
+        self.expire_generation += 1
