@@ -50,7 +50,7 @@ std::shared_ptr<Server::Listener> Server::open_listener(const config::Address& a
   return std::make_shared<Listener>(std::move(acceptor));
 }
 
-void Server::apply_config(config::Config next) {
+void Server::apply_config(config::Config next, bool log_only_changes) {
   // 1. Listeners: reuse those whose address stays, open the new ones; nothing changes on error.
   std::map<std::string, std::shared_ptr<Listener>> listeners;
   std::vector<std::shared_ptr<Listener>> opened;
@@ -131,7 +131,7 @@ void Server::apply_config(config::Config next) {
     for (const auto& s : v) out += (out.empty() ? "" : ",") + s;
     return out.empty() ? "-" : out;
   };
-  if (!added.empty() || !changed.empty() || !removed.empty() || opened.empty())
+  if (!log_only_changes || !added.empty() || !changed.empty() || !removed.empty())
     spdlog::info("config {}: {} sparks (added {}, changed {}, removed {})", next.source.string(),
                  sparks.size(), join(added), join(changed), join(removed));
 
@@ -168,7 +168,7 @@ void Server::apply_discovered(k8s::DiscoveredSparks found) {
   for (const auto& [name, recorded] : found.activity) activity_.merge_remote(name, recorded);
   discovered_ = std::move(found.sparks);
   try {
-    apply_config(cfg_);
+    apply_config(cfg_, /*log_only_changes=*/true);  // Deployments change on every annotation write
   } catch (const std::exception& e) {
     spdlog::error("kubernetes: applying discovered sparks: {}", e.what());
   }

@@ -53,7 +53,8 @@ class Server final : public GatewayControl {
   // Makes the running set of sparks and listeners match `next` plus the sparks discovered in
   // Kubernetes. Listeners are opened before anything changes, so a reload that cannot bind
   // leaves everything as it was (throws); a discovered spark that cannot bind is left out.
-  void apply_config(config::Config next);
+  // The summary line is logged for every config load, but only on changes when asked.
+  void apply_config(config::Config next, bool log_only_changes = false);
   // Connects to the cluster and starts discovering sparks (kubernetes section). Throws.
   void start_kubernetes();
   void apply_discovered(k8s::DiscoveredSparks found);

@@ -1,0 +1,364 @@
+#!/usr/bin/env python3
+"""The kubernetes backend end to end: real ssh -> gateway -> Kubernetes API double -> fake kubelet
+-> a real sshd per pod (tests/k8s_double, docs/kubernetes.md).
+
+Each test runs its own API double on the test's loopback address; pods get their own 127.x
+addresses. Waits go through wait_until with deadlines; nothing sleeps to hide a race.
+"""
+
+import datetime
+import json
+import os
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import GatewayTestCase, free_port, wait_until, write_atomically  # noqa: E402
+
+TARGET_PORT = 2222  # the pods' sshd (each pod has its own address, so one port for all)
+PREFIX = "spark-gateway/"
+
+
+class Port:
+    """What the harness's ssh helpers need to reach a port."""
+
+    def __init__(self, port):
+        self.listen_port = port
+
+
+def rfc3339(t):
+    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def parse_rfc3339(text):
+    return datetime.datetime.strptime(text.replace("Z", "+0000"), "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+
+
+class KubernetesTestCase(GatewayTestCase):
+
+    def start_cluster(self, tls=False, **kw):
+        self.k8s = self.start_k8s_double(tls=tls, **kw)
+        self.api = self.k8s.api
+        return self.k8s
+
+    def add_deployment(self, name, port=None, replicas=0, **annotations):
+        ann = {PREFIX + "target-port": str(TARGET_PORT)}
+        if port is not None:
+            ann[PREFIX + "port"] = str(port)
+        ann.update({PREFIX + k.replace("_", "-"): v for k, v in annotations.items()})
+        self.api.create_deployment(name, annotations=ann, replicas=replicas, target_port=TARGET_PORT)
+
+    def write_k8s_config(self, defaults=None, auth="token", **k8s_kw):
+        cfg = self.config_dict(sparks=[], defaults=defaults)
+        section = {"namespace": self.k8s.namespace, "listen_host": self.host,
+                   "api_server": self.k8s.url, "port_range": "%d-%d" % self.port_range(),
+                   "request_timeout": "3s"}
+        if auth == "token":
+            section["token_file"] = self.k8s.token_file
+        if self.k8s.ca_file:
+            section["ca_file"] = self.k8s.ca_file
+        section.update(k8s_kw)
+        cfg["kubernetes"] = section
+        write_atomically(self.config_path, json.dumps(cfg, indent=2) + "\n")
+        return self.config_path
+
+    def port_range(self):
+        if not hasattr(self, "_range"):
+            base = free_port(self.host)
+            base = min(base, 65000)
+            self._range = (base, base + 20)
+        return self._range
+
+    def start_k8s_gateway(self, **kw):
+        self.write_k8s_config(**kw)
+        gw = self.start_gateway()
+        wait_until(lambda: self.readyz() == 200, 20, "the gateway to list the cluster (/readyz 200)")
+        return gw
+
+    def readyz(self):
+        status, _ = self.api_call("GET", "/readyz")
+        return status
+
+    def api_call(self, method, path):
+        if not getattr(self, "admin", None):
+            return 200, None
+        return self.api(method, path)
+
+    def deployment(self, name):
+        return self.api.get("deployments", name)
+
+    def annotation(self, name, key):
+        return (self.deployment(name)["metadata"].get("annotations") or {}).get(PREFIX + key)
+
+    def replicas(self, name):
+        return self.deployment(name)["spec"].get("replicas", 0)
+
+    def spark_port(self, name, timeout=15):
+        text = wait_until(lambda: self.annotation(name, "port"), timeout,
+                          "the gateway to give %s a port annotation" % name)
+        return int(text)
+
+    def wait_listening(self, port, timeout=15):
+        def up():
+            import socket
+            try:
+                with socket.create_connection((self.host, port), timeout=1):
+                    return True
+            except OSError:
+                return False
+        # A bare TCP connect to a sleeping spark would wake it; only call this for running ones
+        # or right before a connect anyway.
+        return wait_until(up, timeout, "a listener on %s:%d" % (self.host, port))
+
+    def log_line(self, gw, *parts, timeout=15):
+        return gw.wait_log(*parts, timeout=timeout)
+
+
+class WakeAndSleep(KubernetesTestCase):
+
+    def test_twenty_connections_one_scale_call_and_all_spliced(self):
+        self.start_cluster(start_delay=0.5)
+        self.add_deployment("brave-dolphin")
+        gw = self.start_k8s_gateway()
+        port = self.spark_port("brave-dolphin")
+        gw.wait_log("spark brave-dolphin: listening on")
+        self.assertEqual(self.replicas("brave-dolphin"), 0)
+
+        results = [None] * 20
+
+        def run(i):
+            results[i] = self.ssh(Port(port), "echo hello-%d" % i)
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        for i, r in enumerate(results):
+            self.assert_ssh_ok(r, "hello-%d\n" % i, what="ssh #%d" % i)
+        scale_calls = self.api.scale_requests("brave-dolphin")
+        self.assertEqual(len(scale_calls), 1, "exactly one scale call for 20 connections")
+        self.assertEqual(scale_calls[0].content_type, "application/merge-patch+json")
+        self.assertEqual(scale_calls[0].json, {"spec": {"replicas": 1}})
+        self.assertEqual(self.replicas("brave-dolphin"), 1)
+        woken = self.api.events("brave-dolphin", reason="Woken")
+        self.assertEqual(len(woken), 1)
+        self.assertIn("Woken by a connection from 127.", woken[0]["message"])
+        self.assertEqual(woken[0]["involvedObject"]["kind"], "Deployment")
+        # The port stays the same: it is recorded on the Deployment.
+        self.assertEqual(self.annotation("brave-dolphin", "port"), str(port))
+        self.assertTrue(self.port_range()[0] <= port <= self.port_range()[1])
+
+    def test_idle_sleep_uses_the_resource_version_precondition(self):
+        self.start_cluster()
+        self.add_deployment("calm-otter", port=None, idle_timeout="3s")
+        gw = self.start_k8s_gateway()
+        port = self.spark_port("calm-otter")
+        self.assert_ssh_ok(self.ssh(Port(port), "true"))
+        pod = self.k8s.kubelet.pod_of("calm-otter")
+        self.assertIsNotNone(pod)
+        sshd = self.k8s.kubelet.sshd_of(pod["metadata"]["name"])
+        wait_until(lambda: self.replicas("calm-otter") == 0, 20, "the idle spark to be scaled to 0")
+        wait_until(lambda: not sshd.alive(), 10, "the pod's sshd to stop")
+        sleeps = [r for r in self.api.requests(method="PATCH", resource="deployments", name="calm-otter")
+                  if r.subresource is None and (r.json or {}).get("spec", {}).get("replicas") == 0]
+        self.assertEqual(len(sleeps), 1)
+        self.assertIn("resourceVersion", sleeps[0].json["metadata"], "sleep must be conditional")
+        self.assertEqual(self.annotation("calm-otter", "sleep-reason"), "idle")
+        self.assertIsNotNone(self.annotation("calm-otter", "slept-at"))
+        slept = self.api.events("calm-otter", reason="Slept")
+        self.assertEqual(len(slept), 1)
+        self.assertRegex(slept[0]["message"], r"^Put to sleep after \d+s idle$")
+        self.assertIsNotNone(self.annotation("calm-otter", "last-activity"))
+        gw.wait_log("spark calm-otter: asleep after")
+        # And the next ssh wakes it again.
+        self.assert_ssh_ok(self.ssh(Port(port), "echo again"), "again\n")
+        self.assertEqual(len(self.api.scale_requests("calm-otter")), 2)
+
+    def test_conflict_on_every_sleep_leaves_the_spark_awake(self):
+        self.start_cluster()
+        self.add_deployment("eager-fox", idle_timeout="2s")
+        gw = self.start_k8s_gateway()
+        port = self.spark_port("eager-fox")
+        self.assert_ssh_ok(self.ssh(Port(port), "true"))
+        self.api.faults.conflict_on_precondition = True
+        since = gw.log_size()
+        gw.wait_log("spark eager-fox: sleep failed", "409", timeout=20, since=since)
+        self.assertEqual(self.replicas("eager-fox"), 1, "a 409 must leave the spark awake")
+        self.assertIsNotNone(self.k8s.kubelet.pod_of("eager-fox"))
+        # When the conflicts stop, the reaper decides again and sleeps it.
+        self.api.faults.conflict_on_precondition = False
+        wait_until(lambda: self.replicas("eager-fox") == 0, 20, "the spark to sleep once conflicts stop")
+
+    def test_restart_keeps_last_activity(self):
+        self.start_cluster()
+        idle = 8.0
+        # Running, last active 4 s ago: a restarted gateway must sleep it ~4 s from now.
+        self.add_deployment("old-owl", replicas=1, idle_timeout="8s")
+        wait_until(lambda: self.k8s.kubelet.pod_of("old-owl") is not None
+                   and self.k8s.kubelet.pod_of("old-owl")["status"].get("podIP"), 15, "the pod to run")
+        last = time.time() - 4.0
+        self.api.annotate("deployments", "old-owl", **{PREFIX + "last-activity": rfc3339(last)})
+        gw = self.start_k8s_gateway()
+        gw.wait_log("spark old-owl: already running", timeout=15)
+        wait_until(lambda: self.replicas("old-owl") == 0, 20, "the idle spark to be scaled to 0")
+        slept_at = parse_rfc3339(self.annotation("old-owl", "slept-at"))
+        # Not at once (it had 4 s left), not a full idle timeout late (+ reaper interval, slack).
+        self.assertGreaterEqual(slept_at, last + idle - 0.5)
+        self.assertLessEqual(slept_at, last + idle + 3.0)
+
+
+class WatchFaults(KubernetesTestCase):
+
+    def test_watch_dropped_mid_wake_is_resumed(self):
+        self.start_cluster(start_delay=2.0)
+        self.add_deployment("slow-seal")
+        gw = self.start_k8s_gateway()
+        port = self.spark_port("slow-seal")
+        lists_before = len(self.api.requests(verb="list"))
+        p = self.ssh_background(Port(port), "echo woke")
+        wait_until(lambda: self.api.scale_requests("slow-seal"), 15, "the wake's scale call")
+        self.api.faults.close_watches()
+        self.assertEqual(p.wait(60), 0, p.stderr)
+        self.assertEqual(p.stdout, "woke\n")
+        # Resumed from a resourceVersion, not listed again.
+        self.assertEqual(len(self.api.requests(verb="list")), lists_before)
+        resumed = [r for r in self.api.requests(verb="watch") if r.param("resourceVersion")]
+        self.assertGreaterEqual(len(resumed), 4, "each watch started again from its resourceVersion")
+
+    def test_expired_watch_relists(self):
+        self.start_cluster()
+        self.add_deployment("tidy-newt")
+        gw = self.start_k8s_gateway()
+        self.spark_port("tidy-newt")
+        lists_before = len(self.api.requests(verb="list", resource="deployments"))
+        since = gw.log_size()
+        self.api.compact()
+        self.api.faults.expire_watches()
+        gw.wait_log("kubernetes: deployments watch expired", "listing again", since=since)
+        wait_until(lambda: len(self.api.requests(verb="list", resource="deployments")) > lists_before,
+                   15, "a fresh list of deployments")
+        # A Deployment added after the relist is still picked up.
+        self.add_deployment("late-lark")
+        port = self.spark_port("late-lark")
+        self.assert_ssh_ok(self.ssh(Port(port), "echo late"), "late\n")
+
+
+class Failures(KubernetesTestCase):
+
+    def test_image_pull_failure_fails_the_wake_early_with_the_reason(self):
+        self.start_cluster()
+        self.add_deployment("bad-image")
+        self.k8s.kubelet.set_scenario("bad-image", "image-pull-failure")
+        gw = self.start_k8s_gateway(defaults={"wake_timeout": "60s"})
+        port = self.spark_port("bad-image")
+        started = time.monotonic()
+        r = self.ssh(Port(port), "true")
+        took = time.monotonic() - started
+        self.assertNotEqual(r.returncode, 0)
+        self.assertLess(took, 30, "the wake should fail on the pull error, not at wake_timeout")
+        line = gw.wait_log("spark bad-image: wake failed")
+        self.assertRegex(line, r"(ImagePullBackOff|ErrImagePull)")
+
+    def test_never_ready_pod_fails_within_wake_timeout(self):
+        self.start_cluster()
+        self.add_deployment("mute-mole")
+        self.k8s.kubelet.set_scenario("mute-mole", "never-ready")
+        gw = self.start_k8s_gateway(defaults={"wake_timeout": "3s"})
+        port = self.spark_port("mute-mole")
+        started = time.monotonic()
+        r = self.ssh(Port(port), "true")
+        took = time.monotonic() - started
+        self.assertNotEqual(r.returncode, 0)
+        self.assertLess(took, 15)
+        line = gw.wait_log("spark mute-mole: wake failed")
+        self.assertIn("wake_timeout 3s", line)
+
+    def test_api_server_down_closes_cleanly_and_recovers(self):
+        self.start_cluster()
+        self.add_deployment("lone-wolf")
+        gw = self.start_k8s_gateway(defaults={"wake_timeout": "5s"})
+        port = self.spark_port("lone-wolf")
+        self.api.down()
+        started = time.monotonic()
+        r = self.ssh(Port(port), "true")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertLess(time.monotonic() - started, 20, "no hang beyond wake_timeout")
+        gw.wait_log("spark lone-wolf: wake failed")
+        self.api.up()
+        # The watches reconnect by themselves and the next connection wakes the spark.
+        wait_until(lambda: len(self.api.active_watches()) >= 2, 45, "the watches to reconnect")
+        self.assert_ssh_ok(self.ssh(Port(port), "echo back"), "back\n")
+
+    def test_port_conflict_refuses_the_later_deployment(self):
+        self.start_cluster()
+        shared = self.port_range()[0] + 5
+        self.add_deployment("first-ant", port=shared)
+        self.api.create_deployment("second-bee", annotations={PREFIX + "port": str(shared),
+                                                               PREFIX + "target-port": str(TARGET_PORT)},
+                                   target_port=TARGET_PORT)
+        gw = self.start_k8s_gateway()
+        gw.wait_log("spark second-bee: port %d is already served for first-ant" % shared)
+        wait_until(lambda: self.api.events("second-bee", reason="PortConflict"), 10, "a PortConflict Event")
+        self.assert_ssh_ok(self.ssh(Port(shared), "echo first"), "first\n")
+        self.assertEqual(self.replicas("second-bee"), 0)
+
+    def test_deployment_removed_and_added_opens_and_closes_listeners(self):
+        self.start_cluster()
+        self.add_deployment("short-life")
+        gw = self.start_k8s_gateway()
+        port = self.spark_port("short-life")
+        gw.wait_log("spark short-life: listening on")
+        self.api.delete("deployments", "short-life")
+        wait_until(lambda: harness.tcp_connect_refused(self.host, port), 15, "the listener to close")
+
+
+class Auth(KubernetesTestCase):
+
+    def test_https_with_rotating_token(self):
+        self.start_cluster(tls=True)
+        self.add_deployment("safe-swan")
+        gw = self.start_k8s_gateway()
+        port = self.spark_port("safe-swan")
+        self.assert_ssh_ok(self.ssh(Port(port), "echo tls"), "tls\n")
+        old = self.k8s.token
+        self.api.rotate_token(self.k8s.token_file)  # the old token stops working
+        self.assertNotEqual(self.k8s.token, old)
+        # A write after the rotation succeeds: the gateway re-reads the token file.
+        self.api.scale("safe-swan", 0)
+        wait_until(lambda: self.k8s.kubelet.pod_of("safe-swan") is None, 15, "the pod to go")
+        self.assert_ssh_ok(self.ssh(Port(port), "echo rotated"), "rotated\n")
+        fresh = [r for r in self.api.scale_requests("safe-swan") if r.token == self.k8s.token]
+        self.assertEqual(len(fresh), 1)
+
+    def test_kubeconfig_with_client_certificate(self):
+        self.start_cluster(tls=True)
+        self.add_deployment("cert-crow")
+        cert = self.api.client_cert()
+        kubeconfig = self.k8s.kubeconfig(client_cert=cert)
+        cfg = self.config_dict(sparks=[])
+        cfg["kubernetes"] = {"namespace": self.k8s.namespace, "listen_host": self.host,
+                             "port_range": "%d-%d" % self.port_range(), "kubeconfig": kubeconfig}
+        write_atomically(self.config_path, json.dumps(cfg))
+        self.start_gateway()
+        port = self.spark_port("cert-crow")
+        self.assert_ssh_ok(self.ssh(Port(port), "echo cert"), "cert\n")
+
+    def test_not_in_a_cluster_is_a_clear_error(self):
+        cfg = self.config_dict(sparks=[])
+        cfg["kubernetes"] = {"namespace": "spark"}
+        write_atomically(self.config_path, json.dumps(cfg))
+        env = self.child_env()
+        env.pop("KUBERNETES_SERVICE_HOST", None)
+        import subprocess
+        r = subprocess.run([self.bin, "serve", "--config", self.config_path], env=env,
+                           capture_output=True, text=True, timeout=30)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("KUBERNETES_SERVICE_HOST", r.stderr)
+        self.assertIn("kubernetes.api_server", r.stderr)
+
+
+if __name__ == "__main__":
+    harness.main()
