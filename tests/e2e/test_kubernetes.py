@@ -40,7 +40,7 @@ class KubernetesTestCase(GatewayTestCase):
 
     def start_cluster(self, tls=False, **kw):
         self.k8s = self.start_k8s_double(tls=tls, **kw)
-        self.api = self.k8s.api
+        self.kube = self.k8s.api
         return self.k8s
 
     def add_deployment(self, name, port=None, replicas=0, **annotations):
@@ -48,10 +48,10 @@ class KubernetesTestCase(GatewayTestCase):
         if port is not None:
             ann[PREFIX + "port"] = str(port)
         ann.update({PREFIX + k.replace("_", "-"): v for k, v in annotations.items()})
-        self.api.create_deployment(name, annotations=ann, replicas=replicas, target_port=TARGET_PORT)
+        self.kube.create_deployment(name, annotations=ann, replicas=replicas, target_port=TARGET_PORT)
 
-    def write_k8s_config(self, defaults=None, auth="token", **k8s_kw):
-        cfg = self.config_dict(sparks=[], defaults=defaults)
+    def write_k8s_config(self, defaults=None, auth="token", sparks=(), **k8s_kw):
+        cfg = self.config_dict(sparks=list(sparks), defaults=defaults)
         section = {"namespace": self.k8s.namespace, "listen_host": self.host,
                    "api_server": self.k8s.url, "port_range": "%d-%d" % self.port_range(),
                    "request_timeout": "3s"}
@@ -87,7 +87,7 @@ class KubernetesTestCase(GatewayTestCase):
         return self.api(method, path)
 
     def deployment(self, name):
-        return self.api.get("deployments", name)
+        return self.kube.get("deployments", name)
 
     def annotation(self, name, key):
         return (self.deployment(name)["metadata"].get("annotations") or {}).get(PREFIX + key)
@@ -138,12 +138,12 @@ class WakeAndSleep(KubernetesTestCase):
             t.join(120)
         for i, r in enumerate(results):
             self.assert_ssh_ok(r, "hello-%d\n" % i, what="ssh #%d" % i)
-        scale_calls = self.api.scale_requests("brave-dolphin")
+        scale_calls = self.kube.scale_requests("brave-dolphin")
         self.assertEqual(len(scale_calls), 1, "exactly one scale call for 20 connections")
         self.assertEqual(scale_calls[0].content_type, "application/merge-patch+json")
         self.assertEqual(scale_calls[0].json, {"spec": {"replicas": 1}})
         self.assertEqual(self.replicas("brave-dolphin"), 1)
-        woken = self.api.events("brave-dolphin", reason="Woken")
+        woken = self.kube.events("brave-dolphin", reason="Woken")
         self.assertEqual(len(woken), 1)
         self.assertIn("Woken by a connection from 127.", woken[0]["message"])
         self.assertEqual(woken[0]["involvedObject"]["kind"], "Deployment")
@@ -162,20 +162,20 @@ class WakeAndSleep(KubernetesTestCase):
         sshd = self.k8s.kubelet.sshd_of(pod["metadata"]["name"])
         wait_until(lambda: self.replicas("calm-otter") == 0, 20, "the idle spark to be scaled to 0")
         wait_until(lambda: not sshd.alive(), 10, "the pod's sshd to stop")
-        sleeps = [r for r in self.api.requests(method="PATCH", resource="deployments", name="calm-otter")
+        sleeps = [r for r in self.kube.requests(method="PATCH", resource="deployments", name="calm-otter")
                   if r.subresource is None and (r.json or {}).get("spec", {}).get("replicas") == 0]
         self.assertEqual(len(sleeps), 1)
         self.assertIn("resourceVersion", sleeps[0].json["metadata"], "sleep must be conditional")
         self.assertEqual(self.annotation("calm-otter", "sleep-reason"), "idle")
         self.assertIsNotNone(self.annotation("calm-otter", "slept-at"))
-        slept = self.api.events("calm-otter", reason="Slept")
+        slept = self.kube.events("calm-otter", reason="Slept")
         self.assertEqual(len(slept), 1)
         self.assertRegex(slept[0]["message"], r"^Put to sleep after \d+s idle$")
         self.assertIsNotNone(self.annotation("calm-otter", "last-activity"))
         gw.wait_log("spark calm-otter: asleep after")
         # And the next ssh wakes it again.
         self.assert_ssh_ok(self.ssh(Port(port), "echo again"), "again\n")
-        self.assertEqual(len(self.api.scale_requests("calm-otter")), 2)
+        self.assertEqual(len(self.kube.scale_requests("calm-otter")), 2)
 
     def test_conflict_on_every_sleep_leaves_the_spark_awake(self):
         self.start_cluster()
@@ -183,13 +183,13 @@ class WakeAndSleep(KubernetesTestCase):
         gw = self.start_k8s_gateway()
         port = self.spark_port("eager-fox")
         self.assert_ssh_ok(self.ssh(Port(port), "true"))
-        self.api.faults.conflict_on_precondition = True
+        self.kube.faults.conflict_on_precondition = True
         since = gw.log_size()
         gw.wait_log("spark eager-fox: sleep failed", "409", timeout=20, since=since)
         self.assertEqual(self.replicas("eager-fox"), 1, "a 409 must leave the spark awake")
         self.assertIsNotNone(self.k8s.kubelet.pod_of("eager-fox"))
         # When the conflicts stop, the reaper decides again and sleeps it.
-        self.api.faults.conflict_on_precondition = False
+        self.kube.faults.conflict_on_precondition = False
         wait_until(lambda: self.replicas("eager-fox") == 0, 20, "the spark to sleep once conflicts stop")
 
     def test_restart_keeps_last_activity(self):
@@ -200,7 +200,7 @@ class WakeAndSleep(KubernetesTestCase):
         wait_until(lambda: self.k8s.kubelet.pod_of("old-owl") is not None
                    and self.k8s.kubelet.pod_of("old-owl")["status"].get("podIP"), 15, "the pod to run")
         last = time.time() - 4.0
-        self.api.annotate("deployments", "old-owl", **{PREFIX + "last-activity": rfc3339(last)})
+        self.kube.annotate("deployments", "old-owl", **{PREFIX + "last-activity": rfc3339(last)})
         gw = self.start_k8s_gateway()
         gw.wait_log("spark old-owl: already running", timeout=15)
         wait_until(lambda: self.replicas("old-owl") == 0, 20, "the idle spark to be scaled to 0")
@@ -217,15 +217,15 @@ class WatchFaults(KubernetesTestCase):
         self.add_deployment("slow-seal")
         gw = self.start_k8s_gateway()
         port = self.spark_port("slow-seal")
-        lists_before = len(self.api.requests(verb="list"))
+        lists_before = len(self.kube.requests(verb="list"))
         p = self.ssh_background(Port(port), "echo woke")
-        wait_until(lambda: self.api.scale_requests("slow-seal"), 15, "the wake's scale call")
-        self.api.faults.close_watches()
+        wait_until(lambda: self.kube.scale_requests("slow-seal"), 15, "the wake's scale call")
+        self.kube.faults.close_watches()
         self.assertEqual(p.wait(60), 0, p.stderr)
         self.assertEqual(p.stdout, "woke\n")
         # Resumed from a resourceVersion, not listed again.
-        self.assertEqual(len(self.api.requests(verb="list")), lists_before)
-        resumed = [r for r in self.api.requests(verb="watch") if r.param("resourceVersion")]
+        self.assertEqual(len(self.kube.requests(verb="list")), lists_before)
+        resumed = [r for r in self.kube.requests(verb="watch") if r.param("resourceVersion")]
         self.assertGreaterEqual(len(resumed), 4, "each watch started again from its resourceVersion")
 
     def test_expired_watch_relists(self):
@@ -233,12 +233,12 @@ class WatchFaults(KubernetesTestCase):
         self.add_deployment("tidy-newt")
         gw = self.start_k8s_gateway()
         self.spark_port("tidy-newt")
-        lists_before = len(self.api.requests(verb="list", resource="deployments"))
+        lists_before = len(self.kube.requests(verb="list", resource="deployments"))
         since = gw.log_size()
-        self.api.compact()
-        self.api.faults.expire_watches()
+        self.kube.compact()
+        self.kube.faults.expire_watches()
         gw.wait_log("kubernetes: deployments watch expired", "listing again", since=since)
-        wait_until(lambda: len(self.api.requests(verb="list", resource="deployments")) > lists_before,
+        wait_until(lambda: len(self.kube.requests(verb="list", resource="deployments")) > lists_before,
                    15, "a fresh list of deployments")
         # A Deployment added after the relist is still picked up.
         self.add_deployment("late-lark")
@@ -281,27 +281,27 @@ class Failures(KubernetesTestCase):
         self.add_deployment("lone-wolf")
         gw = self.start_k8s_gateway(defaults={"wake_timeout": "5s"})
         port = self.spark_port("lone-wolf")
-        self.api.down()
+        self.kube.down()
         started = time.monotonic()
         r = self.ssh(Port(port), "true")
         self.assertNotEqual(r.returncode, 0)
         self.assertLess(time.monotonic() - started, 20, "no hang beyond wake_timeout")
         gw.wait_log("spark lone-wolf: wake failed")
-        self.api.up()
+        self.kube.up()
         # The watches reconnect by themselves and the next connection wakes the spark.
-        wait_until(lambda: len(self.api.active_watches()) >= 2, 45, "the watches to reconnect")
+        wait_until(lambda: len(self.kube.active_watches()) >= 2, 45, "the watches to reconnect")
         self.assert_ssh_ok(self.ssh(Port(port), "echo back"), "back\n")
 
     def test_port_conflict_refuses_the_later_deployment(self):
         self.start_cluster()
         shared = self.port_range()[0] + 5
         self.add_deployment("first-ant", port=shared)
-        self.api.create_deployment("second-bee", annotations={PREFIX + "port": str(shared),
+        self.kube.create_deployment("second-bee", annotations={PREFIX + "port": str(shared),
                                                                PREFIX + "target-port": str(TARGET_PORT)},
                                    target_port=TARGET_PORT)
         gw = self.start_k8s_gateway()
         gw.wait_log("spark second-bee: port %d is already served for first-ant" % shared)
-        wait_until(lambda: self.api.events("second-bee", reason="PortConflict"), 10, "a PortConflict Event")
+        wait_until(lambda: self.kube.events("second-bee", reason="PortConflict"), 10, "a PortConflict Event")
         self.assert_ssh_ok(self.ssh(Port(shared), "echo first"), "first\n")
         self.assertEqual(self.replicas("second-bee"), 0)
 
@@ -311,8 +311,67 @@ class Failures(KubernetesTestCase):
         gw = self.start_k8s_gateway()
         port = self.spark_port("short-life")
         gw.wait_log("spark short-life: listening on")
-        self.api.delete("deployments", "short-life")
+        self.kube.delete("deployments", "short-life")
         wait_until(lambda: harness.tcp_connect_refused(self.host, port), 15, "the listener to close")
+
+
+class SharedCluster(KubernetesTestCase):
+    """Others scale sparks too (kubectl, the spark CLI); static sparks live beside discovered ones."""
+
+    def spark_state(self, name):
+        status, body = self.api("GET", "/api/v1/sparks/" + name)
+        self.assertEqual(status, 200, body)
+        return body["state"]
+
+    def test_scaled_by_someone_else_is_observed_not_fought(self):
+        self.start_cluster()
+        self.enable_admin()
+        self.add_deployment("busy-bee")
+        gw = self.start_k8s_gateway()
+        port = self.spark_port("busy-bee")
+        self.assertEqual(self.spark_state("busy-bee"), "sleeping")
+        # `kubectl scale --replicas=1`: the gateway sees it running and does not scale again.
+        self.kube.scale("busy-bee", 1)
+        wait_until(lambda: self.spark_state("busy-bee") == "running", 20, "the gateway to see busy-bee running")
+        self.assert_ssh_ok(self.ssh(Port(port), "echo up"), "up\n")
+        self.assertEqual(self.kube.scale_requests("busy-bee"), [], "no scale call for a running spark")
+        # `kubectl scale --replicas=0`: the gateway follows; it neither scales back up nor fails.
+        self.kube.scale("busy-bee", 0)
+        wait_until(lambda: self.spark_state("busy-bee") == "sleeping", 20, "the gateway to see busy-bee asleep")
+        self.assertEqual(self.replicas("busy-bee"), 0)
+        self.assertEqual(self.kube.scale_requests("busy-bee"), [])
+        self.assertEqual(gw.log_lines("spark busy-bee: wake failed"), [])
+        # The next connection wakes it the usual way.
+        self.assert_ssh_ok(self.ssh(Port(port), "echo again"), "again\n")
+        self.assertEqual(len(self.kube.scale_requests("busy-bee")), 1)
+
+    def test_a_configured_spark_wins_over_a_deployment_of_the_same_name(self):
+        self.start_cluster()
+        static = self.add_spark("twin-fish")
+        self.add_deployment("twin-fish")
+        self.add_deployment("solo-fish")
+        gw = self.start_k8s_gateway(sparks=[static])
+        gw.wait_log("spark twin-fish: a Deployment and a configured spark have this name")
+        # The configured (process backend) spark answers on its own port; the Deployment is not woken.
+        self.assert_ssh_ok(self.ssh(static, "echo static"), "static\n")
+        self.assertEqual(static.starts(), 1)
+        self.assertEqual(self.kube.scale_requests("twin-fish"), [])
+        # The other Deployment is served as usual.
+        self.assert_ssh_ok(self.ssh(Port(self.spark_port("solo-fish")), "echo solo"), "solo\n")
+
+    def test_open_session_refreshes_last_activity(self):
+        self.start_cluster()
+        self.add_deployment("deep-work", idle_timeout="1h")
+        self.start_k8s_gateway()
+        port = self.spark_port("deep-work")
+        p = self.ssh_background(Port(port), "echo started; sleep 30")
+        p.wait_output("started", 30)
+        first = wait_until(lambda: self.annotation("deep-work", "last-activity"), 15,
+                           "a last-activity annotation")
+        # No bytes flow, but the session is open: the annotation keeps moving forward.
+        wait_until(lambda: parse_rfc3339(self.annotation("deep-work", "last-activity") or first)
+                   > parse_rfc3339(first) + 1.0, 15, "last-activity to be refreshed during the session")
+        p.kill()
 
 
 class Auth(KubernetesTestCase):
@@ -324,19 +383,19 @@ class Auth(KubernetesTestCase):
         port = self.spark_port("safe-swan")
         self.assert_ssh_ok(self.ssh(Port(port), "echo tls"), "tls\n")
         old = self.k8s.token
-        self.api.rotate_token(self.k8s.token_file)  # the old token stops working
+        self.kube.rotate_token(self.k8s.token_file)  # the old token stops working
         self.assertNotEqual(self.k8s.token, old)
         # A write after the rotation succeeds: the gateway re-reads the token file.
-        self.api.scale("safe-swan", 0)
+        self.kube.scale("safe-swan", 0)
         wait_until(lambda: self.k8s.kubelet.pod_of("safe-swan") is None, 15, "the pod to go")
         self.assert_ssh_ok(self.ssh(Port(port), "echo rotated"), "rotated\n")
-        fresh = [r for r in self.api.scale_requests("safe-swan") if r.token == self.k8s.token]
+        fresh = [r for r in self.kube.scale_requests("safe-swan") if r.token == self.k8s.token]
         self.assertEqual(len(fresh), 1)
 
     def test_kubeconfig_with_client_certificate(self):
         self.start_cluster(tls=True)
         self.add_deployment("cert-crow")
-        cert = self.api.client_cert()
+        cert = self.kube.client_cert()
         kubeconfig = self.k8s.kubeconfig(client_cert=cert)
         cfg = self.config_dict(sparks=[])
         cfg["kubernetes"] = {"namespace": self.k8s.namespace, "listen_host": self.host,
