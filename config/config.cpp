@@ -197,12 +197,44 @@ std::filesystem::path expand_home(const std::string& path) {
   return path;
 }
 
+ServicesConfig read_services(Reader& r, const json& s, const std::string& p) {
+  r.reject_unknown_keys(s, p, {"gateway_selector", "name_suffix", "load_balancer_class", "tailscale_tags", "port"});
+  ServicesConfig out;
+  if (const json* sel = r.object(s, "gateway_selector", p + ".gateway_selector")) {
+    out.gateway_selector.clear();
+    for (const auto& [key, value] : sel->items()) {
+      if (!value.is_string() || key.empty())
+        r.problem(p + ".gateway_selector." + key, "expected a label value (a string)");
+      else
+        out.gateway_selector[key] = value.get<std::string>();
+    }
+    if (out.gateway_selector.empty())
+      r.problem(p + ".gateway_selector", "must name at least one label of the gateway's pods");
+  }
+  if (auto suffix = r.string(s, "name_suffix", p + ".name_suffix", false)) {
+    // The Service name is "<spark><suffix>": it must stay an RFC 1035 label.
+    if (!suffix->empty() && !is_valid_spark_name("a" + *suffix))
+      r.problem(p + ".name_suffix", "\"" + *suffix + "\" would not make a valid Service name");
+    out.name_suffix = *suffix;
+  }
+  if (auto cls = r.string(s, "load_balancer_class", p + ".load_balancer_class", false)) out.load_balancer_class = *cls;
+  if (auto tags = r.string(s, "tailscale_tags", p + ".tailscale_tags", false)) out.tailscale_tags = *tags;
+  if (s.contains("port")) {
+    const json& t = s.at("port");
+    if (!t.is_number_integer() || t.get<long long>() < 1 || t.get<long long>() > 65535)
+      r.problem(p + ".port", "expected a port number from 1 to 65535");
+    else
+      out.port = t.get<int>();
+  }
+  return out;
+}
+
 KubernetesConfig read_kubernetes(Reader& r, const json& k, const Config& cfg) {
   const std::string p = "kubernetes";
   r.reject_unknown_keys(k, p,
                         {"namespace", "selector", "listen_host", "port_range", "target_port",
                          "annotation_prefix", "api_server", "token_file", "ca_file", "kubeconfig",
-                         "request_timeout"});
+                         "request_timeout", "manage_services", "services"});
   KubernetesConfig out;
   if (auto ns = r.string(k, "namespace", p + ".namespace", false)) {
     if (!is_valid_spark_name(*ns))
@@ -255,6 +287,13 @@ KubernetesConfig read_kubernetes(Reader& r, const json& k, const Config& cfg) {
   if (out.api_server && out.kubeconfig)
     r.problem(p, "give api_server or kubeconfig, not both");
   if (auto t = r.duration(k, "request_timeout", p + ".request_timeout")) out.request_timeout = *t;
+  if (k.contains("manage_services")) {
+    if (!k.at("manage_services").is_boolean())
+      r.problem(p + ".manage_services", "expected true or false");
+    else
+      out.manage_services = k.at("manage_services").get<bool>();
+  }
+  if (const json* s = r.object(k, "services", p + ".services")) out.services = read_services(r, *s, p + ".services");
   return out;
 }
 
@@ -297,8 +336,10 @@ void read_sparks(Reader& r, const json& root, Config& cfg) {
     }
     if (auto listen = r.address(s, "listen", path + ".listen")) {
       if (auto [owner, fresh] = listen_owner.emplace(listen->to_string(), path); !fresh) {
-        r.problem(path + ".listen",
-                  "\"" + listen->to_string() + "\" is already used by " + owner->second);
+        // Built with append: GCC 12 warns falsely (-Wrestrict, bug 105329) on "\"" + string.
+        std::string why = "\"";
+        why.append(listen->to_string()).append("\" is already used by ").append(owner->second);
+        r.problem(path + ".listen", why);
         ok = false;
       }
       spark.listen = *listen;

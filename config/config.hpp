@@ -2,6 +2,7 @@
 // The gateway's configuration: schema, loading and validation.
 // The key names are a contract with operators; see docs/configuration.md.
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -64,6 +65,18 @@ struct AdminConfig {
 };
 
 // Sparks discovered from Deployments in one namespace. See docs/kubernetes.md.
+// The per-spark Services the gateway keeps when kubernetes.manage_services is on: a Tailscale
+// LoadBalancer named "<spark><name_suffix>" with tailnet hostname <spark>, selecting the gateway's
+// own pods, port `port` -> the spark's gateway port.
+struct ServicesConfig {
+  std::map<std::string, std::string> gateway_selector{{"app.kubernetes.io/name", "spark-gateway"}};
+  std::string name_suffix = "-ssh";  // the spark CLI's own Service name, taken over (docs/deploy.md)
+  std::string load_balancer_class = "tailscale";
+  std::string tailscale_tags;  // tailscale.com/tags, e.g. "tag:spark"; empty: the operator's default
+  int port = 22;
+  friend bool operator==(const ServicesConfig&, const ServicesConfig&) = default;
+};
+
 struct KubernetesConfig {
   std::string namespace_name = "spark";
   std::string selector = "app.kubernetes.io/part-of=spark";  // label selector for Deployments
@@ -80,6 +93,9 @@ struct KubernetesConfig {
   bool ca_file_given = false;
   std::optional<std::filesystem::path> kubeconfig;
   Duration request_timeout{std::chrono::seconds(10)};
+  // manage_services: a tailnet Service per spark pointing at the gateway (deploy/tailscale/).
+  bool manage_services = false;
+  ServicesConfig services;
   friend bool operator==(const KubernetesConfig&, const KubernetesConfig&) = default;
 };
 

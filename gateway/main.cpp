@@ -1,4 +1,4 @@
-// spark-gateway: wake-on-connect SSH gateway. Subcommands: serve, check-config, --version, and
+// spark-gateway: wake-on-connect SSH gateway. Subcommands: serve, check-config, rbac, --version, and
 // the admin commands (status, wake, sleep, keep-awake).
 #include <spdlog/spdlog.h>
 
@@ -12,6 +12,7 @@
 #include "gateway/cli/admin_cli.hpp"
 #include "gateway/observability/logging.hpp"
 #include "gateway/server.hpp"
+#include "k8s/rbac.hpp"
 #include "version.hpp"
 
 namespace {
@@ -26,6 +27,8 @@ commands:
   serve --config FILE [--log-level LEVEL] [--log-format text|json]
                                             run the gateway in the foreground (logs to stderr)
   check-config FILE                         validate a config file and print what it defines
+  rbac --config FILE [--json]               print the Role the kubernetes section needs (exactly
+                                            the calls the gateway makes)
   --version                                 print the version
 
 LEVEL is one of trace, debug, info (default), warn, error.
@@ -68,6 +71,41 @@ int check_config(const std::vector<std::string>& args) {
                                               : spark::config::format_duration(*s.idle_timeout.value))
                 << "  wake_timeout " << spark::config::format_duration(s.wake_timeout) << "\n";
     }
+    return kExitOk;
+  } catch (const spark::config::ConfigError& e) {
+    return print_config_errors(e);
+  }
+}
+
+// The Role for deploy/: generated from the same table the API client enforces (k8s/rbac.cpp).
+int rbac(const std::vector<std::string>& args) {
+  std::string config_path;
+  bool as_json = false;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--json") {
+      as_json = true;
+    } else if (args[i] == "--config" && i + 1 < args.size()) {
+      config_path = args[++i];
+    } else {
+      return usage_error("rbac: unknown option " + args[i]);
+    }
+  }
+  if (config_path.empty()) return usage_error("rbac needs --config FILE");
+  try {
+    const auto cfg = spark::config::load_config(config_path);
+    if (!cfg.kubernetes) {
+      std::cerr << cfg.source.string() << ": no \"kubernetes\" section: the gateway makes no API calls\n";
+      return kExitUsage;
+    }
+    const auto rules = spark::k8s::required_rules(*cfg.kubernetes);
+    if (!as_json) {
+      std::cout << spark::k8s::role_yaml(rules, cfg.kubernetes->namespace_name, "spark-gateway");
+      return kExitOk;
+    }
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& r : rules)
+      out.push_back({{"apiGroups", {r.api_group}}, {"resources", {r.resource}}, {"verbs", r.verbs}, {"why", r.why}});
+    std::cout << out.dump(2) << "\n";
     return kExitOk;
   } catch (const spark::config::ConfigError& e) {
     return print_config_errors(e);
@@ -151,5 +189,6 @@ int main(int argc, char** argv) {
   if (command == "serve") return serve(args);
   if (spark::gateway::is_admin_command(command)) return spark::gateway::run_admin_command(command, args);
   if (command == "check-config") return check_config(args);
+  if (command == "rbac") return rbac(args);
   return usage_error("unknown command \"" + command + "\"");
 }

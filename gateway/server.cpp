@@ -30,6 +30,7 @@ Server::Server(config::Config cfg)
 Server::~Server() {
   if (admin_) admin_->stop();  // no admin call may reach a half-destroyed server
   if (discovery_) discovery_->stop();
+  if (services_) services_->stop();
   // Sparks (and process children) go before the pool their backends may still be using, and
   // both before the cluster their Kubernetes backends use.
   listeners_.clear();
@@ -157,8 +158,13 @@ void Server::start_kubernetes() {
   discovery_ = std::make_unique<k8s::SparkDiscovery>(*cluster_, cfg_, [this](k8s::DiscoveredSparks found) {
     asio::post(io_, [this, found = std::move(found)]() mutable { apply_discovered(std::move(found)); });
   });
-  cluster_->start([this] { discovery_->changed(); });
+  if (k.manage_services) services_ = std::make_unique<k8s::ServiceReconciler>(*cluster_);
+  cluster_->start([this] { discovery_->changed(); },
+                  [this] {
+                    if (services_) services_->services_changed();
+                  });
   discovery_->start();
+  if (services_) services_->start();
 }
 
 void Server::apply_discovered(k8s::DiscoveredSparks found) {
@@ -171,6 +177,15 @@ void Server::apply_discovered(k8s::DiscoveredSparks found) {
     apply_config(cfg_, /*log_only_changes=*/true);  // Deployments change on every annotation write
   } catch (const std::exception& e) {
     spdlog::error("kubernetes: applying discovered sparks: {}", e.what());
+  }
+  if (services_) {
+    // Tailnet Services for the discovered sparks actually served (not those a configured spark
+    // of the same name shadows, nor those that could not listen).
+    std::map<std::string, int> ports;
+    for (const auto& s : discovered_)
+      if (const auto it = sparks_.find(s.name); it != sparks_.end() && it->second->config() == s)
+        ports[s.name] = s.listen.port;
+    services_->set_sparks(std::move(ports));
   }
 }
 

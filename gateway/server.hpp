@@ -18,6 +18,7 @@
 #include "gateway/spark.hpp"
 #include "k8s/activity_annotations.hpp"
 #include "k8s/cluster.hpp"
+#include "k8s/service_reconciler.hpp"
 #include "k8s/spark_discovery.hpp"
 
 namespace spark::gateway {
@@ -91,6 +92,7 @@ class Server final : public GatewayControl {
   std::unique_ptr<k8s::Cluster> cluster_;
   std::unique_ptr<k8s::SparkDiscovery> discovery_;
   std::unique_ptr<k8s::ActivityAnnotations> annotations_;
+  std::unique_ptr<k8s::ServiceReconciler> services_;  // only with manage_services
   std::vector<config::SparkConfig> discovered_;
   bool annotations_behind_ = false;  // some activity annotations could not be written
   std::set<std::string> unbindable_;  // discovered sparks already reported as unable to listen

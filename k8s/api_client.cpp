@@ -114,9 +114,19 @@ void ApiClient::observe(std::string_view verb, int code,
     observer_(verb, code, std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
 }
 
+void ApiClient::check_permitted(const std::string& method, const std::string& path) const {
+  if (!permissions_) return;
+  const auto request = request_attributes(method, path);
+  if (request && permits(*permissions_, *request)) return;
+  throw ApiError(0, "NotDeclared",
+                 method + " " + path + ": not in the gateway's RBAC rules (k8s/rbac.cpp); "
+                 "declare it there so the deployment's Role grants it");
+}
+
 json ApiClient::call(const std::string& method, const std::string& path, const json* body,
                      const char* content_type, std::string_view verb) {
   const std::string what = method + " " + path;
+  check_permitted(method, path);
   for (int attempt = 0;; ++attempt) {
     const auto started = std::chrono::steady_clock::now();
     httplib::Request req;
@@ -169,6 +179,7 @@ void ApiClient::stream(const std::string& path,
                        const std::function<bool(std::string_view)>& on_line,
                        std::chrono::seconds idle_timeout) {
   const std::string what = "GET " + path;
+  check_permitted("GET", path);
   auto client = connect(std::chrono::duration_cast<std::chrono::milliseconds>(idle_timeout));
   {
     std::lock_guard lock(streams_mu_);

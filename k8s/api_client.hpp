@@ -10,8 +10,11 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "k8s/rbac.hpp"
 
 namespace httplib {
 class Client;
@@ -65,6 +68,8 @@ class ApiClient {
   // status (0: no answer) and how long it took. Set before the client is shared.
   using Observer = std::function<void(std::string_view verb, int code, double seconds)>;
   void set_observer(Observer observer) { observer_ = std::move(observer); }
+  // Requests outside these rules fail before they are sent (k8s/rbac.hpp). Set before sharing.
+  void set_permissions(std::vector<PolicyRule> rules) { permissions_ = std::move(rules); }
 
   json get(const std::string& path);
   json list(const std::string& path);  // GET of a collection
@@ -90,10 +95,12 @@ class ApiClient {
   json call(const std::string& method, const std::string& path, const json* body,
             const char* content_type, std::string_view verb);
   void observe(std::string_view verb, int code, std::chrono::steady_clock::time_point started) const;
+  void check_permitted(const std::string& method, const std::string& path) const;
 
   ApiEndpoint endpoint_;
   std::chrono::milliseconds timeout_;
   Observer observer_;
+  std::optional<std::vector<PolicyRule>> permissions_;
 
   std::mutex token_mu_;
   std::string token_;

@@ -61,36 +61,54 @@ class ObjectCache : public WatchHandler {
 
 class Cluster::DeploymentCache : public ObjectCache<Deployment, parse_deployment> {};
 class Cluster::PodCache : public ObjectCache<Pod, parse_pod> {};
+class Cluster::ServiceCache : public ObjectCache<Service, parse_service> {};
 
 Cluster::Cluster(config::KubernetesConfig cfg, ApiEndpoint endpoint)
     : cfg_(std::move(cfg)),
       api_(std::move(endpoint), std::chrono::duration_cast<std::chrono::milliseconds>(cfg_.request_timeout)),
       deployments_(std::make_unique<DeploymentCache>()),
-      pods_(std::make_unique<PodCache>()) {
+      pods_(std::make_unique<PodCache>()),
+      services_(std::make_unique<ServiceCache>()) {
+  api_.set_permissions(required_rules(cfg_));
   const std::string ns = "/namespaces/" + cfg_.namespace_name;
   deployment_reflector_ = std::make_unique<Reflector>(api_, "deployments", "/apis/apps/v1" + ns + "/deployments",
                                                       cfg_.selector, *deployments_);
   // One watch for the namespace's pods, matched to Deployments by their matchLabels here: one
   // stream instead of one per spark.
   pod_reflector_ = std::make_unique<Reflector>(api_, "pods", "/api/v1" + ns + "/pods", "", *pods_);
+  if (cfg_.manage_services)
+    service_reflector_ = std::make_unique<Reflector>(api_, "services", services_path(),
+                                                     std::string(kManagedBy) + "=" + kManagerName, *services_);
 }
 
 Cluster::~Cluster() { stop(); }
 
-void Cluster::start(std::function<void()> on_change) {
+void Cluster::start(std::function<void()> on_change, std::function<void()> on_services_change) {
   deployments_->on_change = std::move(on_change);
+  services_->on_change = std::move(on_services_change);
   // Pod changes need no reaction: a wake polls the cache while it waits for its pod.
   deployment_reflector_->start();
   pod_reflector_->start();
+  if (service_reflector_) service_reflector_->start();
 }
 
 void Cluster::stop() {
   api_.cancel_streams();
   deployment_reflector_->stop();
   pod_reflector_->stop();
+  if (service_reflector_) service_reflector_->stop();
 }
 
-bool Cluster::synced() const { return deployment_reflector_->synced() && pod_reflector_->synced(); }
+bool Cluster::synced() const {
+  return deployment_reflector_->synced() && pod_reflector_->synced() &&
+         (!service_reflector_ || service_reflector_->synced());
+}
+
+std::vector<Service> Cluster::managed_services() const { return services_->all(); }
+
+std::string Cluster::services_path() const {
+  return "/api/v1/namespaces/" + cfg_.namespace_name + "/services";
+}
 
 std::vector<Deployment> Cluster::deployments() const { return deployments_->all(); }
 

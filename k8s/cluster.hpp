@@ -22,8 +22,9 @@ class Cluster {
   Cluster(config::KubernetesConfig cfg, ApiEndpoint endpoint);
   ~Cluster();
 
-  // `on_change` runs on a watch thread after every Deployment change (keep it short).
-  void start(std::function<void()> on_change);
+  // `on_change` runs on a watch thread after every Deployment change (keep it short);
+  // `on_services_change` after every change of a managed Service (manage_services only).
+  void start(std::function<void()> on_change, std::function<void()> on_services_change = {});
   void stop();
   bool synced() const;  // both caches have been listed once
 
@@ -34,8 +35,14 @@ class Cluster {
   std::optional<Deployment> deployment(const std::string& name) const;
   // The pods a Deployment's selector picks, newest first.
   std::vector<Pod> pods_of(const Deployment& d) const;
+  // The Services labelled as managed by the gateway (empty unless manage_services).
+  std::vector<Service> managed_services() const;
+  // The label every managed Service carries, as a selector: "app.kubernetes.io/managed-by=spark-gateway".
+  static constexpr const char* kManagedBy = "app.kubernetes.io/managed-by";
+  static constexpr const char* kManagerName = "spark-gateway";
 
   std::string deployment_path(const std::string& name) const;
+  std::string services_path() const;
   std::string annotation(const std::string& key) const { return cfg_.annotation_prefix + key; }
 
   // Records a core/v1 Event on the Deployment (what `kubectl describe` shows). Never throws:
@@ -46,6 +53,7 @@ class Cluster {
  private:
   class DeploymentCache;
   class PodCache;
+  class ServiceCache;
 
   config::KubernetesConfig cfg_;
   ApiClient api_;
@@ -53,6 +61,8 @@ class Cluster {
   std::unique_ptr<PodCache> pods_;
   std::unique_ptr<Reflector> deployment_reflector_;
   std::unique_ptr<Reflector> pod_reflector_;
+  std::unique_ptr<ServiceCache> services_;
+  std::unique_ptr<Reflector> service_reflector_;  // only with manage_services
 };
 
 }  // namespace spark::k8s

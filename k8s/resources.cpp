@@ -40,6 +40,10 @@ std::optional<std::string> Deployment::annotation(const std::string& key) const 
   return it->second;
 }
 
+Service parse_service(const json& object) {
+  return Service{text(member(object, "metadata"), "name"), object};
+}
+
 Deployment parse_deployment(const json& object) {
   const auto& meta = member(object, "metadata");
   const auto& spec = member(object, "spec");

@@ -35,7 +35,15 @@ struct Pod {
   std::string stuck_reason;
 };
 
+// A Service the gateway manages (manage_services), kept whole: the reconciler compares the fields
+// it owns and leaves the rest (clusterIP, nodePorts, status) to the API server.
+struct Service {
+  std::string name;
+  nlohmann::json object;
+};
+
 Deployment parse_deployment(const nlohmann::json& object);
+Service parse_service(const nlohmann::json& object);
 Pod parse_pod(const nlohmann::json& object);
 
 // True if every key=value of `selector` is in `labels` (an empty selector matches nothing, the

@@ -315,6 +315,17 @@ def validate_service(obj, old=None):
         if not isinstance(port, int) or not 1 <= port <= 65535:
             errs.append(status.invalid_field("spec.ports[%d].port" % i, port,
                                              "must be between 1 and 65535, inclusive"))
+    # validateLoadBalancerClassField (pkg/apis/core/validation): only for LoadBalancer, and fixed
+    # once set while the type stays LoadBalancer.
+    cls = spec.get("loadBalancerClass")
+    if cls is not None and spec.get("type") != "LoadBalancer":
+        errs.append(status.invalid_field("spec.loadBalancerClass", cls,
+                                         "may only be used when `type` is 'LoadBalancer'"))
+    if old is not None:
+        old_spec = old.get("spec") or {}
+        if (old_spec.get("type") == "LoadBalancer" and spec.get("type") == "LoadBalancer"
+                and old_spec.get("loadBalancerClass") != cls):
+            errs.append(status.invalid_field("spec.loadBalancerClass", cls, "may not change once set"))
     if old is not None:
         old_ip = (old.get("spec") or {}).get("clusterIP")
         if old_ip and spec.get("clusterIP") and spec.get("clusterIP") != old_ip:

@@ -1,0 +1,204 @@
+#include "k8s/service_reconciler.hpp"
+
+#include <spdlog/spdlog.h>
+
+namespace spark::k8s {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr auto kSettle = 100ms;    // gather a burst of changes
+constexpr auto kRetryAfter = 5s;   // after a failed call
+constexpr auto kResyncEvery = 5min;  // a full pass now and then, like a controller's resync
+
+}  // namespace
+
+bool json_contains(const json& actual, const json& desired) {
+  if (desired.is_object()) {
+    if (!actual.is_object()) return false;
+    for (const auto& [key, value] : desired.items()) {
+      const auto it = actual.find(key);
+      if (it == actual.end() || !json_contains(*it, value)) return false;
+    }
+    return true;
+  }
+  if (desired.is_array()) {
+    if (!actual.is_array() || actual.size() != desired.size()) return false;
+    for (std::size_t i = 0; i < desired.size(); ++i)
+      if (!json_contains(actual[i], desired[i])) return false;
+    return true;
+  }
+  return actual == desired;
+}
+
+ServiceReconciler::ServiceReconciler(Cluster& cluster) : cluster_(cluster) {}
+
+ServiceReconciler::~ServiceReconciler() { stop(); }
+
+void ServiceReconciler::start() { thread_ = std::thread([this] { run(); }); }
+
+void ServiceReconciler::stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void ServiceReconciler::set_sparks(std::map<std::string, int> ports) {
+  {
+    std::lock_guard lock(mu_);
+    if (have_sparks_ && ports == ports_) return;
+    ports_ = std::move(ports);
+    have_sparks_ = true;
+    dirty_ = true;
+  }
+  wake_.notify_all();
+}
+
+void ServiceReconciler::services_changed() {
+  {
+    std::lock_guard lock(mu_);
+    dirty_ = true;
+  }
+  wake_.notify_all();
+}
+
+std::string ServiceReconciler::service_name(const std::string& spark) const {
+  return spark + cluster_.config().services.name_suffix;
+}
+
+json ServiceReconciler::desired_service(const std::string& spark, int port,
+                                        const std::string& deployment_uid) const {
+  const auto& k = cluster_.config();
+  const auto& s = k.services;
+  json annotations = {{"tailscale.com/hostname", spark}};
+  if (!s.tailscale_tags.empty()) annotations["tailscale.com/tags"] = s.tailscale_tags;
+  json metadata = {
+      {"name", service_name(spark)},
+      {"namespace", k.namespace_name},
+      {"labels", {{Cluster::kManagedBy, Cluster::kManagerName}, {cluster_.annotation("spark"), spark}}},
+      {"annotations", annotations},
+  };
+  // Owned by the spark's Deployment: the garbage collector removes the Service with it even
+  // when no gateway runs. Not a controller reference (the gateway is not the Deployment's).
+  if (!deployment_uid.empty())
+    metadata["ownerReferences"] = json::array(
+        {{{"apiVersion", "apps/v1"}, {"kind", "Deployment"}, {"name", spark}, {"uid", deployment_uid}}});
+  json spec = {
+      {"type", "LoadBalancer"},
+      {"selector", s.gateway_selector},
+      {"ports", json::array({{{"name", "ssh"}, {"port", s.port}, {"targetPort", port}, {"protocol", "TCP"}}})},
+  };
+  if (!s.load_balancer_class.empty()) spec["loadBalancerClass"] = s.load_balancer_class;
+  return {{"apiVersion", "v1"}, {"kind", "Service"}, {"metadata", metadata}, {"spec", spec}};
+}
+
+void ServiceReconciler::run() {
+  bool retry_soon = false;
+  for (;;) {
+    {
+      std::unique_lock lock(mu_);
+      wake_.wait_for(lock, retry_soon ? std::chrono::duration_cast<std::chrono::milliseconds>(kRetryAfter)
+                                      : std::chrono::duration_cast<std::chrono::milliseconds>(kResyncEvery),
+                     [this] { return dirty_ || stopping_; });
+      if (stopping_) return;
+      wake_.wait_for(lock, kSettle, [this] { return stopping_; });
+      if (stopping_) return;
+      dirty_ = false;
+      if (!have_sparks_) continue;
+    }
+    if (!cluster_.synced()) {
+      retry_soon = true;
+      continue;
+    }
+    retry_soon = !reconcile();
+  }
+}
+
+bool ServiceReconciler::reconcile() {
+  std::map<std::string, int> ports;
+  {
+    std::lock_guard lock(mu_);
+    ports = ports_;
+  }
+  std::map<std::string, Service> existing;
+  for (auto& s : cluster_.managed_services()) existing[s.name] = std::move(s);
+
+  bool ok = true;
+  std::set<std::string> wanted;
+  for (const auto& [spark, port] : ports) {
+    wanted.insert(service_name(spark));
+    ok = ensure(spark, port, existing) && ok;
+  }
+  for (const auto& [name, service] : existing) {
+    if (wanted.contains(name)) continue;
+    try {
+      cluster_.api().remove(cluster_.services_path() + "/" + name);
+      spdlog::info("kubernetes: deleted Service {} (its spark is gone)", name);
+    } catch (const ApiError& e) {
+      if (e.is_not_found()) continue;
+      spdlog::warn("kubernetes: cannot delete Service {}: {}", name, e.what());
+      ok = false;
+    }
+  }
+  return ok;
+}
+
+bool ServiceReconciler::ensure(const std::string& spark, int port,
+                               const std::map<std::string, Service>& existing) {
+  const auto deployment = cluster_.deployment(spark);
+  const auto desired = desired_service(spark, port, deployment ? deployment->uid : "");
+  const auto name = service_name(spark);
+  try {
+    if (const auto it = existing.find(name); it != existing.end()) {
+      if (json_contains(it->second.object, desired)) return true;
+      overwrite(name, it->second.object, desired);
+      spdlog::info("spark {}: Service {} put back (port {} -> gateway port {})", spark, name,
+                   cluster_.config().services.port, port);
+      return true;
+    }
+    try {
+      cluster_.api().post(cluster_.services_path(), desired);
+      spdlog::info("spark {}: created Service {} (tailnet name {}, port {} -> gateway port {})", spark, name,
+                   spark, cluster_.config().services.port, port);
+      return true;
+    } catch (const ApiError& e) {
+      if (e.code() != 409) throw;
+    }
+    // A Service of this name exists but is not ours: the spark CLI's pod-pointing one. Take
+    // it over, so the tailnet name moves to the gateway (docs/deploy.md, "Migrating").
+    const auto current = cluster_.api().get(cluster_.services_path() + "/" + name);
+    overwrite(name, current, desired);
+    spdlog::info("spark {}: took over Service {}: it now points at the gateway", spark, name);
+    if (deployment)
+      cluster_.record_event(*deployment, "Normal", "ServiceAdopted",
+                            "Service " + name + " now points at spark-gateway");
+    return true;
+  } catch (const ApiError& e) {
+    // 422 when an immutable field differs (e.g. another loadBalancerClass): needs a human.
+    warn_once(spark, "ServiceNotManaged", "cannot manage Service " + name + ": " + e.what());
+    return e.code() == 422;  // retrying cannot fix an invalid change; a later edit will wake us
+  }
+}
+
+void ServiceReconciler::overwrite(const std::string& name, const json& current, const json& desired) {
+  json patch = desired;
+  // Merge patch merges maps: remove selector keys the gateway does not want (a pod-pointing
+  // selector would otherwise survive beside the gateway's).
+  const auto spec = current.find("spec");
+  if (spec != current.end() && spec->contains("selector") && spec->at("selector").is_object())
+    for (const auto& [key, value] : spec->at("selector").items())
+      if (!patch["spec"]["selector"].contains(key)) patch["spec"]["selector"][key] = nullptr;
+  cluster_.api().merge_patch(cluster_.services_path() + "/" + name, patch);
+}
+
+void ServiceReconciler::warn_once(const std::string& spark, const std::string& reason,
+                                  const std::string& message) {
+  if (!warned_.insert(spark + "\n" + message).second) return;
+  spdlog::warn("spark {}: {}", spark, message);
+  if (const auto d = cluster_.deployment(spark)) cluster_.record_event(*d, "Warning", reason, message);
+}
+
+}  // namespace spark::k8s
