@@ -25,7 +25,9 @@ constexpr milliseconds kCloseGrace{2000};
 }  // namespace
 
 Server::Server(config::Config cfg)
-    : metrics_(kVersion), cfg_(std::move(cfg)), store_(cfg_.state_dir) {}
+    : metrics_(kVersion), cfg_(std::move(cfg)), store_(cfg_.state_dir) {
+  metrics_.expose_persist_store("state_file");
+}
 
 Server::~Server() {
   if (admin_) admin_->stop();  // no admin call may reach a half-destroyed server
@@ -155,6 +157,7 @@ void Server::start_kubernetes() {
     metrics_.count_kubernetes_request(verb, code, seconds);
   });
   annotations_ = std::make_unique<k8s::ActivityAnnotations>(*cluster_);
+  metrics_.expose_persist_store("kubernetes");
   discovery_ = std::make_unique<k8s::SparkDiscovery>(*cluster_, cfg_, [this](k8s::DiscoveredSparks found) {
     asio::post(io_, [this, found = std::move(found)]() mutable { apply_discovered(std::move(found)); });
   });

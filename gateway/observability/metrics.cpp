@@ -158,6 +158,10 @@ void Metrics::count_kubernetes_request(std::string_view verb, int code, double s
   if (verb != "WATCH") kube_latency_.Add({{"verb", std::string(verb)}}, kBuckets).Observe(seconds);
 }
 
+void Metrics::expose_persist_store(std::string_view store) {
+  persist_failures_.Add({{"store", std::string(store)}});
+}
+
 void Metrics::count_persist_failure(std::string_view store) {
   persist_failures_.Add({{"store", std::string(store)}}).Increment();
 }

@@ -62,6 +62,8 @@ class Metrics {
   // Activity that could not be stored (`store`: state_file, kubernetes); it stays in memory
   // and is retried.
   void count_persist_failure(std::string_view store);
+  // Shows a store's failure counter at 0 before any failure, so rate() and alerts work from the start.
+  void expose_persist_store(std::string_view store);
 
   // The whole exposition in the Prometheus text format 0.0.4.
   std::string scrape() const;

@@ -1,0 +1,208 @@
+#!/usr/bin/env python3
+"""deploy/: the kustomize manifests as `kubectl kustomize` renders them, the Role against the
+calls the code makes (`spark-gateway rbac`, generated from the table the API client enforces),
+the per-spark tailnet Service against what the gateway really creates (API double), and the
+Grafana dashboard's PromQL against the metrics a real gateway exports.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import unittest
+import urllib.request
+
+import yaml
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import wait_until  # noqa: E402
+from test_kubernetes import PREFIX, KubernetesTestCase, Port  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEPLOY = os.path.join(REPO, "deploy")
+
+
+def kustomize(path):
+    if not shutil.which("kubectl"):
+        raise unittest.SkipTest("kubectl (with kustomize) is not installed")
+    r = subprocess.run(["kubectl", "kustomize", path], capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        raise AssertionError("kubectl kustomize %s failed: %s" % (path, r.stderr))
+    return [d for d in yaml.safe_load_all(r.stdout) if d]
+
+
+def by_kind(objects):
+    out = {}
+    for o in objects:
+        out.setdefault(o["kind"], []).append(o)
+    return out
+
+
+def rules_as_set(rules):
+    return {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+
+
+class RenderedManifests(harness.GatewayTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.base = kustomize(DEPLOY)
+        self.kinds = by_kind(self.base)
+        self.config_text = self.kinds["ConfigMap"][0]["data"]["gateway.json"]
+        self.config = json.loads(self.config_text)
+        self.config_file = os.path.join(self.tmpdir, "gateway.json")
+        with open(self.config_file, "w") as f:
+            f.write(self.config_text)
+
+    def one(self, kind):
+        self.assertEqual(len(self.kinds.get(kind, [])), 1, "one %s" % kind)
+        return self.kinds[kind][0]
+
+    def test_kinds_and_namespace(self):
+        self.assertEqual(sorted(self.kinds), ["ConfigMap", "Deployment", "NetworkPolicy", "Role",
+                                              "RoleBinding", "Service", "ServiceAccount"])
+        for o in self.base:
+            self.assertEqual(o["metadata"]["namespace"], "spark", "%s %s" % (o["kind"], o["metadata"]["name"]))
+        overlay = by_kind(kustomize(os.path.join(DEPLOY, "overlays", "prometheus-operator")))
+        self.assertEqual(sorted(overlay), sorted(list(self.kinds) + ["PodMonitor"]))
+        monitor = overlay["PodMonitor"][0]
+        self.assertEqual(monitor["spec"]["podMetricsEndpoints"][0]["port"], "admin")
+        self.assertEqual(monitor["spec"]["selector"]["matchLabels"],
+                         self.one("Deployment")["spec"]["selector"]["matchLabels"])
+
+    def test_the_config_is_valid(self):
+        r = subprocess.run([self.bin, "check-config", self.config_file], capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("kubernetes  namespace spark", r.stdout)
+
+    def test_role_grants_exactly_what_the_code_calls(self):
+        r = subprocess.run([self.bin, "rbac", "--config", self.config_file, "--json"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        needed = rules_as_set(json.loads(r.stdout))
+        role = self.one("Role")
+        self.assertEqual(rules_as_set(role["rules"]), needed,
+                         "deploy/base/role.yaml differs from `spark-gateway rbac` (regenerate it)")
+        for rule in role["rules"]:
+            self.assertNotIn("*", rule["verbs"] + rule["resources"] + rule["apiGroups"], "no wildcards")
+        binding = self.one("RoleBinding")
+        self.assertEqual(binding["roleRef"], {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                              "name": role["metadata"]["name"]})
+        self.assertEqual(binding["subjects"], [{"kind": "ServiceAccount", "name": self.one("ServiceAccount")["metadata"]["name"],
+                                                "namespace": "spark"}])
+
+    def test_deployment_is_locked_down_and_probed(self):
+        dep = self.one("Deployment")
+        pod = dep["spec"]["template"]["spec"]
+        self.assertEqual(pod["serviceAccountName"], self.one("ServiceAccount")["metadata"]["name"])
+        self.assertTrue(pod["securityContext"]["runAsNonRoot"])
+        self.assertNotEqual(pod["securityContext"].get("runAsUser"), 0)
+        self.assertEqual(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault")
+        (c,) = pod["containers"]
+        sc = c["securityContext"]
+        self.assertTrue(sc["readOnlyRootFilesystem"])
+        self.assertFalse(sc["allowPrivilegeEscalation"])
+        self.assertEqual(sc["capabilities"]["drop"], ["ALL"])
+        self.assertNotIn("add", sc["capabilities"])
+        for kind in ("requests", "limits"):
+            self.assertIn("memory", c["resources"][kind])
+            self.assertIn("cpu", c["resources"][kind])
+        admin_port = int(self.config["admin"]["listen"].rsplit(":", 1)[1])
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        self.assertEqual(ports["admin"], admin_port)
+        self.assertEqual(c["livenessProbe"]["httpGet"], {"path": "/healthz", "port": "admin"})
+        self.assertEqual(c["readinessProbe"]["httpGet"], {"path": "/readyz", "port": "admin"})
+        drain = self.config["defaults"]["drain_timeout"]
+        self.assertTrue(drain.endswith("s"))
+        self.assertGreater(pod["terminationGracePeriodSeconds"], int(drain[:-1]),
+                           "termination grace must outlast the drain")
+        self.assertEqual(c["args"][:3], ["serve", "--config", "/etc/spark-gateway/gateway.json"])
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+        self.assertEqual(volumes[mounts["/etc/spark-gateway"]]["configMap"]["name"],
+                         self.one("ConfigMap")["metadata"]["name"], "the generated (hashed) ConfigMap")
+        token_dir = os.path.dirname(self.config["admin"]["token_file"])
+        secret = volumes[mounts[token_dir]]["secret"]
+        self.assertEqual(secret["secretName"], "spark-gateway-admin")
+        self.assertIn({"key": "token", "path": os.path.basename(self.config["admin"]["token_file"])}, secret["items"])
+        self.assertEqual(volumes[mounts[self.config["state_dir"]]].get("emptyDir", None) is not None, True,
+                         "a writable state dir on a read-only root")
+        # Prometheus finds it: pod annotations on the admin port.
+        ann = dep["spec"]["template"]["metadata"]["annotations"]
+        self.assertEqual((ann["prometheus.io/scrape"], ann["prometheus.io/port"]), ("true", str(admin_port)))
+        svc = self.one("Service")
+        self.assertEqual(svc["spec"]["selector"], dep["spec"]["selector"]["matchLabels"])
+        self.assertEqual(self.config["kubernetes"]["services"]["gateway_selector"],
+                         dep["spec"]["template"]["metadata"]["labels"],
+                         "the tailnet Services must select the gateway's pods")
+
+    def test_network_policy_lets_out_only_sshd_and_the_api_server(self):
+        np = self.one("NetworkPolicy")
+        self.assertEqual(sorted(np["spec"]["policyTypes"]), ["Egress", "Ingress"])
+        self.assertEqual(np["spec"]["podSelector"]["matchLabels"],
+                         self.one("Deployment")["spec"]["selector"]["matchLabels"])
+        egress = np["spec"]["egress"]
+        to_sparks = [e for e in egress if e.get("to")]
+        self.assertEqual(len(to_sparks), 1)
+        self.assertEqual(to_sparks[0]["to"][0]["podSelector"]["matchLabels"],
+                         dict([self.config["kubernetes"]["selector"].split("=")]))
+        self.assertEqual(to_sparks[0]["ports"], [{"protocol": "TCP", "port": self.config["kubernetes"]["target_port"]}])
+        others = [p for e in egress if not e.get("to") for p in e["ports"]]
+        self.assertEqual(sorted(p["port"] for p in others), [443, 6443], "only the API server besides the sparks")
+        lo, hi = map(int, self.config["kubernetes"]["port_range"].split("-"))
+        ingress_ports = [p for rule in np["spec"]["ingress"] for p in rule["ports"]]
+        self.assertIn({"protocol": "TCP", "port": lo, "endPort": hi}, ingress_ports)
+
+
+class WithTheGateway(KubernetesTestCase):
+    """Things checked against a running gateway and the API double."""
+
+    def start_like_deploy(self):
+        config = json.loads(by_kind(kustomize(DEPLOY))["ConfigMap"][0]["data"]["gateway.json"])
+        self.start_cluster()
+        self.enable_admin()
+        return config
+
+    def test_example_tailnet_service_matches_what_the_gateway_creates(self):
+        config = self.start_like_deploy()
+        with open(os.path.join(DEPLOY, "tailscale", "spark-service.example.yaml")) as f:
+            example = yaml.safe_load(f)
+        spark = example["metadata"]["annotations"]["tailscale.com/hostname"]
+        port = self.port_range()[0]
+        self.add_deployment(spark, port=port)
+        self.start_k8s_gateway(manage_services=True, services=config["kubernetes"]["services"])
+        made = wait_until(lambda: self.kube.get("services", example["metadata"]["name"]), 15, "the Service")
+        self.assertEqual(made["metadata"]["labels"], example["metadata"]["labels"])
+        self.assertEqual(made["metadata"]["annotations"], example["metadata"]["annotations"])
+        for key in ("type", "loadBalancerClass", "selector"):
+            self.assertEqual(made["spec"][key], example["spec"][key], key)
+        want = dict(example["spec"]["ports"][0], targetPort=port)
+        self.assertEqual({k: made["spec"]["ports"][0][k] for k in want}, want)
+
+    def test_dashboard_queries_only_exported_metrics(self):
+        self.start_like_deploy()
+        self.add_deployment("busy-bee")
+        self.start_k8s_gateway()
+        self.assert_ssh_ok(self.ssh(Port(self.spark_port("busy-bee")), "true"))
+        with urllib.request.urlopen(self.admin["url"] + "/metrics", timeout=10) as r:
+            text = r.read().decode()
+        exported = set()
+        for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M):
+            exported.add(name)
+            if kind == "histogram":
+                exported.update({name + "_bucket", name + "_sum", name + "_count"})
+        with open(os.path.join(DEPLOY, "grafana-dashboard.json")) as f:
+            dashboard = json.load(f)
+        exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+        self.assertGreater(len(exprs), 10)
+        for expr in exprs:
+            names = set(re.findall(r"\b((?:spark_gateway|process)_[a-z_]+)\b", expr))
+            self.assertTrue(names, "names no gateway metric: %s" % expr)
+            self.assertLessEqual(names, exported, "%s: not exported: %s" % (expr, names - exported))
+
+
+if __name__ == "__main__":
+    harness.main()
