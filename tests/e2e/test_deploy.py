@@ -157,6 +157,33 @@ class RenderedManifests(harness.GatewayTestCase):
         self.assertIn({"protocol": "TCP", "port": lo, "endPort": hi}, ingress_ports)
 
 
+class Image(unittest.TestCase):
+    """The Dockerfile installs packages only through the repo's own list and scripts (no
+    registry is reachable here to build it; docs/deploy.md says how to build it elsewhere)."""
+
+    def test_runtime_packages_are_derived_from_the_binary(self):
+        r = subprocess.run([os.path.join(REPO, "scripts", "runtime-packages"), harness.gateway_bin()],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        packages = r.stdout.split()
+        for needed in ("libc6", "libstdc++6", "libssl3", "libcpp-httplib0.11", "libyaml-cpp0.7"):
+            self.assertIn(needed, packages)
+        self.assertEqual([p for p in packages if p.endswith("-dev")], [], "no build packages at run time")
+
+    def test_dockerfile_uses_the_one_package_list(self):
+        with open(os.path.join(REPO, "Dockerfile")) as f:
+            dockerfile = f.read()
+        self.assertIn("scripts/setup --build-only", dockerfile)
+        self.assertIn("scripts/runtime-packages", dockerfile)
+        self.assertRegex(dockerfile, r"(?m)^FROM debian:bookworm-slim$")
+        self.assertRegex(dockerfile, r"(?m)^USER 65532")
+        r = subprocess.run(["bash", "-c", "awk '/^# build$/ {on=1; next} /^#/ {on=0} on && NF' scripts/packages.txt"],
+                           cwd=REPO, capture_output=True, text=True)
+        build = r.stdout.split()
+        self.assertIn("cmake", build)
+        self.assertNotIn("openssh-server", build, "test peers stay out of the image build")
+
+
 class WithTheGateway(KubernetesTestCase):
     """Things checked against a running gateway and the API double."""
 
