@@ -229,12 +229,41 @@ ServicesConfig read_services(Reader& r, const json& s, const std::string& p) {
   return out;
 }
 
+LeaderElectionConfig read_leader_election(Reader& r, const json& l, const std::string& p) {
+  r.reject_unknown_keys(l, p, {"enabled", "lease_name", "identity", "lease_duration", "renew_deadline", "retry_period"});
+  LeaderElectionConfig out;
+  if (l.contains("enabled")) {
+    if (!l.at("enabled").is_boolean())
+      r.problem(p + ".enabled", "expected true or false");
+    else
+      out.enabled = l.at("enabled").get<bool>();
+  }
+  if (auto name = r.string(l, "lease_name", p + ".lease_name", false)) {
+    if (!is_valid_spark_name(*name))
+      r.problem(p + ".lease_name", "\"" + *name + "\" is not a valid object name (an RFC 1123 label)");
+    out.lease_name = *name;
+  }
+  if (auto id = r.string(l, "identity", p + ".identity", false)) out.identity = *id;
+  if (auto d = r.duration(l, "lease_duration", p + ".lease_duration")) out.lease_duration = *d;
+  if (auto d = r.duration(l, "renew_deadline", p + ".renew_deadline")) out.renew_deadline = *d;
+  if (auto d = r.duration(l, "retry_period", p + ".retry_period")) out.retry_period = *d;
+  // client-go's rules: a leader gives up (renew_deadline) before others may take over
+  // (lease_duration), and tries at least once more before giving up.
+  if (out.lease_duration <= out.renew_deadline)
+    r.problem(p + ".lease_duration", "must be longer than renew_deadline");
+  if (out.renew_deadline.count() * 10 <= out.retry_period.count() * 12)
+    r.problem(p + ".renew_deadline", "must be longer than 1.2 x retry_period");
+  if (out.lease_duration < std::chrono::seconds(1))
+    r.problem(p + ".lease_duration", "must be at least 1s (a Lease counts whole seconds)");
+  return out;
+}
+
 KubernetesConfig read_kubernetes(Reader& r, const json& k, const Config& cfg) {
   const std::string p = "kubernetes";
   r.reject_unknown_keys(k, p,
                         {"namespace", "selector", "listen_host", "port_range", "target_port",
                          "annotation_prefix", "api_server", "token_file", "ca_file", "kubeconfig",
-                         "request_timeout", "manage_services", "services"});
+                         "request_timeout", "manage_services", "services", "leader_election"});
   KubernetesConfig out;
   if (auto ns = r.string(k, "namespace", p + ".namespace", false)) {
     if (!is_valid_spark_name(*ns))
@@ -294,6 +323,8 @@ KubernetesConfig read_kubernetes(Reader& r, const json& k, const Config& cfg) {
       out.manage_services = k.at("manage_services").get<bool>();
   }
   if (const json* s = r.object(k, "services", p + ".services")) out.services = read_services(r, *s, p + ".services");
+  if (const json* l = r.object(k, "leader_election", p + ".leader_election"))
+    out.leader_election = read_leader_election(r, *l, p + ".leader_election");
   return out;
 }
 

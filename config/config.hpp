@@ -77,6 +77,18 @@ struct ServicesConfig {
   friend bool operator==(const ServicesConfig&, const ServicesConfig&) = default;
 };
 
+// One replica runs the idle reaper, elected with a coordination.k8s.io/v1 Lease (client-go's
+// timings by default). lease_duration > renew_deadline > 1.2 x retry_period.
+struct LeaderElectionConfig {
+  bool enabled = false;
+  std::string lease_name = "spark-gateway-reaper";
+  std::string identity;  // empty: $POD_NAME, else the host name
+  Duration lease_duration{std::chrono::seconds(15)};
+  Duration renew_deadline{std::chrono::seconds(10)};
+  Duration retry_period{std::chrono::seconds(2)};
+  friend bool operator==(const LeaderElectionConfig&, const LeaderElectionConfig&) = default;
+};
+
 struct KubernetesConfig {
   std::string namespace_name = "spark";
   std::string selector = "app.kubernetes.io/part-of=spark";  // label selector for Deployments
@@ -96,6 +108,7 @@ struct KubernetesConfig {
   // manage_services: a tailnet Service per spark pointing at the gateway (deploy/tailscale/).
   bool manage_services = false;
   ServicesConfig services;
+  LeaderElectionConfig leader_election;
   friend bool operator==(const KubernetesConfig&, const KubernetesConfig&) = default;
 };
 

@@ -33,6 +33,7 @@ Server::~Server() {
   if (admin_) admin_->stop();  // no admin call may reach a half-destroyed server
   if (discovery_) discovery_->stop();
   if (services_) services_->stop();
+  if (elector_) elector_->stop();
   // Sparks (and process children) go before the pool their backends may still be using, and
   // both before the cluster their Kubernetes backends use.
   listeners_.clear();
@@ -147,6 +148,15 @@ void Server::apply_config(config::Config next, bool log_only_changes) {
   cfg_.state_dir = state_dir;
 }
 
+// The Lease holder name: the pod's name (downward API, deploy/), else the host name (which is
+// the pod's name in a pod too).
+std::string Server::default_identity() {
+  if (const char* pod = std::getenv("POD_NAME"); pod && *pod) return pod;
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  return host;
+}
+
 void Server::start_kubernetes() {
   const auto& k = *cfg_.kubernetes;
   auto endpoint = k8s::resolve_endpoint(k, cfg_.state_dir / "kubernetes");
@@ -168,6 +178,14 @@ void Server::start_kubernetes() {
                   });
   discovery_->start();
   if (services_) services_->start();
+  if (k.leader_election.enabled) {
+    auto election = k.leader_election;
+    if (election.identity.empty()) election.identity = default_identity();
+    metrics_.set_leader(false);
+    elector_ = std::make_unique<k8s::LeaderElector>(cluster_->api(), k.namespace_name, std::move(election),
+                                                    [this](bool leading) { metrics_.set_leader(leading); });
+    elector_->start();
+  }
 }
 
 void Server::apply_discovered(k8s::DiscoveredSparks found) {
@@ -190,6 +208,7 @@ void Server::apply_discovered(k8s::DiscoveredSparks found) {
         ports[s.name] = s.listen.port;
     services_->set_sparks(std::move(ports));
   }
+  discovered_once_ = true;
 }
 
 awaitable<void> Server::accept_loop(std::shared_ptr<Listener> listener) {
@@ -245,7 +264,13 @@ awaitable<void> Server::reaper_loop() {
     co_await timer.async_wait(use_awaitable);
     if (stopping_) co_return;
     const auto now = std::chrono::system_clock::now();
-    for (auto& [name, spark] : sparks_) spark->reap_if_idle(now);
+    // With leader election only the leader reaps Kubernetes sparks; the sparks this replica
+    // runs itself (process, exec) are its own to reap.
+    const bool reap_kubernetes = !elector_ || elector_->is_leader();
+    for (auto& [name, spark] : sparks_) {
+      if (!reap_kubernetes && spark->config().backend_kind() == std::string_view("kubernetes")) continue;
+      spark->reap_if_idle(now);
+    }
   }
 }
 
@@ -329,6 +354,8 @@ awaitable<void> Server::signal_loop() {
 awaitable<void> Server::shut_down() {
   stopping_ = true;
   ready_ = false;  // fail readiness first, so a load balancer stops sending new connections
+  // Hand the reaper to another replica now (releasing the Lease is a blocking API call).
+  if (elector_) asio::post(control_pool_, [this] { elector_->stop(); });
   for (auto& [key, listener] : listeners_) {
     error_code ignored;
     listener->acceptor.close(ignored);

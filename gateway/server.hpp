@@ -18,6 +18,7 @@
 #include "gateway/spark.hpp"
 #include "k8s/activity_annotations.hpp"
 #include "k8s/cluster.hpp"
+#include "k8s/leader_election.hpp"
 #include "k8s/service_reconciler.hpp"
 #include "k8s/spark_discovery.hpp"
 
@@ -39,6 +40,7 @@ class Server final : public GatewayControl {
   ControlOutcome sleep(const std::string& name, bool force) override;
   ControlOutcome keep_awake(const std::string& name, std::optional<config::Duration> hold) override;
   bool ready() override;
+  bool leads_reaper() override;
 
  private:
   // Runs `f` on the data-plane thread and returns its result to the calling (admin) thread.
@@ -58,6 +60,7 @@ class Server final : public GatewayControl {
   void apply_config(config::Config next, bool log_only_changes = false);
   // Connects to the cluster and starts discovering sparks (kubernetes section). Throws.
   void start_kubernetes();
+  static std::string default_identity();
   void apply_discovered(k8s::DiscoveredSparks found);
   std::shared_ptr<Listener> open_listener(const config::Address& address);
 
@@ -93,7 +96,9 @@ class Server final : public GatewayControl {
   std::unique_ptr<k8s::SparkDiscovery> discovery_;
   std::unique_ptr<k8s::ActivityAnnotations> annotations_;
   std::unique_ptr<k8s::ServiceReconciler> services_;  // only with manage_services
+  std::unique_ptr<k8s::LeaderElector> elector_;       // only with leader_election
   std::vector<config::SparkConfig> discovered_;
+  std::atomic<bool> discovered_once_{false};  // the first discovered set has been applied
   bool annotations_behind_ = false;  // some activity annotations could not be written
   std::set<std::string> unbindable_;  // discovered sparks already reported as unable to listen
 };

@@ -121,6 +121,10 @@ ControlOutcome Server::keep_awake(const std::string& name, std::optional<config:
 }
 
 // Listeners up and, with Kubernetes, both caches listed (before that, sparks may be missing).
-bool Server::ready() { return ready_ && (!cluster_ || cluster_->synced()); }
+// With Kubernetes: once the caches are listed and the listeners of the sparks found there are
+// open (a connection routed here before that would be refused).
+bool Server::ready() { return ready_ && (!cluster_ || (cluster_->synced() && discovered_once_)); }
+
+bool Server::leads_reaper() { return !elector_ || elector_->is_leader(); }
 
 }  // namespace spark::gateway

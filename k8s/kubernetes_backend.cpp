@@ -17,6 +17,12 @@ constexpr std::chrono::seconds kActivitySlack{1};
 
 }  // namespace
 
+namespace {
+// A scale conflicts when the Deployment changed since we read it (an annotation write, another
+// replica's scale): re-read and try again a few times.
+constexpr int kScaleAttempts = 4;
+}  // namespace
+
 KubernetesBackend::KubernetesBackend(Cluster& cluster, config::KubernetesBackendConfig cfg)
     : cluster_(cluster), cfg_(std::move(cfg)) {}
 
@@ -31,26 +37,40 @@ Deployment KubernetesBackend::current() const {
 }
 
 void KubernetesBackend::wake(const gateway::WakeRequest& request) {
-  const Deployment d = current();
+  Deployment d = current();
   std::string version = d.resource_version;
-  if (d.replicas < 1) {
+  bool scaled_by_us = false;
+  // Conditional on the resourceVersion we saw, so that of several gateway replicas waking the
+  // spark at once exactly one scales it; the others get 409, re-read, and see replicas 1.
+  for (int attempt = 0; d.replicas < 1 && attempt < kScaleAttempts; ++attempt) {
     try {
       // The scale subresource: the one call that needs only `deployments/scale` rights.
-      const auto scale = cluster_.api().merge_patch(cluster_.deployment_path(d.name) + "/scale",
-                                                    json{{"spec", {{"replicas", 1}}}});
+      const auto scale = cluster_.api().merge_patch(
+          cluster_.deployment_path(d.name) + "/scale",
+          json{{"metadata", {{"resourceVersion", d.resource_version}}}, {"spec", {{"replicas", 1}}}});
       version = scale.value("/metadata/resourceVersion"_json_pointer, version);
+      scaled_by_us = true;
+      break;
     } catch (const ApiError& e) {
-      throw BackendError("scaling Deployment " + d.name + " to 1: " + e.what());
+      if (!e.is_conflict() || attempt + 1 == kScaleAttempts)
+        throw BackendError("scaling Deployment " + d.name + " to 1: " + e.what());
     }
-    spdlog::info("spark {}: scaled Deployment to 1 replica", d.name);
-  } else {
-    spdlog::info("spark {}: Deployment already has {} replica(s); waiting for its pod", d.name, d.replicas);
+    try {
+      d = parse_deployment(cluster_.api().get(cluster_.deployment_path(d.name)));  // changed meanwhile
+      version = d.resource_version;
+    } catch (const ApiError& e) {
+      throw BackendError("Deployment " + d.name + ": " + e.what());
+    }
   }
+  if (scaled_by_us)
+    spdlog::info("spark {}: scaled Deployment to 1 replica", d.name);
+  else
+    spdlog::info("spark {}: Deployment already has {} replica(s); waiting for its pod", d.name, d.replicas);
   {
     std::lock_guard lock(mu_);
     woken_at_version_ = version;
   }
-  cluster_.record_event(d, "Normal", "Woken", "Woken by " + request.cause);
+  if (scaled_by_us) cluster_.record_event(d, "Normal", "Woken", "Woken by " + request.cause);
 }
 
 Observation KubernetesBackend::observe() const {

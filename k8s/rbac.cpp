@@ -75,6 +75,9 @@ std::vector<PolicyRule> required_rules(const config::KubernetesConfig& cfg) {
       {"", "pods", {"list", "watch"}, "wait for a woken spark's pod and learn its IP"},
       {"", "events", {"create"}, "Woken/Slept/WakeFailed/PortConflict Events on the Deployment"},
   };
+  if (cfg.leader_election.enabled)
+    rules.push_back({"coordination.k8s.io", "leases", {"get", "create", "update"},
+                     "leader_election: the Lease that picks the replica running the idle reaper"});
   if (cfg.manage_services)
     rules.push_back({"", "services", {"get", "list", "watch", "create", "patch", "delete"},
                      "manage_services: a tailnet Service per spark, pointing at the gateway"});

@@ -129,8 +129,10 @@ void AdminServer::install_routes() {
     reply(res, 200, {{"status", "ok"}});
   });
   http.Get("/readyz", [this](const httplib::Request&, httplib::Response& res) {
-    if (control_.ready()) return reply(res, 200, {{"status", "ready"}});
-    reply(res, 503, {{"status", "not ready"}, {"error", "listeners are not up or the gateway is shutting down"}});
+    const bool leader = control_.leads_reaper();
+    if (control_.ready()) return reply(res, 200, {{"status", "ready"}, {"leader", leader}});
+    reply(res, 503, {{"status", "not ready"}, {"leader", leader},
+                     {"error", "listeners are not up or the gateway is shutting down"}});
   });
   http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(metrics_.scrape(), "text/plain; version=0.0.4; charset=utf-8");

@@ -34,6 +34,8 @@ class GatewayControl {
 
   // Listeners are up and the gateway is not shutting down.
   virtual bool ready() = 0;
+  // This replica runs the idle reaper for Kubernetes sparks (always true without leader election).
+  virtual bool leads_reaper() = 0;
 };
 
 }  // namespace spark::gateway

@@ -118,7 +118,14 @@ Metrics::Metrics(std::string version)
                             .Name("spark_gateway_activity_persist_failures_total")
                             .Help("Failed writes of activity (store: state_file, kubernetes); kept "
                                   "in memory and retried.")
-                            .Register(*registry_)) {
+                            .Register(*registry_)),
+      leader_(prometheus::BuildGauge()
+                  .Name("spark_gateway_leader")
+                  .Help("1 if this replica runs the idle reaper for Kubernetes sparks (always, "
+                        "without leader election), 0 while another replica holds the Lease.")
+                  .Register(*registry_)
+                  .Add({})) {
+  leader_.Set(1);
   prometheus::BuildGauge()
       .Name("spark_gateway_build_info")
       .Help("Always 1; the version label says which build is running.")

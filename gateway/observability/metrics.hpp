@@ -64,6 +64,8 @@ class Metrics {
   void count_persist_failure(std::string_view store);
   // Shows a store's failure counter at 0 before any failure, so rate() and alerts work from the start.
   void expose_persist_store(std::string_view store);
+  // Whether this replica runs the idle reaper for Kubernetes sparks (any thread).
+  void set_leader(bool leading) { leader_.Set(leading ? 1 : 0); }
 
   // The whole exposition in the Prometheus text format 0.0.4.
   std::string scrape() const;
@@ -78,6 +80,7 @@ class Metrics {
   prometheus::Family<prometheus::Counter>& kube_requests_;
   prometheus::Family<prometheus::Histogram>& kube_latency_;
   prometheus::Family<prometheus::Counter>& persist_failures_;
+  prometheus::Gauge& leader_;
   std::map<std::string, std::unique_ptr<SparkMetrics>> sparks_;
   mutable std::mutex source_mu_;
   SnapshotSource source_;

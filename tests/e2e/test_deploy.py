@@ -62,8 +62,8 @@ class RenderedManifests(harness.GatewayTestCase):
         return self.kinds[kind][0]
 
     def test_kinds_and_namespace(self):
-        self.assertEqual(sorted(self.kinds), ["ConfigMap", "Deployment", "NetworkPolicy", "Role",
-                                              "RoleBinding", "Service", "ServiceAccount"])
+        self.assertEqual(sorted(self.kinds), ["ConfigMap", "Deployment", "NetworkPolicy", "PodDisruptionBudget",
+                                              "Role", "RoleBinding", "Service", "ServiceAccount"])
         for o in self.base:
             self.assertEqual(o["metadata"]["namespace"], "spark", "%s %s" % (o["kind"], o["metadata"]["name"]))
         overlay = by_kind(kustomize(os.path.join(DEPLOY, "overlays", "prometheus-operator")))
@@ -138,6 +138,22 @@ class RenderedManifests(harness.GatewayTestCase):
         self.assertEqual(self.config["kubernetes"]["services"]["gateway_selector"],
                          dep["spec"]["template"]["metadata"]["labels"],
                          "the tailnet Services must select the gateway's pods")
+
+    def test_replicas_survive_drains_and_elect_one_reaper(self):
+        dep = self.one("Deployment")
+        self.assertGreaterEqual(dep["spec"]["replicas"], 2)
+        self.assertTrue(self.config["kubernetes"]["leader_election"]["enabled"])
+        self.assertEqual(dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"], 0)
+        labels = dep["spec"]["selector"]["matchLabels"]
+        pdb = self.one("PodDisruptionBudget")
+        self.assertEqual(pdb["spec"]["selector"]["matchLabels"], labels)
+        self.assertEqual(pdb["spec"]["minAvailable"], 1)
+        pod = dep["spec"]["template"]["spec"]
+        term = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+        self.assertEqual((term["topologyKey"], term["labelSelector"]["matchLabels"]), ("kubernetes.io/hostname", labels))
+        env = {e["name"]: e for e in pod["containers"][0]["env"]}
+        self.assertEqual(env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name",
+                         "the Lease holder is the pod's name")
 
     def test_network_policy_lets_out_only_sshd_and_the_api_server(self):
         np = self.one("NetworkPolicy")

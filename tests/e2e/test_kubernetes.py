@@ -141,7 +141,8 @@ class WakeAndSleep(KubernetesTestCase):
         scale_calls = self.kube.scale_requests("brave-dolphin")
         self.assertEqual(len(scale_calls), 1, "exactly one scale call for 20 connections")
         self.assertEqual(scale_calls[0].content_type, "application/merge-patch+json")
-        self.assertEqual(scale_calls[0].json, {"spec": {"replicas": 1}})
+        self.assertEqual(scale_calls[0].json["spec"], {"replicas": 1})
+        self.assertIn("resourceVersion", scale_calls[0].json["metadata"], "the wake is conditional")
         self.assertEqual(self.replicas("brave-dolphin"), 1)
         woken = self.kube.events("brave-dolphin", reason="Woken")
         self.assertEqual(len(woken), 1)
@@ -304,6 +305,16 @@ class Failures(KubernetesTestCase):
         wait_until(lambda: self.kube.events("second-bee", reason="PortConflict"), 10, "a PortConflict Event")
         self.assert_ssh_ok(self.ssh(Port(shared), "echo first"), "first\n")
         self.assertEqual(self.replicas("second-bee"), 0)
+
+    def test_sigterm_exits_promptly_with_watches_open(self):
+        self.start_cluster()
+        self.add_deployment("short-nap")
+        gw = self.start_k8s_gateway()
+        self.spark_port("short-nap")
+        wait_until(lambda: len(self.kube.active_watches()) >= 2, 15, "the watches to be open")
+        started = time.monotonic()
+        self.assertEqual(gw.stop(timeout=20), 0)
+        self.assertLess(time.monotonic() - started, 10, "shutdown must not wait for the watches to time out")
 
     def test_deployment_removed_and_added_opens_and_closes_listeners(self):
         self.start_cluster()
