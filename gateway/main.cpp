@@ -1,5 +1,6 @@
 // spark-gateway: wake-on-connect SSH gateway. Subcommands: serve, check-config, rbac, --version, and
 // the admin commands (status, wake, sleep, keep-awake).
+#include <openssl/crypto.h>
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
@@ -179,7 +180,9 @@ int main(int argc, char** argv) {
   const std::string command = args.front();
   args.erase(args.begin());
   if (command == "--version" || command == "version") {
-    std::cout << "spark-gateway " << spark::kVersion << "\n";
+    std::cout << "spark-gateway " << spark::kVersion << "\n"
+              << "built with " << spark::kBuildDependencies << "\n"
+              << "running with " << OpenSSL_version(OPENSSL_VERSION) << "\n";
     return kExitOk;
   }
   if (command == "--help" || command == "-h" || command == "help") {
