@@ -122,6 +122,29 @@ class ProcessFaults(GatewayTestCase):
         self.start_gateway()
         self.assert_ssh_ok(self.ssh(spark, "echo hi"), "hi\n")
 
+    def test_state_file_that_cannot_be_written_keeps_activity_and_retries(self):
+        self.enable_admin()
+        spark = self.add_spark("ink-imp")
+        self.write_config()
+        gw = self.start_gateway()
+        self.assert_ssh_ok(self.ssh(spark, "true"))
+        wait_until(lambda: self.state_file_has("ink-imp"), 10, "activity to be flushed")
+        # The next write fails (even as root): a directory where the temp file must go.
+        blocker = self.state_file() + ".tmp"
+        os.mkdir(blocker)
+        since = gw.log_size()
+        self.assert_ssh_ok(self.ssh(spark, "true"))
+        gw.wait_log("cannot persist activity (will retry)", since=since)
+        failures = lambda: metric(self, 'spark_gateway_activity_persist_failures_total{store="state_file"}')
+        wait_until(lambda: failures() >= 1, 10, "the persist-failure counter")
+        # The activity is kept in memory (the API still shows it) and written once possible.
+        status, body = self.api("GET", "/api/v1/sparks/ink-imp")
+        last = body["last_activity"]
+        os.rmdir(blocker)
+        wait_until(lambda: self.recorded_last_activity("ink-imp") == last, 10,
+                   "the kept activity to reach the state file")
+        self.assertTrue(gw.running())
+
     # -- helpers ---------------------------------------------------------------------------
 
     def state_file(self):
@@ -134,9 +157,22 @@ class ProcessFaults(GatewayTestCase):
         except OSError:
             return False
 
+    def recorded_last_activity(self, name):
+        with open(self.state_file()) as f:
+            return (json.load(f)["sparks"].get(name) or {}).get("last_activity") or ""
+
     def recorded_activity(self, name):
         with open(self.state_file()) as f:
             return json.dumps(json.load(f), sort_keys=True)
+
+
+def metric(test, series):
+    import urllib.request
+    with urllib.request.urlopen(test.admin["url"] + "/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(series + " "):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 if __name__ == "__main__":
