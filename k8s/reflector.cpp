@@ -104,22 +104,30 @@ void Reflector::watch() {
 
   std::optional<ApiError> failure;
   const auto on_line = [&](std::string_view line) {
+    // A watch line is {"type": ..., "object": {...}}; anything else ends the stream as a bad
+    // answer (the reflector resumes or relists), never an exception out of the HTTP client.
     json event;
     try {
       event = json::parse(line);
-    } catch (const json::parse_error& e) {
-      failure.emplace(200, "BadResponse", what_ + " watch sent a line that is not JSON: " + e.what());
+      if (!event.is_object() || !event.value("type", json()).is_string() ||
+          !event.value("object", json()).is_object())
+        throw std::invalid_argument("not a watch event object");
+    } catch (const std::exception& e) {
+      failure.emplace(200, "BadResponse", what_ + " watch sent a line that is not a watch event: " + e.what());
       return false;
     }
-    const auto type = event.value("type", std::string());
-    const auto& object = event.contains("object") ? event.at("object") : json::object();
+    const auto type = event.at("type").get<std::string>();
+    const auto& object = event.at("object");
     if (type == "ERROR") {
       // The stream's way of failing, e.g. {"type":"ERROR","object":{"kind":"Status","code":410}}.
-      failure.emplace(error_from_response(object.value("code", 500), object.dump(), what_ + " watch"));
+      const auto code = object.value("code", json());
+      failure.emplace(error_from_response(code.is_number_integer() ? code.get<int>() : 500, object.dump(),
+                                          what_ + " watch"));
       return false;
     }
-    const auto rv = object.value("/metadata/resourceVersion"_json_pointer, std::string());
-    if (!rv.empty()) resource_version_ = rv;
+    const auto metadata = object.value("metadata", json());
+    if (metadata.is_object() && metadata.value("resourceVersion", json()).is_string())
+      resource_version_ = metadata.at("resourceVersion").get<std::string>();
     if (type == "BOOKMARK") return true;  // only moves the resume point forward
     if (type == "ADDED" || type == "MODIFIED" || type == "DELETED") {
       handler_.apply(type, object);
