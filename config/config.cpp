@@ -229,6 +229,45 @@ ServicesConfig read_services(Reader& r, const json& s, const std::string& p) {
   return out;
 }
 
+std::optional<JumpConfig> read_jump(Reader& r, const json& j, const Config& cfg) {
+  const std::string p = "jump";
+  r.reject_unknown_keys(j, p, {"listen", "host_keys", "authorized_keys", "sparks", "max_sessions", "login_grace"});
+  JumpConfig out;
+  auto listen = r.address(j, "listen", p + ".listen");
+  auto path_of = [&](const std::string& text) { return (cfg.base_dir / expand_home(text)).lexically_normal(); };
+  if (j.contains("host_keys")) {
+    const json& keys = j.at("host_keys");
+    if (!keys.is_array()) r.problem(p + ".host_keys", "expected an array of private key files");
+    for (const auto& k : keys.is_array() ? keys : json::array()) {
+      if (!k.is_string() || k.get<std::string>().empty())
+        r.problem(p + ".host_keys", "expected an array of private key files");
+      else
+        out.host_keys.push_back(path_of(k.get<std::string>()));
+    }
+  }
+  if (auto f = r.string(j, "authorized_keys", p + ".authorized_keys", false)) out.authorized_keys = path_of(*f);
+  if (const json* sparks = r.object(j, "sparks", p + ".sparks")) {
+    for (const auto& [name, entry] : sparks->items()) {
+      const std::string sp = p + ".sparks." + name;
+      if (!is_valid_spark_name(name)) r.problem(sp, "\"" + name + "\" is not a valid spark name");
+      if (!entry.is_object()) {
+        r.problem(sp, "expected an object like {\"authorized_keys\": \"FILE\"}");
+        continue;
+      }
+      r.reject_unknown_keys(entry, sp, {"authorized_keys"});
+      if (auto f = r.string(entry, "authorized_keys", sp + ".authorized_keys", true))
+        out.spark_authorized_keys[name] = path_of(*f);
+    }
+  }
+  if (!out.authorized_keys && out.spark_authorized_keys.empty())
+    r.problem(p, "give authorized_keys and/or sparks.NAME.authorized_keys: nobody could log in");
+  if (auto n = r.count(j, "max_sessions", p + ".max_sessions")) out.max_sessions = *n;
+  if (auto d = r.duration(j, "login_grace", p + ".login_grace")) out.login_grace = *d;
+  if (!listen) return std::nullopt;
+  out.listen = *listen;
+  return out;
+}
+
 LeaderElectionConfig read_leader_election(Reader& r, const json& l, const std::string& p) {
   r.reject_unknown_keys(l, p, {"enabled", "lease_name", "identity", "lease_duration", "renew_deadline", "retry_period"});
   LeaderElectionConfig out;
@@ -442,7 +481,7 @@ Config parse_config(const std::string& json_text, const std::filesystem::path& s
   cfg.base_dir = cfg.source.parent_path();
   Reader r;
   r.reject_unknown_keys(root, "",
-                        {"state_dir", "defaults", "reaper", "activity", "limits", "admin",
+                        {"state_dir", "defaults", "reaper", "activity", "limits", "admin", "jump",
                          "kubernetes", "sparks"});
 
   std::filesystem::path state_dir = "state";
@@ -494,6 +533,7 @@ Config parse_config(const std::string& json_text, const std::filesystem::path& s
       cfg.admin = AdminConfig{*listen, token_file};
     }
   }
+  if (const json* j = r.object(root, "jump", "jump")) cfg.jump = read_jump(r, *j, cfg);
   if (const json* k = r.object(root, "kubernetes", "kubernetes")) cfg.kubernetes = read_kubernetes(r, *k, cfg);
   read_sparks(r, root, cfg);
 

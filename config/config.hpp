@@ -64,6 +64,18 @@ struct AdminConfig {
   friend bool operator==(const AdminConfig&, const AdminConfig&) = default;
 };
 
+// The jump host (docs/jump-host.md): `ssh -J brave-dolphin@gw brave-dolphin`. Public keys only;
+// a key opens the sparks of the global list plus those whose own list has it.
+struct JumpConfig {
+  Address listen;
+  std::vector<std::filesystem::path> host_keys;  // empty: one ed25519 key made in state_dir
+  std::optional<std::filesystem::path> authorized_keys;  // keys allowed for every spark
+  std::map<std::string, std::filesystem::path> spark_authorized_keys;  // per spark
+  int max_sessions = 256;        // sessions at once (each has a thread while it lives)
+  Duration login_grace{std::chrono::seconds(30)};  // key exchange + authentication, wake excluded
+  friend bool operator==(const JumpConfig&, const JumpConfig&) = default;
+};
+
 // Sparks discovered from Deployments in one namespace. See docs/kubernetes.md.
 // The per-spark Services the gateway keeps when kubernetes.manage_services is on: a Tailscale
 // LoadBalancer named "<spark><name_suffix>" with tailnet hostname <spark>, selecting the gateway's
@@ -125,6 +137,7 @@ struct Config {
   int max_connections = 4096;
   int max_waiting = 1024;
   std::optional<AdminConfig> admin;
+  std::optional<JumpConfig> jump;
   std::optional<KubernetesConfig> kubernetes;
   std::vector<SparkConfig> sparks;
 

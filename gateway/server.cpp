@@ -31,6 +31,7 @@ Server::Server(config::Config cfg)
 
 Server::~Server() {
   if (admin_) admin_->stop();  // no admin call may reach a half-destroyed server
+  if (jump_) jump_->stop();
   if (discovery_) discovery_->stop();
   if (services_) services_->stop();
   if (elector_) elector_->stop();
@@ -354,6 +355,7 @@ awaitable<void> Server::signal_loop() {
 awaitable<void> Server::shut_down() {
   stopping_ = true;
   ready_ = false;  // fail readiness first, so a load balancer stops sending new connections
+  if (jump_) jump_->stop_accepting();
   // Hand the reaper to another replica now (releasing the Lease is a blocking API call).
   if (elector_) asio::post(control_pool_, [this] { elector_->stop(); });
   for (auto& [key, listener] : listeners_) {
@@ -406,12 +408,17 @@ int Server::run() {
     admin_ = std::make_unique<AdminServer>(*cfg_.admin, *this, metrics_);
     admin_->start();
   }
+  if (cfg_.jump) {
+    jump_ = std::make_unique<JumpServer>(*cfg_.jump, cfg_.state_dir, *this);
+    jump_->start();
+  }
   asio::co_spawn(io_, signal_loop(), asio::detached);
   asio::co_spawn(io_, reaper_loop(), asio::detached);
   asio::co_spawn(io_, flush_loop(), asio::detached);
   spdlog::info("ready: serving {} sparks, state in {}", sparks_.size(), cfg_.state_dir.string());
   ready_ = true;
   io_.run();
+  if (jump_) jump_->stop();  // jump sessions end with the gateway (they are not drained)
   if (admin_) admin_->stop();
   metrics_.set_snapshot_source(nullptr);
   return 0;

@@ -18,13 +18,15 @@
 #include "gateway/spark.hpp"
 #include "k8s/activity_annotations.hpp"
 #include "k8s/cluster.hpp"
+#include "gateway/jump/jump_gateway.hpp"
+#include "gateway/jump/jump_server.hpp"
 #include "k8s/leader_election.hpp"
 #include "k8s/service_reconciler.hpp"
 #include "k8s/spark_discovery.hpp"
 
 namespace spark::gateway {
 
-class Server final : public GatewayControl {
+class Server final : public GatewayControl, public JumpGateway {
  public:
   explicit Server(config::Config cfg);
   ~Server() override;
@@ -41,6 +43,13 @@ class Server final : public GatewayControl {
   ControlOutcome keep_awake(const std::string& name, std::optional<config::Duration> hold) override;
   bool ready() override;
   bool leads_reaper() override;
+
+  // JumpGateway (server_jump.cpp): called from jump-host session threads.
+  std::optional<SparkInfo> find_spark(const std::string& name) override;
+  void connect_upstream(const std::string& name, std::string cause,
+                        std::shared_ptr<UpstreamHandoff> handoff) override;
+  void upstream_closed(const std::string& name, std::uint64_t client_to_spark,
+                       std::uint64_t spark_to_client) override;
 
  private:
   // Runs `f` on the data-plane thread and returns its result to the calling (admin) thread.
@@ -61,6 +70,7 @@ class Server final : public GatewayControl {
   // Connects to the cluster and starts discovering sparks (kubernetes section). Throws.
   void start_kubernetes();
   static std::string default_identity();
+  awaitable<void> jump_connect(std::string name, std::string cause, std::shared_ptr<UpstreamHandoff> handoff);
   void apply_discovered(k8s::DiscoveredSparks found);
   std::shared_ptr<Listener> open_listener(const config::Address& address);
 
@@ -91,6 +101,7 @@ class Server final : public GatewayControl {
   bool stopping_ = false;
   std::atomic<bool> ready_{false};
   std::unique_ptr<AdminServer> admin_;
+  std::unique_ptr<JumpServer> jump_;  // only with a "jump" section
   // Kubernetes (only with a "kubernetes" section).
   std::unique_ptr<k8s::Cluster> cluster_;
   std::unique_ptr<k8s::SparkDiscovery> discovery_;

@@ -50,6 +50,8 @@ class Spark : public std::enable_shared_from_this<Spark> {
   // Connections inside connect_upstream(): waiting for a wake (or a sleep) to finish.
   int waiting_connections() const { return waiting_connections_; }
   std::uint64_t wakes_started() const { return wakes_started_; }
+  // Since when it sleeps (meaningful while sleeping): for "waking X (asleep for 3h12m)".
+  std::chrono::system_clock::time_point asleep_since() const { return asleep_since_; }
   // Process children stop with the gateway; sparks managed elsewhere keep running.
   bool stops_with_gateway() const { return !backend_->may_run_without_us(); }
 

@@ -1,0 +1,60 @@
+#pragma once
+// The seam between the jump host's libssh threads and the Asio data plane: the jump host asks
+// for a spark's upstream connection (the same single-flight wake as the TCP path) and reports its
+// sessions; the gateway answers through an UpstreamHandoff. Every call is safe from any thread.
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+namespace spark::gateway {
+
+// One upstream connection on its way from the data plane to a jump session.
+class UpstreamHandoff {
+ public:
+  ~UpstreamHandoff();
+  // Data plane: a connected socket (fd >= 0, now owned here) or why there is none. Returns false
+  // when the session already gave up: the caller then closes `fd` and ends the connection.
+  bool deliver(int fd, std::string error);
+  // Jump session: waits up to `timeout`; true once delivered.
+  bool wait_for(std::chrono::milliseconds timeout);
+  // After delivery: the socket (the caller owns it from now on), or -1 with error() set.
+  int take_fd();
+  std::string error() const;
+  // The session is gone: whatever arrives later is closed by deliver()'s caller. Returns true
+  // if a socket had already arrived (closed here; the caller reports upstream_closed()).
+  bool abandon();
+
+ private:
+  mutable std::mutex mu_;
+  std::condition_variable delivered_;
+  bool done_ = false;
+  bool abandoned_ = false;
+  int fd_ = -1;
+  std::string error_;
+};
+
+class JumpGateway {
+ public:
+  virtual ~JumpGateway() = default;
+
+  struct SparkInfo {
+    int target_port = 22;        // the spark's sshd port (a channel may ask for it or for 22)
+    bool running = false;        // awake and answering now
+    std::string asleep_for;      // "3h12m" when asleep, for the progress line
+  };
+  virtual std::optional<SparkInfo> find_spark(const std::string& name) = 0;
+
+  // Opens a connection to the spark as the TCP path does (it counts as an open connection,
+  // waking the spark if needed); the socket or the reason arrives in `handoff`.
+  virtual void connect_upstream(const std::string& name, std::string cause,
+                                std::shared_ptr<UpstreamHandoff> handoff) = 0;
+  // A session whose upstream was delivered has ended: the connection closes, bytes are counted.
+  virtual void upstream_closed(const std::string& name, std::uint64_t client_to_spark,
+                               std::uint64_t spark_to_client) = 0;
+};
+
+}  // namespace spark::gateway

@@ -1,0 +1,360 @@
+#include "gateway/jump/jump_session.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "config/duration.hpp"
+#include "config/spark_name.hpp"
+
+namespace spark::gateway {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+constexpr auto kProgressEvery = 2s;        // a progress line this often while the spark wakes
+constexpr auto kPoll = 200ms;              // how often loops look at the stop flag
+constexpr std::size_t kMaxBacklog = 1 <<20;  // client bytes held for a slow upstream
+constexpr std::size_t kReadChunk = 64 * 1024;
+
+std::string peer_of(int fd) {
+  sockaddr_storage addr{};
+  socklen_t len = sizeof addr;
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return "an unknown peer";
+  char host[INET6_ADDRSTRLEN] = {};
+  if (addr.ss_family == AF_INET6)
+    ::inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(&addr)->sin6_addr, host, sizeof host);
+  else
+    ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(&addr)->sin_addr, host, sizeof host);
+  return host;
+}
+
+std::string seconds_text(Clock::duration d) {
+  return config::format_duration(std::chrono::duration_cast<std::chrono::milliseconds>(d));
+}
+
+}  // namespace
+
+std::optional<std::string> spark_from_login(const std::string& user) {
+  const auto name = user.substr(0, user.find('.'));
+  if (!config::is_valid_spark_name(name)) return std::nullopt;
+  return name;
+}
+
+bool channel_reaches(const std::string& spark, const std::string& host, int port, int target_port) {
+  const auto first_label = host.substr(0, host.find('.'));
+  return first_label == spark && (port == 22 || port == target_port);
+}
+
+JumpSession::JumpSession(ssh_session session, const JumpAccess& access, JumpGateway& gateway,
+                         const config::JumpConfig& cfg, const std::atomic<bool>& stopping)
+    : session_(session), access_(access), gateway_(gateway), cfg_(cfg), stopping_(stopping) {
+  peer_ = peer_of(ssh_get_fd(session_));
+}
+
+JumpSession::~JumpSession() {
+  finish();
+  if (event_) ssh_event_free(event_);
+  ssh_disconnect(session_);
+  ssh_free(session_);
+}
+
+// -- authentication ---------------------------------------------------------------------------
+
+int JumpSession::on_auth_pubkey(ssh_session, const char* user, ssh_key key, char state, void* self) {
+  return static_cast<JumpSession*>(self)->authenticate(user ? user : "", key, state);
+}
+
+int JumpSession::authenticate(const std::string& user, ssh_key key, char state) {
+  if (refused_ || authenticated_) return SSH_AUTH_DENIED;
+  const auto name = spark_from_login(user);
+  std::optional<JumpGateway::SparkInfo> info;
+  if (name) info = gateway_.find_spark(*name);
+  if (!info) {
+    spdlog::warn("jump: login from {} as \"{}\": no such spark", peer_, user.substr(0, 64));
+    refuse("spark-gateway: no spark named \"" + user.substr(0, 64) + "\" (log in as the spark's name: ssh -J NAME@gateway NAME)");
+    return SSH_AUTH_DENIED;
+  }
+  spark_ = *name;
+  target_port_ = info->target_port;
+  if (!access_.allows(key, spark_)) {
+    if (!key_refusal_told_) {
+      key_refusal_told_ = true;
+      spdlog::warn("jump: login from {} to {}: key {} is not authorized for it", peer_, spark_, fingerprint(key));
+      banner("spark-gateway: key " + fingerprint(key) + " may not open " + spark_ + "\n");
+    }
+    return SSH_AUTH_DENIED;
+  }
+  // A key query: yes, this key would do. The wake starts once its signature is proven.
+  if (state == SSH_PUBLICKEY_STATE_NONE) return SSH_AUTH_SUCCESS;
+  if (state != SSH_PUBLICKEY_STATE_VALID) return SSH_AUTH_DENIED;
+  if (!wait_for_upstream()) return SSH_AUTH_DENIED;
+  authenticated_ = true;
+  spdlog::info("spark {}: jump login from {} (key {})", spark_, peer_, fingerprint(key));
+  return SSH_AUTH_SUCCESS;
+}
+
+bool JumpSession::wait_for_upstream() {
+  const auto info = gateway_.find_spark(spark_);
+  const auto started = Clock::now();
+  handoff_ = std::make_shared<UpstreamHandoff>();
+  gateway_.connect_upstream(spark_, "a jump login from " + peer_, handoff_);
+  const bool asleep = !info || !info->running;
+  if (asleep)
+    banner("spark-gateway: waking " + spark_ + (info && !info->asleep_for.empty() ? " (asleep for " + info->asleep_for + ")" : "") + "...\n");
+  auto next_progress = started + kProgressEvery;
+  while (!handoff_->wait_for(std::chrono::duration_cast<std::chrono::milliseconds>(kPoll))) {
+    if (stopping_ || client_gone()) {
+      if (handoff_->abandon()) gateway_.upstream_closed(spark_, 0, 0);
+      spdlog::info("spark {}: jump login from {} gone while waking", spark_, peer_);
+      refused_ = true;
+      return false;
+    }
+    if (Clock::now() >= next_progress) {
+      banner("spark-gateway: " + spark_ + " still waking (" + seconds_text(Clock::now() - started) + ")...\n");
+      next_progress += kProgressEvery;
+    }
+  }
+  upstream_ = handoff_->take_fd();
+  if (upstream_ < 0) {
+    const auto why = handoff_->error();
+    refuse("spark-gateway: cannot wake " + spark_ + ": " + why);
+    return false;
+  }
+  if (asleep) banner("spark-gateway: " + spark_ + " ready in " + seconds_text(Clock::now() - started) + "\n");
+  return true;
+}
+
+// The client hung up (or reset): its socket reads as closed.
+bool JumpSession::client_gone() const {
+  pollfd p{ssh_get_fd(session_), POLLRDHUP, 0};
+  return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
+void JumpSession::banner(const std::string& line) {
+  ssh_string text = ssh_string_from_char(line.c_str());
+  ssh_send_issue_banner(session_, text);
+  ssh_string_free(text);
+  ssh_blocking_flush(session_, 1000);
+}
+
+// Ends the session with a message OpenSSH prints: as a banner while the client authenticates
+// (it prints banners before "Permission denied"), and in the disconnect ("Received disconnect
+// from ...: <message>"), which is sent at once.
+void JumpSession::refuse(const std::string& message) {
+  refused_ = true;
+  if (!authenticated_) banner(message + "\n");
+  ssh_session_set_disconnect_message(session_, message.c_str());
+  ssh_disconnect(session_);
+}
+
+// -- channels ---------------------------------------------------------------------------------
+
+int JumpSession::on_message(ssh_session, ssh_message message, void* self) {
+  auto* s = static_cast<JumpSession*>(self);
+  if (ssh_message_type(message) == SSH_REQUEST_CHANNEL_OPEN) return s->channel_open(message);
+  if (ssh_message_type(message) == SSH_REQUEST_CHANNEL && s->shell_channel_ &&
+      ssh_message_channel_request_channel(message) == s->shell_channel_)
+    return s->shell_request(message);
+  return 1;  // libssh's default answer (a failure)
+}
+
+// `ssh NAME@gateway` without -J: a session channel, so the explanation can go to the user's
+// stderr (a disconnect message is easily lost when the client is busy opening its shell).
+int JumpSession::shell_request(ssh_message message) {
+  const int type = ssh_message_subtype(message);
+  if (type != SSH_CHANNEL_REQUEST_SHELL && type != SSH_CHANNEL_REQUEST_EXEC) return 1;  // pty, env: refused
+  ssh_message_channel_request_reply_success(message);
+  const std::string text = "spark-gateway: this is a jump host: no shell or commands here. Use: ssh -J " + spark_ +
+                           "@GATEWAY " + spark_ + "\n";
+  ssh_channel_write_stderr(shell_channel_, text.data(), static_cast<uint32_t>(text.size()));
+  ssh_channel_request_send_exit_status(shell_channel_, 1);
+  ssh_channel_send_eof(shell_channel_);
+  ssh_channel_close(shell_channel_);
+  spdlog::info("spark {}: jump login from {} asked for a shell or command: refused", spark_, peer_);
+  refused_ = true;
+  return 0;
+}
+
+int JumpSession::channel_open(ssh_message message) {
+  if (ssh_message_subtype(message) == SSH_CHANNEL_SESSION && authenticated_ && !shell_channel_ && !channel_) {
+    shell_channel_ = ssh_message_channel_request_open_reply_accept(message);
+    return 0;
+  }
+  if (ssh_message_subtype(message) != SSH_CHANNEL_DIRECT_TCPIP || !authenticated_ || channel_) {
+    refuse("spark-gateway: this is a jump host: no shell, commands or other channels (use ssh -J " +
+           (spark_.empty() ? std::string("NAME") : spark_) + "@gateway " + (spark_.empty() ? "NAME" : spark_) + ")");
+    return 0;
+  }
+  const char* host = ssh_message_channel_request_open_destination(message);
+  const int port = ssh_message_channel_request_open_destination_port(message);
+  const std::string destination = std::string(host ? host : "") + ":" + std::to_string(port);
+  if (!channel_reaches(spark_, host ? host : "", port, target_port_)) {
+    spdlog::warn("spark {}: jump login from {} asked for {}: refused", spark_, peer_, destination.substr(0, 300));
+    // A disconnect rather than SSH_MSG_CHANNEL_OPEN_FAILURE: libssh cannot give the failure a
+    // description, and OpenSSH exits on the failure before a later disconnect could explain it.
+    refuse("spark-gateway: this login reaches only " + spark_ + " (port 22 or " + std::to_string(target_port_) +
+           "), not " + destination.substr(0, 300));
+    return 0;
+  }
+  channel_ = ssh_message_channel_request_open_reply_accept(message);
+  if (!channel_) return 0;
+  // Callbacks at once: the client's first bytes (its SSH version line) may come in the very
+  // packet batch that follows, before the relay loop starts.
+  channel_callbacks_.userdata = this;
+  channel_callbacks_.channel_data_function = &JumpSession::on_channel_data;
+  channel_callbacks_.channel_eof_function = &JumpSession::on_channel_eof;
+  channel_callbacks_.channel_close_function = &JumpSession::on_channel_close;
+  ssh_callbacks_init(&channel_callbacks_);
+  ssh_set_channel_callbacks(channel_, &channel_callbacks_);
+  return 0;
+}
+
+// -- the session --------------------------------------------------------------------------------
+
+void JumpSession::run() {
+  const long grace = std::max<long>(1, std::chrono::duration_cast<std::chrono::seconds>(cfg_.login_grace).count());
+  ssh_options_set(session_, SSH_OPTIONS_TIMEOUT, &grace);
+  server_callbacks_.userdata = this;
+  server_callbacks_.auth_pubkey_function = &JumpSession::on_auth_pubkey;
+  ssh_callbacks_init(&server_callbacks_);
+  ssh_set_server_callbacks(session_, &server_callbacks_);
+  ssh_set_auth_methods(session_, SSH_AUTH_METHOD_PUBLICKEY);
+  if (ssh_handle_key_exchange(session_) != SSH_OK) {
+    spdlog::debug("jump: key exchange with {} failed: {}", peer_, ssh_get_error(session_));
+    return;
+  }
+  ssh_set_message_callback(session_, &JumpSession::on_message, this);
+  event_ = ssh_event_new();
+  ssh_event_add_session(event_, session_);
+  // Authentication (the wake happens inside it, with its own bound) and the channel request.
+  auto deadline = Clock::now() + cfg_.login_grace;
+  bool was_authenticated = false;
+  while (!channel_ && !refused_ && !stopping_) {
+    if (ssh_event_dopoll(event_, static_cast<int>(std::chrono::milliseconds(kPoll).count())) == SSH_ERROR) break;
+    if (authenticated_ && !was_authenticated) {
+      was_authenticated = true;
+      deadline = Clock::now() + cfg_.login_grace;  // the wake does not count against the grace
+    }
+    if (Clock::now() > deadline) {
+      refuse("spark-gateway: login not completed within " + config::format_duration(cfg_.login_grace));
+      break;
+    }
+  }
+  if (channel_ && !refused_) relay();
+  if (shell_channel_) ssh_blocking_flush(session_, 2000);  // the explanation reaches the user
+}
+
+// -- the relay ----------------------------------------------------------------------------------
+
+int JumpSession::on_channel_data(ssh_session, ssh_channel, void* data, uint32_t len, int, void* self) {
+  auto* s = static_cast<JumpSession*>(self);
+  s->to_upstream_.append(static_cast<const char*>(data), len);
+  s->bytes_up_ += len;
+  return static_cast<int>(len);
+}
+
+void JumpSession::on_channel_eof(ssh_session, ssh_channel, void* self) { static_cast<JumpSession*>(self)->client_eof_ = true; }
+
+void JumpSession::on_channel_close(ssh_session, ssh_channel, void* self) {
+  auto* s = static_cast<JumpSession*>(self);
+  s->channel_closed_ = true;
+  s->client_eof_ = true;
+}
+
+int JumpSession::on_upstream_ready(socket_t fd, int revents, void* self) {
+  auto* s = static_cast<JumpSession*>(self);
+  if (!(revents & (POLLIN | POLLHUP | POLLERR))) return 0;
+  const auto window = ssh_channel_window_size(s->channel_);
+  if (window == 0) return 0;  // the client is behind: the main loop pauses reading
+  char buf[kReadChunk];
+  const auto n = ::read(fd, buf, std::min<std::size_t>(window, sizeof buf));
+  if (n > 0) {
+    if (ssh_channel_write(s->channel_, buf, static_cast<uint32_t>(n)) == SSH_ERROR) s->channel_closed_ = true;
+    s->bytes_down_ += static_cast<std::uint64_t>(n);
+  } else if (n == 0) {
+    s->upstream_eof_ = true;
+  } else if (errno != EAGAIN && errno != EINTR) {
+    s->upstream_failed_ = true;
+  }
+  return 0;
+}
+
+void JumpSession::flush_to_upstream() {
+  while (!to_upstream_.empty()) {
+    const auto n = ::send(upstream_, to_upstream_.data(), to_upstream_.size(), MSG_NOSIGNAL);
+    if (n > 0) {
+      to_upstream_.erase(0, static_cast<std::size_t>(n));
+    } else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+      return;
+    } else {
+      upstream_failed_ = true;
+      return;
+    }
+  }
+}
+
+void JumpSession::relay() {
+  const int flags = ::fcntl(upstream_, F_GETFL);
+  ::fcntl(upstream_, F_SETFL, flags | O_NONBLOCK);
+  const int one = 1;
+  ::setsockopt(upstream_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  const int poll_ms = static_cast<int>(std::chrono::milliseconds(kPoll).count());
+  while (!stopping_ && !upstream_failed_ && !channel_closed_ && !(client_eof_ && upstream_eof_ && to_upstream_.empty())) {
+    // Read the upstream only while the client's window has room (and until it ends).
+    const bool want_read = !upstream_eof_ && ssh_channel_window_size(channel_) > 0;
+    if (want_read != reading_upstream_) {
+      if (want_read)
+        ssh_event_add_fd(event_, upstream_, POLLIN, &JumpSession::on_upstream_ready, this);
+      else
+        ssh_event_remove_fd(event_, upstream_);
+      reading_upstream_ = want_read;
+    }
+    if (to_upstream_.size() > kMaxBacklog) {
+      // The spark reads slowly: stop taking client data (its window closes) until it catches up.
+      pollfd p{upstream_, POLLOUT, 0};
+      ::poll(&p, 1, poll_ms);
+    } else if (ssh_event_dopoll(event_, poll_ms) == SSH_ERROR) {
+      break;
+    }
+    flush_to_upstream();
+    if (ssh_channel_is_closed(channel_)) channel_closed_ = true;
+    if (ssh_channel_is_eof(channel_)) client_eof_ = true;
+    if (client_eof_ && to_upstream_.empty() && !upstream_shut_) {
+      ::shutdown(upstream_, SHUT_WR);  // half-close: the spark sees the client's EOF
+      upstream_shut_ = true;
+    }
+    if (upstream_eof_ && !eof_sent_) {
+      ssh_channel_send_eof(channel_);
+      eof_sent_ = true;
+    }
+  }
+  if (reading_upstream_) ssh_event_remove_fd(event_, upstream_);
+  reading_upstream_ = false;
+  if (!channel_closed_) ssh_channel_close(channel_);
+}
+
+void JumpSession::finish() {
+  if (upstream_ >= 0) {
+    ::close(upstream_);
+    upstream_ = -1;
+    gateway_.upstream_closed(spark_, bytes_up_, bytes_down_);
+    spdlog::info("spark {}: jump connection from {} closed after {}, {} bytes in, {} bytes out", spark_, peer_,
+                 seconds_text(Clock::now() - opened_), bytes_up_, bytes_down_);
+  }
+  for (auto* c : {&channel_, &shell_channel_}) {
+    if (*c) ssh_channel_free(*c);
+    *c = nullptr;
+  }
+}
+
+}  // namespace spark::gateway

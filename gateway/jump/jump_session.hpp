@@ -1,0 +1,100 @@
+#pragma once
+// One jump-host login, on its own thread from key exchange to the end of its relay:
+//   1. public-key authentication; the login's user name names the spark;
+//   2. once the key's signature is valid, the spark is woken (the gateway's single-flight wake)
+//      and progress lines go to the user's terminal as SSH_MSG_USERAUTH_BANNER, until its sshd
+//      answers; only then is the login accepted;
+//   3. one direct-tcpip channel to that spark is relayed to the upstream connection. The inner
+//      SSH session runs end to end inside it: the gateway never sees its keys or contents.
+// Anything else gets a refusal that OpenSSH prints, and the session ends.
+#include <libssh/callbacks.h>
+#include <libssh/libssh.h>
+#include <libssh/server.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "config/config.hpp"
+#include "gateway/jump/authorized_keys.hpp"
+#include "gateway/jump/jump_gateway.hpp"
+
+namespace spark::gateway {
+
+// The spark a jump login names: "brave-dolphin", or "brave-dolphin.spark" (ProxyJump %n with a
+// domain-style suffix): the first DNS label. nullopt if that is not a valid spark name.
+std::optional<std::string> spark_from_login(const std::string& user);
+
+// Whether a direct-tcpip destination is `spark`'s sshd: host "brave-dolphin" or any name whose
+// first label it is ("brave-dolphin.spark", "brave-dolphin.tailnet.ts.net"); port 22 or the
+// spark's target port.
+bool channel_reaches(const std::string& spark, const std::string& host, int port, int target_port);
+
+class JumpSession {
+ public:
+  JumpSession(ssh_session session, const JumpAccess& access, JumpGateway& gateway,
+              const config::JumpConfig& cfg, const std::atomic<bool>& stopping);
+  ~JumpSession();
+  JumpSession(const JumpSession&) = delete;
+  JumpSession& operator=(const JumpSession&) = delete;
+
+  void run();
+
+ private:
+  static int on_auth_pubkey(ssh_session, const char* user, ssh_key key, char state, void* self);
+  static int on_message(ssh_session, ssh_message message, void* self);
+  static int on_channel_data(ssh_session, ssh_channel, void* data, uint32_t len, int is_stderr, void* self);
+  static void on_channel_eof(ssh_session, ssh_channel, void* self);
+  static void on_channel_close(ssh_session, ssh_channel, void* self);
+  static int on_upstream_ready(socket_t fd, int revents, void* self);
+
+  int authenticate(const std::string& user, ssh_key key, char state);
+  int channel_open(ssh_message message);
+  int shell_request(ssh_message message);
+  // Wakes the spark and waits for its upstream connection, telling the user how it goes.
+  bool wait_for_upstream();
+  bool client_gone() const;
+  void banner(const std::string& line);
+  void refuse(const std::string& message);
+  void relay();
+  void flush_to_upstream();
+  void finish();
+
+  ssh_session session_;
+  const JumpAccess& access_;
+  JumpGateway& gateway_;
+  const config::JumpConfig& cfg_;
+  const std::atomic<bool>& stopping_;
+  std::string peer_;
+  ssh_server_callbacks_struct server_callbacks_{};
+  ssh_channel_callbacks_struct channel_callbacks_{};
+  ssh_event event_ = nullptr;
+
+  std::string spark_;  // named by the login
+  int target_port_ = 22;
+  bool key_refusal_told_ = false;
+  bool refused_ = false;
+  bool authenticated_ = false;
+  std::shared_ptr<UpstreamHandoff> handoff_;
+  int upstream_ = -1;
+  ssh_channel channel_ = nullptr;        // the direct-tcpip channel to the spark
+  ssh_channel shell_channel_ = nullptr;  // a session channel, only to explain the refusal
+  std::chrono::steady_clock::time_point opened_ = std::chrono::steady_clock::now();
+
+  // The relay.
+  std::string to_upstream_;  // client bytes not yet written to the upstream socket
+  bool client_eof_ = false;
+  bool upstream_eof_ = false;
+  bool upstream_shut_ = false;
+  bool eof_sent_ = false;
+  bool channel_closed_ = false;
+  bool upstream_failed_ = false;
+  bool reading_upstream_ = false;  // the upstream fd is in the event (not paused by the window)
+  std::uint64_t bytes_up_ = 0;
+  std::uint64_t bytes_down_ = 0;
+};
+
+}  // namespace spark::gateway
