@@ -25,6 +25,7 @@ constexpr auto kProgressEvery = 2s;        // a progress line this often while t
 constexpr auto kPoll = 200ms;              // how often loops look at the stop flag
 constexpr std::size_t kMaxBacklog = 1 <<20;  // client bytes held for a slow upstream
 constexpr std::size_t kReadChunk = 64 * 1024;
+constexpr auto kLingerAfterRefusal = 2s;  // waiting for the client to close after a refusal
 
 std::string peer_of(int fd) {
   sockaddr_storage addr{};
@@ -154,7 +155,22 @@ void JumpSession::refuse(const std::string& message) {
   refused_ = true;
   if (!authenticated_) banner(message + "\n");
   ssh_session_set_disconnect_message(session_, message.c_str());
+  // Close only after the client has: OpenSSH reads the disconnect, then acts on it, and a FIN
+  // arriving with it could end its loop before it prints the message ("closed by remote host").
+  // So keep a duplicate of the socket open past libssh's close, and read until the client
+  // closes (bounded); reading also avoids the reset unread bytes would cause.
+  const int fd = ::dup(ssh_get_fd(session_));
+  ssh_blocking_flush(session_, 1000);  // anything queued goes first
   ssh_disconnect(session_);
+  if (fd < 0) return;
+  const auto until = Clock::now() + kLingerAfterRefusal;
+  char sink[4096];
+  for (pollfd p{fd, POLLIN, 0}; Clock::now() < until && ::poll(&p, 1, 100) >= 0;) {
+    if (!p.revents) continue;
+    const auto n = ::recv(fd, sink, sizeof sink, MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) break;
+  }
+  ::close(fd);
 }
 
 // -- channels ---------------------------------------------------------------------------------
@@ -200,8 +216,10 @@ int JumpSession::channel_open(ssh_message message) {
   const std::string destination = std::string(host ? host : "") + ":" + std::to_string(port);
   if (!channel_reaches(spark_, host ? host : "", port, target_port_)) {
     spdlog::warn("spark {}: jump login from {} asked for {}: refused", spark_, peer_, destination.substr(0, 300));
-    // A disconnect rather than SSH_MSG_CHANNEL_OPEN_FAILURE: libssh cannot give the failure a
-    // description, and OpenSSH exits on the failure before a later disconnect could explain it.
+    // SSH_MSG_CHANNEL_OPEN_FAILURE, which OpenSSH always prints ("open failed: administratively
+    // prohibited"); libssh cannot give it a description, so the explanation follows in the
+    // disconnect (printed when the client reads it before it exits on the failure).
+    ssh_message_reply_default(message);
     refuse("spark-gateway: this login reaches only " + spark_ + " (port 22 or " + std::to_string(target_port_) +
            "), not " + destination.substr(0, 300));
     return 0;

@@ -164,7 +164,8 @@ class JumpHost(GatewayTestCase):
                                env=self.child_env(), stdin=subprocess.DEVNULL, capture_output=True,
                                text=True, timeout=60)
             self.assertNotEqual(r.returncode, 0, dest)
-            self.assertIn("reaches only fence-fox", r.stderr, dest)
+            self.assertIn("open failed: administratively prohibited", r.stderr, dest)
+        self.assertEqual(len(self.gw_log_lines("asked for")), 3, "each refusal is logged with its destination")
         # And no shell or command on the jump host itself.
         r = subprocess.run(["ssh", "-F", cfg, "-p", str(self.jump_port), "%s@%s" % (spark.name, self.host), "id"],
                            env=self.child_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
@@ -209,6 +210,9 @@ class JumpHost(GatewayTestCase):
         self.assertEqual((r.returncode, r.stdout), (0, "still-fine\n"), r.stderr)
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def gw_log_lines(self, *parts):
+        return self.gateways[-1].log_lines(*parts)
 
     def authorized_keys_of_sparks(self):
         return os.path.join(self.tmpdir, "authorized_keys")
