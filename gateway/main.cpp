@@ -58,6 +58,11 @@ int check_config(const std::vector<std::string>& args) {
     if (cfg.admin)
       std::cout << "  admin  http://" << cfg.admin->listen.to_string() << "/"
                 << (cfg.admin->token_file ? "  token " + cfg.admin->token_file->string() : "") << "\n";
+    if (const auto& j = cfg.jump)
+      std::cout << "  jump  ssh -J NAME@" << j->listen.to_string() << " NAME  ("
+                << (j->host_keys.empty() ? std::string("host key generated in state_dir")
+                                         : std::to_string(j->host_keys.size()) + " host key(s)")
+                << ")\n";
     if (const auto& k = cfg.kubernetes) {
       std::cout << "  kubernetes  namespace " << k->namespace_name << "  selector \"" << k->selector
                 << "\"  ports " << k->listen_host << ":" << k->port_min << "-" << k->port_max << "  "
