@@ -18,7 +18,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
              PipePool& pipes);
 
   awaitable<void> run();
-  void force_close();  // drain timeout: end it now
+  void force_close();  // drain timeout, forced sleep: end it now
+  const Spark& spark() const { return *spark_; }
 
  private:
   std::shared_ptr<Spark> spark_;
@@ -36,6 +37,12 @@ class ConnectionRegistry {
   void close_all() {
     auto copy = live_;  // force_close may remove entries later, not now, but stay safe
     for (auto* c : copy) c->force_close();
+  }
+  // A forced sleep: the spark's sessions end with it, whatever its backend does to them.
+  void close_spark(const Spark& spark) {
+    auto copy = live_;
+    for (auto* c : copy)
+      if (&c->spark() == &spark) c->force_close();
   }
 
  private:

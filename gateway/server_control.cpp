@@ -94,6 +94,9 @@ ControlOutcome Server::sleep(const std::string& name, bool force) {
                                 " open connections; use force to sleep it anyway",
                             s->status(std::chrono::system_clock::now())};
     spdlog::info("spark {}: sleep requested through the admin API{}", name, force ? " (forced)" : "");
+    // Its sessions end now: a process backend's sshd may leave session processes behind it, and
+    // "forced" must mean the same for every backend.
+    if (force) connections_.close_spark(*s);
     asio::co_spawn(io_, s->sleep(SleepReason::api), [done](std::exception_ptr) { done->set_value(); });
     return std::nullopt;
   });

@@ -132,7 +132,10 @@ std::optional<json> call(const Options& o, const std::string& method, const std:
     std::string message = decoded.is_object() && decoded.contains("error") && decoded["error"].is_string()
                               ? decoded["error"].get<std::string>()
                               : res->body;
-    std::cerr << "spark-gateway: " << message << " (HTTP " << res->status << ")\n";
+    const std::string spark = decoded.is_object() && decoded.contains("spark") && decoded["spark"].is_string()
+                                  ? decoded["spark"].get<std::string>() + ": "
+                                  : "";
+    std::cerr << "spark-gateway: " << spark << message << " (HTTP " << res->status << ")\n";
     return std::nullopt;
   }
   if (decoded.is_discarded()) {
