@@ -66,7 +66,13 @@ void SparkDiscovery::run() {
       if (stopping_) return;
       dirty_ = false;
     }
-    if (!cluster_.synced()) continue;  // a partial list would close listeners of sparks not yet seen
+    if (!cluster_.synced()) {
+      // A partial list would close listeners of sparks not yet seen: look again shortly (the
+      // other cache's list may end without a Deployment change to wake us).
+      std::lock_guard lock(mu_);
+      dirty_ = true;
+      continue;
+    }
     try {
       publish_(compute());
     } catch (const std::exception& e) {
