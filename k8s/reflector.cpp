@@ -4,6 +4,8 @@
 
 #include <random>
 
+#include "k8s/watch_event.hpp"
+
 namespace spark::k8s {
 namespace {
 
@@ -104,33 +106,26 @@ void Reflector::watch() {
 
   std::optional<ApiError> failure;
   const auto on_line = [&](std::string_view line) {
-    // A watch line is {"type": ..., "object": {...}}; anything else ends the stream as a bad
-    // answer (the reflector resumes or relists), never an exception out of the HTTP client.
-    json event;
+    // Anything but a watch event ends the stream as a bad answer (the reflector resumes or
+    // relists), never an exception out of the HTTP client.
+    WatchEvent event;
     try {
-      event = json::parse(line);
-      if (!event.is_object() || !event.value("type", json()).is_string() ||
-          !event.value("object", json()).is_object())
-        throw std::invalid_argument("not a watch event object");
+      event = parse_watch_event(line);
     } catch (const std::exception& e) {
       failure.emplace(200, "BadResponse", what_ + " watch sent a line that is not a watch event: " + e.what());
       return false;
     }
-    const auto type = event.at("type").get<std::string>();
-    const auto& object = event.at("object");
-    if (type == "ERROR") {
+    if (event.type == "ERROR") {
       // The stream's way of failing, e.g. {"type":"ERROR","object":{"kind":"Status","code":410}}.
-      const auto code = object.value("code", json());
-      failure.emplace(error_from_response(code.is_number_integer() ? code.get<int>() : 500, object.dump(),
+      const auto code = event.object.value("code", json());
+      failure.emplace(error_from_response(code.is_number_integer() ? code.get<int>() : 500, event.object.dump(),
                                           what_ + " watch"));
       return false;
     }
-    const auto metadata = object.value("metadata", json());
-    if (metadata.is_object() && metadata.value("resourceVersion", json()).is_string())
-      resource_version_ = metadata.at("resourceVersion").get<std::string>();
-    if (type == "BOOKMARK") return true;  // only moves the resume point forward
-    if (type == "ADDED" || type == "MODIFIED" || type == "DELETED") {
-      handler_.apply(type, object);
+    if (const auto rv = event.resource_version(); !rv.empty()) resource_version_ = rv;
+    if (event.type == "BOOKMARK") return true;  // only moves the resume point forward
+    if (event.type == "ADDED" || event.type == "MODIFIED" || event.type == "DELETED") {
+      handler_.apply(event.type, event.object);
       backoff_ = std::chrono::milliseconds(0);
     }
     return true;

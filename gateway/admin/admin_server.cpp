@@ -9,6 +9,7 @@
 
 #include "config/duration.hpp"
 #include "config/spark_name.hpp"
+#include "gateway/admin/keep_awake_body.hpp"
 #include "gateway/admin/spark_json.hpp"
 #include "gateway/admin/status_page.hpp"
 
@@ -185,17 +186,10 @@ void AdminServer::install_routes() {
   http.Post(spark_path + "/keep-awake", with_spark(true, [this](const std::string& name,
                                                                 const httplib::Request& req,
                                                                 httplib::Response& res) {
-              const json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
-              if (body.is_discarded() || !body.is_object())
-                return error(res, 400, "the body must be a JSON object like {\"for\": \"4h\"}", name);
-              for (const auto& [key, value] : body.items())
-                if (key != "for") return error(res, 400, "unknown key \"" + key + "\"", name);
-              if (!body.contains("for") || !body["for"].is_string())
-                return error(res, 400, "\"for\" must be a duration string like \"4h\"", name);
-              std::string why;
-              const auto hold = config::parse_duration(body["for"].get<std::string>(), &why);
-              if (!hold) return error(res, 400, "\"for\": " + why, name);
-              reply_outcome(res, name, control_.keep_awake(name, *hold));
+              const auto parsed = parse_keep_awake_body(req.body);
+              if (const auto* why = std::get_if<std::string>(&parsed)) return error(res, 400, *why, name);
+              const auto hold = std::get<config::Duration>(parsed);
+              reply_outcome(res, name, control_.keep_awake(name, hold));
             }));
   http.Delete(spark_path + "/keep-awake", with_spark(true, [this](const std::string& name,
                                                                   const httplib::Request&,
