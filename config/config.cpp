@@ -79,6 +79,27 @@ class Reader {
     return out;
   }
 
+  std::optional<bool> boolean(const json& parent, const std::string& key, const std::string& path) {
+    const json* v = member(parent, key);
+    if (!v) return std::nullopt;
+    if (!v->is_boolean()) {
+      problem(path, "expected true or false");
+      return std::nullopt;
+    }
+    return v->get<bool>();
+  }
+
+  // A TCP port number.
+  std::optional<int> port(const json& parent, const std::string& key, const std::string& path) {
+    const json* v = member(parent, key);
+    if (!v) return std::nullopt;
+    if (!v->is_number_integer() || v->get<long long>() < 1 || v->get<long long>() > 65535) {
+      problem(path, "expected a port number from 1 to 65535");
+      return std::nullopt;
+    }
+    return v->get<int>();
+  }
+
   // A positive whole number.
   std::optional<int> count(const json& parent, const std::string& key, const std::string& path) {
     const json* v = member(parent, key);
@@ -219,13 +240,7 @@ ServicesConfig read_services(Reader& r, const json& s, const std::string& p) {
   }
   if (auto cls = r.string(s, "load_balancer_class", p + ".load_balancer_class", false)) out.load_balancer_class = *cls;
   if (auto tags = r.string(s, "tailscale_tags", p + ".tailscale_tags", false)) out.tailscale_tags = *tags;
-  if (s.contains("port")) {
-    const json& t = s.at("port");
-    if (!t.is_number_integer() || t.get<long long>() < 1 || t.get<long long>() > 65535)
-      r.problem(p + ".port", "expected a port number from 1 to 65535");
-    else
-      out.port = t.get<int>();
-  }
+  if (auto port = r.port(s, "port", p + ".port")) out.port = *port;
   return out;
 }
 
@@ -271,12 +286,7 @@ std::optional<JumpConfig> read_jump(Reader& r, const json& j, const Config& cfg)
 LeaderElectionConfig read_leader_election(Reader& r, const json& l, const std::string& p) {
   r.reject_unknown_keys(l, p, {"enabled", "lease_name", "identity", "lease_duration", "renew_deadline", "retry_period"});
   LeaderElectionConfig out;
-  if (l.contains("enabled")) {
-    if (!l.at("enabled").is_boolean())
-      r.problem(p + ".enabled", "expected true or false");
-    else
-      out.enabled = l.at("enabled").get<bool>();
-  }
+  if (auto on = r.boolean(l, "enabled", p + ".enabled")) out.enabled = *on;
   if (auto name = r.string(l, "lease_name", p + ".lease_name", false)) {
     if (!is_valid_spark_name(*name))
       r.problem(p + ".lease_name", "\"" + *name + "\" is not a valid object name (an RFC 1123 label)");
@@ -320,13 +330,7 @@ KubernetesConfig read_kubernetes(Reader& r, const json& k, const Config& cfg) {
     if (!parse_port_range(*range, out.port_min, out.port_max))
       r.problem(p + ".port_range", "\"" + *range + "\" is not a port range like \"22000-22999\"");
   }
-  if (k.contains("target_port")) {
-    const json& t = k.at("target_port");
-    if (!t.is_number_integer() || t.get<long long>() < 1 || t.get<long long>() > 65535)
-      r.problem(p + ".target_port", "expected a port number from 1 to 65535");
-    else
-      out.target_port = t.get<int>();
-  }
+  if (auto port = r.port(k, "target_port", p + ".target_port")) out.target_port = *port;
   if (auto prefix = r.string(k, "annotation_prefix", p + ".annotation_prefix", false)) {
     if (prefix->empty() || prefix->back() != '/')
       r.problem(p + ".annotation_prefix", "must end with '/' (like \"spark-gateway/\")");
@@ -355,12 +359,7 @@ KubernetesConfig read_kubernetes(Reader& r, const json& k, const Config& cfg) {
   if (out.api_server && out.kubeconfig)
     r.problem(p, "give api_server or kubeconfig, not both");
   if (auto t = r.duration(k, "request_timeout", p + ".request_timeout")) out.request_timeout = *t;
-  if (k.contains("manage_services")) {
-    if (!k.at("manage_services").is_boolean())
-      r.problem(p + ".manage_services", "expected true or false");
-    else
-      out.manage_services = k.at("manage_services").get<bool>();
-  }
+  if (auto on = r.boolean(k, "manage_services", p + ".manage_services")) out.manage_services = *on;
   if (const json* s = r.object(k, "services", p + ".services")) out.services = read_services(r, *s, p + ".services");
   if (const json* l = r.object(k, "leader_election", p + ".leader_election"))
     out.leader_election = read_leader_election(r, *l, p + ".leader_election");
