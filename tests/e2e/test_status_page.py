@@ -4,6 +4,7 @@ driven over the DevTools protocol): it loads with no external assets, lists the 
 wake buttons once a token is entered, and its wake button wakes a sleeping spark.
 """
 
+import json
 import os
 import sys
 import unittest
@@ -14,6 +15,12 @@ import harness  # noqa: E402
 from harness import GatewayTestCase, wait_until  # noqa: E402
 
 TOKEN = "page-e2e-" + "p" * 24
+
+
+def type_token(browser, token):
+    """Types `token` into the page's token field, as a user would (an input event)."""
+    browser.evaluate('(() => { const t = document.getElementById("token"); t.value = %s;'
+                     ' t.dispatchEvent(new Event("input")); })()' % json.dumps(token))
 
 
 @unittest.skipUnless(cdp.chromium_path(), "chromium is not installed")
@@ -39,8 +46,7 @@ class StatusPage(GatewayTestCase):
         self.assertEqual(foreign, 0)
         # No buttons without a token; with one, wake/sleep buttons appear.
         self.assertEqual(browser.evaluate('document.querySelectorAll("button.wake").length'), 0)
-        browser.evaluate('(() => { const t = document.getElementById("token"); t.value = "%s";'
-                         ' t.dispatchEvent(new Event("input")); })()' % TOKEN)
+        type_token(browser, TOKEN)
         button = 'document.querySelector("tr[data-spark=\\"sleepy-sloth\\"] button.wake")'
         wait_until(lambda: browser.evaluate(button + " !== null"), 10, "the wake button")
         browser.evaluate(button + ".click()")
@@ -62,8 +68,7 @@ class StatusPage(GatewayTestCase):
         browser = cdp.Browser(env=self.child_env())
         self.addCleanup(browser.close)
         browser.navigate(self.admin["url"] + "/")
-        browser.evaluate('(() => { const t = document.getElementById("token"); t.value = "wrong";'
-                         ' t.dispatchEvent(new Event("input")); })()')
+        type_token(browser, "wrong")
         button = 'document.querySelector("tr[data-spark=\\"guarded-goat\\"] button.wake")'
         wait_until(lambda: browser.evaluate(button + " !== null"), 20, "the wake button")
         browser.evaluate(button + ".click()")
