@@ -17,6 +17,13 @@ from harness import GatewayTestCase, wait_until  # noqa: E402
 TOKEN = "page-e2e-" + "p" * 24
 
 
+def open_page(browser, url):
+    """Navigates and waits until the page's own script has run (navigate returns earlier)."""
+    browser.navigate(url)
+    wait_until(lambda: browser.evaluate('location.href === %s && document.getElementById("token") !== null'
+                                        % json.dumps(url)), 20, "the status page to load")
+
+
 def type_token(browser, token):
     """Types `token` into the page's token field, as a user would (an input event)."""
     browser.evaluate('(() => { const t = document.getElementById("token"); t.value = %s;'
@@ -34,7 +41,7 @@ class StatusPage(GatewayTestCase):
         self.start_gateway()
         browser = cdp.Browser(env=self.child_env())
         self.addCleanup(browser.close)
-        browser.navigate(self.admin["url"] + "/")
+        open_page(browser, self.admin["url"] + "/")
         rows = 'document.querySelectorAll("#sparks tr[data-spark]")'
         wait_until(lambda: browser.evaluate(rows + ".length") == 2, 20, "the page to list both sparks")
         text = browser.evaluate('document.getElementById("sparks").innerText')
@@ -67,7 +74,7 @@ class StatusPage(GatewayTestCase):
         self.start_gateway()
         browser = cdp.Browser(env=self.child_env())
         self.addCleanup(browser.close)
-        browser.navigate(self.admin["url"] + "/")
+        open_page(browser, self.admin["url"] + "/")
         type_token(browser, "wrong")
         button = 'document.querySelector("tr[data-spark=\\"guarded-goat\\"] button.wake")'
         wait_until(lambda: browser.evaluate(button + " !== null"), 20, "the wake button")
