@@ -20,7 +20,9 @@ TOKEN = "page-e2e-" + "p" * 24
 def open_page(browser, url):
     """Navigates and waits until the page's own script has run (navigate returns earlier)."""
     browser.navigate(url)
-    wait_until(lambda: browser.evaluate('location.href === %s && document.getElementById("token") !== null'
+    # The script fills "updated" after its first refresh: by then its listeners are attached.
+    wait_until(lambda: browser.evaluate('location.href === %s && !!document.getElementById("updated")'
+                                        ' && document.getElementById("updated").textContent !== ""'
                                         % json.dumps(url)), 20, "the status page to load")
 
 
