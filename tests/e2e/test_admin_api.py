@@ -70,7 +70,10 @@ class AdminApi(GatewayTestCase):
         # Without ?wait the call returns at once (202) and the wake goes on.
         status, body = self.api("POST", "/api/v1/sparks/quick-quail/wake")
         self.assertIn(status, (200, 202), body)
+        wait_until(lambda: spark.starts() == 2, 15, "the second start")
         spark.wait_sshd_running(15)
+        wait_until(lambda: self.api("GET", "/api/v1/sparks/quick-quail")[1]["state"] == "running", 15,
+                   "the spark to be running")
         self.assertEqual(spark.starts(), 2)
 
     def test_concurrent_api_wakes_and_connections_share_one_start(self):
