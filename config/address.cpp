@@ -25,7 +25,8 @@ std::string Address::to_string() const {
 }
 
 std::optional<Address> parse_address(std::string_view text, std::string* why) {
-  const std::string quoted = "\"" + std::string(text) + "\"";
+  std::string quoted = "\"";  // appended, not "\"" + string: GCC 12 warns falsely (-Wrestrict, bug 105329)
+  quoted.append(text).append("\"");
   auto fail = [&](const std::string& reason) -> std::optional<Address> {
     if (why) *why = quoted + " " + reason;
     return std::nullopt;
