@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""bench/run's table: per contender the median over repetitions with (min-max), ratios to direct,
+and the issue-7 targets beside spark-gateway's figures with a verdict.
+
+Input: lines "metric contender rep value" (bench/run --out writes the same file).
+Usage: bench/report.py RESULTS
+"""
+
+import math
+import statistics
+import sys
+
+CONTENDERS = ["direct", "spark-gateway", "haproxy", "haproxy-1t", "proxyd", "socat"]
+GW = "spark-gateway"
+
+
+def load(path):
+    data = {}
+    with open(path) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) != 4:
+                continue
+            metric, contender, rep, value = parts
+            data.setdefault(metric, {}).setdefault(contender, {})[rep] = float(value)
+    return data
+
+
+def fmt(x):
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    a = abs(x)
+    if float(x).is_integer():
+        return "%d" % x
+    if a >= 100:
+        return "%.0f" % x
+    if a >= 10:
+        return "%.1f" % x
+    if a >= 1:
+        return "%.2f" % x
+    return "%.3f" % x
+
+
+def cell(values, ratio_to=None, sign=False):
+    if not values:
+        return "-"
+    med = statistics.median(values)
+    s = ("+" if sign and med >= 0 else "") + fmt(med)
+    if len(values) > 1:
+        s += " (%s–%s)" % (fmt(min(values)), fmt(max(values)))
+    if ratio_to:
+        s += " **%.2f×**" % (med / ratio_to)
+    return s
+
+
+def nearest_rank(sorted_values, p):
+    k = max(1, math.ceil(p / 100 * len(sorted_values)))
+    return sorted_values[min(k, len(sorted_values)) - 1]
+
+
+def main():
+    data = load(sys.argv[1])
+
+    def vals(metric, c):
+        return list(data.get(metric, {}).get(c, {}).values())
+
+    def med(metric, c):
+        v = vals(metric, c)
+        return statistics.median(v) if v else None
+
+    def added(metric, c):
+        """Per repetition: contender minus direct of the same repetition."""
+        d = data.get(metric, {}).get("direct", {})
+        x = data.get(metric, {}).get(c, {})
+        return [x[r] - d[r] for r in x if r in d]
+
+    rows = []
+
+    def verdict(ok):
+        return "n/a" if ok is None else ("**met**" if ok else "**missed**")
+
+    def throughput(metric, title, target, check):
+        d = med(metric, "direct")
+        cells = [cell(vals(metric, c), None if c == "direct" else d) for c in CONTENDERS]
+        g, h = med(metric, GW), med(metric, "haproxy")
+        ok = None if g is None or d is None else check(g, d, h)
+        rows.append([title] + cells + [target, verdict(ok)])
+
+    throughput("stream1_gbps", "1 TCP stream, Gbit/s", "≥ 0.85× direct and > HAProxy",
+               lambda g, d, h: g >= 0.85 * d and (h is None or g > h))
+    throughput("stream8_gbps", "8 streams, Gbit/s (sum)", "≥ 0.85× direct",
+               lambda g, d, h: g >= 0.85 * d)
+    throughput("conns_per_s", "new connections/s (connect, 1 B echo, close; 4 clients)", "≥ HAProxy",
+               lambda g, d, h: h is None or g >= h)
+    info = vals("conns_per_s", "spark-gateway-info-log")
+    if info:
+        d = med("conns_per_s", "direct")
+        rows.append(["… spark-gateway at the default log level (info)", "", cell(info, d)] + [""] * 4
+                    + ["(for reference)", ""])
+
+    def rtt(metric, title, limit):
+        cells = []
+        for c in CONTENDERS:
+            cells.append(cell(vals(metric, c)) if c == "direct" else cell(added(metric, c), sign=True))
+        a = added(metric, GW)
+        ok = None if not a else statistics.median(a) <= limit
+        rows.append([title] + cells + ["≤ +%d µs over direct" % limit, verdict(ok)])
+
+    rtt("rtt1cpu_p50_us", "64 B round trip p50, µs, all on one CPU (others: added)", 10)
+    rtt("rtt1cpu_p99_us", "64 B round trip p99, µs, all on one CPU (others: added)", 50)
+    rtt("rtt_p50_us", "64 B round trip p50, µs, as scheduled (others: added)", 10)
+    rtt("rtt_p99_us", "64 B round trip p99, µs, as scheduled (others: added)", 50)
+
+    for streams in (1, 8):
+        metric = "busy%d_pct" % streams
+        if metric in data:
+            rows.append(["machine CPU busy during %d stream%s, %% of all CPUs" % (streams, "s" if streams > 1 else "")]
+                        + [cell(vals(metric, c)) for c in CONTENDERS] + ["(what limits throughput)", ""])
+
+    for metric, title, target in [("cpu1_s_per_gib", "CPU s per GiB, proxy process, 1 stream", "≤ HAProxy"),
+                                  ("cpu8_s_per_gib", "CPU s per GiB, proxy process, 8 streams", "≤ HAProxy")]:
+        cells = [cell(vals(metric, c)) if c != "direct" else "-" for c in CONTENDERS]
+        g, h = med(metric, GW), med(metric, "haproxy")
+        ok = None if g is None or h is None else g <= h
+        rows.append([title] + cells + [target, verdict(ok)])
+
+    for metric, title, p50_max, p99_max in [
+            ("wake_listen_to_byte_ms", "wake: target listening → first byte at the client, ms", 20, 60),
+            ("wake_total_minus_boot_ms", "wake: connect → first byte, minus the server's boot time, ms", None, None),
+            ("wake_connect_to_start_ms", "… of which connect → the spark's process started, ms", None, None)]:
+        w = sorted(vals(metric, GW))
+        if not w:
+            continue
+        p50, p99 = statistics.median(w), nearest_rank(w, 99)
+        text = "p50 %s, p99 %s (min %s, max %s; %d wakes)" % (fmt(p50), fmt(p99), fmt(w[0]), fmt(w[-1]), len(w))
+        if p50_max is None:
+            rows.append([title, "", text] + [""] * 4 + ["(for reference)", ""])
+        else:
+            rows.append([title, "", text] + [""] * 4 + ["p50 ≤ %d, p99 ≤ %d" % (p50_max, p99_max),
+                         verdict(p50 <= p50_max and p99 <= p99_max)])
+
+    def idle(metric, title, target=None, check=None):
+        if metric not in data:
+            return
+        cells = []
+        for c in CONTENDERS:
+            v = data[metric].get(c)
+            cells.append(" / ".join(fmt(v[r]) for r in sorted(v)) if v else "")
+        g = data[metric].get(GW)
+        ok = None if not g or check is None else all(check(x) for x in g.values())
+        rows.append([title] + cells + [target or "", verdict(ok) if check else ""])
+
+    n = data.get("idle_opened", {}).get(GW, {})
+    opened = int(min(n.values())) if n else 0
+    idle("idle_kib_per_conn", "%d idle connections: RSS growth per connection, KiB (round 1 / 2)" % opened,
+         "≤ 6 KB (5.86 KiB)", lambda x: x <= 6000 / 1024)
+    idle("idle_growth_mib", "… RSS growth in all, MiB", "≤ 48 MB (45.8 MiB)", lambda x: x <= 48e6 / 2**20)
+    idle("idle_rss_after_kib", "… RSS after closing them, KiB over the baseline", "back to baseline (≤ 1 MiB)",
+         lambda x: x <= 1024)
+    idle("idle_fds_after", "… open fds after closing them, over the baseline", "back to baseline",
+         lambda x: x <= 0)
+
+    header = ["metric"] + CONTENDERS + ["target (spark-gateway)", "verdict"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+
+
+if __name__ == "__main__":
+    main()
