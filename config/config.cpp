@@ -101,11 +101,12 @@ class Reader {
   }
 
   // A positive whole number.
-  std::optional<int> count(const json& parent, const std::string& key, const std::string& path) {
+  std::optional<int> count(const json& parent, const std::string& key, const std::string& path,
+                           int min = 1, int max = 1'000'000) {
     const json* v = member(parent, key);
     if (!v) return std::nullopt;
-    if (!v->is_number_integer() || v->get<long long>() < 1 || v->get<long long>() > 1'000'000) {
-      problem(path, "expected a whole number from 1 to 1000000");
+    if (!v->is_number_integer() || v->get<long long>() < min || v->get<long long>() > max) {
+      problem(path, "expected a whole number from " + std::to_string(min) + " to " + std::to_string(max));
       return std::nullopt;
     }
     return v->get<int>();
@@ -510,9 +511,10 @@ Config parse_config(const std::string& json_text, const std::filesystem::path& s
       cfg.activity_flush_interval = *t;
   }
   if (const json* limits = r.object(root, "limits", "limits")) {
-    r.reject_unknown_keys(*limits, "limits", {"max_connections", "max_waiting"});
+    r.reject_unknown_keys(*limits, "limits", {"max_connections", "max_waiting", "data_threads"});
     if (auto n = r.count(*limits, "max_connections", "limits.max_connections")) cfg.max_connections = *n;
     if (auto n = r.count(*limits, "max_waiting", "limits.max_waiting")) cfg.max_waiting = *n;
+    cfg.data_threads = r.count(*limits, "data_threads", "limits.data_threads", 0, 64);
   }
   if (const json* admin = r.object(root, "admin", "admin")) {
     r.reject_unknown_keys(*admin, "admin", {"listen", "token_file"});

@@ -136,6 +136,9 @@ struct Config {
   // Gateway-wide caps; a connection beyond them is refused (closed at once, logged, counted).
   int max_connections = 4096;
   int max_waiting = 1024;
+  // Threads that splice established connections (data_plane.hpp); nullopt: one per core (none
+  // on a single core). 0: the main thread splices too. Read at start only.
+  std::optional<int> data_threads;
   std::optional<AdminConfig> admin;
   std::optional<JumpConfig> jump;
   std::optional<KubernetesConfig> kubernetes;

@@ -5,7 +5,8 @@
 #include <set>
 
 #include "gateway/asio.hpp"
-#include "gateway/pipe_pool.hpp"
+#include "gateway/data_plane.hpp"
+#include "gateway/splice.hpp"
 #include "gateway/spark.hpp"
 
 namespace spark::gateway {
@@ -14,19 +15,32 @@ class ConnectionRegistry;
 
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
-  Connection(std::shared_ptr<Spark> spark, tcp::socket client, ConnectionRegistry& registry,
-             PipePool& pipes);
+  // `client` was accepted onto `worker`'s io_context; run() itself runs on the main one.
+  Connection(std::shared_ptr<Spark> spark, tcp::socket client, tcp::endpoint peer,
+             ConnectionRegistry& registry, DataWorker& worker);
 
   awaitable<void> run();
-  void force_close();  // drain timeout, forced sleep: end it now
+  void force_close();  // drain timeout, forced sleep: end it now (main thread)
   const Spark& spark() const { return *spark_; }
 
  private:
+  // Shared with what is posted to the worker, so a late close finds them even after run().
+  struct Sockets {
+    explicit Sockets(tcp::socket c) : client(std::move(c)) {}
+    void close();
+    tcp::socket client;
+    std::optional<tcp::socket> upstream;
+  };
+  // On `worker`'s thread: splices, then closes both sockets there (data_plane.hpp's rule).
+  static awaitable<void> splice_then_close(std::shared_ptr<Sockets> sockets, SpliceCounters counters,
+                                           DataWorker& worker);
+
   std::shared_ptr<Spark> spark_;
-  tcp::socket client_;
-  std::optional<tcp::socket> upstream_;
+  std::shared_ptr<Sockets> sockets_;
+  tcp::endpoint peer_;
   ConnectionRegistry& registry_;
-  PipePool& pipes_;
+  DataWorker& worker_;
+  bool on_worker_ = false;  // the sockets now belong to worker_'s thread
 };
 
 class ConnectionRegistry {

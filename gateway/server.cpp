@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <set>
+#include <thread>
 
 #include "config/duration.hpp"
 #include "gateway/backend/make_backend.hpp"
@@ -29,9 +30,16 @@ Server::Server(config::Config cfg)
   metrics_.expose_persist_store("state_file");
 }
 
+int Server::data_threads() const {
+  if (cfg_.data_threads) return *cfg_.data_threads;
+  const int cores = static_cast<int>(std::thread::hardware_concurrency());
+  return cores > 1 ? cores : 0;
+}
+
 Server::~Server() {
   if (admin_) admin_->stop();  // no admin call may reach a half-destroyed server
   if (jump_) jump_->stop();
+  data_plane_.reset();  // no splice may outlive the sparks it counts bytes for
   if (discovery_) discovery_->stop();
   if (services_) services_->stop();
   if (elector_) elector_->stop();
@@ -145,6 +153,10 @@ void Server::apply_config(config::Config next, bool log_only_changes) {
   const auto state_dir = cfg_.state_dir.empty() ? next.state_dir : cfg_.state_dir;
   if (!cfg_.state_dir.empty() && next.state_dir != cfg_.state_dir)
     spdlog::warn("state_dir changes take effect after a restart; still using {}", state_dir.string());
+  if (data_plane_ && next.data_threads != cfg_.data_threads)
+    spdlog::warn("limits.data_threads changes take effect after a restart; still using {}",
+                 data_plane_->threads());
+  next.data_threads = cfg_.data_threads;
   cfg_ = std::move(next);
   cfg_.state_dir = state_dir;
 }
@@ -214,7 +226,12 @@ void Server::apply_discovered(k8s::DiscoveredSparks found) {
 
 awaitable<void> Server::accept_loop(std::shared_ptr<Listener> listener) {
   for (;;) {
-    auto [ec, socket] = co_await listener->acceptor.async_accept(asio::as_tuple(use_awaitable));
+    // Accepted straight onto the data worker that will splice it; the peer's address comes
+    // with the accept (no getpeername per connection).
+    DataWorker& worker = data_plane_->next();
+    tcp::endpoint peer;
+    auto [ec, socket] = co_await listener->acceptor.async_accept(worker.executor(), peer,
+                                                                 asio::as_tuple(use_awaitable));
     if (ec == asio::error::operation_aborted || !listener->acceptor.is_open()) co_return;
     if (ec) {
       spdlog::error("spark {}: accept failed: {}; retrying in {} ms", listener->spark->name(),
@@ -225,13 +242,11 @@ awaitable<void> Server::accept_loop(std::shared_ptr<Listener> listener) {
     }
     if (auto why = refusal_reason(*listener->spark); !why.empty()) {
       listener->spark->metrics().count_connection(ConnectionOutcome::rejected);
-      error_code peer_ec;
-      const auto peer = socket.remote_endpoint(peer_ec);
       spdlog::warn("spark {}: refusing connection from {}: {}", listener->spark->name(),
-                   peer_ec ? std::string("unknown peer") : peer.address().to_string(), why);
+                   peer.address().to_string(), why);
       continue;  // the socket closes here
     }
-    auto connection = std::make_shared<Connection>(listener->spark, std::move(socket), connections_, pipes_);
+    auto connection = std::make_shared<Connection>(listener->spark, std::move(socket), peer, connections_, worker);
     asio::co_spawn(io_, connection->run(), asio::detached);
   }
 }
@@ -400,6 +415,7 @@ int Server::run() {
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());
   }
+  data_plane_ = std::make_unique<DataPlane>(io_, data_threads(), kMaxPipes);
   apply_config(cfg_);
   if (cfg_.kubernetes) start_kubernetes();
   ::signal(SIGPIPE, SIG_IGN);
@@ -415,7 +431,8 @@ int Server::run() {
   asio::co_spawn(io_, signal_loop(), asio::detached);
   asio::co_spawn(io_, reaper_loop(), asio::detached);
   asio::co_spawn(io_, flush_loop(), asio::detached);
-  spdlog::info("ready: serving {} sparks, state in {}", sparks_.size(), cfg_.state_dir.string());
+  spdlog::info("ready: serving {} sparks, state in {}, {} data threads", sparks_.size(),
+               cfg_.state_dir.string(), data_plane_->threads());
   ready_ = true;
   io_.run();
   if (jump_) jump_->stop();  // jump sessions end with the gateway (they are not drained)

@@ -1,6 +1,7 @@
 #pragma once
 // The gateway process: one listener per spark, the reaper, activity persistence, signals.
-// Owns the data-plane io_context (one thread) and the control-plane pool.
+// Owns the main io_context (sparks, listeners, timers: one thread), the data workers that
+// splice established connections, and the control-plane pool for blocking work.
 #include <atomic>
 #include <csignal>
 #include <map>
@@ -14,6 +15,7 @@
 #include "gateway/admin/gateway_control.hpp"
 #include "gateway/asio.hpp"
 #include "gateway/connection.hpp"
+#include "gateway/data_plane.hpp"
 #include "gateway/observability/metrics.hpp"
 #include "gateway/spark.hpp"
 #include "k8s/activity_annotations.hpp"
@@ -73,6 +75,7 @@ class Server final : public GatewayControl, public JumpGateway {
   awaitable<void> jump_connect(std::string name, std::string cause, std::shared_ptr<UpstreamHandoff> handoff);
   void apply_discovered(k8s::DiscoveredSparks found);
   std::shared_ptr<Listener> open_listener(const config::Address& address);
+  int data_threads() const;  // limits.data_threads, or one per core
 
   awaitable<void> accept_loop(std::shared_ptr<Listener> listener);
   // Why a new connection to `spark` must be refused (a limit is reached), or empty.
@@ -95,8 +98,9 @@ class Server final : public GatewayControl, public JumpGateway {
   std::map<std::string, std::shared_ptr<Listener>> listeners_;   // by listen address
   ConnectionRegistry connections_;
   // Pipes for splice(2): 2 fds each, so bounded well below the fd limit; bulk flows beyond
-  // this many fall back to read/write.
-  PipePool pipes_{256, 256 * 1024};
+  // this many fall back to read/write. Reset first on destruction (joins its threads).
+  static constexpr std::size_t kMaxPipes = 256;
+  std::unique_ptr<DataPlane> data_plane_;
   asio::signal_set signals_{io_, SIGINT, SIGTERM, SIGHUP};  // installed before "ready"
   bool stopping_ = false;
   std::atomic<bool> ready_{false};

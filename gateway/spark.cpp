@@ -86,7 +86,8 @@ void Spark::connection_closed() {
 
 awaitable<std::optional<tcp::socket>> Spark::try_connect(const config::Address& target,
                                                          milliseconds timeout,
-                                                         std::string& error) {
+                                                         std::string& error,
+                                                         asio::any_io_executor socket_executor) {
   error_code ec;
   const auto address = asio::ip::make_address(target.host, ec);
   if (ec) {
@@ -94,7 +95,7 @@ awaitable<std::optional<tcp::socket>> Spark::try_connect(const config::Address& 
     co_return std::nullopt;
   }
   const tcp::endpoint endpoint(address, target.port);
-  tcp::socket socket(env_.executor);
+  tcp::socket socket(socket_executor ? socket_executor : env_.executor);
   asio::steady_timer timer(env_.executor, timeout);
   auto result = co_await (socket.async_connect(endpoint,
                                                asio::redirect_error(use_awaitable, ec)) ||
@@ -110,7 +111,8 @@ awaitable<std::optional<tcp::socket>> Spark::try_connect(const config::Address& 
   co_return std::optional<tcp::socket>(std::move(socket));
 }
 
-awaitable<tcp::socket> Spark::connect_upstream(std::string cause) {
+awaitable<tcp::socket> Spark::connect_upstream(std::string cause,
+                                               asio::any_io_executor socket_executor) {
   struct WaitingGuard {  // counts this caller as waiting for as long as it is in here
     int& n;
     explicit WaitingGuard(int& count) : n(count) { ++n; }
@@ -127,7 +129,8 @@ awaitable<tcp::socket> Spark::connect_upstream(std::string cause) {
     if (state_ == SparkState::running) {
       const auto obs = backend_->observe();
       if (obs.state == Observation::State::started && obs.upstream) {
-        if (auto s = co_await try_connect(*obs.upstream, kWarmConnectTimeout, last_error))
+        if (auto s = co_await try_connect(*obs.upstream, kWarmConnectTimeout, last_error,
+                                         socket_executor))
           co_return std::move(*s);
       } else if (!obs.reason.empty()) {
         last_error = obs.reason;

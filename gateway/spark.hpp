@@ -66,8 +66,11 @@ class Spark : public std::enable_shared_from_this<Spark> {
   // Returns a connected socket to the spark's sshd, waking the spark first if needed. Every
   // caller during one wake shares it (one backend start); the probe's first successful
   // connection goes to the first caller. Throws WakeError with the reason.
-  // `cause` says who asked ("a connection from 1.2.3.4") for the wake's record.
-  awaitable<tcp::socket> connect_upstream(std::string cause);
+  // `cause` says who asked ("a connection from 1.2.3.4") for the wake's record. A warm
+  // connect opens the socket on `socket_executor` (a data worker; empty: the spark's own), so
+  // it need not move there afterwards; a socket from a wake's probe may be on either.
+  awaitable<tcp::socket> connect_upstream(std::string cause,
+                                          asio::any_io_executor socket_executor = {});
 
   // Wakes the spark if needed (joining a wake in progress) and returns once it is running, or
   // the reason it could not be woken. An operator's wake counts as activity.
@@ -106,7 +109,8 @@ class Spark : public std::enable_shared_from_this<Spark> {
                    std::chrono::steady_clock::time_point started);
   awaitable<std::optional<tcp::socket>> try_connect(const config::Address& target,
                                                     std::chrono::milliseconds timeout,
-                                                    std::string& error);
+                                                    std::string& error,
+                                                    asio::any_io_executor socket_executor = {});
   void set_state(SparkState s);
   void apply_pending_backend();
 
