@@ -54,10 +54,10 @@ class Server final : public GatewayControl, public JumpGateway {
                        std::uint64_t spark_to_client) override;
 
  private:
-  // Runs `f` on the data-plane thread and returns its result to the calling (admin) thread.
+  // Runs `f` on the main loop and returns its result to the calling (admin) thread.
   template <typename F>
-  auto on_data_plane(F f) -> decltype(f());
-  std::shared_ptr<Spark> find(const std::string& name);  // data-plane thread only
+  auto on_main_loop(F f) -> decltype(f());
+  std::shared_ptr<Spark> find(const std::string& name);  // main loop only
   struct Listener {
     explicit Listener(tcp::acceptor a) : acceptor(std::move(a)) {}
     tcp::acceptor acceptor;

@@ -21,7 +21,7 @@ ControlOutcome not_found() { return {ControlOutcome::Kind::not_found, "no such s
 }  // namespace
 
 template <typename F>
-auto Server::on_data_plane(F f) -> decltype(f()) {
+auto Server::on_main_loop(F f) -> decltype(f()) {
   using Result = decltype(f());
   auto promise = std::make_shared<std::promise<Result>>();
   auto future = promise->get_future();
@@ -33,7 +33,7 @@ auto Server::on_data_plane(F f) -> decltype(f()) {
     }
   });
   if (future.wait_for(kDataPlaneTimeout) != std::future_status::ready)
-    throw std::runtime_error("the gateway's data plane did not answer within 5s");
+    throw std::runtime_error("the gateway's main loop did not answer within 5s");
   return future.get();
 }
 
@@ -43,7 +43,7 @@ std::shared_ptr<Spark> Server::find(const std::string& name) {
 }
 
 std::vector<SparkStatus> Server::sparks() {
-  return on_data_plane([this] {
+  return on_main_loop([this] {
     std::vector<SparkStatus> out;
     const auto now = std::chrono::system_clock::now();
     for (const auto& [name, spark] : sparks_) out.push_back(spark->status(now));
@@ -52,7 +52,7 @@ std::vector<SparkStatus> Server::sparks() {
 }
 
 std::optional<SparkStatus> Server::spark(const std::string& name) {
-  return on_data_plane([this, name]() -> std::optional<SparkStatus> {
+  return on_main_loop([this, name]() -> std::optional<SparkStatus> {
     auto s = find(name);
     if (!s) return std::nullopt;
     return s->status(std::chrono::system_clock::now());
@@ -63,7 +63,7 @@ ControlOutcome Server::wake(const std::string& name, bool wait) {
   using Done = std::optional<std::string>;  // the wake's error, if any
   auto done = std::make_shared<std::promise<Done>>();
   auto finished = done->get_future();
-  const auto started = on_data_plane([this, name, done]() -> std::optional<config::Duration> {
+  const auto started = on_main_loop([this, name, done]() -> std::optional<config::Duration> {
     auto s = find(name);
     if (!s) return std::nullopt;
     spdlog::info("spark {}: wake requested through the admin API", name);
@@ -85,7 +85,7 @@ ControlOutcome Server::wake(const std::string& name, bool wait) {
 ControlOutcome Server::sleep(const std::string& name, bool force) {
   auto done = std::make_shared<std::promise<void>>();
   auto finished = done->get_future();
-  const auto refusal = on_data_plane([this, name, force, done]() -> std::optional<ControlOutcome> {
+  const auto refusal = on_main_loop([this, name, force, done]() -> std::optional<ControlOutcome> {
     auto s = find(name);
     if (!s) return not_found();
     if (s->open_connections() > 0 && !force)
@@ -110,7 +110,7 @@ ControlOutcome Server::sleep(const std::string& name, bool force) {
 }
 
 ControlOutcome Server::keep_awake(const std::string& name, std::optional<config::Duration> hold) {
-  return on_data_plane([this, name, hold]() -> ControlOutcome {
+  return on_main_loop([this, name, hold]() -> ControlOutcome {
     auto s = find(name);
     if (!s) return not_found();
     const auto now = std::chrono::system_clock::now();
@@ -132,7 +132,7 @@ bool Server::leads_reaper() { return !elector_ || elector_->is_leader(); }
 
 std::optional<JumpGateway::SparkInfo> Server::find_spark(const std::string& name) {
   try {
-    return on_data_plane([this, name]() -> std::optional<SparkInfo> {
+    return on_main_loop([this, name]() -> std::optional<SparkInfo> {
       const auto spark = find(name);
       if (!spark) return std::nullopt;
       SparkInfo info;

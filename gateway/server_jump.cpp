@@ -1,6 +1,6 @@
 // Server's JumpGateway: how jump-host sessions (libssh threads) reach sparks (find_spark is in
 // server_control.cpp, beside the other blocking data-plane calls). Every spark access hops onto
-// the data-plane thread; the upstream connection comes from the same single-flight
+// the main loop; the upstream connection comes from the same single-flight
 // wake as the TCP path and is handed over as a file descriptor.
 #include <unistd.h>
 

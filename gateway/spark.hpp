@@ -1,6 +1,6 @@
 #pragma once
 // One spark as the data plane sees it: its state, the single-flight wake that every connection
-// shares, and the sleep the reaper asks for. Lives on the data-plane thread; blocking backend
+// shares, and the sleep the reaper asks for. Lives on the main loop; blocking backend
 // calls go to the control-plane pool.
 #include <cstdint>
 #include <memory>
@@ -33,7 +33,7 @@ class UpstreamError : public WakeError {
 
 // What a spark needs from the gateway around it.
 struct SparkEnvironment {
-  asio::any_io_executor executor;  // the data plane
+  asio::any_io_executor executor;  // the main loop (spark state lives there)
   asio::thread_pool& control_pool;
   activity::ActivityTracker& activity;
   Metrics* metrics = nullptr;  // nullptr: counted, but nobody scrapes them

@@ -1,6 +1,6 @@
 #pragma once
 // What the admin API (and through it the CLI and status page) may ask of the running gateway.
-// Every call is safe from any thread: the gateway carries it out on its data-plane thread.
+// Every call is safe from any thread: the gateway carries it out on its main loop.
 #include <optional>
 #include <string>
 #include <vector>

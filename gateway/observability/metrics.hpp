@@ -52,7 +52,7 @@ class Metrics {
 
   explicit Metrics(std::string version);
 
-  // Handles for one spark (created on first use). Call from the data-plane thread.
+  // Handles for one spark (created on first use). Call from the main loop.
   SparkMetrics& spark(const std::string& name);
 
   void set_snapshot_source(SnapshotSource source);

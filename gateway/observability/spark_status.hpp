@@ -1,6 +1,6 @@
 #pragma once
 // A point-in-time view of one spark, as the admin API, the CLI, the status page and the metrics
-// show it. Built on the data-plane thread, then read anywhere.
+// show it. Built on the main loop, then read anywhere.
 #include <cstdint>
 #include <optional>
 #include <string>

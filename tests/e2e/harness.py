@@ -602,7 +602,7 @@ class GatewayTestCase(unittest.TestCase):
         return s
 
     def config_dict(self, sparks=None, defaults=None, reaper_interval=None, flush_interval=None,
-                    drain_timeout=None):
+                    drain_timeout=None, limits=None):
         d = dict(self.DEFAULTS)
         d.update(defaults or {})
         if drain_timeout is not None:
@@ -614,6 +614,8 @@ class GatewayTestCase(unittest.TestCase):
             "activity": {"flush_interval": flush_interval or self.FLUSH_INTERVAL},
             "sparks": [s.entry() for s in (self.sparks if sparks is None else sparks)],
         }
+        if limits:
+            cfg["limits"] = limits
         if self.admin:
             cfg["admin"] = {k: v for k, v in self.admin.items() if k in ("listen", "token_file")}
         return cfg

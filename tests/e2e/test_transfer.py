@@ -15,11 +15,13 @@ BIG = 64 * 1024 * 1024
 
 
 class TransferTest(harness.GatewayTestCase):
+    """On the default data plane: a data thread per core (two workers on a two-core machine)."""
+    LIMITS = None
 
     def setUp(self):
         super().setUp()
         self.spark = self.add_spark("brave-dolphin")
-        self.write_config()
+        self.write_config(limits=self.LIMITS)
         self.gw = self.start_gateway()
 
     def test_64mib_stream_through_sha256sum(self):
@@ -88,6 +90,50 @@ class TransferTest(harness.GatewayTestCase):
             self.assertEqual(bytes(got), payload, "forwarded bytes came back different")
         ssh.kill()
         self.assertEqual(self.spark.starts(), 1)
+
+
+class TransferOnTheMainThreadTest(TransferTest):
+    """The same transfers with `limits.data_threads: 0`: the main io_context splices too."""
+    LIMITS = {"data_threads": 0}
+
+    def setUp(self):
+        super().setUp()
+        self.gw.wait_log("0 data threads", timeout=5)
+
+
+class DataThreadsTest(harness.GatewayTestCase):
+
+    def test_parallel_sessions_over_two_data_threads(self):
+        # Connections are dealt out to the data workers in turn: four at once use both, each
+        # with its own pipes and buffer. Every byte must still arrive where it was sent.
+        spark = self.add_spark("brave-dolphin")
+        self.write_config(limits={"data_threads": 2})
+        gw = self.start_gateway()
+        gw.wait_log("2 data threads", timeout=5)
+        threads = set()
+        for task in os.listdir("/proc/%d/task" % gw.pid):
+            with open("/proc/%d/task/%s/comm" % (gw.pid, task)) as f:
+                threads.add(f.read().strip())
+        self.assertTrue({"data-0", "data-1"} <= threads, "gateway threads: %s" % sorted(threads))
+
+        sessions = []
+        for i in range(4):
+            src = os.path.join(self.tmpdir, "parallel-%d.bin" % i)
+            digest = harness.write_random_file(src, 16 * 1024 * 1024)
+            f = open(src, "rb")
+            self.addCleanup(f.close)
+            sessions.append((self.ssh_background(spark, "sha256sum", stdin=f), digest))
+        for ssh, digest in sessions:
+            self.assertEqual(ssh.wait(timeout=300), 0, ssh.stderr)
+            self.assertEqual(ssh.stdout.split()[0], digest, "bytes changed on a data thread")
+        self.assertEqual(spark.starts(), 1)
+
+    def test_bad_data_threads_is_refused_with_its_range(self):
+        self.add_spark("brave-dolphin")
+        self.write_config(limits={"data_threads": -1})
+        r = self.run_gateway_cli("check-config", self.config_path)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("limits.data_threads: expected a whole number from 0 to 64", r.stderr + r.stdout)
 
 
 if __name__ == "__main__":

@@ -207,6 +207,25 @@ TEST(ParseConfig, AllOptionalTopLevelKeysAreHonoured) {
   EXPECT_EQ(cfg.activity_flush_interval, Duration(1min));
 }
 
+TEST(ParseConfig, LimitsDefaultsAndValues) {
+  Config defaults = ParseOk("{}");
+  EXPECT_EQ(defaults.max_connections, 4096);
+  EXPECT_EQ(defaults.max_waiting, 1024);
+  EXPECT_EQ(defaults.data_threads, std::nullopt);  // one per core, decided at start
+  Config cfg = ParseOk(R"({"limits": {"max_connections": 10, "max_waiting": 3, "data_threads": 0}})");
+  EXPECT_EQ(cfg.max_connections, 10);
+  EXPECT_EQ(cfg.max_waiting, 3);
+  EXPECT_EQ(cfg.data_threads, 0);
+}
+
+TEST(ParseConfig, DataThreadsOutOfRangeIsAProblem) {
+  for (const char* bad : {"-1", "65", "1.5", "\"2\""}) {
+    std::vector<std::string> problems =
+        Problems(std::string(R"({"limits": {"data_threads": )") + bad + "}}");
+    EXPECT_THAT(problems, Contains(Problem("limits.data_threads: ", "from 0 to 64"))) << bad;
+  }
+}
+
 TEST(ParseConfig, AbsoluteStateDirIsKept) {
   Config cfg = ParseOk(R"({"state_dir": "/srv/spark/state"})");
   EXPECT_EQ(cfg.state_dir, fs::path("/srv/spark/state"));
