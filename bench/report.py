@@ -10,7 +10,7 @@ import math
 import statistics
 import sys
 
-CONTENDERS = ["direct", "spark-gateway", "haproxy", "haproxy-1t", "proxyd", "socat"]
+CONTENDERS = ["direct", "spark-gateway", "spark-gateway-1t", "haproxy", "haproxy-1t", "proxyd", "socat"]
 GW = "spark-gateway"
 
 
@@ -95,7 +95,7 @@ def main():
     info = vals("conns_per_s", "spark-gateway-info-log")
     if info:
         d = med("conns_per_s", "direct")
-        rows.append(["… spark-gateway at the default log level (info)", "", cell(info, d)] + [""] * 4
+        rows.append(["… spark-gateway at the default log level (info)", "", cell(info, d)] + [""] * (len(CONTENDERS) - 2)
                     + ["(for reference)", ""])
 
     def rtt(metric, title, limit):
@@ -134,9 +134,9 @@ def main():
         p50, p99 = statistics.median(w), nearest_rank(w, 99)
         text = "p50 %s, p99 %s (min %s, max %s; %d wakes)" % (fmt(p50), fmt(p99), fmt(w[0]), fmt(w[-1]), len(w))
         if p50_max is None:
-            rows.append([title, "", text] + [""] * 4 + ["(for reference)", ""])
+            rows.append([title, "", text] + [""] * (len(CONTENDERS) - 2) + ["(for reference)", ""])
         else:
-            rows.append([title, "", text] + [""] * 4 + ["p50 ≤ %d, p99 ≤ %d" % (p50_max, p99_max),
+            rows.append([title, "", text] + [""] * (len(CONTENDERS) - 2) + ["p50 ≤ %d, p99 ≤ %d" % (p50_max, p99_max),
                          verdict(p50 <= p50_max and p99 <= p99_max)])
 
     def idle(metric, title, target=None, check=None):

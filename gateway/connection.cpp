@@ -46,18 +46,6 @@ void Connection::force_close() {
   asio::post(worker_.executor(), [sockets = sockets_] { sockets->close(); });
 }
 
-awaitable<void> Connection::splice_then_close(std::shared_ptr<Sockets> sockets,
-                                              SpliceCounters counters, DataWorker& worker) {
-  std::exception_ptr error;
-  try {
-    co_await splice(sockets->client, *sockets->upstream, counters, worker.pipes());
-  } catch (...) {
-    error = std::current_exception();
-  }
-  sockets->close();
-  if (error) std::rethrow_exception(error);
-}
-
 awaitable<void> Connection::run() {
   auto self = shared_from_this();
   registry_.add(this);
@@ -82,7 +70,8 @@ awaitable<void> Connection::run() {
       metrics.count_connection(ConnectionOutcome::spliced);
       on_worker_ = true;
       const SpliceCounters counters{up, down, metrics.bytes_client_to_spark, metrics.bytes_spark_to_client};
-      auto spliced = splice_then_close(sockets_, counters, worker_);
+      // On the worker's thread, which also closes both sockets (data_plane.hpp's rule).
+      auto spliced = splice(sockets_->client, *sockets_->upstream, counters, worker_.pipes());
       co_await asio::co_spawn(data_executor, std::move(spliced), use_awaitable);
     } else {
       outcome = "closed during shutdown";

@@ -31,10 +31,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
     tcp::socket client;
     std::optional<tcp::socket> upstream;
   };
-  // On `worker`'s thread: splices, then closes both sockets there (data_plane.hpp's rule).
-  static awaitable<void> splice_then_close(std::shared_ptr<Sockets> sockets, SpliceCounters counters,
-                                           DataWorker& worker);
-
   std::shared_ptr<Spark> spark_;
   std::shared_ptr<Sockets> sockets_;
   tcp::endpoint peer_;

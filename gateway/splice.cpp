@@ -175,6 +175,9 @@ awaitable<void> splice(tcp::socket& client, tcp::socket& upstream, SpliceCounter
                      asio::deferred));
   auto [order, up_error, down_error] =
       co_await both.async_wait(asio::experimental::wait_for_one_error(), use_awaitable);
+  error_code ignored;
+  client.close(ignored);
+  upstream.close(ignored);
   const std::exception_ptr first = order[0] == 0 ? up_error : down_error;
   const std::exception_ptr second = order[0] == 0 ? down_error : up_error;
   if (first) std::rethrow_exception(first);

@@ -25,7 +25,8 @@ struct SpliceCounters {
 //
 // Half-close is propagated: when one side finishes sending, the other side's write half is shut
 // down and the opposite direction keeps running. An error in either direction (a reset) ends
-// both; the caller then closes the sockets. Throws boost::system::system_error on such errors.
+// both. Either way both sockets are closed on the way out, on the executor splice() runs on
+// (a data worker: data_plane.hpp). Throws boost::system::system_error on such errors.
 awaitable<void> splice(tcp::socket& client, tcp::socket& upstream, SpliceCounters counters,
                        PipePool& pipes);
 
