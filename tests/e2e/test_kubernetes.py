@@ -96,9 +96,17 @@ class KubernetesTestCase(GatewayTestCase):
         return self.deployment(name)["spec"].get("replicas", 0)
 
     def spark_port(self, name, timeout=15):
-        text = wait_until(lambda: self.annotation(name, "port"), timeout,
-                          "the gateway to give %s a port annotation" % name)
-        return int(text)
+        """The port the gateway gave `name`, once a running gateway listens on it: the
+        annotation is written before the listener opens, so a connect right after seeing it
+        could be refused."""
+        port = int(wait_until(lambda: self.annotation(name, "port"), timeout,
+                              "the gateway to give %s a port annotation" % name))
+        running = [gw for gw in self.gateways if gw.proc.poll() is None]
+        if running:
+            wait_until(lambda: any(gw.log_lines("spark %s: listening on" % name, ":%d " % port)
+                                   for gw in running),
+                       timeout, "a gateway to listen for %s on port %d" % (name, port))
+        return port
 
     def wait_listening(self, port, timeout=15):
         def up():
