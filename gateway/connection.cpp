@@ -27,37 +27,37 @@ tcp::socket on_executor(tcp::socket s, const asio::any_io_executor& executor) {
 Connection::Connection(std::shared_ptr<Spark> spark, tcp::socket client, tcp::endpoint peer,
                        ConnectionRegistry& registry, DataWorker& worker)
     : spark_(std::move(spark)),
-      sockets_(std::make_shared<Sockets>(std::move(client))),
+      client_(std::move(client)),
       peer_(std::move(peer)),
       registry_(registry),
       worker_(worker) {}
 
-void Connection::Sockets::close() {
+void Connection::close_sockets() {
   error_code ignored;
-  client.close(ignored);
-  if (upstream) upstream->close(ignored);
+  client_.close(ignored);
+  if (upstream_) upstream_->close(ignored);
 }
 
 void Connection::force_close() {
   if (!on_worker_) {
-    sockets_->close();
+    close_sockets();
     return;
   }
-  asio::post(worker_.executor(), [sockets = sockets_] { sockets->close(); });
+  // The splice holds the connection alive until it has finished, so `self` is never the last.
+  asio::post(worker_.executor(), [self = shared_from_this()] { self->close_sockets(); });
 }
 
 awaitable<void> Connection::run() {
   auto self = shared_from_this();
   registry_.add(this);
-  const std::string peer = address_of(peer_) + ":" + std::to_string(peer_.port());
-  const auto opened = std::chrono::steady_clock::now();
+  opened_ = std::chrono::steady_clock::now();
   spark_->connection_opened();
-  spdlog::info("spark {}: connection from {} ({})", spark_->name(), peer, to_string(spark_->state()));
+  spdlog::info("spark {}: connection from {}:{} ({})", spark_->name(), address_of(peer_), peer_.port(),
+               to_string(spark_->state()));
   error_code ignored;
-  sockets_->client.set_option(tcp::no_delay(true), ignored);
+  client_.set_option(tcp::no_delay(true), ignored);
 
-  std::uint64_t up = 0, down = 0;
-  std::string outcome = "closed";
+  std::string outcome;
   auto& metrics = spark_->metrics();
   try {
     // "woken by a connection from 100.101.102.103": an Event needs no port.
@@ -65,17 +65,13 @@ awaitable<void> Connection::run() {
     const asio::any_io_executor data_executor = worker_.executor();
     auto upstream = co_await spark_->connect_upstream(std::move(cause), data_executor);
     upstream.set_option(tcp::no_delay(true), ignored);
-    sockets_->upstream.emplace(on_executor(std::move(upstream), data_executor));
-    if (sockets_->client.is_open()) {
+    upstream_.emplace(on_executor(std::move(upstream), data_executor));
+    if (client_.is_open()) {
       metrics.count_connection(ConnectionOutcome::spliced);
-      on_worker_ = true;
-      const SpliceCounters counters{up, down, metrics.bytes_client_to_spark, metrics.bytes_spark_to_client};
-      // On the worker's thread, which also closes both sockets (data_plane.hpp's rule).
-      auto spliced = splice(sockets_->client, *sockets_->upstream, counters, worker_.pipes());
-      co_await asio::co_spawn(data_executor, std::move(spliced), use_awaitable);
-    } else {
-      outcome = "closed during shutdown";
+      start_splice(co_await asio::this_coro::executor);
+      co_return;
     }
+    outcome = "closed during shutdown";
   } catch (const UpstreamError& e) {
     metrics.count_connection(ConnectionOutcome::upstream_failed);
     outcome = std::string("closed: upstream unreachable: ") + e.what();
@@ -85,13 +81,42 @@ awaitable<void> Connection::run() {
   } catch (const boost::system::system_error& e) {
     outcome = std::string("closed: ") + e.code().message();
   }
-  if (!on_worker_) sockets_->close();
+  close_sockets();
+  finish(outcome);
+}
+
+// Nothing waits on the splice: an idle session costs only the splice's own frames, not this
+// coroutine's as well (docs/benchmarks.md, idle connections). The completion handler runs on
+// the worker once the splice has closed both sockets, and posts the bookkeeping home.
+void Connection::start_splice(asio::any_io_executor main) {
+  on_worker_ = true;
+  auto& metrics = spark_->metrics();
+  const SpliceCounters counters{bytes_in_, bytes_out_, metrics.bytes_client_to_spark,
+                                metrics.bytes_spark_to_client};
+  asio::co_spawn(worker_.executor(), splice(client_, *upstream_, counters, worker_.pipes()),
+                 [self = shared_from_this(), main = std::move(main)](std::exception_ptr error) {
+                   std::string outcome = "closed";
+                   if (error) {
+                     try {
+                       std::rethrow_exception(error);
+                     } catch (const boost::system::system_error& e) {
+                       outcome += ": " + e.code().message();
+                     } catch (const std::exception& e) {
+                       outcome += ": " + std::string(e.what());
+                     }
+                   }
+                   asio::post(main, [self, outcome = std::move(outcome)] { self->finish(outcome); });
+                 });
+}
+
+void Connection::finish(std::string_view outcome) {
   spark_->connection_closed();
   registry_.remove(this);
   const auto lasted = std::chrono::duration_cast<std::chrono::milliseconds>(
-      std::chrono::steady_clock::now() - opened);
-  spdlog::info("spark {}: connection from {} {} after {}, {} bytes in, {} bytes out",
-               spark_->name(), peer, outcome, config::format_duration(lasted), up, down);
+      std::chrono::steady_clock::now() - opened_);
+  spdlog::info("spark {}: connection from {}:{} {} after {}, {} bytes in, {} bytes out", spark_->name(),
+               address_of(peer_), peer_.port(), outcome, config::format_duration(lasted), bytes_in_,
+               bytes_out_);
 }
 
 }  // namespace spark::gateway

@@ -1,8 +1,12 @@
 #pragma once
 // One client connection: wait for the spark, splice, account. The registry lets shutdown close
 // whatever is still open when the drain timeout ends.
+#include <chrono>
+#include <cstdint>
 #include <memory>
+#include <optional>
 #include <set>
+#include <string_view>
 
 #include "gateway/asio.hpp"
 #include "gateway/data_plane.hpp"
@@ -19,31 +23,38 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Connection(std::shared_ptr<Spark> spark, tcp::socket client, tcp::endpoint peer,
              ConnectionRegistry& registry, DataWorker& worker);
 
+  // Waits for the spark and connects to it, then hands the pair to the worker and returns:
+  // the splice ends the connection on its own (finish()). A failure ends it here.
   awaitable<void> run();
   void force_close();  // drain timeout, forced sleep: end it now (main thread)
   const Spark& spark() const { return *spark_; }
 
  private:
-  // Shared with what is posted to the worker, so a late close finds them even after run().
-  struct Sockets {
-    explicit Sockets(tcp::socket c) : client(std::move(c)) {}
-    void close();
-    tcp::socket client;
-    std::optional<tcp::socket> upstream;
-  };
+  void start_splice(asio::any_io_executor main);
+  void close_sockets();
+  void finish(std::string_view outcome);  // main thread, once
+
   std::shared_ptr<Spark> spark_;
-  std::shared_ptr<Sockets> sockets_;
+  tcp::socket client_;
+  std::optional<tcp::socket> upstream_;
   tcp::endpoint peer_;
   ConnectionRegistry& registry_;
   DataWorker& worker_;
+  std::chrono::steady_clock::time_point opened_;
   bool on_worker_ = false;  // the sockets now belong to worker_'s thread
+  // Written on the worker while spliced, read by finish() after the splice has posted it.
+  std::uint64_t bytes_in_ = 0, bytes_out_ = 0;
 };
 
 class ConnectionRegistry {
  public:
   void add(Connection* c) { live_.insert(c); }
-  void remove(Connection* c) { live_.erase(c); }
+  void remove(Connection* c) {
+    live_.erase(c);
+    ++closed_;
+  }
   std::size_t size() const { return live_.size(); }
+  std::uint64_t closed() const { return closed_; }  // ever, for Server::trim_loop
   void close_all() {
     auto copy = live_;  // force_close may remove entries later, not now, but stay safe
     for (auto* c : copy) c->force_close();
@@ -57,6 +68,7 @@ class ConnectionRegistry {
 
  private:
   std::set<Connection*> live_;
+  std::uint64_t closed_ = 0;
 };
 
 }  // namespace spark::gateway

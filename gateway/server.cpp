@@ -1,5 +1,6 @@
 #include "gateway/server.hpp"
 
+#include <malloc.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <spdlog/spdlog.h>
@@ -290,6 +291,25 @@ awaitable<void> Server::reaper_loop() {
   }
 }
 
+// glibc keeps the heap a burst of connections grew, for reuse: after 8,000 idle connections
+// closed, RSS stayed 50 MiB up (bench/). Once many have closed and the closing has settled,
+// the free pages go back to the system, so memory follows the load down.
+awaitable<void> Server::trim_loop() {
+  constexpr std::uint64_t kTrimAfterClosed = 1024;
+  asio::steady_timer timer(io_);
+  std::uint64_t trimmed_at = 0, seen = 0;
+  while (!stopping_) {
+    timer.expires_after(std::chrono::seconds(1));
+    co_await timer.async_wait(use_awaitable);
+    const auto closed = connections_.closed();
+    if (closed - trimmed_at >= kTrimAfterClosed && closed == seen) {
+      ::malloc_trim(0);
+      trimmed_at = closed;
+    }
+    seen = closed;
+  }
+}
+
 awaitable<void> Server::flush_loop() {
   asio::steady_timer timer(io_);
   while (!stopping_) {
@@ -431,6 +451,7 @@ int Server::run() {
   asio::co_spawn(io_, signal_loop(), asio::detached);
   asio::co_spawn(io_, reaper_loop(), asio::detached);
   asio::co_spawn(io_, flush_loop(), asio::detached);
+  asio::co_spawn(io_, trim_loop(), asio::detached);
   spdlog::info("ready: serving {} sparks, state in {}, {} data threads", sparks_.size(),
                cfg_.state_dir.string(), data_plane_->threads());
   ready_ = true;

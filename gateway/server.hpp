@@ -82,6 +82,7 @@ class Server final : public GatewayControl, public JumpGateway {
   std::string refusal_reason(const Spark& spark) const;
   awaitable<void> reaper_loop();
   awaitable<void> flush_loop();
+  awaitable<void> trim_loop();
   awaitable<void> signal_loop();
   awaitable<void> shut_down();
   void reload();
