@@ -425,6 +425,7 @@ awaitable<void> Server::shut_down() {
 }
 
 int Server::run() {
+  ::signal(SIGPIPE, SIG_IGN);  // before any thread writes to a socket a peer may have closed
   // A proxy needs two fds per connection: use the whole hard limit, as HAProxy and nginx do.
   if (rlimit limit{}; ::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
     limit.rlim_cur = limit.rlim_max;
@@ -438,7 +439,6 @@ int Server::run() {
   data_plane_ = std::make_unique<DataPlane>(io_, data_threads(), kMaxPipes);
   apply_config(cfg_);
   if (cfg_.kubernetes) start_kubernetes();
-  ::signal(SIGPIPE, SIG_IGN);
   if (cfg_.admin) {
     metrics_.set_snapshot_source([this] { return sparks(); });
     admin_ = std::make_unique<AdminServer>(*cfg_.admin, *this, metrics_);

@@ -269,7 +269,14 @@ void JumpSession::run() {
     }
   }
   if (channel_ && !refused_) relay();
-  if (shell_channel_) ssh_blocking_flush(session_, 2000);  // the explanation reaches the user
+  if (shell_channel_) {
+    // The explanation must reach the user: OpenSSH exits on our disconnect without writing out
+    // what it still holds for its stderr, so let the client hang up first (bounded).
+    ssh_blocking_flush(session_, 2000);
+    const auto until = Clock::now() + kLingerAfterRefusal;
+    while (ssh_is_connected(session_) && !stopping_ && Clock::now() < until)
+      if (ssh_event_dopoll(event_, static_cast<int>(std::chrono::milliseconds(kPoll).count())) == SSH_ERROR) break;
+  }
 }
 
 // -- the relay ----------------------------------------------------------------------------------
