@@ -40,6 +40,9 @@ int Server::data_threads() const {
 Server::~Server() {
   if (admin_) admin_->stop();  // no admin call may reach a half-destroyed server
   if (jump_) jump_->stop();
+  // Destroys what is still queued on the main loop (after the threads that post to it from the
+  // gateway's side), while the data workers whose sockets it holds are alive.
+  io_.shutdown();
   data_plane_.reset();  // no splice may outlive the sparks it counts bytes for
   if (discovery_) discovery_->stop();
   if (services_) services_->stop();

@@ -89,7 +89,13 @@ class Server final : public GatewayControl, public JumpGateway {
   void flush_now();
   std::set<std::string> kubernetes_sparks() const;
 
-  asio::io_context io_;
+  // The main loop, with Asio's shutdown() callable before its destructor: handlers still queued
+  // when run() returns (an accept aborted by the drain, a connection waiting for a wake) own
+  // sockets of the data workers and shared_ptrs to sparks, so ~Server destroys them first.
+  struct MainLoop : asio::io_context {
+    using asio::io_context::shutdown;
+  };
+  MainLoop io_;
   asio::thread_pool control_pool_{8};
   Metrics metrics_;
   config::Config cfg_;
