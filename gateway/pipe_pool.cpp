@@ -53,7 +53,20 @@ std::optional<Pipe> PipePool::acquire() {
 
 void PipePool::release(Pipe pipe) {
   --in_use_;
-  if (idle_.size() < kMaxIdle) idle_.push_back(std::move(pipe));
+  if (in_use_ > 0 && idle_.size() < kMaxIdle) idle_.push_back(std::move(pipe));
+  close_idle_when_unused();
+}
+
+void PipePool::forget() {
+  --in_use_;
+  close_idle_when_unused();
+}
+
+// Pipes are kept for reuse only while bulk flows go on: once the last one has ended, a quiet
+// gateway holds no pipe fds (a new bulk flow pays one pipe2 and one fcntl, nothing next to the
+// thousands of splices it makes).
+void PipePool::close_idle_when_unused() {
+  if (in_use_ == 0) idle_.clear();
 }
 
 }  // namespace spark::gateway

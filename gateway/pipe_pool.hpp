@@ -33,16 +33,19 @@ class PipePool {
 
   // An empty pipe, or nullopt if the pool is exhausted (or pipe creation failed).
   std::optional<Pipe> acquire();
-  // Returns an EMPTY pipe for reuse. A pipe that may hold data must be dropped instead
-  // (destroyed), which also frees its slot via forget().
+  // Returns an EMPTY pipe for reuse while other pipes are in use; the last one back closes
+  // every idle pipe. A pipe that may hold data must be dropped instead (destroyed), which also
+  // frees its slot via forget().
   void release(Pipe pipe);
   // A pipe taken from the pool was destroyed instead of released.
-  void forget() { --in_use_; }
+  void forget();
 
   std::size_t pipe_bytes() const { return pipe_bytes_; }
   std::size_t in_use() const { return in_use_; }
+  std::size_t idle() const { return idle_.size(); }
 
  private:
+  void close_idle_when_unused();
   std::size_t max_pipes_;
   std::size_t pipe_bytes_;
   std::size_t in_use_ = 0;

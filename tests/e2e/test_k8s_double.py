@@ -104,7 +104,8 @@ class K8sDoubleSelfTest(harness.GatewayTestCase):
         self.assertTrue(w4.clean)
 
     def test_watch_label_selector_turns_unmatching_update_into_deleted(self):
-        self.start()
+        # No kubelet: its status updates (MODIFIED, still matching) would race the label patch.
+        self.start(kubelet=False)
         self.api.create_deployment("brave-dolphin")
         rv = self.c.request("GET", DEPLOYMENTS).json["metadata"]["resourceVersion"]
         w = self.watch(DEPLOYMENTS, resourceVersion=rv, labelSelector="app.kubernetes.io/part-of=spark")

@@ -79,44 +79,88 @@ TEST(PipePool, ZeroMaxNeverHandsOutAPipe) {
   EXPECT_EQ(pool.in_use(), 0u);
 }
 
+// While another bulk flow holds a pipe, a released pipe is kept and handed out again.
 TEST(PipePool, ReleaseThenAcquireReusesTheSamePipe) {
-  PipePool pool(1, 64 * KiB);
+  PipePool pool(2, 64 * KiB);
+  std::optional<Pipe> busy = pool.acquire();
   std::optional<Pipe> p = pool.acquire();
-  ASSERT_TRUE(p.has_value());
+  ASSERT_TRUE(busy && p);
   const int r = p->read_fd();
   const int w = p->write_fd();
   EXPECT_FALSE(pool.acquire().has_value());
 
   pool.release(std::move(*p));
   p.reset();
-  EXPECT_EQ(pool.in_use(), 0u);
+  EXPECT_EQ(pool.in_use(), 1u);
+  EXPECT_EQ(pool.idle(), 1u);
   EXPECT_TRUE(fd_open(r) && fd_open(w)) << "an idle pipe is kept open for reuse";
 
   std::optional<Pipe> again = pool.acquire();
   ASSERT_TRUE(again.has_value());
   EXPECT_EQ(again->read_fd(), r);
   EXPECT_EQ(again->write_fd(), w);
-  EXPECT_EQ(pool.in_use(), 1u);
+  EXPECT_EQ(pool.in_use(), 2u);
   EXPECT_TRUE(round_trips(*again));
   EXPECT_FALSE(pool.acquire().has_value());
 }
 
 TEST(PipePool, IdlePipesCountTowardsTheMaximum) {
-  PipePool pool(2, 64 * KiB);
+  PipePool pool(3, 64 * KiB);
+  std::optional<Pipe> busy = pool.acquire();
   std::optional<Pipe> a = pool.acquire();
   std::optional<Pipe> b = pool.acquire();
-  ASSERT_TRUE(a && b);
+  ASSERT_TRUE(busy && a && b);
   const std::set<int> first{a->read_fd(), b->read_fd()};
   pool.release(std::move(*a));
   pool.release(std::move(*b));
-  EXPECT_EQ(pool.in_use(), 0u);
+  EXPECT_EQ(pool.in_use(), 1u);
 
   std::optional<Pipe> x = pool.acquire();
   std::optional<Pipe> y = pool.acquire();
   ASSERT_TRUE(x && y);
   EXPECT_EQ((std::set<int>{x->read_fd(), y->read_fd()}), first) << "both came from the idle list";
   EXPECT_FALSE(pool.acquire().has_value()) << "at most max_pipes exist, in use or idle";
-  EXPECT_EQ(pool.in_use(), 2u);
+  EXPECT_EQ(pool.in_use(), 3u);
+}
+
+// Once the last bulk flow has ended, a quiet gateway holds no pipe fds: the fds it had before
+// the burst are all it has after it.
+TEST(PipePool, TheLastPipeBackClosesEveryIdlePipe) {
+  PipePool pool(4, 64 * KiB);
+  std::vector<Pipe> held;
+  std::vector<int> fds;
+  for (int i = 0; i < 3; ++i) {
+    std::optional<Pipe> p = pool.acquire();
+    ASSERT_TRUE(p.has_value());
+    fds.insert(fds.end(), {p->read_fd(), p->write_fd()});
+    held.push_back(std::move(*p));
+  }
+  pool.release(std::move(held[0]));
+  pool.release(std::move(held[1]));
+  EXPECT_EQ(pool.idle(), 2u);
+  EXPECT_TRUE(fd_open(fds[0]) && fd_open(fds[2]));
+  pool.release(std::move(held[2]));
+  EXPECT_EQ(pool.in_use(), 0u);
+  EXPECT_EQ(pool.idle(), 0u);
+  for (int fd : fds) EXPECT_FALSE(fd_open(fd)) << "fd " << fd;
+  std::optional<Pipe> fresh = pool.acquire();
+  ASSERT_TRUE(fresh.has_value()) << "a new bulk flow gets a new pipe";
+  EXPECT_TRUE(round_trips(*fresh));
+}
+
+// The same when the last pipe in use was dropped (it held data) rather than released.
+TEST(PipePool, ForgettingTheLastPipeClosesEveryIdlePipe) {
+  PipePool pool(4, 64 * KiB);
+  std::optional<Pipe> a = pool.acquire();
+  std::optional<Pipe> b = pool.acquire();
+  ASSERT_TRUE(a && b);
+  const int r = a->read_fd();
+  pool.release(std::move(*a));
+  EXPECT_TRUE(fd_open(r));
+  b.reset();
+  pool.forget();
+  EXPECT_EQ(pool.idle(), 0u);
+  EXPECT_FALSE(fd_open(r));
 }
 
 TEST(PipePool, ForgetFreesTheSlotOfADestroyedPipe) {
@@ -145,6 +189,8 @@ TEST(PipePool, ForgetFreesTheSlotOfADestroyedPipe) {
 TEST(PipePool, ReleasedPipesBeyondTheIdleCapAreClosed) {
   constexpr std::size_t kCount = 70;
   PipePool pool(100, 64 * KiB);
+  std::optional<Pipe> busy = pool.acquire();  // a flow that goes on: idle pipes are kept
+  ASSERT_TRUE(busy.has_value());
   std::vector<Pipe> held;
   for (std::size_t i = 0; i < kCount; ++i) {
     std::optional<Pipe> p = pool.acquire();
@@ -159,12 +205,12 @@ TEST(PipePool, ReleasedPipesBeyondTheIdleCapAreClosed) {
     EXPECT_EQ(fd_open(r), fd_open(w));
     if (fd_open(r)) ++kept;
   }
-  EXPECT_EQ(pool.in_use(), 0u);
+  EXPECT_EQ(pool.in_use(), 1u);
   EXPECT_EQ(kept, 64u);
   for (std::size_t i = 0; i < kCount; ++i) {
     ASSERT_TRUE(pool.acquire().has_value()) << i;  // idle ones first, then new ones
   }
-  EXPECT_EQ(pool.in_use(), kCount);
+  EXPECT_EQ(pool.in_use(), kCount + 1);
 }
 
 // ---------------------------------------------------------------------------
