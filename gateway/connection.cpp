@@ -43,7 +43,7 @@ void Connection::force_close() {
     close_sockets();
     return;
   }
-  // The splice holds the connection alive until it has finished, so `self` is never the last.
+  // On the sockets' own thread; `self` keeps them alive until then (the splice may be ending).
   asio::post(worker_.executor(), [self = shared_from_this()] { self->close_sockets(); });
 }
 
