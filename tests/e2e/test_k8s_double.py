@@ -6,6 +6,7 @@ Loopback only; every wait has a deadline.
 """
 import json
 import os
+import signal
 import socket
 import ssl
 import sys
@@ -14,6 +15,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import wait_until  # noqa: E402
+
+harness._import_k8s_double()
+from k8s_double import proctree  # noqa: E402
 
 DEPLOYMENTS = "/apis/apps/v1/namespaces/spark/deployments"
 PODS = "/api/v1/namespaces/spark/pods"
@@ -383,6 +387,113 @@ class K8sDoubleSelfTest(harness.GatewayTestCase):
                          5, "deployment status replicas omitted at 0")
         self.assertNotIn("readyReplicas", dep["status"])
         self.assertEqual(self.k8s.kubelet.errors, [])
+
+    def ready_pod(self, deployment, other_than=None, timeout=15):
+        """The deployment's live pod once Ready (and not `other_than`, a pod name)."""
+        kl = self.k8s.kubelet
+
+        def find():
+            p = kl.pod_of(deployment)
+            return p if p and ready(p) and p["metadata"]["name"] != other_than else None
+        return wait_until(find, timeout, "a ready pod of %s" % deployment)
+
+    def pod_session(self, pod, port):
+        """A real ssh client holding a session (a remote `sleep 600`) on the pod's sshd, directly
+        (no gateway); returns it once the remote command runs, with the pid of that sleep."""
+        ip = pod["status"]["podIP"]
+        p = harness.BackgroundProcess(self.ssh_args(None, "echo session-up; exec sleep 600", port=port, host=ip),
+                                      self.child_env())
+        self.background.append(p)
+        p.wait_output("session-up", 30)
+        sshd = self.k8s.kubelet.sshd_of(pod["metadata"]["name"])
+
+        def remote_sleep():
+            for pid in proctree.descendants(sshd.pid):
+                if (harness.proc_cmdline(pid) or "").startswith("sleep 600"):
+                    return pid
+            return None
+        sleep_pid = wait_until(remote_sleep, 10, "the remote sleep under the pod's sshd")
+        return p, sleep_pid
+
+    def assert_session_killed(self, session, processes, what, timeout=10):
+        """The ssh client exits (the connection is cut) within `timeout`, and every process
+        recorded in `processes` ({pid: ProcInfo}) is gone."""
+        rc = session.wait(timeout=timeout)
+        self.assertNotEqual(rc, 0, "%s: ssh exited 0; stdout=%r stderr=%r" % (what, session.stdout, session.stderr))
+        wait_until(lambda: not [i for i in processes.values() if proctree._same_and_alive(i)], 10,
+                   lambda: "%s: the pod's processes to be gone; left: %s" % (
+                       what, harness.describe_pids([i.pid for i in processes.values()
+                                                    if proctree._same_and_alive(i)])))
+
+    def test_terminated_pod_kills_its_ssh_sessions(self):
+        # In a cluster a pod's whole process tree dies with it (SIGTERM, SIGKILL after the grace
+        # period), so an ssh session into a terminated pod breaks. OpenSSH's per-connection
+        # processes call setsid(), so stopping only the listener would leave them running.
+        self.start()
+        kl = self.k8s.kubelet
+        port = harness.free_port(self.host)
+        self.api.create_deployment("brave-dolphin", replicas=1, target_port=port,
+                                   annotations={"spark-gateway/target-port": str(port)})
+        pod = self.ready_pod("brave-dolphin")
+        name = pod["metadata"]["name"]
+        sshd = kl.sshd_of(name)
+        session, sleep_pid = self.pod_session(pod, port)
+        snap = proctree.snapshot()
+        tree = {p: snap[p] for p in proctree.descendants(sshd.pid, snap)}
+        self.assertIn(sleep_pid, tree)
+        self.assertTrue([i for i in tree.values() if i.session != snap[sshd.pid].session],
+                        "expected the per-connection sshd in a session of its own (setsid), got %r" % tree)
+        t0 = time.monotonic()
+        r = self.c.request("PATCH", DEPLOYMENTS + "/brave-dolphin/scale", {"spec": {"replicas": 0}})
+        self.assertEqual(r.status, 200, r.body)
+        self.assert_session_killed(session, tree, "scale to 0")
+        self.assertLess(time.monotonic() - t0, 10)
+        wait_until(lambda: self.c.request("GET", PODS + "/" + name).status == 404, 10, "the pod to be removed")
+        self.assertEqual(harness.find_pids(cmdline_contains=sshd.config), [], "the pod's sshd is still running")
+        self.assertEqual(proctree.tagged(sshd.container_tag), set(), "processes of the pod are still running")
+        # The container's exit is recorded as the runtime reports it (sshd exits 0 on SIGTERM).
+        self.assertEqual(sshd.proc.returncode, 0)
+
+    def test_deleted_pod_dead_sshd_and_stopped_kubelet_take_the_sessions_along(self):
+        self.start()
+        kl = self.k8s.kubelet
+        port = harness.free_port(self.host)
+        self.api.create_deployment("brave-dolphin", replicas=1, target_port=port,
+                                   annotations={"spark-gateway/target-port": str(port)})
+
+        def tree_of(pod):
+            return {p: i for p, i in proctree.container_processes(
+                kl.sshd_of(pod["metadata"]["name"]).pid).items()}
+
+        # DELETE of the pod (graceful): the session dies, the controller makes a new pod.
+        pod = self.ready_pod("brave-dolphin")
+        session, _ = self.pod_session(pod, port)
+        tree = tree_of(pod)
+        r = self.c.request("DELETE", PODS + "/" + pod["metadata"]["name"])
+        self.assertEqual(r.status, 200, r.body)
+        self.assertIn("deletionTimestamp", r.json["metadata"])
+        self.assert_session_killed(session, tree, "pod deleted")
+
+        # The container's main process dies on its own: the rest of the container goes with it
+        # (the runtime kills the cgroup), and restartPolicy Always starts it again.
+        pod = self.ready_pod("brave-dolphin", other_than=pod["metadata"]["name"])
+        name = pod["metadata"]["name"]
+        session, _ = self.pod_session(pod, port)
+        sshd = kl.sshd_of(name)
+        tree = tree_of(pod)
+        os.kill(sshd.pid, signal.SIGKILL)
+        self.assert_session_killed(session, tree, "sshd killed")
+        pod = wait_until(lambda: (lambda p: p if p and ready(p) and p["metadata"]["name"] == name
+                                  and p["status"]["containerStatuses"][0]["restartCount"] == 1 else None)(
+            kl.pod_of("brave-dolphin")), 15, "the container to be restarted and ready")
+        last = pod["status"]["containerStatuses"][0]["lastState"]["terminated"]
+        self.assertEqual(last["exitCode"], 137)  # 128 + SIGKILL, as runtimes report it
+
+        # The kubelet stopping (end of a test) stops every container, sessions included.
+        session, _ = self.pod_session(pod, port)
+        tree = tree_of(pod)
+        kl.stop()
+        self.assert_session_killed(session, tree, "kubelet stopped")
 
     def test_kubelet_failure_scenarios(self):
         self.start()

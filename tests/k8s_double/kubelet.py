@@ -14,9 +14,12 @@ straight to the store, so every step is a real watch event):
   after start_delay            the REAL sshd is started on podIP:port through the test's
                                launcher; phase Running, container running, not ready (MODIFIED)
   sshd answers a TCP connect   conditions Ready/ContainersReady True, container ready (MODIFIED)
-  replicas -> 0 / deleted      deletionTimestamp + deletionGracePeriodSeconds (MODIFIED), sshd
-                               stopped, containers terminated and not ready (MODIFIED), then the
-                               pod is removed (DELETED)
+  replicas -> 0 / deleted      deletionTimestamp + deletionGracePeriodSeconds (MODIFIED), the
+                               container stopped: SIGTERM to the sshd AND every process of the
+                               pod (its per-connection sshds and the users' sessions, which
+                               setsid() away), SIGKILL to survivors after `kill_grace` (see
+                               proctree.py); containers terminated with the exit code seen, not
+                               ready (MODIFIED), then the pod is removed (DELETED)
 
 Deployment status (replicas, updatedReplicas, readyReplicas, availableReplicas,
 unavailableReplicas, observedGeneration, Available/Progressing conditions) follows, written only
@@ -25,26 +28,32 @@ when it changes; zero counters are left out as DeploymentStatus's omitempty fiel
 Scenarios per Deployment (set_scenario): "normal"; "image-pull-failure" (stays Pending, container
 waiting ErrImagePull / ImagePullBackOff with the kubelet's messages); "crash-loop" (Running, then
 terminated with exit code 1 and waiting CrashLoopBackOff, restartCount growing, never ready);
-"never-ready" (Running with an IP, nothing listening). If a pod's sshd dies on its own the
-container is restarted (restartCount + 1), as restartPolicy Always does.
+"never-ready" (Running with an IP, nothing listening). If a pod's sshd dies on its own, the rest
+of its container (open ssh sessions included) is killed at once, as the runtime does when a
+container's main process exits, and the container is restarted (restartCount + 1), as
+restartPolicy Always does. FakeKubelet.stop() stops every container the same way.
 """
 
 import copy
 import ipaddress
 import os
 import random
-import signal
 import socket
 import subprocess
 import threading
 import time
 
+from . import proctree
 from . import status
 from .store import rfc3339, random_suffix, template_hash
 
 SCENARIOS = ("normal", "image-pull-failure", "crash-loop", "never-ready")
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 TARGET_PORT_ANNOTATION = "spark-gateway/target-port"
+# Put into the environment of a pod's sshd and (through sshd's SetEnv) of its ssh sessions: the
+# stand-in for the container's cgroup, so the kubelet finds every process of the pod even after
+# the sshd died and its children were reparented.
+POD_TAG_VAR = "K8S_DOUBLE_POD_UID"
 
 
 class LoopbackIpAllocator:
@@ -84,28 +93,36 @@ class LoopbackIpAllocator:
 
 
 class SshdProcess:
-    """A running sshd started by SshdLauncher."""
+    """A running sshd started by SshdLauncher: the main process of a pod's container.
 
-    def __init__(self, proc, config, log_path):
+    `container_tag` ("K8S_DOUBLE_POD_UID=<uid>") is in the environment of the sshd and of every
+    ssh session it serves."""
+
+    def __init__(self, proc, config, log_path, container_tag=None):
         self.proc, self.config, self.log_path = proc, config, log_path
+        self.container_tag = container_tag
 
     @property
     def pid(self):
         return self.proc.pid
 
+    @property
+    def returncode(self):
+        return self.proc.returncode
+
     def alive(self):
         return self.proc.poll() is None
 
-    def stop(self, timeout=5.0):
-        if self.proc.poll() is None:
-            try:
-                self.proc.terminate()
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=timeout)
-            except ProcessLookupError:
-                pass
+    def stop(self, grace=2.0):
+        """Stops the whole container: the sshd and every process of its sessions (SIGTERM,
+        SIGKILL after `grace`). Returns the processes that would not die (normally [])."""
+        root = self.proc.pid if self.proc.returncode is None else None  # not reaped: still ours
+        left = proctree.kill_container(root, self.container_tag, grace=grace, poll=self.proc.poll)
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            left.append(self.proc.pid)
+        return left
 
     def log(self):
         try:
@@ -152,17 +169,23 @@ class SshdLauncher:
                  "AllowTcpForwarding yes",
                  "Subsystem sftp internal-sftp",
                  "LogLevel INFO"]
+        # One SetEnv line: sshd uses the first SetEnv directive only.
+        container_tag = "%s=%s" % (POD_TAG_VAR, pod["metadata"].get("uid") or name)
+        setenv = [container_tag]
         if self.tag_var:
-            lines.append("SetEnv %s=%s" % (self.tag_var, self.tag_value))
+            setenv.append("%s=%s" % (self.tag_var, self.tag_value))
+        lines.append("SetEnv " + " ".join(setenv))
         lines += self.extra_config
         with open(config, "w") as f:
             f.write("\n".join(lines) + "\n")
+        env = dict(os.environ if self.env is None else self.env)
+        env[POD_TAG_VAR] = container_tag.split("=", 1)[1]
         log_path = os.path.join(d, "sshd.log")
         with open(log_path, "ab") as log:
-            proc = subprocess.Popen([self.sshd, "-D", "-e", "-f", config], env=self.env,
+            proc = subprocess.Popen([self.sshd, "-D", "-e", "-f", config], env=env,
                                     stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                     start_new_session=True)
-        return SshdProcess(proc, config, log_path)
+        return SshdProcess(proc, config, log_path, container_tag)
 
 
 class _PodState:
@@ -196,12 +219,14 @@ class FakeKubelet:
                        set_scenario(name, start_delay=...))
       probe_interval   readiness probe period (TCP connect to podIP:port)
       termination_delay seconds between "containers stopped" and the pod's removal
+      kill_grace       seconds between SIGTERM and SIGKILL when a container is stopped (real:
+                       the pod's terminationGracePeriodSeconds, 30 by default)
       crash_interval   crash-loop period; pull_retry_interval image-pull-failure period
     """
 
     def __init__(self, api, namespace=None, ip_allocator=None, sshd_launcher=None, start_delay=0.3,
                  probe_interval=0.05, termination_delay=0.2, crash_interval=0.5, pull_retry_interval=0.5,
-                 node_name="k8s-double-node", host_ip="127.0.0.1"):
+                 node_name="k8s-double-node", host_ip="127.0.0.1", kill_grace=2.0):
         self.store = api.store
         self.namespace = namespace or api.namespace
         self.ip_allocator = ip_allocator or LoopbackIpAllocator()
@@ -209,6 +234,7 @@ class FakeKubelet:
         self.start_delay = start_delay
         self.probe_interval = probe_interval
         self.termination_delay = termination_delay
+        self.kill_grace = kill_grace
         self.crash_interval = crash_interval
         self.pull_retry_interval = pull_retry_interval
         self.node_name = node_name
@@ -237,7 +263,8 @@ class FakeKubelet:
         return self
 
     def stop(self):
-        """Stops the loop and every sshd it started. The pods stay in the store as they are."""
+        """Stops the loop and every container it started (each sshd with all its sessions).
+        The pods stay in the store as they are."""
         self._stop.set()
         self._poke()
         if self._thread is not None:
@@ -555,13 +582,15 @@ class FakeKubelet:
         st.step, st.next_at = "restart", now + self.crash_interval
 
     def _container_died(self, st):
-        """The sshd exited on its own: restartPolicy Always restarts the container."""
-        exit_code = None
-        proc = getattr(st.sshd, "proc", st.sshd)
-        try:
-            exit_code = proc.returncode
-        except AttributeError:
-            pass
+        """The sshd exited on its own: the rest of the container dies with it (when a container's
+        main process exits, the runtime kills what is left in its cgroup, open ssh sessions
+        included), and restartPolicy Always restarts the container."""
+        exit_code = getattr(st.sshd, "returncode", None)
+        tag = getattr(st.sshd, "container_tag", None)
+        if tag:  # the sshd is gone, so its children were reparented: find them by the tag
+            left = proctree.kill_container(None, tag, grace=0)
+            if left:
+                self.errors.append("pod %s: processes survived SIGKILL: %r" % (st.name, left))
         st.sshd = None
         st.restarts += 1
         finished = rfc3339()
@@ -614,7 +643,9 @@ class FakeKubelet:
     def _begin_termination(self, st, pod):
         st.terminating = True
         st.ready = False
-        self._stop_sshd(st)
+        exit_code = self._stop_sshd(st)
+        if exit_code is None:
+            exit_code = 0
 
         def stopped(p):
             s = p["status"]
@@ -623,8 +654,9 @@ class FakeKubelet:
                 s["conditions"] = self._conditions(st, p, False)
                 for cs in s["containerStatuses"]:
                     started = (cs.get("state", {}).get("running") or {}).get("startedAt", finished)
-                    cs["state"] = {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": started,
-                                                  "finishedAt": finished}}
+                    cs["state"] = {"terminated": {"exitCode": exit_code,
+                                                  "reason": "Completed" if exit_code == 0 else "Error",
+                                                  "startedAt": started, "finishedAt": finished}}
                     cs["ready"] = False
                     cs["started"] = False
         self._mutate(st, stopped)
@@ -635,23 +667,36 @@ class FakeKubelet:
         self._forget(st)
 
     def _stop_sshd(self, st):
+        """Stops the pod's container as a runtime does: SIGTERM to the sshd and every process
+        under it or tagged as the pod's (sessions included: they setsid() out of the sshd's
+        session), SIGKILL to survivors after kill_grace. The tree is collected before anything
+        is signalled (see proctree.kill_container). Returns the sshd's exit code as a runtime
+        reports it (128 + signal when killed by one), or None if no sshd ran."""
         h = st.sshd
         st.sshd = None
         if h is None:
-            return
+            return None
         try:
+            root = getattr(h, "pid", None)
+            if getattr(h, "returncode", None) is not None:
+                root = None  # already exited and reaped: the pid may belong to someone else now
+            poll = getattr(h, "poll", None) or getattr(getattr(h, "proc", None), "poll", None)
+            left = proctree.kill_container(root, getattr(h, "container_tag", None), grace=self.kill_grace,
+                                           poll=poll)
+            if left:
+                self.errors.append("pod %s: processes survived SIGKILL: %r" % (st.name, left))
             if hasattr(h, "stop"):
-                h.stop()
+                h.stop()  # reaps (everything is gone already) or stops a handle of another kind
             else:  # a Popen
-                if h.poll() is None:
-                    h.send_signal(signal.SIGTERM)
-                    try:
-                        h.wait(timeout=5)
-                    except subprocess.TimeoutExpired:
-                        h.kill()
-                        h.wait(timeout=5)
+                h.wait(timeout=5)
         except Exception as e:
             self.errors.append("sshd stop for %s: %s" % (st.name, e))
+        code = getattr(h, "returncode", None)
+        if code is None:
+            code = getattr(getattr(h, "proc", None), "returncode", None)
+        if code is not None and code < 0:  # killed by a signal: 128 + signal, as runtimes report
+            code = 128 - code
+        return code
 
     def _forget(self, st):
         self._stop_sshd(st)
