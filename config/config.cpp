@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -132,6 +133,39 @@ class Reader {
     return d;
   }
 
+  // "off", "on", or {"idle": "60s", "interval": "10s", "count": 6}. Keys left out keep the
+  // values of `inherited` (a spark's from `defaults`, `defaults`' from the built-in ones); an
+  // object or "on" turns keepalive on even where `inherited` has it off.
+  std::optional<TcpKeepalive> keepalive(const json& parent, const std::string& key,
+                                        const std::string& path, const TcpKeepalive& inherited) {
+    const json* v = member(parent, key);
+    if (!v) return std::nullopt;
+    TcpKeepalive out = inherited;
+    if (v->is_string() && (*v == "off" || *v == "on")) {
+      out.enabled = *v == "on";
+      return out;
+    }
+    if (!v->is_object()) {
+      problem(path, R"(expected "off", "on" or an object like {"idle": "60s", "interval": "10s", "count": 6})");
+      return std::nullopt;
+    }
+    reject_unknown_keys(*v, path, {"idle", "interval", "count"});
+    const std::size_t problems_before = problems.size();
+    out.enabled = true;
+    if (auto d = keepalive_seconds(*v, "idle", path + ".idle")) out.idle = *d;
+    if (auto d = keepalive_seconds(*v, "interval", path + ".interval")) out.interval = *d;
+    // TCP_KEEPCNT's own limit.
+    if (auto n = count(*v, "count", path + ".count", 1, 127)) out.count = *n;
+    if (problems.size() != problems_before) return std::nullopt;
+    // TCP_USER_TIMEOUT is an int of milliseconds.
+    if (out.bound() > Duration(std::numeric_limits<int>::max())) {
+      problem(path, "idle + interval x count is " + format_duration(out.bound()) +
+                        ": it must stay under 24 days (the kernel's limit for TCP_USER_TIMEOUT)");
+      return std::nullopt;
+    }
+    return out;
+  }
+
   std::optional<Address> address(const json& parent, const std::string& key,
                                  const std::string& path) {
     auto text = string(parent, key, path, true);
@@ -153,6 +187,23 @@ class Reader {
   }
 
  private:
+  // A keepalive time: whole seconds (the kernel counts them so) up to TCP_KEEPIDLE's and
+  // TCP_KEEPINTVL's limit of 32767 s.
+  std::optional<Duration> keepalive_seconds(const json& parent, const std::string& key,
+                                            const std::string& path) {
+    auto d = duration(parent, key, path);
+    if (!d) return std::nullopt;
+    if (d->count() % 1000 != 0) {
+      problem(path, "\"" + format_duration(*d) + "\" is not whole seconds (the kernel counts keepalive in seconds)");
+      return std::nullopt;
+    }
+    if (*d > std::chrono::seconds(32767)) {
+      problem(path, "\"" + format_duration(*d) + "\" is longer than the kernel allows (32767s, about 9h)");
+      return std::nullopt;
+    }
+    return d;
+  }
+
   static const json* member(const json& parent, const std::string& key) {
     auto it = parent.find(key);
     return it == parent.end() ? nullptr : &*it;
@@ -249,6 +300,7 @@ std::optional<JumpConfig> read_jump(Reader& r, const json& j, const Config& cfg)
   const std::string p = "jump";
   r.reject_unknown_keys(j, p, {"listen", "host_keys", "authorized_keys", "sparks", "max_sessions", "login_grace"});
   JumpConfig out;
+  out.keepalive = cfg.default_keepalive;
   auto listen = r.address(j, "listen", p + ".listen");
   auto path_of = [&](const std::string& text) { return (cfg.base_dir / expand_home(text)).lexically_normal(); };
   if (j.contains("host_keys")) {
@@ -386,7 +438,7 @@ void read_sparks(Reader& r, const json& root, Config& cfg) {
     }
     r.reject_unknown_keys(s, path,
                           {"name", "listen", "idle_timeout", "wake_timeout", "max_connections",
-                           "max_waiting", "process", "exec"});
+                           "max_waiting", "keepalive", "process", "exec"});
     SparkConfig spark;
     bool ok = true;
     if (auto name = r.string(s, "name", path + ".name", true)) {
@@ -427,6 +479,13 @@ void read_sparks(Reader& r, const json& root, Config& cfg) {
     if (s.contains("wake_timeout")) {
       if (auto t = r.duration(s, "wake_timeout", path + ".wake_timeout"))
         spark.wake_timeout = *t;
+      else
+        ok = false;
+    }
+    spark.keepalive = cfg.default_keepalive;
+    if (s.contains("keepalive")) {
+      if (auto k = r.keepalive(s, "keepalive", path + ".keepalive", cfg.default_keepalive))
+        spark.keepalive = *k;
       else
         ok = false;
     }
@@ -494,12 +553,14 @@ Config parse_config(const std::string& json_text, const std::filesystem::path& s
   cfg.state_dir = (cfg.base_dir / state_dir).lexically_normal();
 
   if (const json* d = r.object(root, "defaults", "defaults")) {
-    r.reject_unknown_keys(*d, "defaults", {"idle_timeout", "wake_timeout", "drain_timeout"});
+    r.reject_unknown_keys(*d, "defaults", {"idle_timeout", "wake_timeout", "drain_timeout", "keepalive"});
     if (auto t = r.idle_timeout(*d, "idle_timeout", "defaults.idle_timeout"))
       cfg.default_idle_timeout = *t;
     if (auto t = r.duration(*d, "wake_timeout", "defaults.wake_timeout"))
       cfg.default_wake_timeout = *t;
     if (auto t = r.duration(*d, "drain_timeout", "defaults.drain_timeout")) cfg.drain_timeout = *t;
+    if (auto k = r.keepalive(*d, "keepalive", "defaults.keepalive", cfg.default_keepalive))
+      cfg.default_keepalive = *k;
   }
   if (const json* reaper = r.object(root, "reaper", "reaper")) {
     r.reject_unknown_keys(*reaper, "reaper", {"interval"});

@@ -41,6 +41,22 @@ struct KubernetesBackendConfig {
 
 using BackendConfig = std::variant<ProcessBackendConfig, ExecBackendConfig, KubernetesBackendConfig>;
 
+// TCP keepalive on both sockets of every relayed connection (docs/dead-peers.md). A laptop that
+// vanished mid-session (lid closed, Wi-Fi gone) sends no FIN or RST: without probes its
+// connection, and so its spark, would stay open forever. The kernel counts these in seconds.
+struct TcpKeepalive {
+  bool enabled = true;
+  Duration idle{std::chrono::seconds(60)};      // silence before the first probe
+  Duration interval{std::chrono::seconds(10)};  // between unanswered probes
+  int count = 6;                                // unanswered probes that end the connection
+
+  // The longest a dead peer goes unnoticed. Also the TCP_USER_TIMEOUT: data left unacknowledged
+  // toward a dead peer (which stops keepalive probing) ends the connection in the same time, and
+  // with it set the kernel ends a probed connection at this bound too.
+  Duration bound() const { return idle + interval * count; }
+  friend bool operator==(const TcpKeepalive&, const TcpKeepalive&) = default;
+};
+
 struct SparkConfig {
   std::string name;  // RFC 1123 label
   Address listen;
@@ -51,6 +67,7 @@ struct SparkConfig {
   // Caps for this spark alone (the gateway-wide caps apply too); nullopt: only those.
   std::optional<int> max_connections;  // open connections, waiting or spliced
   std::optional<int> max_waiting;      // connections waiting for a wake
+  TcpKeepalive keepalive;              // effective: the spark's own, else `defaults`
 
   const Address& target() const;
   std::string backend_kind() const;  // "process", "exec" or "kubernetes"
@@ -73,6 +90,9 @@ struct JumpConfig {
   std::map<std::string, std::filesystem::path> spark_authorized_keys;  // per spark
   int max_sessions = 256;        // sessions at once (each has a thread while it lives)
   Duration login_grace{std::chrono::seconds(30)};  // key exchange + authentication, wake excluded
+  // On the login's connection and its upstream: a copy of `defaults.keepalive` (a jump login
+  // shares one client connection; it names its spark only after authentication).
+  TcpKeepalive keepalive;
   friend bool operator==(const JumpConfig&, const JumpConfig&) = default;
 };
 
@@ -131,6 +151,7 @@ struct Config {
   MaybeNever default_idle_timeout{std::chrono::hours(2)};
   Duration default_wake_timeout{std::chrono::minutes(5)};
   Duration drain_timeout{std::chrono::seconds(30)};
+  TcpKeepalive default_keepalive;
   Duration reaper_interval{std::chrono::seconds(30)};
   Duration activity_flush_interval{std::chrono::seconds(30)};
   // Gateway-wide caps; a connection beyond them is refused (closed at once, logged, counted).

@@ -651,6 +651,120 @@ TEST(ParseConfig, EveryProblemHasKeyPathPrefix) {
 }
 
 // ===========================================================================
+// keepalive (docs/dead-peers.md)
+// ===========================================================================
+
+TEST(ParseKeepalive, BuiltInDefaultsFindADeadPeerInTwoMinutes) {
+  Config cfg = ParseOk(Sparks({Spark("a", "127.0.0.1:2201")}));
+  const TcpKeepalive expected{true, 60s, 10s, 6};
+  EXPECT_EQ(cfg.default_keepalive, expected);
+  ASSERT_THAT(cfg.sparks, SizeIs(1));
+  EXPECT_EQ(cfg.sparks[0].keepalive, expected);
+  EXPECT_EQ(cfg.sparks[0].keepalive.bound(), Duration(2min));
+}
+
+TEST(ParseKeepalive, DefaultsApplyToSparksWithoutTheirOwn) {
+  Config cfg = ParseOk(R"({"defaults": {"keepalive": {"idle": "30s", "interval": "5s", "count": 3}},
+                           "sparks": [)" + Spark("a", "127.0.0.1:2201") + "]}");
+  const TcpKeepalive expected{true, 30s, 5s, 3};
+  EXPECT_EQ(cfg.default_keepalive, expected);
+  ASSERT_THAT(cfg.sparks, SizeIs(1));
+  EXPECT_EQ(cfg.sparks[0].keepalive, expected);
+  EXPECT_EQ(cfg.sparks[0].keepalive.bound(), Duration(45s));
+}
+
+TEST(ParseKeepalive, KeysLeftOutComeFromTheLevelAbove) {
+  Config cfg = ParseOk(R"({"defaults": {"keepalive": {"interval": "5s"}}, "sparks": [)" +
+                       Spark("a", "127.0.0.1:2201", kProcess, R"("keepalive": {"count": 2})") + "]}");
+  EXPECT_EQ(cfg.default_keepalive, (TcpKeepalive{true, 60s, 5s, 6}));
+  ASSERT_THAT(cfg.sparks, SizeIs(1));
+  EXPECT_EQ(cfg.sparks[0].keepalive, (TcpKeepalive{true, 60s, 5s, 2}));
+}
+
+TEST(ParseKeepalive, OffPerSparkOrInDefaults) {
+  Config cfg = ParseOk(Sparks({Spark("a", "127.0.0.1:2201", kProcess, R"("keepalive": "off")"),
+                               Spark("b", "127.0.0.1:2202")}));
+  ASSERT_THAT(cfg.sparks, SizeIs(2));
+  EXPECT_FALSE(cfg.sparks[0].keepalive.enabled);
+  EXPECT_TRUE(cfg.sparks[1].keepalive.enabled);
+
+  Config off = ParseOk(R"({"defaults": {"keepalive": "off"}, "sparks": [)" +
+                       Spark("a", "127.0.0.1:2201") + "]}");
+  EXPECT_FALSE(off.default_keepalive.enabled);
+  ASSERT_THAT(off.sparks, SizeIs(1));
+  EXPECT_FALSE(off.sparks[0].keepalive.enabled);
+}
+
+TEST(ParseKeepalive, ASparkTurnsItBackOnWhereDefaultsHaveItOff) {
+  Config cfg = ParseOk(R"({"defaults": {"keepalive": "off"}, "sparks": [)" +
+                       Spark("a", "127.0.0.1:2201", kProcess, R"("keepalive": "on")") + "," +
+                       Spark("b", "127.0.0.1:2202", kProcess, R"("keepalive": {"idle": "5s"})") + "]}");
+  ASSERT_THAT(cfg.sparks, SizeIs(2));
+  EXPECT_EQ(cfg.sparks[0].keepalive, (TcpKeepalive{true, 60s, 10s, 6}));
+  EXPECT_EQ(cfg.sparks[1].keepalive, (TcpKeepalive{true, 5s, 10s, 6}));
+}
+
+TEST(ParseKeepalive, JumpHostTakesTheDefaults) {
+  Config cfg = ParseOk(R"({"defaults": {"keepalive": {"idle": "20s"}},
+                           "jump": {"listen": "127.0.0.1:2222", "authorized_keys": "keys"}})");
+  ASSERT_TRUE(cfg.jump.has_value());
+  EXPECT_EQ(cfg.jump->keepalive, (TcpKeepalive{true, 20s, 10s, 6}));
+}
+
+TEST(ParseKeepalive, KernelLimitsAreAccepted) {
+  Config cfg = ParseOk(Sparks({Spark("a", "127.0.0.1:2201", kProcess,
+                                     R"("keepalive": {"idle": "1s", "interval": "1s", "count": 1})"),
+                               Spark("b", "127.0.0.1:2202", kProcess,
+                                     R"("keepalive": {"idle": "32767s", "interval": "1h", "count": 127})")}));
+  ASSERT_THAT(cfg.sparks, SizeIs(2));
+  EXPECT_EQ(cfg.sparks[0].keepalive.bound(), Duration(2s));
+  EXPECT_EQ(cfg.sparks[1].keepalive, (TcpKeepalive{true, 32767s, 1h, 127}));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Keepalive, ParseConfigRejects,
+    ::testing::Values(
+        BadConfig{"NotAnObjectOrOff", R"({"defaults": {"keepalive": "yes"}})", "defaults.keepalive: ",
+                  R"(expected "off", "on" or an object)"},
+        BadConfig{"ABoolean", Sparks({Spark("a", "127.0.0.1:2201", kProcess, R"("keepalive": true)")}),
+                  "sparks[0].keepalive: ", R"(expected "off", "on" or an object)"},
+        BadConfig{"UnknownKey", R"({"defaults": {"keepalive": {"idel": "60s"}}})", "defaults.keepalive.idel: ",
+                  "unknown key"},
+        BadConfig{"IdleNotADuration", R"({"defaults": {"keepalive": {"idle": "soon"}}})",
+                  "defaults.keepalive.idle: ", "soon"},
+        BadConfig{"IdleZero", R"({"defaults": {"keepalive": {"idle": "0s"}}})", "defaults.keepalive.idle: ", ""},
+        BadConfig{"IdleNever", R"({"defaults": {"keepalive": {"idle": "never"}}})", "defaults.keepalive.idle: ",
+                  "only allowed for idle_timeout"},
+        BadConfig{"IdleNotWholeSeconds",
+                  Sparks({Spark("a", "127.0.0.1:2201", kProcess, R"("keepalive": {"idle": "1500ms"})")}),
+                  "sparks[0].keepalive.idle: ", "is not whole seconds"},
+        BadConfig{"IntervalNotWholeSeconds", R"({"defaults": {"keepalive": {"interval": "500ms"}}})",
+                  "defaults.keepalive.interval: ", "is not whole seconds"},
+        BadConfig{"IdleBeyondTheKernel", R"({"defaults": {"keepalive": {"idle": "10h"}}})",
+                  "defaults.keepalive.idle: ", "longer than the kernel allows (32767s"},
+        BadConfig{"IntervalBeyondTheKernel", R"({"defaults": {"keepalive": {"interval": "1d"}}})",
+                  "defaults.keepalive.interval: ", "longer than the kernel allows"},
+        BadConfig{"CountZero", R"({"defaults": {"keepalive": {"count": 0}}})", "defaults.keepalive.count: ",
+                  "expected a whole number from 1 to 127"},
+        BadConfig{"CountTooMany", R"({"defaults": {"keepalive": {"count": 128}}})", "defaults.keepalive.count: ",
+                  "expected a whole number from 1 to 127"},
+        BadConfig{"CountAString", R"({"defaults": {"keepalive": {"count": "6"}}})", "defaults.keepalive.count: ",
+                  "expected a whole number"},
+        BadConfig{"BoundBeyondUserTimeout",
+                  Sparks({Spark("a", "127.0.0.1:2201", kProcess,
+                                R"("keepalive": {"idle": "9h", "interval": "9h", "count": 127})")}),
+                  "sparks[0].keepalive: ", "must stay under 24 days"}),
+    ParamName);
+
+TEST(ParseKeepalive, EveryBadKeyIsReportedAndTheSparkIsDropped) {
+  auto problems = Problems(Sparks({Spark("a", "127.0.0.1:2201", kProcess,
+                                         R"("keepalive": {"idle": "1500ms", "interval": "0s", "count": 200})")}));
+  EXPECT_THAT(problems, Contains(StartsWith("sparks[0].keepalive.idle: ")));
+  EXPECT_THAT(problems, Contains(StartsWith("sparks[0].keepalive.interval: ")));
+  EXPECT_THAT(problems, Contains(StartsWith("sparks[0].keepalive.count: ")));
+}
+
+// ===========================================================================
 // load_config
 // ===========================================================================
 
