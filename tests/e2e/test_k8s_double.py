@@ -586,6 +586,85 @@ class K8sDoubleSelfTest(harness.GatewayTestCase):
         self.assertEqual(self.c.request("GET", DEPLOYMENTS).status, 200)
         self.assertGreaterEqual(self.api.counters["watches"], 3)
 
+    def test_watch_lag_delays_events_in_order_while_reads_are_current(self):
+        self.start(kubelet=False)
+        lag = 1.2
+        f = self.api.faults
+        self.api.create_deployment("brave-dolphin")
+        rv0 = self.c.request("GET", DEPLOYMENTS).json["metadata"]["resourceVersion"]
+        f.watch_lag = lag
+        # A watch from a revision the lagging cache has not seen yet starts once it has.
+        t0 = time.monotonic()
+        w = self.watch(DEPLOYMENTS, resourceVersion=rv0, allowWatchBookmarks="true")
+        self.assertEqual(w.status, 200)
+        self.assertGreaterEqual(time.monotonic() - t0, lag - 0.5)
+        # Bookmarks (every 0.3 s) lag as well; once they flow, writes are covered by them.
+        w.wait_for(lambda e: e["type"] == "BOOKMARK", timeout=lag + 5)
+
+        def annotate(value):
+            t = time.monotonic()
+            r = self.c.request("PATCH", DEPLOYMENTS + "/brave-dolphin",
+                               {"metadata": {"annotations": {"spark-gateway/last-activity": value}}})
+            self.assertEqual(r.status, 200, r.body)
+            return t, time.monotonic(), int(r.json["metadata"]["resourceVersion"])
+
+        def activity(obj):
+            return (obj["metadata"].get("annotations") or {}).get("spark-gateway/last-activity")
+
+        sent1, answered1, rv1 = annotate("2024-05-01T10:00:01Z")
+        # Reads answer from storage: the write is there at once.
+        self.assertEqual(activity(self.c.request("GET", DEPLOYMENTS + "/brave-dolphin").json), "2024-05-01T10:00:01Z")
+        self.assertEqual(activity(self.c.request("GET", DEPLOYMENTS).json["items"][0]), "2024-05-01T10:00:01Z")
+        _, _, rv2 = annotate("2024-05-01T10:00:02Z")
+        # The watch gets both, in order, each about `lag` after its commit.
+        ev1 = w.wait_for(lambda e: e["type"] == "MODIFIED", timeout=lag + 5)
+        i1 = next(i for i, e in enumerate(w.events) if e is ev1)
+        self.assertEqual((int(ev1["object"]["metadata"]["resourceVersion"]), activity(ev1["object"])),
+                         (rv1, "2024-05-01T10:00:01Z"))
+        self.assertGreaterEqual(w.arrivals[i1] - sent1, lag * 0.9, "the event came before the lag")
+        self.assertLessEqual(w.arrivals[i1] - answered1, lag + 2.0, "the event came long after the lag")
+        ev2 = w.wait_for(lambda e: e["type"] == "MODIFIED", timeout=5)
+        self.assertEqual((int(ev2["object"]["metadata"]["resourceVersion"]), activity(ev2["object"])),
+                         (rv2, "2024-05-01T10:00:02Z"))
+        # Bookmarks lag too: none claims a revision whose event had not been sent before it (the
+        # only writes here are to this Deployment, so every revision is one of its events).
+        bm = w.wait_for(lambda e: e["type"] == "BOOKMARK", timeout=lag + 5)
+        self.assertGreaterEqual(int(bm["object"]["metadata"]["resourceVersion"]), rv2)
+        self.assertIn("BOOKMARK", [e["type"] for e in w.events[:i1]], "no bookmark before the event")
+        seen = int(rv0)
+        for e in list(w.events):
+            rv = int(e["object"]["metadata"]["resourceVersion"])
+            if e["type"] == "BOOKMARK":
+                self.assertLessEqual(rv, seen, "a bookmark overtook the events it covers: %r" % w.events)
+            else:
+                seen = rv
+        # A new watch without a resourceVersion starts from the cache's (stale) state.
+        _, _, rv3 = annotate("2024-05-01T10:00:03Z")
+        w2 = self.watch(DEPLOYMENTS)
+        first = w2.wait_for(lambda e: True, timeout=5)
+        self.assertEqual((first["type"], activity(first["object"])), ("ADDED", "2024-05-01T10:00:02Z"))
+        nxt = w2.wait_for(lambda e: True, timeout=lag + 5)
+        self.assertEqual((nxt["type"], int(nxt["object"]["metadata"]["resourceVersion"])), ("MODIFIED", rv3))
+        # Without the lag, events come at once again.
+        w.wait_for(lambda e: e["type"] == "MODIFIED", timeout=lag + 5)  # rv3 on the first watch
+        f.watch_lag = 0
+        sent4, _, rv4 = annotate("2024-05-01T10:00:04Z")
+        ev4 = w.wait_for(lambda e: e["type"] == "MODIFIED", timeout=5)
+        self.assertEqual(int(ev4["object"]["metadata"]["resourceVersion"]), rv4)
+        self.assertLess(w.arrivals[w.events.index(ev4)] - sent4, lag)
+        # A cache more than 3 s behind the requested revision: the watch gets the 504 ERROR event
+        # (waitUntilFreshAndBlock), which a reflector must survive (relist or retry).
+        f.watch_lag = 30
+        w3 = self.watch(DEPLOYMENTS, resourceVersion=str(rv4))
+        self.assertEqual(w3.status, 200)
+        err = w3.wait_for(lambda e: True, timeout=5)
+        self.assertEqual((err["type"], err["object"]["code"], err["object"]["reason"]), ("ERROR", 504, "Timeout"))
+        self.assertTrue(err["object"]["message"].startswith("Timeout: Too large resource version: %d, current: " % rv4),
+                        err["object"]["message"])
+        self.assertTrue(w3.ended.wait(5))
+        f.reset()
+        self.assertEqual(f.watch_lag, 0)
+
     # -- events, leases, services ---------------------------------------------------------
 
     def test_events_leases_services(self):

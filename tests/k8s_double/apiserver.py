@@ -34,6 +34,7 @@ page https://kubernetes.io/docs/reference/using-api/api-concepts/ is the user-fa
   * The scale subresource (autoscaling/v1 Scale), Deployments, Pods, Events, Leases, Services.
 """
 
+import collections
 import copy
 import json
 import os
@@ -1012,6 +1013,26 @@ class KubeApiDouble:
         """Like the watch cache: wait up to 3 s for the store to reach rv; True if it did."""
         return self.store.wait_for_change(rv - 1, 3.0) >= rv
 
+    def _cache_rv(self, lag):
+        """The revision the watch cache has seen: the store's, or with the watch_lag fault the
+        store's as of `lag` seconds ago."""
+        if not lag:
+            return self.store.current_rv()
+        return self.store.rv_as_of(time.monotonic() - lag)
+
+    def _wait_cache_fresh(self, rv, lag):
+        """waitUntilFreshAndBlock (watch_cache.go): up to 3 s for the (lagging) watch cache to
+        reach rv. True if it did."""
+        if not lag:
+            return rv <= self.store.current_rv() or self._wait_fresh(rv)
+        deadline = time.monotonic() + 3.0
+        while self._cache_rv(lag) < rv:  # bounded by the deadline
+            left = deadline - time.monotonic()
+            if left <= 0 or self._stopping.is_set():
+                return False
+            time.sleep(min(0.02, left))
+        return True
+
     # -- list -----------------------------------------------------------------------------
 
     def _list(self, h, rec, rt, ns, started):
@@ -1119,22 +1140,38 @@ class KubeApiDouble:
         # generations before the client can see the stream start.
         gens = (self.faults.close_generation, self.faults.expire_generation)
         initial_state = start_rv is None or _truthy(send_initial or "")
+        initial_end = _truthy(send_initial or "") and bookmarks
+        # The watch cache may lag behind storage (faults.watch_lag): then it serves the state
+        # and the events it has seen, each event `lag` seconds after its commit.
+        lag = self.faults.watch_lag or 0.0
         error_event = None
-        backlog, sub = [], None
-        if start_rv is not None and start_rv > self.store.current_rv() and not self._wait_fresh(start_rv):
-            error_event = status.too_large_resource_version(start_rv, self.store.current_rv()).status
+        backlog, sub, pos = [], None, 0  # backlog: (commit time or None = at once, type, object)
+        if start_rv is not None and not self._wait_cache_fresh(start_rv, lag):
+            error_event = status.too_large_resource_version(start_rv, self._cache_rv(lag)).status
         else:
             with self.store.cond:
                 try:
                     if initial_state:
-                        items, pos = self.store.list(rt.plural, ns, lsel, fsel)
-                        backlog = [("ADDED", o) for o in items]
+                        at = self._cache_rv(lag) if lag else None
+                        try:
+                            items, pos = self.store.list(rt.plural, ns, lsel, fsel, at_rv=at)
+                        except status.ApiError:  # lagging state compacted away: serve the current one
+                            at = None
+                            items, pos = self.store.list(rt.plural, ns, lsel, fsel)
+                        backlog = [(None, "ADDED", o) for o in items]
+                        if initial_end:  # WatchList: the end of the initial state is announced
+                            bm = bookmark_object(rt, pos, self.bookmark_style)
+                            bm["metadata"]["annotations"] = {"k8s.io/initial-events-end": "true"}
+                            backlog.append((None, "BOOKMARK", bm))
+                        since = pos if at is not None else None
                     else:
-                        pos = start_rv
-                        for ev in self.store.events_since(start_rv, rt.plural, ns):
+                        pos = since = start_rv
+                    if since is not None:
+                        for ev in self.store.events_since(since, rt.plural, ns):
                             c = self._convert(ev, lsel, fsel)
                             if c:
-                                backlog.append(c)
+                                backlog.append((ev.time, c[0], c[1]))
+                            pos = max(pos, ev.rv)
                     sub = self.store.subscribe(rt.plural, ns)
                 except status.ApiError as e:
                     error_event = e.status
@@ -1155,8 +1192,7 @@ class KubeApiDouble:
                 self._send_event(h, rec, "ERROR", error_event)
                 self._end_stream(h)
                 return
-            self._stream(h, rec, rt, lsel, fsel, sub, backlog, pos, bookmarks, timeout_s, generation, gens,
-                         initial_end=_truthy(send_initial or ""))
+            self._stream(h, rec, rt, lsel, fsel, sub, backlog, pos, bookmarks, timeout_s, generation, gens)
         except (OSError, ssl.SSLError, ValueError):
             h.close_connection = True
         finally:
@@ -1198,20 +1234,22 @@ class KubeApiDouble:
         except (OSError, ValueError):
             return True
 
-    def _stream(self, h, rec, rt, lsel, fsel, sub, backlog, pos, bookmarks, timeout_s, generation, gens,
-                initial_end=False):
+    def _stream(self, h, rec, rt, lsel, fsel, sub, backlog, pos, bookmarks, timeout_s, generation, gens):
+        """Sends the backlog, then every change as it comes, until the deadline or a fault.
+
+        Everything goes through one FIFO of (time, type, object), the time being an event's
+        commit or the moment a bookmark was made (None: at once). The head goes out once its
+        time is `watch_lag` (as set now) in the past: times never decrease along the queue, so
+        events come in order, a bookmark never overtakes the events it covers, and clearing the
+        lag lets everything queued out at once, like a cache catching up. A bookmark's RV is
+        read together with the events taken before it, so without a lag too it never claims a
+        revision whose events are still to be sent."""
         f = self.faults
         now = time.monotonic()
         deadline = now + timeout_s
         close_gen, expire_gen = gens
         last_rv = pos
-        for type_, obj in backlog:
-            self._send_event(h, rec, type_, obj)
-            last_rv = max(last_rv, int(obj["metadata"]["resourceVersion"]))
-        if initial_end and bookmarks:  # WatchList: the end of the initial state is announced
-            bm = bookmark_object(rt, pos, self.bookmark_style)
-            bm["metadata"]["annotations"] = {"k8s.io/initial-events-end": "true"}
-            self._send_event(h, rec, "BOOKMARK", bm)
+        pending = collections.deque(backlog)
 
         def next_bookmark(t):
             nb = t + self.bookmark_interval
@@ -1234,22 +1272,32 @@ class KubeApiDouble:
                 self._send_event(h, rec, "ERROR", status.expired(
                     "The resourceVersion for the provided watch is too old.").status)
                 break
-            for ev in sub.take():
+            with self.store.cond:  # the events and the revision they bring the store to, together
+                taken, store_rv = sub.take(), self.store.rv
+            for ev in taken:
                 c = self._convert(ev, lsel, fsel)
                 if c:
-                    self._send_event(h, rec, c[0], c[1])
+                    pending.append((ev.time, c[0], c[1]))
                 last_rv = max(last_rv, ev.rv)
             if bookmarks and now >= bookmark_at:
-                rv = max(self.store.current_rv(), last_rv)
-                self._send_event(h, rec, "BOOKMARK", bookmark_object(rt, rv, self.bookmark_style))
+                # `now` was read before the take: every event committed before it is queued.
+                rv = max(store_rv, last_rv)
+                pending.append((now, "BOOKMARK", bookmark_object(rt, rv, self.bookmark_style)))
                 bookmark_at = next_bookmark(now)
+            lag = f.watch_lag or 0.0
+            now = time.monotonic()
+            while pending and (pending[0][0] is None or pending[0][0] + lag <= now):
+                _, type_, obj = pending.popleft()
+                self._send_event(h, rec, type_, obj)
             if self._client_gone(h):
                 raise OSError("client went away")
             wait = min(0.25, max(0.0, deadline - now))
             if bookmarks:
                 wait = min(wait, max(0.0, bookmark_at - now))
-            if f.watch_max_duration is not None:
-                wait = min(wait, 0.05)
+            if pending:
+                wait = min(wait, max(0.0, pending[0][0] + lag - now))
+            if f.watch_max_duration is not None or f.watch_lag:
+                wait = min(wait, 0.05)  # a knob may change while we wait
             with self.store.cond:
                 if not sub.queue and wait > 0:
                     self.store.cond.wait(wait)

@@ -99,11 +99,13 @@ class ApiClient:
 
 
 class WatchStream:
-    """Reads a watch response in a thread. `status` is the HTTP code, `events` every event so far,
-    `ended` is set when the stream ends (`clean` tells a final zero chunk from a cut)."""
+    """Reads a watch response in a thread. `status` is the HTTP code, `events` every event so far
+    (`arrivals[i]`: the time.monotonic() at which events[i] was read), `ended` is set when the
+    stream ends (`clean` tells a final zero chunk from a cut)."""
 
     def __init__(self, client, path, token, timeout):
         self.events = []
+        self.arrivals = []
         self._queue = queue.Queue()
         self.ended = threading.Event()
         self.clean = None
@@ -165,6 +167,7 @@ class WatchStream:
         if not line.strip():
             return
         ev = json.loads(line)
+        self.arrivals.append(time.monotonic())
         self.events.append(ev)
         self._queue.put(ev)
 

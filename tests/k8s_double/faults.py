@@ -7,6 +7,7 @@ for the watch knobs, within ~50 ms on open watch streams).
     api.faults.fail()                      # every request -> 500 InternalError, until cleared
     api.faults.clear_failures()
     api.faults.watch_max_duration = 5      # end every watch stream after 5 s (cleanly)
+    api.faults.watch_lag = 2.0             # the watch cache lags 2 s behind storage (GET/LIST do not)
     api.faults.close_watches()             # end every open watch stream now (cleanly)
     api.faults.expire_watches()            # send ERROR 410 Expired on every open watch, then end it
     api.faults.conflict_on_precondition = True  # every PATCH/PUT carrying metadata.resourceVersion -> 409
@@ -62,6 +63,12 @@ class Faults:
         self.delay = 0.0
         self.delay_response = 0.0
         self.watch_max_duration = None
+        # Seconds the watch cache lags behind storage: every event reaches open watch streams
+        # that long after its commit (in order; bookmarks queue behind the events they cover);
+        # a new watch starts from the state and revision of that long ago, and one asking for a
+        # newer resourceVersion waits up to 3 s for the cache, then gets the 504 "Too large
+        # resource version" ERROR event. GET and LIST read storage: current state.
+        self.watch_lag = 0.0
         self.conflict_on_precondition = False
         self.hang = False
         self.close_generation = 0  # bumped by close_watches(); watch loops compare
@@ -75,6 +82,7 @@ class Faults:
         self.delay = 0.0
         self.delay_response = 0.0
         self.watch_max_duration = None
+        self.watch_lag = 0.0
         self.conflict_on_precondition = False
         self.hang = False
 

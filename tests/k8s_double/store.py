@@ -363,11 +363,13 @@ VALIDATORS = {"deployments": validate_deployment, "pods": validate_pod, "service
 
 
 class HistoryEvent:
-    __slots__ = ("rv", "type", "resource", "namespace", "name", "obj", "prev")
+    """One committed write. `time` is when (time.monotonic()), for the watch-lag fault."""
+    __slots__ = ("rv", "type", "resource", "namespace", "name", "obj", "prev", "time")
 
-    def __init__(self, rv, type_, resource, namespace, name, obj, prev):
+    def __init__(self, rv, type_, resource, namespace, name, obj, prev, time_=None):
         self.rv, self.type, self.resource, self.namespace, self.name = rv, type_, resource, namespace, name
         self.obj, self.prev = obj, prev
+        self.time = time.monotonic() if time_ is None else time_
 
     def __repr__(self):
         return "HistoryEvent(%d %s %s/%s/%s)" % (self.rv, self.type, self.resource, self.namespace, self.name)
@@ -534,6 +536,17 @@ class Store:
             self.floor = max(self.floor, target)
             self.cond.notify_all()
             return self.floor
+
+    def rv_as_of(self, t):
+        """The revision the store had at monotonic time `t` (the newest event committed at or
+        before it): what a watch cache lagging behind storage has seen. Where history no longer
+        reaches back that far: the revision just before its oldest event (the current one if
+        history is empty, i.e. all compacted)."""
+        with self.cond:
+            for ev in reversed(self.history):
+                if ev.time <= t:
+                    return ev.rv
+            return self.history[0].rv - 1 if self.history else self.rv
 
     def wait_for_change(self, after_rv, timeout):
         """Blocks until the revision passes after_rv or timeout; returns the current revision."""
