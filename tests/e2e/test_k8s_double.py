@@ -665,6 +665,65 @@ class K8sDoubleSelfTest(harness.GatewayTestCase):
         f.reset()
         self.assertEqual(f.watch_lag, 0)
 
+    def test_answer_late_and_hold_narrowed_to_one_call(self):
+        # "The scale call timed out but the API server applied it" (answer_late) and "timed out
+        # and nothing was applied" (hold), each for exactly one chosen call.
+        self.start(kubelet=False)
+        self.api.create_deployment("brave-dolphin", replicas=0)
+        f = self.api.faults
+        scale = DEPLOYMENTS + "/brave-dolphin/scale"
+
+        def quick(method, path, body=None):
+            t = time.monotonic()
+            r = self.c.request(method, path, body)
+            self.assertLess(time.monotonic() - t, 1.0, "%s %s was slowed down" % (method, path))
+            return r
+
+        def replicas():
+            return self.c.request("GET", DEPLOYMENTS + "/brave-dolphin").json["spec"]["replicas"]
+
+        late = f.answer_late(3.0, count=1, method="PATCH", path=r"/deployments/brave-dolphin/scale$")
+        # Other calls, the Deployment itself included, are not slowed down.
+        self.assertEqual(quick("GET", scale).status, 200)
+        self.assertEqual(quick("PATCH", DEPLOYMENTS + "/brave-dolphin",
+                               {"metadata": {"annotations": {"spark-gateway/last-activity": "2024-05-01T10:00:00Z"}}}
+                               ).status, 200)
+        t = time.monotonic()
+        with self.assertRaises(socket.timeout):
+            self.c.request("PATCH", scale, {"spec": {"replicas": 1}}, timeout=0.5)
+        # Applied although the client timed out: visible before the answer would have come.
+        self.assertEqual(replicas(), 1)
+        self.assertLess(time.monotonic() - t, 3.0)
+        self.assertEqual((late.hits, late.remaining), (1, 0))
+        self.assertEqual(self.api.scale_requests("brave-dolphin")[-1].fault, "answer_late")
+        # Only that one call: the next scale is answered at once.
+        self.assertEqual(quick("PATCH", scale, {"spec": {"replicas": 0}}).status, 200)
+
+        held = f.hold(1.0, count=1, method="PATCH", path=r"/scale$")
+        self.assertEqual(quick("PATCH", DEPLOYMENTS + "/brave-dolphin", {"metadata": {"labels": {"x": "y"}}}).status,
+                         200)
+        with self.assertRaises(socket.timeout):
+            self.c.request("PATCH", scale, {"spec": {"replicas": 1}}, timeout=0.3)
+        wait_until(lambda: [r for r in self.api.scale_requests("brave-dolphin") if r.fault == "hold, client gone"],
+                   5, "the held scale call to be dropped")
+        self.assertEqual(replicas(), 0, "a held call whose client went away must not be applied")
+        self.assertEqual(held.hits, 1)
+        # A held call whose client waits is applied, late.
+        f.hold(0.5, count=1, method="PATCH", path=r"/scale$")
+        t = time.monotonic()
+        r = self.c.request("PATCH", scale, {"spec": {"replicas": 1}}, timeout=5)
+        self.assertEqual(r.status, 200, r.body)
+        self.assertGreaterEqual(time.monotonic() - t, 0.5)
+        self.assertEqual(replicas(), 1)
+        self.assertEqual(quick("PATCH", scale, {"spec": {"replicas": 0}}).status, 200)
+        # Without a count, every matching call until removed; reset() removes the rules.
+        f.answer_late(0.6, method="GET", path=r"/scale$")
+        t = time.monotonic()
+        self.assertEqual(self.c.request("GET", scale).status, 200)
+        self.assertGreaterEqual(time.monotonic() - t, 0.6)
+        f.reset()
+        self.assertEqual(quick("GET", scale).status, 200)
+
     # -- events, leases, services ---------------------------------------------------------
 
     def test_events_leases_services(self):

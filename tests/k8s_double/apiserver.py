@@ -107,6 +107,7 @@ class RequestRecord:
         self.name = None
         self.events = 0
         self.fault = None
+        self.answer_late = 0.0  # seconds this answer is held back (faults.answer_late)
 
     def header(self, name, default=None):
         for k, v in self.headers.items():
@@ -762,6 +763,15 @@ class KubeApiDouble:
             raise _Drop()
         if f.delay:
             time.sleep(f.delay)
+        hold, rec.answer_late = f.take_delays(rec.method, rec.path, info.verb)
+        if rec.answer_late:
+            rec.fault = "answer_late"
+        if hold:
+            rec.fault = "hold"
+            time.sleep(hold)
+            if self._client_gone(h):  # its context is cancelled: nothing is applied
+                rec.fault = "hold, client gone"
+                raise _Drop()
         rule = f.take_failure(rec.method, rec.path, info.verb)
         if rule is not None:
             rec.fault = "fail"
@@ -847,8 +857,9 @@ class KubeApiDouble:
         h.send_header("X-Kubernetes-Pf-Prioritylevel-Uid", "k8s-double-prioritylevel")
 
     def _respond(self, h, rec, code, obj, started, raw=None, content_type="application/json"):
-        if self.faults.delay_response:
-            time.sleep(self.faults.delay_response)
+        late = self.faults.delay_response + rec.answer_late
+        if late:
+            time.sleep(late)
         data = raw if raw is not None else _json_bytes(obj)
         rec.status = code
         rec.response = obj
@@ -1175,8 +1186,9 @@ class KubeApiDouble:
                     sub = self.store.subscribe(rt.plural, ns)
                 except status.ApiError as e:
                     error_event = e.status
-        if self.faults.delay_response:
-            time.sleep(self.faults.delay_response)
+        late = self.faults.delay_response + rec.answer_late
+        if late:
+            time.sleep(late)
         rec.status = 200
         rec.duration = time.monotonic() - started
         h.send_response(200)

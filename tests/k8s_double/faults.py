@@ -3,6 +3,11 @@ for the watch knobs, within ~50 ms on open watch streams).
 
     api.faults.delay = 2.0                 # hold every request 2 s before handling it
     api.faults.delay_response = 2.0        # handle it (commit!), then answer 2 s late
+    api.faults.answer_late(5, count=1, method="PATCH", path=r"/deployments/brave-dolphin/scale$")
+                                           # only the next such call: applied, answered 5 s late
+    api.faults.hold(5, count=1, method="PATCH", path=r"/scale$")
+                                           # only the next such call: held 5 s, then handled only
+                                           # if its client is still there
     rule = api.faults.fail(count=3, method="PATCH", path=r"/scale$")   # next 3 matching -> 500
     api.faults.fail()                      # every request -> 500 InternalError, until cleared
     api.faults.clear_failures()
@@ -20,23 +25,16 @@ import re
 import threading
 
 
-class FailRule:
-    """Answers matching requests with an error Status instead of handling them.
+class _RequestMatch:
+    """Which requests a rule applies to. count None = every matching request until removed;
+    otherwise the next `count` ones. method / path (a regular expression searched in the path)
+    / verb (get, list, watch, create, update, patch, delete) narrow what matches."""
 
-    count None = every matching request until removed; otherwise the next `count` ones.
-    method / path (a regular expression searched in the path) / verb (get, list, watch, create,
-    update, patch, delete) narrow what matches."""
-
-    def __init__(self, count=None, method=None, path=None, verb=None, code=500, reason=None,
-                 message=None, close=False):
+    def __init__(self, count=None, method=None, path=None, verb=None):
         self.remaining = count
         self.method = method.upper() if method else None
         self.path = re.compile(path) if path else None
         self.verb = verb
-        self.code = code
-        self.reason = reason
-        self.message = message
-        self.close = close
         self.hits = 0
 
     def matches(self, method, path, verb):
@@ -50,15 +48,46 @@ class FailRule:
             return False
         return True
 
+
+class FailRule(_RequestMatch):
+    """Answers matching requests with an error Status instead of handling them."""
+
+    def __init__(self, count=None, method=None, path=None, verb=None, code=500, reason=None,
+                 message=None, close=False):
+        super().__init__(count, method, path, verb)
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.close = close
+
     def __repr__(self):
         return "FailRule(code=%s, method=%s, path=%s, remaining=%s, hits=%d)" % (
             self.code, self.method, self.path and self.path.pattern, self.remaining, self.hits)
+
+
+class DelayRule(_RequestMatch):
+    """Makes matching requests slow. kind "answer_late": handled (writes committed) at once,
+    answered `seconds` late. kind "hold": held `seconds` before handling; if the client has
+    gone meanwhile the request is dropped unhandled (kube-apiserver cancels the request context
+    of a client that went away, so a write that had not started is not applied)."""
+
+    def __init__(self, kind, seconds, count=None, method=None, path=None, verb=None):
+        if kind not in ("answer_late", "hold"):
+            raise ValueError(kind)
+        super().__init__(count, method, path, verb)
+        self.kind = kind
+        self.seconds = float(seconds)
+
+    def __repr__(self):
+        return "DelayRule(%s %gs, method=%s, path=%s, remaining=%s, hits=%d)" % (
+            self.kind, self.seconds, self.method, self.path and self.path.pattern, self.remaining, self.hits)
 
 
 class Faults:
     def __init__(self):
         self._lock = threading.Lock()
         self._rules = []
+        self._delays = []
         self._refused = {}
         self.delay = 0.0
         self.delay_response = 0.0
@@ -78,6 +107,7 @@ class Faults:
     def reset(self):
         with self._lock:
             self._rules = []
+            self._delays = []
             self._refused = {}
         self.delay = 0.0
         self.delay_response = 0.0
@@ -97,9 +127,11 @@ class Faults:
         return rule
 
     def remove(self, rule):
+        """Removes a FailRule or a DelayRule."""
         with self._lock:
-            if rule in self._rules:
-                self._rules.remove(rule)
+            for rules in (self._rules, self._delays):
+                if rule in rules:
+                    rules.remove(rule)
 
     def clear_failures(self):
         with self._lock:
@@ -116,6 +148,45 @@ class Faults:
                     self.injected += 1
                     return rule
         return None
+
+    # -- slow answers, narrowed ------------------------------------------------------------
+
+    def answer_late(self, seconds, count=None, method=None, path=None, verb=None):
+        """The next `count` (or all) matching requests are handled at once (a write is
+        committed) and answered `seconds` late: a client that gives up first sees a timeout
+        although the server applied the call. Returns the DelayRule (.hits, .remaining)."""
+        return self._add_delay(DelayRule("answer_late", seconds, count, method, path, verb))
+
+    def hold(self, seconds, count=None, method=None, path=None, verb=None):
+        """The next `count` (or all) matching requests wait `seconds` before being handled, and
+        are dropped unhandled if their client went away meanwhile: a client that gives up first
+        sees a timeout and the server applied nothing. Returns the DelayRule."""
+        return self._add_delay(DelayRule("hold", seconds, count, method, path, verb))
+
+    def _add_delay(self, rule):
+        with self._lock:
+            self._delays.append(rule)
+        return rule
+
+    def clear_delays(self):
+        with self._lock:
+            self._delays = []
+
+    def take_delays(self, method, path, verb):
+        """(hold seconds, answer-late seconds) for this request: the first matching rule of each
+        kind, consuming one of its counts."""
+        out = {"hold": 0.0, "answer_late": 0.0}
+        with self._lock:
+            for kind in out:
+                for rule in self._delays:
+                    if rule.kind == kind and rule.matches(method, path, verb):
+                        if rule.remaining is not None:
+                            rule.remaining -= 1
+                        rule.hits += 1
+                        self.injected += 1
+                        out[kind] = rule.seconds
+                        break
+        return out["hold"], out["answer_late"]
 
     # -- per-client refusal (partition tests) ---------------------------------------------
 
