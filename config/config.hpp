@@ -90,8 +90,8 @@ struct JumpConfig {
   std::map<std::string, std::filesystem::path> spark_authorized_keys;  // per spark
   int max_sessions = 256;        // sessions at once (each has a thread while it lives)
   Duration login_grace{std::chrono::seconds(30)};  // key exchange + authentication, wake excluded
-  // On the login's connection and its upstream: a copy of `defaults.keepalive` (a jump login
-  // shares one client connection; it names its spark only after authentication).
+  // A copy of `defaults.keepalive`, for the login's own connection (it names its spark only
+  // after authentication), and for its upstream unless the gateway gives the spark's own.
   TcpKeepalive keepalive;
   friend bool operator==(const JumpConfig&, const JumpConfig&) = default;
 };

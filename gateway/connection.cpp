@@ -2,8 +2,12 @@
 
 #include <spdlog/spdlog.h>
 
+#include <string>
+#include <utility>
+
 #include "config/duration.hpp"
 #include "gateway/splice.hpp"
+#include "gateway/tcp_keepalive.hpp"
 
 namespace spark::gateway {
 namespace {
@@ -11,6 +15,35 @@ namespace {
 std::string address_of(const tcp::endpoint& ep) {
   const auto a = ep.address();
   return a.is_v6() ? "[" + a.to_string() + "]" : a.to_string();
+}
+
+// Keepalive on one socket of the connection. A failure only costs dead-peer detection on it,
+// so the connection goes on (and the log says why a dead peer might not be found).
+void apply_keepalive(tcp::socket& socket, const config::TcpKeepalive& keepalive, std::string_view spark,
+                     std::string_view side) {
+  if (const auto ec = set_tcp_keepalive(socket.native_handle(), keepalive))
+    spdlog::warn("spark {}: cannot set TCP keepalive on the {} socket: {}", spark, side, ec.message());
+}
+
+// How a splice ended: the metric's outcome and the close's words for the log.
+std::pair<ConnectionEnd, std::string> describe_end(const std::exception_ptr& error,
+                                                   const config::TcpKeepalive& keepalive) {
+  if (!error) return {ConnectionEnd::closed, "closed"};
+  try {
+    std::rethrow_exception(error);
+  } catch (const SpliceError& e) {
+    if (!is_peer_unreachable(e.code())) return {ConnectionEnd::error, "closed: " + e.code().message()};
+    const bool client = e.side() == SpliceSide::client;
+    // The words the issue and docs/dead-peers.md promise operators: "peer unreachable (keepalive)".
+    return {client ? ConnectionEnd::client_unreachable : ConnectionEnd::spark_unreachable,
+            std::string("closed: peer unreachable (keepalive): no answer from the ") +
+                (client ? "client" : "spark") + " within " + config::format_duration(keepalive.bound()) + " (" +
+                e.code().message() + ")"};
+  } catch (const boost::system::system_error& e) {
+    return {ConnectionEnd::error, "closed: " + e.code().message()};
+  } catch (const std::exception& e) {
+    return {ConnectionEnd::error, "closed: " + std::string(e.what())};
+  }
 }
 
 // A socket opened on another io_context (a wake's probe) moves to `executor`'s.
@@ -56,6 +89,9 @@ awaitable<void> Connection::run() {
                to_string(spark_->state()));
   error_code ignored;
   client_.set_option(tcp::no_delay(true), ignored);
+  // Set once, at accept: a reload changes it for new connections only (like every socket option).
+  keepalive_ = spark_->config().keepalive;
+  apply_keepalive(client_, keepalive_, spark_->name(), "client");
 
   std::string outcome;
   auto& metrics = spark_->metrics();
@@ -65,6 +101,7 @@ awaitable<void> Connection::run() {
     const asio::any_io_executor data_executor = worker_.executor();
     auto upstream = co_await spark_->connect_upstream(std::move(cause), data_executor);
     upstream.set_option(tcp::no_delay(true), ignored);
+    apply_keepalive(upstream, keepalive_, spark_->name(), "upstream");
     upstream_.emplace(on_executor(std::move(upstream), data_executor));
     if (client_.is_open()) {
       metrics.count_connection(ConnectionOutcome::spliced);
@@ -95,17 +132,11 @@ void Connection::start_splice(asio::any_io_executor main) {
                                 metrics.bytes_spark_to_client};
   asio::co_spawn(worker_.executor(), splice(client_, *upstream_, counters, worker_.pipes()),
                  [self = shared_from_this(), main = std::move(main)](std::exception_ptr error) {
-                   std::string outcome = "closed";
-                   if (error) {
-                     try {
-                       std::rethrow_exception(error);
-                     } catch (const boost::system::system_error& e) {
-                       outcome += ": " + e.code().message();
-                     } catch (const std::exception& e) {
-                       outcome += ": " + std::string(e.what());
-                     }
-                   }
-                   asio::post(main, [self, outcome = std::move(outcome)] { self->finish(outcome); });
+                   auto ended = describe_end(error, self->keepalive_);
+                   asio::post(main, [self, end = ended.first, outcome = std::move(ended.second)] {
+                     self->spark_->metrics().count_end(end);
+                     self->finish(outcome);
+                   });
                  });
 }
 

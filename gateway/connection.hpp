@@ -41,6 +41,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   ConnectionRegistry& registry_;
   DataWorker& worker_;
   std::chrono::steady_clock::time_point opened_;
+  config::TcpKeepalive keepalive_;  // as set on both sockets
   bool on_worker_ = false;  // the sockets now belong to worker_'s thread
   // Written on the worker while spliced, read by finish() after the splice has posted it.
   std::uint64_t bytes_in_ = 0, bytes_out_ = 0;

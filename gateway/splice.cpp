@@ -10,6 +10,8 @@
 
 #include <boost/asio/experimental/parallel_group.hpp>
 
+#include "gateway/tcp_keepalive.hpp"
+
 namespace spark::gateway {
 namespace {
 
@@ -21,8 +23,19 @@ thread_local std::array<char, kChunk> shared_buffer;
 // A splice that moves less than this is not bulk any more: back to read/write.
 constexpr std::size_t kSmallSplice = 4096;
 
-[[noreturn]] void throw_errno() {
-  throw boost::system::system_error(error_code(errno, boost::system::system_category()));
+[[noreturn]] void throw_errno(SpliceSide side) {
+  throw SpliceError(error_code(errno, boost::system::system_category()), side);
+}
+
+bool peer_unreachable(const std::exception_ptr& error) {
+  if (!error) return false;
+  try {
+    std::rethrow_exception(error);
+  } catch (const SpliceError& e) {
+    return is_peer_unreachable(e.code());
+  } catch (...) {
+    return false;
+  }
 }
 
 bool would_block() { return errno == EAGAIN || errno == EWOULDBLOCK; }
@@ -62,9 +75,11 @@ class PipeLease {
   std::optional<Pipe> pipe_;
 };
 
-// One direction. Every syscall is tried first; we wait for readiness only on EAGAIN.
-awaitable<void> pump(tcp::socket& from, tcp::socket& to, std::uint64_t& counter,
+// One direction. Every syscall is tried first; we wait for readiness only on EAGAIN. An error
+// names the socket it happened on (`from_side`, or the other one).
+awaitable<void> pump(tcp::socket& from, tcp::socket& to, SpliceSide from_side, std::uint64_t& counter,
                      prometheus::Counter& total, PipePool& pipes) {
+  const SpliceSide to_side = from_side == SpliceSide::client ? SpliceSide::upstream : SpliceSide::client;
   const int in = from.native_handle();
   const int out = to.native_handle();
   PipeLease pipe(pipes);
@@ -83,7 +98,7 @@ awaitable<void> pump(tcp::socket& from, tcp::socket& to, std::uint64_t& counter,
       } else if (n < 0 && would_block()) {
         co_await to.async_wait(tcp::socket::wait_write, use_awaitable);
       } else if (n < 0 && errno != EINTR) {
-        throw_errno();
+        throw_errno(to_side);
       }
       continue;
     }
@@ -97,7 +112,7 @@ awaitable<void> pump(tcp::socket& from, tcp::socket& to, std::uint64_t& counter,
       } else if (n < 0 && would_block()) {
         co_await to.async_wait(tcp::socket::wait_write, use_awaitable);
       } else if (n < 0 && errno != EINTR) {
-        throw_errno();
+        throw_errno(to_side);
       }
       continue;
     }
@@ -125,7 +140,7 @@ awaitable<void> pump(tcp::socket& from, tcp::socket& to, std::uint64_t& counter,
         bulk = false;
         continue;
       }
-      throw_errno();
+      throw_errno(from_side);
     }
     char* buf = shared_buffer.data();
     const ssize_t n = ::recv(in, buf, kChunk, 0);
@@ -136,12 +151,12 @@ awaitable<void> pump(tcp::socket& from, tcp::socket& to, std::uint64_t& counter,
         continue;
       }
       if (errno == EINTR) continue;
-      throw_errno();
+      throw_errno(from_side);
     }
     if (static_cast<std::size_t>(n) == kChunk) bulk = true;
     ssize_t sent = ::send(out, buf, static_cast<std::size_t>(n), MSG_NOSIGNAL);
     if (sent < 0) {
-      if (!would_block() && errno != EINTR) throw_errno();
+      if (!would_block() && errno != EINTR) throw_errno(to_side);
       sent = 0;
     }
     counter += static_cast<std::uint64_t>(sent);
@@ -166,11 +181,11 @@ awaitable<void> splice(tcp::socket& client, tcp::socket& upstream, SpliceCounter
   const auto executor = co_await asio::this_coro::executor;
   auto both = asio::experimental::make_parallel_group(
       asio::co_spawn(executor,
-                     pump(client, upstream, counters.client_to_upstream,
+                     pump(client, upstream, SpliceSide::client, counters.client_to_upstream,
                           counters.spark_client_to_upstream, pipes),
                      asio::deferred),
       asio::co_spawn(executor,
-                     pump(upstream, client, counters.upstream_to_client,
+                     pump(upstream, client, SpliceSide::upstream, counters.upstream_to_client,
                           counters.spark_upstream_to_client, pipes),
                      asio::deferred));
   auto [order, up_error, down_error] =
@@ -180,6 +195,10 @@ awaitable<void> splice(tcp::socket& client, tcp::socket& upstream, SpliceCounter
   upstream.close(ignored);
   const std::exception_ptr first = order[0] == 0 ? up_error : down_error;
   const std::exception_ptr second = order[0] == 0 ? down_error : up_error;
+  // A dead peer's ETIMEDOUT is reported once, to whichever call touched its socket first; the
+  // other direction may have failed on the same socket meanwhile with a plainer error (EPIPE).
+  // The reason the connection ended is the dead peer.
+  if (!peer_unreachable(first) && peer_unreachable(second)) std::rethrow_exception(second);
   if (first) std::rethrow_exception(first);
   if (second) std::rethrow_exception(second);
 }

@@ -10,6 +10,9 @@
 #include <optional>
 #include <string>
 
+#include "config/config.hpp"
+#include "gateway/observability/metrics.hpp"
+
 namespace spark::gateway {
 
 // One upstream connection on its way from the data plane to a jump session.
@@ -45,6 +48,8 @@ class JumpGateway {
     int target_port = 22;        // the spark's sshd port (a channel may ask for it or for 22)
     bool running = false;        // awake and answering now
     std::string asleep_for;      // "3h12m" when asleep, for the progress line
+    // The spark's own keepalive for its upstream socket; nullopt: the jump host's (defaults).
+    std::optional<config::TcpKeepalive> keepalive;
   };
   virtual std::optional<SparkInfo> find_spark(const std::string& name) = 0;
 
@@ -55,6 +60,12 @@ class JumpGateway {
   // A session whose upstream was delivered has ended: the connection closes, bytes are counted.
   virtual void upstream_closed(const std::string& name, std::uint64_t client_to_spark,
                                std::uint64_t spark_to_client) = 0;
+  // The same, saying how it ended (a peer found dead by keepalive has its own outcome in
+  // spark_gateway_connections_ended_total). A gateway that does not count ends gets the close.
+  virtual void upstream_ended(const std::string& name, std::uint64_t client_to_spark,
+                              std::uint64_t spark_to_client, ConnectionEnd /*end*/) {
+    upstream_closed(name, client_to_spark, spark_to_client);
+  }
 };
 
 }  // namespace spark::gateway

@@ -14,6 +14,7 @@
 
 #include "config/duration.hpp"
 #include "config/spark_name.hpp"
+#include "gateway/tcp_keepalive.hpp"
 
 namespace spark::gateway {
 namespace {
@@ -37,6 +38,18 @@ std::string peer_of(int fd) {
   else
     ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(&addr)->sin_addr, host, sizeof host);
   return host;
+}
+
+void apply_keepalive(int fd, const config::TcpKeepalive& keepalive, const std::string& what) {
+  if (const auto ec = set_tcp_keepalive(fd, keepalive))
+    spdlog::warn("jump: cannot set TCP keepalive on {}: {}", what, ec.message());
+}
+
+// libssh reports a socket error as "Socket error: <strerror>" and keeps no errno we can read.
+bool client_error_is_unreachable(const std::string& error) {
+  for (const int code : {ETIMEDOUT, EHOSTUNREACH, ENETUNREACH})
+    if (error.find(std::strerror(code)) != std::string::npos) return true;
+  return false;
 }
 
 std::string seconds_text(Clock::duration d) {
@@ -131,6 +144,8 @@ bool JumpSession::wait_for_upstream() {
     refuse("spark-gateway: cannot wake " + spark_ + ": " + why);
     return false;
   }
+  upstream_keepalive_ = info && info->keepalive ? *info->keepalive : cfg_.keepalive;
+  apply_keepalive(upstream_, upstream_keepalive_, "the upstream of " + spark_);
   if (asleep) banner("spark-gateway: " + spark_ + " ready in " + seconds_text(Clock::now() - started) + "\n");
   return true;
 }
@@ -240,6 +255,8 @@ int JumpSession::channel_open(ssh_message message) {
 // -- the session --------------------------------------------------------------------------------
 
 void JumpSession::run() {
+  // From the first byte: a client that vanishes during the login is found like one mid-session.
+  apply_keepalive(ssh_get_fd(session_), cfg_.keepalive, "the connection from " + peer_);
   const long grace = std::max<long>(1, std::chrono::duration_cast<std::chrono::seconds>(cfg_.login_grace).count());
   ssh_options_set(session_, SSH_OPTIONS_TIMEOUT, &grace);
   server_callbacks_.userdata = this;
@@ -310,6 +327,7 @@ int JumpSession::on_upstream_ready(socket_t fd, int revents, void* self) {
     s->upstream_eof_ = true;
   } else if (errno != EAGAIN && errno != EINTR) {
     s->upstream_failed_ = true;
+    s->upstream_errno_ = errno;
   }
   return 0;
 }
@@ -323,6 +341,7 @@ void JumpSession::flush_to_upstream() {
       return;
     } else {
       upstream_failed_ = true;
+      upstream_errno_ = n < 0 ? errno : 0;
       return;
     }
   }
@@ -365,15 +384,33 @@ void JumpSession::relay() {
   }
   if (reading_upstream_) ssh_event_remove_fd(event_, upstream_);
   reading_upstream_ = false;
+  decide_end();
   if (!channel_closed_) ssh_channel_close(channel_);
+}
+
+// Why the relay stopped, for the close's log line and its outcome.
+void JumpSession::decide_end() {
+  const bool spark_unreachable =
+      upstream_failed_ && is_peer_unreachable({upstream_errno_, boost::system::system_category()});
+  // A dead client's socket error ends libssh's session (nothing else does mid-relay).
+  const std::string client_error = ssh_is_connected(session_) ? "" : ssh_get_error(session_);
+  if (spark_unreachable || client_error_is_unreachable(client_error)) {
+    const bool client = !spark_unreachable;
+    end_ = client ? ConnectionEnd::client_unreachable : ConnectionEnd::spark_unreachable;
+    const auto& keepalive = client ? cfg_.keepalive : upstream_keepalive_;
+    end_text_ = std::string("closed: peer unreachable (keepalive): no answer from the ") +
+                (client ? "client" : "spark") + " within " + config::format_duration(keepalive.bound());
+  } else if (upstream_failed_) {
+    end_ = ConnectionEnd::error;  // a reset: the log line stays the plain "closed" it always was
+  }
 }
 
 void JumpSession::finish() {
   if (upstream_ >= 0) {
     ::close(upstream_);
     upstream_ = -1;
-    gateway_.upstream_closed(spark_, bytes_up_, bytes_down_);
-    spdlog::info("spark {}: jump connection from {} closed after {}, {} bytes in, {} bytes out", spark_, peer_,
+    gateway_.upstream_ended(spark_, bytes_up_, bytes_down_, end_);
+    spdlog::info("spark {}: jump connection from {} {} after {}, {} bytes in, {} bytes out", spark_, peer_, end_text_,
                  seconds_text(Clock::now() - opened_), bytes_up_, bytes_down_);
   }
   for (auto* c : {&channel_, &shell_channel_}) {

@@ -60,6 +60,7 @@ class JumpSession {
   void banner(const std::string& line);
   void refuse(const std::string& message);
   void relay();
+  void decide_end();
   void flush_to_upstream();
   void finish();
 
@@ -92,6 +93,10 @@ class JumpSession {
   bool eof_sent_ = false;
   bool channel_closed_ = false;
   bool upstream_failed_ = false;
+  int upstream_errno_ = 0;                    // why upstream_failed_
+  config::TcpKeepalive upstream_keepalive_;   // as set on the upstream socket
+  ConnectionEnd end_ = ConnectionEnd::closed;  // decided when the relay stops
+  std::string end_text_ = "closed";           // ... and its words for the log
   bool reading_upstream_ = false;  // the upstream fd is in the event (not paused by the window)
   std::uint64_t bytes_up_ = 0;
   std::uint64_t bytes_down_ = 0;

@@ -64,6 +64,25 @@ std::string_view to_string(SleepReason r) {
   return "unknown";
 }
 
+std::string_view to_string(ConnectionEnd e) {
+  switch (e) {
+    case ConnectionEnd::closed: return "closed";
+    case ConnectionEnd::error: return "error";
+    case ConnectionEnd::client_unreachable: return "client_unreachable";
+    case ConnectionEnd::spark_unreachable: return "spark_unreachable";
+  }
+  return "unknown";
+}
+
+void SparkMetrics::count_end(ConnectionEnd end) {
+  switch (end) {
+    case ConnectionEnd::closed: ended_closed.Increment(); break;
+    case ConnectionEnd::error: ended_error.Increment(); break;
+    case ConnectionEnd::client_unreachable: ended_client_unreachable.Increment(); break;
+    case ConnectionEnd::spark_unreachable: ended_spark_unreachable.Increment(); break;
+  }
+}
+
 void SparkMetrics::count_connection(ConnectionOutcome outcome) {
   switch (outcome) {
     case ConnectionOutcome::spliced: connections_spliced.Increment(); break;
@@ -89,6 +108,11 @@ Metrics::Metrics(std::string version)
                        .Help("Client connections accepted, by how they ended up: spliced, "
                              "wake_failed, upstream_failed, rejected.")
                        .Register(*registry_)),
+      ended_(BuildCounter()
+                 .Name("spark_gateway_connections_ended_total")
+                 .Help("Spliced connections that ended, by how: closed, error, client_unreachable, "
+                       "spark_unreachable (keepalive found that side dead).")
+                 .Register(*registry_)),
       bytes_(BuildCounter()
                  .Name("spark_gateway_bytes_total")
                  .Help("Bytes spliced, by direction (client_to_spark, spark_to_client).")
@@ -146,6 +170,10 @@ SparkMetrics& Metrics::spark(const std::string& name) {
       connections_.Add({{"spark", name}, {"outcome", "wake_failed"}}),
       connections_.Add({{"spark", name}, {"outcome", "upstream_failed"}}),
       connections_.Add({{"spark", name}, {"outcome", "rejected"}}),
+      ended_.Add({{"spark", name}, {"outcome", "closed"}}),
+      ended_.Add({{"spark", name}, {"outcome", "error"}}),
+      ended_.Add({{"spark", name}, {"outcome", "client_unreachable"}}),
+      ended_.Add({{"spark", name}, {"outcome", "spark_unreachable"}}),
       wakes_.Add({{"spark", name}, {"outcome", "success"}}),
       wakes_.Add({{"spark", name}, {"outcome", "failure"}}),
       wake_duration_.Add({{"spark", name}}, kWakeBuckets),

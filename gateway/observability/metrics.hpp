@@ -22,6 +22,12 @@
 namespace spark::gateway {
 
 enum class ConnectionOutcome { spliced, wake_failed, upstream_failed, rejected };
+// How a spliced connection ended. `client_unreachable` / `spark_unreachable`: keepalive or
+// TCP_USER_TIMEOUT found that side dead (no FIN or RST ever came; docs/dead-peers.md).
+// `closed`: both sides finished; `error`: a reset or other socket error, or the gateway closed
+// it (drain, forced sleep).
+enum class ConnectionEnd { closed, error, client_unreachable, spark_unreachable };
+std::string_view to_string(ConnectionEnd e);
 enum class SleepReason { idle, api, shutdown, removed };
 std::string_view to_string(SleepReason r);
 
@@ -33,6 +39,10 @@ struct SparkMetrics {
   prometheus::Counter& connections_wake_failed;
   prometheus::Counter& connections_upstream_failed;
   prometheus::Counter& connections_rejected;
+  prometheus::Counter& ended_closed;
+  prometheus::Counter& ended_error;
+  prometheus::Counter& ended_client_unreachable;
+  prometheus::Counter& ended_spark_unreachable;
   prometheus::Counter& wakes_success;
   prometheus::Counter& wakes_failure;
   prometheus::Histogram& wake_duration;
@@ -42,6 +52,7 @@ struct SparkMetrics {
   prometheus::Counter& sleeps_removed;
 
   void count_connection(ConnectionOutcome outcome);
+  void count_end(ConnectionEnd end);
   void count_sleep(SleepReason reason);
 };
 
@@ -73,6 +84,7 @@ class Metrics {
  private:
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Counter>& connections_;
+  prometheus::Family<prometheus::Counter>& ended_;
   prometheus::Family<prometheus::Counter>& bytes_;
   prometheus::Family<prometheus::Counter>& wakes_;
   prometheus::Family<prometheus::Histogram>& wake_duration_;

@@ -47,6 +47,7 @@
 
 #include "gateway/asio.hpp"
 #include "gateway/pipe_pool.hpp"
+#include "gateway/tcp_keepalive.hpp"
 
 namespace spark::gateway {
 namespace {
@@ -994,6 +995,157 @@ TEST_F(SpliceTest, PoolInUseElsewhereFallsBackToReadWrite) {
   EXPECT_EQ(pool_->in_use(), 1u) << "only the pipe the test holds";
   pool_->release(std::move(*taken));
   EXPECT_EQ(pool_->in_use(), 0u);
+}
+
+// ---------------------------------------------------------------------------
+// 7. Dead peers: keepalive and TCP_USER_TIMEOUT (tcp_keepalive.hpp, docs/dead-peers.md)
+// ---------------------------------------------------------------------------
+
+int int_option(int fd, int level, int name) {
+  int value = -1;
+  socklen_t len = sizeof value;
+  EXPECT_EQ(::getsockopt(fd, level, name, &value, &len), 0) << std::strerror(errno);
+  return value;
+}
+
+// What the kernel holds after set_tcp_keepalive(), read back option by option.
+TEST(TcpKeepalive, TheKernelHoldsWhatTheConfigAsks) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(fd, 0);
+  const config::TcpKeepalive defaults;  // 60s, 10s, 6
+  EXPECT_FALSE(set_tcp_keepalive(fd, defaults));
+  EXPECT_EQ(int_option(fd, SOL_SOCKET, SO_KEEPALIVE), 1);
+  EXPECT_EQ(int_option(fd, IPPROTO_TCP, TCP_KEEPIDLE), 60);
+  EXPECT_EQ(int_option(fd, IPPROTO_TCP, TCP_KEEPINTVL), 10);
+  EXPECT_EQ(int_option(fd, IPPROTO_TCP, TCP_KEEPCNT), 6);
+  EXPECT_EQ(int_option(fd, IPPROTO_TCP, TCP_USER_TIMEOUT), 120'000) << "idle + interval x count, in ms";
+
+  const config::TcpKeepalive quick{true, 3s, 2s, 4};
+  EXPECT_FALSE(set_tcp_keepalive(fd, quick));
+  EXPECT_EQ(int_option(fd, IPPROTO_TCP, TCP_KEEPIDLE), 3);
+  EXPECT_EQ(int_option(fd, IPPROTO_TCP, TCP_KEEPINTVL), 2);
+  EXPECT_EQ(int_option(fd, IPPROTO_TCP, TCP_KEEPCNT), 4);
+  EXPECT_EQ(int_option(fd, IPPROTO_TCP, TCP_USER_TIMEOUT), 11'000);
+
+  config::TcpKeepalive off = quick;
+  off.enabled = false;
+  EXPECT_FALSE(set_tcp_keepalive(fd, off));
+  EXPECT_EQ(int_option(fd, SOL_SOCKET, SO_KEEPALIVE), 0);
+  EXPECT_EQ(int_option(fd, IPPROTO_TCP, TCP_USER_TIMEOUT), 0);
+  ::close(fd);
+}
+
+TEST(TcpKeepalive, AFailureIsReported) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);  // no TCP options here
+  ASSERT_GE(fd, 0);
+  EXPECT_TRUE(set_tcp_keepalive(fd, config::TcpKeepalive{}));
+  ::close(fd);
+}
+
+TEST(TcpKeepalive, OnlyATimeoutMeansThePeerIsUnreachable) {
+  auto sys = [](int e) { return error_code(e, boost::system::system_category()); };
+  EXPECT_TRUE(is_peer_unreachable(sys(ETIMEDOUT)));
+  EXPECT_TRUE(is_peer_unreachable(sys(EHOSTUNREACH)));
+  EXPECT_TRUE(is_peer_unreachable(sys(ENETUNREACH)));
+  EXPECT_FALSE(is_peer_unreachable(sys(ECONNRESET))) << "a reset is an answer";
+  EXPECT_FALSE(is_peer_unreachable(sys(EPIPE)));
+  EXPECT_FALSE(is_peer_unreachable(asio::error::operation_aborted));
+  EXPECT_FALSE(is_peer_unreachable(error_code()));
+}
+
+// Short settings: bound() = 2 s. On loopback every probe is answered, so only the user timeout
+// can end a connection: a peer that takes no data (its window stays shut) for 2 s looks, to the
+// kernel, exactly like one whose acknowledgements never come back.
+const config::TcpKeepalive kQuick{true, 1s, 1s, 1};
+
+// Which side splice() named as unreachable, if it ended that way.
+std::optional<SpliceSide> unreachable_side(const std::exception_ptr& error) {
+  if (!error) return std::nullopt;
+  try {
+    std::rethrow_exception(error);
+  } catch (const SpliceError& e) {
+    if (is_peer_unreachable(e.code())) return e.side();
+  } catch (...) {
+  }
+  return std::nullopt;
+}
+
+// The client stops taking data (its laptop is gone) while the spark keeps sending: the data
+// toward the client stays unacknowledged, keepalive cannot probe, and TCP_USER_TIMEOUT ends it.
+TEST_F(SpliceTest, AClientThatTakesNothingEndsTheSpliceAsUnreachable) {
+  ASSERT_FALSE(set_tcp_keepalive(gw_client_.native_handle(), kQuick));
+  ASSERT_FALSE(set_tcp_keepalive(gw_upstream_.native_handle(), kQuick));
+  const auto started = steady_clock::now();
+  start();
+  SendResult sent;
+  PeerEnd& server = server_;
+  // Fails once the gateway drops the connection; never gets through all of it.
+  Peer writer([&] { sent = send_stream(server.fd, kDown, 1024 * MiB); });
+  finish({&writer});
+  const auto took = steady_clock::now() - started;
+
+  ASSERT_EQ(unreachable_side(error_), SpliceSide::client) << "splice() ended with: \"" << splice_error() << "\"";
+  EXPECT_GE(took, kQuick.bound()) << "ended before the user timeout could have passed";
+  EXPECT_NE(sent.err, 0) << "the spark's writes should fail once the gateway closed its side";
+  EXPECT_EQ(pool_->in_use(), 0u);
+}
+
+// The reverse: the spark's side stops taking data while the client sends.
+TEST_F(SpliceTest, ASparkThatTakesNothingEndsTheSpliceAsUnreachable) {
+  ASSERT_FALSE(set_tcp_keepalive(gw_client_.native_handle(), kQuick));
+  ASSERT_FALSE(set_tcp_keepalive(gw_upstream_.native_handle(), kQuick));
+  start();
+  SendResult sent;
+  PeerEnd& client = client_;
+  Peer writer([&] { sent = send_stream(client.fd, kUp, 1024 * MiB); });
+  finish({&writer});
+
+  ASSERT_EQ(unreachable_side(error_), SpliceSide::upstream) << "splice() ended with: \"" << splice_error() << "\"";
+  EXPECT_NE(sent.err, 0) << "the client's writes should fail once the gateway closed its side";
+  EXPECT_EQ(pool_->in_use(), 0u);
+}
+
+// A reset is an answer, not a dead peer: it ends the splice as an ordinary error.
+TEST_F(SpliceTest, AResetIsNotAnUnreachablePeer) {
+  ASSERT_FALSE(set_tcp_keepalive(gw_client_.native_handle(), kQuick));
+  ASSERT_FALSE(set_tcp_keepalive(gw_upstream_.native_handle(), kQuick));
+  start();
+  PeerEnd& server = server_;
+  Peer resetter([&] { server.close(/*abortive=*/true); });
+  finish({&resetter});
+  EXPECT_TRUE(is_reset_error(splice_error_code())) << splice_error();
+  EXPECT_EQ(unreachable_side(error_), std::nullopt);
+}
+
+// A live connection with nothing to say is answered at every probe: keepalive never ends it,
+// however long the silence (here more than twice the bound).
+TEST_F(SpliceTest, ASilentLiveConnectionOutlivesItsKeepaliveBound) {
+  ASSERT_FALSE(set_tcp_keepalive(gw_client_.native_handle(), kQuick));
+  ASSERT_FALSE(set_tcp_keepalive(gw_upstream_.native_handle(), kQuick));
+  start();
+  // The property is "nothing happens during this span", so a fixed span is the test.
+  io_.run_for(2 * kQuick.bound() + 1s);
+  EXPECT_FALSE(done_) << "a silent live connection was ended: \"" << splice_error() << "\"";
+
+  // Still a working connection: one round trip, then a clean end.
+  RecvResult got;
+  PeerEnd& client = client_;
+  PeerEnd& server = server_;
+  Peer writer([&] {
+    const char hello[] = "still here";
+    EXPECT_EQ(::send(client.fd, hello, sizeof hello, MSG_NOSIGNAL), static_cast<ssize_t>(sizeof hello));
+    ::shutdown(client.fd, SHUT_WR);
+  });
+  Peer reader([&] {
+    char buf[64];
+    std::size_t total = 0;
+    for (ssize_t n; (n = ::recv(server.fd, buf, sizeof buf, 0)) > 0;) total += static_cast<std::size_t>(n);
+    got.bytes = total;
+    ::shutdown(server.fd, SHUT_WR);
+  });
+  finish({&writer, &reader});
+  EXPECT_EQ(splice_error(), "");
+  EXPECT_EQ(got.bytes, sizeof("still here"));
 }
 
 }  // namespace
