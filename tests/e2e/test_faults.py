@@ -88,7 +88,9 @@ class ProcessFaults(GatewayTestCase):
 
     def test_kill_9_during_a_session_then_restart(self):
         spark = self.add_spark("tough-toad", idle_timeout="10s")
-        self.write_config()
+        # A short flush: the test kills the gateway once the session's activity is on disk, and
+        # waits for that write (10 s) rather than for a production flush (30 s).
+        self.write_config(flush_interval="1s")
         gw = self.start_gateway()
         s = self.ssh_background(spark, "echo in; sleep 60", timeout=90)
         s.wait_output("in", 30)
@@ -125,7 +127,8 @@ class ProcessFaults(GatewayTestCase):
     def test_state_file_that_cannot_be_written_keeps_activity_and_retries(self):
         self.enable_admin()
         spark = self.add_spark("ink-imp")
-        self.write_config()
+        # A short flush: the test waits (10 s bounds) for the writes, the failing one and the retry.
+        self.write_config(flush_interval="1s")
         gw = self.start_gateway()
         self.assert_ssh_ok(self.ssh(spark, "true"))
         wait_until(lambda: self.state_file_has("ink-imp"), 10, "activity to be flushed")
