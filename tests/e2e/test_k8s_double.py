@@ -229,6 +229,37 @@ class K8sDoubleSelfTest(harness.GatewayTestCase):
         r = self.c.request("PATCH", DEPLOYMENTS + "/brave-dolphin/scale", {"spec": {"replicas": 1}})
         self.assertEqual(r.status, 200)
 
+    def test_resource_version_must_be_a_string(self):
+        # ObjectMeta.ResourceVersion is a Go string: a number does not decode. A client that
+        # sends {"resourceVersion": 1234} gets an error from kube-apiserver, not a precondition.
+        self.start(kubelet=False)
+        d = self.api.create_deployment("brave-dolphin", replicas=1)
+        rv = int(d["metadata"]["resourceVersion"])
+        unmarshal = ("json: cannot unmarshal number into Go struct field ObjectMeta.metadata.resourceVersion of "
+                     "type string")
+        for path in (DEPLOYMENTS + "/brave-dolphin", DEPLOYMENTS + "/brave-dolphin/scale"):
+            r = self.c.request("PATCH", path, {"metadata": {"resourceVersion": rv}, "spec": {"replicas": 0}})
+            self.assertEqual((r.status, r.json["reason"]), (422, "Invalid"), r.body)
+            # NewInvalid(schema.GroupKind{}, "", ...): "%s %q is invalid" with an empty kind.
+            self.assertTrue(r.json["message"].startswith(' "" is invalid: patch: Invalid value: "{'), r.json["message"])
+            self.assertTrue(r.json["message"].endswith(": " + unmarshal), r.json["message"])
+            self.assertEqual([(c["reason"], c["field"]) for c in r.json["details"]["causes"]],
+                             [("FieldValueInvalid", "patch")])
+        cur = self.api.get("deployments", "brave-dolphin")
+        r = self.c.request("PUT", DEPLOYMENTS + "/brave-dolphin",
+                           dict(cur, metadata=dict(cur["metadata"], resourceVersion=rv)))
+        self.assertEqual((r.status, r.json["reason"], r.json["message"]),
+                         (400, "BadRequest", 'Deployment in version "v1" cannot be handled as a Deployment: ' + unmarshal))
+        r = self.c.request("PATCH", DEPLOYMENTS + "/brave-dolphin/scale", {"spec": {"replicas": "1"}})
+        self.assertEqual((r.status, r.json["reason"]), (422, "Invalid"))
+        self.assertTrue(r.json["message"].endswith("json: cannot unmarshal string into Go struct field "
+                                                  "ScaleSpec.spec.replicas of type int32"), r.json["message"])
+        self.assertEqual(self.api.get("deployments", "brave-dolphin")["spec"]["replicas"], 1, "nothing applied")
+        # As a string, the same precondition works.
+        r = self.c.request("PATCH", DEPLOYMENTS + "/brave-dolphin/scale",
+                           {"metadata": {"resourceVersion": str(rv)}, "spec": {"replicas": 0}})
+        self.assertEqual(r.status, 200, r.body)
+
     def test_scale_subresource_omits_zero_replicas(self):
         self.start(kubelet=False)
         self.api.create_deployment("brave-dolphin", replicas=0)
@@ -716,6 +747,15 @@ class K8sDoubleSelfTest(harness.GatewayTestCase):
         self.assertGreaterEqual(time.monotonic() - t, 0.5)
         self.assertEqual(replicas(), 1)
         self.assertEqual(quick("PATCH", scale, {"spec": {"replicas": 0}}).status, 200)
+        # when= narrows by anything in the request, e.g. the body: only a scale-UP fails, and
+        # an answer_late rule and a fail rule can select the same call.
+        def scale_up(rec):
+            return ((rec.json or {}).get("spec") or {}).get("replicas") == 1
+        failed = f.fail(count=1, method="PATCH", when=scale_up, code=503, retry_after=1)
+        self.assertEqual(quick("PATCH", scale, {"spec": {"replicas": 0}}).status, 200)
+        r = quick("PATCH", scale, {"spec": {"replicas": 1}})
+        self.assertEqual((r.status, r.header("Retry-After"), failed.hits), (503, "1", 1))
+        self.assertEqual(replicas(), 0)
         # Without a count, every matching call until removed; reset() removes the rules.
         f.answer_late(0.6, method="GET", path=r"/scale$")
         t = time.monotonic()
@@ -723,6 +763,37 @@ class K8sDoubleSelfTest(harness.GatewayTestCase):
         self.assertGreaterEqual(time.monotonic() - t, 0.6)
         f.reset()
         self.assertEqual(quick("GET", scale).status, 200)
+
+    def test_429_and_retry_after_as_kube_apiserver_sends_them(self):
+        self.start(kubelet=False)
+        self.api.create_deployment("brave-dolphin")
+        f = self.api.faults
+        scale = DEPLOYMENTS + "/brave-dolphin/scale"
+        # Flow control (max-in-flight, API Priority and Fairness) turns a request away with
+        # net/http's http.Error: text/plain, not a Status, and Retry-After.
+        f.fail(count=1, method="PATCH", path=r"/scale$", code=429)
+        r = self.c.request("PATCH", scale, {"spec": {"replicas": 1}})
+        self.assertEqual((r.status, r.header("Retry-After"), r.header("Content-Type"), r.body),
+                         (429, "1", "text/plain; charset=utf-8", b"Too many requests, please try again later.\n"))
+        self.assertEqual(self.api.get("deployments", "brave-dolphin")["spec"]["replicas"], 0, "nothing applied")
+        # A Status with details.retryAfterSeconds gets the header too (responsewriters.ErrorNegotiated).
+        f.fail(count=1, method="PATCH", path=r"/scale$", code=503, retry_after=2)
+        r = self.c.request("PATCH", scale, {"spec": {"replicas": 2}})
+        self.assertEqual((r.status, r.header("Retry-After"), r.json["reason"], r.json["details"]),
+                         (503, "2", "ServiceUnavailable", {"retryAfterSeconds": 2}))
+        f.fail(count=1, code=429, message="the storage is busy", retry_after=3)
+        r = self.c.request("GET", scale)
+        self.assertEqual((r.status, r.header("Retry-After"), r.json["reason"], r.json["message"]),
+                         (429, "3", "TooManyRequests", "the storage is busy"))
+        # Errors without retryAfterSeconds carry no Retry-After.
+        f.fail(count=1, code=500)
+        r = self.c.request("GET", scale)
+        self.assertEqual((r.status, r.header("Retry-After")), (500, None))
+        # The watch cache's "Too large resource version" (after waiting 3 s) says Retry-After: 1.
+        future = self.api.resource_version + 100
+        r = self.c.request("GET", DEPLOYMENTS, query={"resourceVersion": str(future)})
+        self.assertEqual((r.status, r.header("Retry-After"), r.json["reason"]), (504, "1", "Timeout"))
+        self.assertEqual(self.c.request("PATCH", scale, {"spec": {"replicas": 2}}).status, 200)
 
     # -- events, leases, services ---------------------------------------------------------
 

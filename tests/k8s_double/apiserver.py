@@ -711,7 +711,11 @@ class KubeApiDouble:
             self._authorize(identity, info)
             self._handle(h, rec, info, identity, body, started)
         except status.ApiError as e:
-            self._respond(h, rec, e.code, e.status, started)
+            if e.raw is not None:
+                self._respond(h, rec, e.code, None, started, raw=e.raw, content_type=e.content_type,
+                              headers=e.headers)
+            else:
+                self._respond(h, rec, e.code, e.status, started, headers=e.headers)
         except (_Drop, OSError, ssl.SSLError):
             raise
         except Exception as e:  # a bug in the double: answer 500 and keep it for the test to see
@@ -763,7 +767,7 @@ class KubeApiDouble:
             raise _Drop()
         if f.delay:
             time.sleep(f.delay)
-        hold, rec.answer_late = f.take_delays(rec.method, rec.path, info.verb)
+        hold, rec.answer_late = f.take_delays(rec.method, rec.path, info.verb, rec)
         if rec.answer_late:
             rec.fault = "answer_late"
         if hold:
@@ -772,17 +776,20 @@ class KubeApiDouble:
             if self._client_gone(h):  # its context is cancelled: nothing is applied
                 rec.fault = "hold, client gone"
                 raise _Drop()
-        rule = f.take_failure(rec.method, rec.path, info.verb)
+        rule = f.take_failure(rec.method, rec.path, info.verb, rec)
         if rule is not None:
             rec.fault = "fail"
             if rule.close:
                 raise _Drop()
-            if rule.code == 500 and not rule.reason:
+            if rule.code == 500 and not rule.reason and not rule.retry_after:
                 raise status.internal_error(rule.message or "injected failure (k8s_double fault)")
+            if rule.code == 429 and not rule.reason and not rule.message:
+                raise status.flow_control_rejection(rule.retry_after or 1)
             reason = rule.reason or {429: "TooManyRequests", 503: "ServiceUnavailable", 504: "Timeout",
                                      409: "Conflict", 410: "Expired", 403: "Forbidden",
                                      401: "Unauthorized", 404: "NotFound"}.get(rule.code, "InternalError")
-            raise status.ApiError(status.failure(rule.code, reason, rule.message or "injected failure"))
+            details = {"retryAfterSeconds": rule.retry_after} if rule.retry_after else None
+            raise status.ApiError(status.failure(rule.code, reason, rule.message or "injected failure", details))
 
     def _authenticate(self, h, rec):
         auth = rec.header("Authorization")
@@ -856,7 +863,7 @@ class KubeApiDouble:
         h.send_header("X-Kubernetes-Pf-Flowschema-Uid", "k8s-double-flowschema")
         h.send_header("X-Kubernetes-Pf-Prioritylevel-Uid", "k8s-double-prioritylevel")
 
-    def _respond(self, h, rec, code, obj, started, raw=None, content_type="application/json"):
+    def _respond(self, h, rec, code, obj, started, raw=None, content_type="application/json", headers=None):
         late = self.faults.delay_response + rec.answer_late
         if late:
             time.sleep(late)
@@ -868,6 +875,11 @@ class KubeApiDouble:
             self.counters["status %d" % code] += 1
         h.send_response(code)
         self._std_headers(h, content_type)
+        headers = dict(headers or {})
+        if code >= 400 and status.retry_after_of(obj) > 0:
+            headers.setdefault("Retry-After", str(status.retry_after_of(obj)))
+        for k, v in headers.items():
+            h.send_header(k, v)
         h.send_header("Content-Length", str(len(data)))
         h.end_headers()
         if h.command != "HEAD":

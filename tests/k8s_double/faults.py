@@ -9,6 +9,7 @@ for the watch knobs, within ~50 ms on open watch streams).
                                            # only the next such call: held 5 s, then handled only
                                            # if its client is still there
     rule = api.faults.fail(count=3, method="PATCH", path=r"/scale$")   # next 3 matching -> 500
+    api.faults.fail(count=1, code=429)     # flow control's 429: text/plain, Retry-After: 1
     api.faults.fail()                      # every request -> 500 InternalError, until cleared
     api.faults.clear_failures()
     api.faults.watch_max_duration = 5      # end every watch stream after 5 s (cleanly)
@@ -28,16 +29,19 @@ import threading
 class _RequestMatch:
     """Which requests a rule applies to. count None = every matching request until removed;
     otherwise the next `count` ones. method / path (a regular expression searched in the path)
-    / verb (get, list, watch, create, update, patch, delete) narrow what matches."""
+    / verb (get, list, watch, create, update, patch, delete) / when (a predicate on the
+    RequestRecord, e.g. on its .json body: `when=lambda rec: (rec.json or {}).get("spec") ==
+    {"replicas": 1}`) narrow what matches."""
 
-    def __init__(self, count=None, method=None, path=None, verb=None):
+    def __init__(self, count=None, method=None, path=None, verb=None, when=None):
         self.remaining = count
         self.method = method.upper() if method else None
         self.path = re.compile(path) if path else None
         self.verb = verb
+        self.when = when
         self.hits = 0
 
-    def matches(self, method, path, verb):
+    def matches(self, method, path, verb, rec=None):
         if self.remaining is not None and self.remaining <= 0:
             return False
         if self.method and self.method != method:
@@ -46,6 +50,8 @@ class _RequestMatch:
             return False
         if self.verb and self.verb != verb:
             return False
+        if self.when is not None and not self.when(rec):
+            return False
         return True
 
 
@@ -53,12 +59,13 @@ class FailRule(_RequestMatch):
     """Answers matching requests with an error Status instead of handling them."""
 
     def __init__(self, count=None, method=None, path=None, verb=None, code=500, reason=None,
-                 message=None, close=False):
-        super().__init__(count, method, path, verb)
+                 message=None, close=False, retry_after=None, when=None):
+        super().__init__(count, method, path, verb, when)
         self.code = code
         self.reason = reason
         self.message = message
         self.close = close
+        self.retry_after = retry_after
 
     def __repr__(self):
         return "FailRule(code=%s, method=%s, path=%s, remaining=%s, hits=%d)" % (
@@ -71,10 +78,10 @@ class DelayRule(_RequestMatch):
     gone meanwhile the request is dropped unhandled (kube-apiserver cancels the request context
     of a client that went away, so a write that had not started is not applied)."""
 
-    def __init__(self, kind, seconds, count=None, method=None, path=None, verb=None):
+    def __init__(self, kind, seconds, count=None, method=None, path=None, verb=None, when=None):
         if kind not in ("answer_late", "hold"):
             raise ValueError(kind)
-        super().__init__(count, method, path, verb)
+        super().__init__(count, method, path, verb, when)
         self.kind = kind
         self.seconds = float(seconds)
 
@@ -119,9 +126,15 @@ class Faults:
     # -- injected errors ------------------------------------------------------------------
 
     def fail(self, count=None, method=None, path=None, verb=None, code=500, reason=None,
-             message=None, close=False):
-        """Adds a FailRule and returns it. close=True drops the connection instead of answering."""
-        rule = FailRule(count, method, path, verb, code, reason, message, close)
+             message=None, close=False, retry_after=None, when=None):
+        """Adds a FailRule and returns it. close=True drops the connection instead of answering.
+
+        code 429 without reason or message answers as kube-apiserver's flow control does: a
+        text/plain "Too many requests, please try again later." with `Retry-After:
+        retry_after` (default 1), not a Status. Otherwise the answer is a Status; with
+        retry_after its details carry retryAfterSeconds and a Retry-After header goes out (as
+        kube-apiserver does for any such Status)."""
+        rule = FailRule(count, method, path, verb, code, reason, message, close, retry_after, when)
         with self._lock:
             self._rules.append(rule)
         return rule
@@ -137,11 +150,11 @@ class Faults:
         with self._lock:
             self._rules = []
 
-    def take_failure(self, method, path, verb):
+    def take_failure(self, method, path, verb, rec=None):
         """The first rule matching this request (consuming one of its counts), or None."""
         with self._lock:
             for rule in self._rules:
-                if rule.matches(method, path, verb):
+                if rule.matches(method, path, verb, rec):
                     if rule.remaining is not None:
                         rule.remaining -= 1
                     rule.hits += 1
@@ -151,17 +164,17 @@ class Faults:
 
     # -- slow answers, narrowed ------------------------------------------------------------
 
-    def answer_late(self, seconds, count=None, method=None, path=None, verb=None):
+    def answer_late(self, seconds, count=None, method=None, path=None, verb=None, when=None):
         """The next `count` (or all) matching requests are handled at once (a write is
         committed) and answered `seconds` late: a client that gives up first sees a timeout
         although the server applied the call. Returns the DelayRule (.hits, .remaining)."""
-        return self._add_delay(DelayRule("answer_late", seconds, count, method, path, verb))
+        return self._add_delay(DelayRule("answer_late", seconds, count, method, path, verb, when))
 
-    def hold(self, seconds, count=None, method=None, path=None, verb=None):
+    def hold(self, seconds, count=None, method=None, path=None, verb=None, when=None):
         """The next `count` (or all) matching requests wait `seconds` before being handled, and
         are dropped unhandled if their client went away meanwhile: a client that gives up first
         sees a timeout and the server applied nothing. Returns the DelayRule."""
-        return self._add_delay(DelayRule("hold", seconds, count, method, path, verb))
+        return self._add_delay(DelayRule("hold", seconds, count, method, path, verb, when))
 
     def _add_delay(self, rule):
         with self._lock:
@@ -172,14 +185,14 @@ class Faults:
         with self._lock:
             self._delays = []
 
-    def take_delays(self, method, path, verb):
+    def take_delays(self, method, path, verb, rec=None):
         """(hold seconds, answer-late seconds) for this request: the first matching rule of each
         kind, consuming one of its counts."""
         out = {"hold": 0.0, "answer_late": 0.0}
         with self._lock:
             for kind in out:
                 for rule in self._delays:
-                    if rule.kind == kind and rule.matches(method, path, verb):
+                    if rule.kind == kind and rule.matches(method, path, verb, rec):
                         if rule.remaining is not None:
                             rule.remaining -= 1
                         rule.hits += 1

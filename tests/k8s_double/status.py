@@ -21,13 +21,16 @@ BODY_TYPES = ("application/json", "application/yaml", "application/vnd.kubernete
 
 
 class ApiError(Exception):
-    """An error answered as a Status object with status["code"] as the HTTP code."""
+    """An error answered as a Status object with status["code"] as the HTTP code, or, with
+    `raw`, as that body (of `content_type`) instead; `headers` go out with it."""
 
-    def __init__(self, status, headers=None):
+    def __init__(self, status, headers=None, raw=None, content_type="application/json"):
         super().__init__(status.get("message", ""))
         self.status = status
         self.code = status["code"]
         self.headers = headers or {}
+        self.raw = raw
+        self.content_type = content_type
 
 
 def _details(name="", group="", kind="", uid="", causes=None, retry_after=0):
@@ -183,6 +186,32 @@ def internal_error(message):
 
 def service_unavailable(message):
     return ApiError(failure(503, "ServiceUnavailable", message))
+
+
+def too_many_requests(message, retry_after=0):
+    """NewTooManyRequests: a Status 429 TooManyRequests with details.retryAfterSeconds."""
+    return ApiError(failure(429, "TooManyRequests", message, _details(retry_after=retry_after)))
+
+
+APF_REJECTED = "Too many requests, please try again later."
+
+
+def flow_control_rejection(retry_after=1):
+    """What max-in-flight and API Priority and Fairness answer when they turn a request away
+    (tooManyRequests in k8s.io/apiserver pkg/server/filters/maxinflight.go, used by
+    priority-and-fairness.go too): `Retry-After` and net/http's http.Error, i.e. a text/plain
+    body, NOT a Status object."""
+    return ApiError(failure(429, "TooManyRequests", APF_REJECTED),
+                    headers={"Retry-After": str(retry_after), "X-Content-Type-Options": "nosniff"},
+                    raw=(APF_REJECTED + "\n").encode(), content_type="text/plain; charset=utf-8")
+
+
+def retry_after_of(status):
+    """ErrorNegotiated (k8s.io/apiserver pkg/endpoints/handlers/responsewriters/writers.go) sends
+    a Retry-After header for every error Status whose details carry retryAfterSeconds > 0."""
+    if not isinstance(status, dict):
+        return 0
+    return (status.get("details") or {}).get("retryAfterSeconds", 0)
 
 
 # --------------------------------------------------------------------------------------------

@@ -354,6 +354,48 @@ def validate_event(obj, old=None):
     return errs
 
 
+def _go_json_type(v):
+    """How encoding/json names a JSON value in an UnmarshalTypeError."""
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, (int, float)):
+        return "number"
+    return {str: "string", list: "array", dict: "object"}.get(type(v), "null")
+
+
+def typed_decode_error(kind, obj):
+    """The error decoding `obj` into its Go type gives, for the fields the gateway writes whose
+    JSON type the double would otherwise not check (ObjectMeta.ResourceVersion is a string,
+    ScaleSpec.Replicas an int32), or None."""
+    rv = (obj.get("metadata") or {}).get("resourceVersion")
+    if rv is not None and not isinstance(rv, str):
+        return ("json: cannot unmarshal %s into Go struct field ObjectMeta.metadata.resourceVersion of type string"
+                % _go_json_type(rv))
+    if kind == "Scale":
+        r = (obj.get("spec") or {}).get("replicas")
+        if r is not None and (isinstance(r, bool) or not isinstance(r, (int, float))):
+            return ("json: cannot unmarshal %s into Go struct field ScaleSpec.spec.replicas of type int32"
+                    % _go_json_type(r))
+        if isinstance(r, float) and not r.is_integer():
+            return ("json: cannot unmarshal number %s into Go struct field ScaleSpec.spec.replicas of type int32"
+                    % json.dumps(r))
+    return None
+
+
+def _decode_into(kind, obj, patched):
+    """Raises what kube-apiserver answers when a PUT body (400 BadRequest from
+    transformDecodeError, staging/src/k8s.io/apiserver/pkg/endpoints/handlers) or a patched
+    object (422 Invalid on the field "patch", jsonPatcher.applyPatchToCurrentObject in
+    handlers/patch.go) does not fit the Go type."""
+    msg = typed_decode_error(kind, obj)
+    if msg is None:
+        return
+    if patched:
+        raise status.invalid("", "", "", [status.invalid_field(
+            "patch", json.dumps(obj, separators=(",", ":")), msg)])
+    raise status.bad_request("%s in version %s cannot be handled as a %s: %s" % (kind, status.go_quote("v1"), kind, msg))
+
+
 VALIDATORS = {"deployments": validate_deployment, "pods": validate_pod, "services": validate_service,
               "leases": validate_lease, "events": validate_event}
 
@@ -711,6 +753,7 @@ class Store:
         if meta.get("namespace") and meta["namespace"] != ns:
             raise status.bad_request("the namespace of the provided object does not match the namespace "
                                      "sent on the request")
+        _decode_into(RESOURCES[resource].kind, obj, patched=False)
         obj = copy.deepcopy(obj)
         obj.setdefault("metadata", {})["name"] = name
         with self.cond:
@@ -726,6 +769,7 @@ class Store:
                 patched = patchlib.apply_json_patch(base, body)
             else:
                 patched = patchlib.apply_merge_patch(base, body)
+            _decode_into("Scale" if subresource == "scale" else RESOURCES[resource].kind, patched, patched=True)
             if subresource == "scale":
                 return self._write_scale_locked(ns, name, old, patched, dry_run)
             patched.setdefault("metadata", {})
@@ -773,6 +817,7 @@ class Store:
         return self.scale_of(new)
 
     def update_scale(self, ns, name, scale, dry_run=False):
+        _decode_into("Scale", scale, patched=False)
         meta = scale.get("metadata") or {}
         if meta.get("name") not in (None, "") and meta["name"] != name:
             raise status.bad_request("the name of the object (%s) does not match the name on the URL (%s)"
