@@ -47,14 +47,25 @@ void ActivityTracker::merge_remote(const std::string& spark, const PersistedActi
   auto [it, fresh] = entries_.try_emplace(spark);
   auto& p = it->second.persisted;
   p.last_activity = std::max(p.last_activity, remote.last_activity);
+  it->second.shared = std::max(it->second.shared, remote.last_activity);
   if (remote.keep_awake_until && (!p.keep_awake_until || *remote.keep_awake_until > *p.keep_awake_until))
     p.keep_awake_until = remote.keep_awake_until;
   if (fresh) dirty_ = true;  // new to the local state file
 }
 
-void ActivityTracker::refresh_open(TimePoint now) {
+TimePoint ActivityTracker::shared_last_activity(const std::string& spark) const {
+  const auto it = entries_.find(spark);
+  return it == entries_.end() ? TimePoint{} : it->second.shared;
+}
+
+void ActivityTracker::mark_shared(const std::string& spark, TimePoint at) {
+  auto& e = entry(spark, at);
+  e.shared = std::max(e.shared, at);
+}
+
+void ActivityTracker::refresh_open(TimePoint now, const std::set<std::string>& except) {
   for (auto& [name, e] : entries_) {
-    if (e.open_connections > 0) touch(name, now);
+    if (e.open_connections > 0 && !except.contains(name)) touch(name, now);
   }
 }
 

@@ -2,6 +2,7 @@
 // Last activity and keep-awake holds of every spark, and which of them still need persisting.
 // Not thread-safe: owned by the data-plane thread; timestamps are passed in so tests control time.
 #include <map>
+#include <set>
 #include <string>
 
 #include "activity/idle_policy.hpp"
@@ -33,9 +34,15 @@ class ActivityTracker {
   // gateway): only ever moves times forward. Not dirty: it is already stored where it came from.
   void merge_remote(const std::string& spark, const PersistedActivity& remote);
 
+  // The newest last activity known to be recorded where other gateways read it (merged from
+  // there, or written there by this one): what their reapers decide on. The epoch if none.
+  TimePoint shared_last_activity(const std::string& spark) const;
+  // This gateway recorded `at` where the others read it (a wake, a session's refresh).
+  void mark_shared(const std::string& spark, TimePoint at);
+
   // Open connections count as activity: moves last_activity to `now` for every spark that has
-  // any, so a persisted timestamp never looks stale while a session is open.
-  void refresh_open(TimePoint now);
+  // any (but those in `except`), so a persisted timestamp never looks stale while a session is open.
+  void refresh_open(TimePoint now, const std::set<std::string>& except = {});
 
   SparkActivity get(const std::string& spark) const;
   bool is_idle(const std::string& spark, const config::MaybeNever& idle_timeout,
@@ -51,6 +58,7 @@ class ActivityTracker {
  private:
   struct Entry {
     PersistedActivity persisted;
+    TimePoint shared{};
     int open_connections = 0;
   };
   Entry& entry(const std::string& spark, TimePoint now);

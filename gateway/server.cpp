@@ -117,7 +117,9 @@ void Server::apply_config(config::Config next, bool log_only_changes) {
       sparks[s.name] = it->second;
     } else {
       sparks[s.name] = std::make_shared<Spark>(
-          SparkEnvironment{io_.get_executor(), control_pool_, activity_, &metrics_}, s,
+          SparkEnvironment{io_.get_executor(), control_pool_, activity_, &metrics_,
+                           std::chrono::duration_cast<milliseconds>(next.activity_flush_interval)},
+          s,
           make_backend(s, next, cluster_.get()));
       added.push_back(s.name);
       asio::co_spawn(io_, sparks[s.name]->adopt_if_running(), asio::detached);
@@ -284,12 +286,30 @@ awaitable<void> Server::reaper_loop() {
     co_await timer.async_wait(use_awaitable);
     if (stopping_) co_return;
     const auto now = std::chrono::system_clock::now();
-    // With leader election only the leader reaps Kubernetes sparks; the sparks this replica
-    // runs itself (process, exec) are its own to reap.
-    const bool reap_kubernetes = !elector_ || elector_->is_leader();
+    // With leader election only the leader reaps the sparks other replicas serve too; the
+    // sparks this replica runs itself (process, exec) are its own to reap.
+    const bool leading = !elector_ || elector_->is_leader();
     for (auto& [name, spark] : sparks_) {
-      if (!reap_kubernetes && spark->config().backend_kind() == std::string_view("kubernetes")) continue;
+      if (!leading && spark->shared_with_other_gateways()) continue;
       spark->reap_if_idle(now);
+    }
+  }
+}
+
+// Every replica, often: notice sparks started or stopped elsewhere, and keep the activity of
+// this replica's sessions where the reaping replica reads it (each spark at its own period,
+// Spark::share_period). In-memory checks; a write only when one is due.
+awaitable<void> Server::follow_loop() {
+  constexpr milliseconds kFollowInterval{250};
+  asio::steady_timer timer(io_);
+  while (!stopping_) {
+    timer.expires_after(kFollowInterval);
+    co_await timer.async_wait(use_awaitable);
+    if (stopping_) co_return;
+    const auto now = std::chrono::system_clock::now();
+    for (auto& [name, spark] : sparks_) {
+      spark->follow_backend(now);
+      spark->share_activity_if_due(now);
     }
   }
 }
@@ -319,7 +339,9 @@ awaitable<void> Server::flush_loop() {
     timer.expires_after(cfg_.activity_flush_interval);
     co_await timer.async_wait(use_awaitable);
     if (stopping_) co_return;
-    activity_.refresh_open(std::chrono::system_clock::now());
+    // Sparks shared with other replicas refresh their sessions' activity themselves, at their
+    // own period (follow_loop): refreshing them here too would write them twice.
+    activity_.refresh_open(std::chrono::system_clock::now(), kubernetes_sparks());
     if (!activity_.dirty() && !annotations_behind_) continue;
     auto snapshot = activity_.snapshot();
     try {
@@ -453,6 +475,7 @@ int Server::run() {
   }
   asio::co_spawn(io_, signal_loop(), asio::detached);
   asio::co_spawn(io_, reaper_loop(), asio::detached);
+  asio::co_spawn(io_, follow_loop(), asio::detached);
   asio::co_spawn(io_, flush_loop(), asio::detached);
   asio::co_spawn(io_, trim_loop(), asio::detached);
   spdlog::info("ready: serving {} sparks, state in {}, {} data threads", sparks_.size(),

@@ -81,6 +81,7 @@ class Server final : public GatewayControl, public JumpGateway {
   // Why a new connection to `spark` must be refused (a limit is reached), or empty.
   std::string refusal_reason(const Spark& spark) const;
   awaitable<void> reaper_loop();
+  awaitable<void> follow_loop();
   awaitable<void> flush_loop();
   awaitable<void> trim_loop();
   awaitable<void> signal_loop();

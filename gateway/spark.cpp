@@ -126,6 +126,18 @@ awaitable<tcp::socket> Spark::connect_upstream(std::string cause,
       co_await finished->wait();  // a sleep in progress finishes first, then we wake it again
       continue;
     }
+    if (state_ == SparkState::running && share_due(std::chrono::system_clock::now())) {
+      // Another replica may be about to sleep it on the activity it last read: record ours
+      // first, and learn if that replica was faster.
+      if (!co_await share_activity(std::chrono::system_clock::now())) {
+        if (state_ == SparkState::running) {
+          spdlog::info("spark {}: put to sleep elsewhere meanwhile; waking it again", name());
+          set_state(SparkState::sleeping);
+          asleep_since_ = std::chrono::system_clock::now();
+        }
+        continue;
+      }
+    }
     if (state_ == SparkState::running) {
       const auto obs = backend_->observe();
       if (obs.state == Observation::State::started && obs.upstream) {
@@ -159,7 +171,14 @@ awaitable<std::optional<std::string>> Spark::ensure_awake(std::string cause) {
       co_await finished->wait();
       continue;
     }
-    if (state_ == SparkState::running) co_return std::nullopt;
+    if (state_ == SparkState::running) {
+      if (share_due(std::chrono::system_clock::now()) &&
+          !co_await share_activity(std::chrono::system_clock::now())) {
+        if (state_ == SparkState::running) set_state(SparkState::sleeping);
+        continue;
+      }
+      co_return std::nullopt;
+    }
     auto attempt = join_or_start_wake(cause);
     co_await attempt->done.wait();
     co_return attempt->error;
@@ -186,37 +205,65 @@ awaitable<void> Spark::run_wake(std::shared_ptr<WakeAttempt> attempt, std::strin
   spdlog::info("spark {}: waking for {} (asleep for {}, {} backend)", name(), cause,
                config::format_duration(asleep_for), backend->kind());
 
-  try {
-    const WakeRequest request{cfg_.wake_timeout, cause};
-    const auto start = [backend, request] { backend->wake(request); };
-    co_await run_blocking(env_.control_pool, start);
-  } catch (const std::exception& e) {
-    finish_wake(attempt, std::string(e.what()), started);
-    co_return;
+  // The wake is activity, recorded with the start itself where other replicas read it: none of
+  // them may take the freshly woken spark for one idle since it last slept.
+  // (Named arguments, passed by reference: GCC 12 may destroy temporaries in a co_await twice.)
+  const auto woken_for = std::chrono::system_clock::now();
+  const WakeRequest request{cfg_.wake_timeout, cause, woken_for};
+  auto error = co_await start_backend(*backend, request, deadline);
+  if (!error) {
+    if (backend->shares_activity()) env_.activity.mark_shared(name(), woken_for);
+    error = co_await wait_until_ready(*backend, *attempt, started, deadline);
   }
+  finish_wake(attempt, error, started);
+  if (error) co_await stop_after_failed_wake(*backend, *error, woken_for);
+}
 
+awaitable<std::optional<std::string>> Spark::start_backend(Backend& backend,
+                                                           const WakeRequest& request,
+                                                           steady_clock::time_point deadline) {
+  Backend* const target = &backend;
+  asio::steady_timer timer(env_.executor);
+  milliseconds backoff{250};
+  for (;;) {
+    milliseconds wait{};
+    try {
+      const auto start = [target, request] { target->wake(request); };
+      co_await run_blocking(env_.control_pool, start);
+      co_return std::nullopt;
+    } catch (const BackendError& e) {
+      wait = e.retry_after() > milliseconds::zero() ? e.retry_after() : backoff;
+      if (!e.transient() || steady_clock::now() + wait >= deadline) co_return std::string(e.what());
+      spdlog::warn("spark {}: {}; retrying in {}", name(), e.what(), config::format_duration(wait));
+    } catch (const std::exception& e) {
+      co_return std::string(e.what());
+    }
+    timer.expires_after(wait);
+    co_await timer.async_wait(use_awaitable);
+    backoff = std::min(backoff * 2, milliseconds(5000));
+  }
+}
+
+awaitable<std::optional<std::string>> Spark::wait_until_ready(Backend& backend, WakeAttempt& attempt,
+                                                              steady_clock::time_point started,
+                                                              steady_clock::time_point deadline) {
   asio::steady_timer timer(env_.executor);
   std::string last_error = "no probe was made";
   for (;;) {
-    const auto obs = backend->observe();
-    if (obs.state == Observation::State::failed) {
-      finish_wake(attempt, obs.reason, started);
-      co_return;
-    }
-    if (obs.state == Observation::State::asleep) {
-      finish_wake(attempt, "the spark was stopped while waking", started);
-      co_return;
-    }
+    const auto obs = backend.observe();
+    if (obs.state == Observation::State::failed) co_return obs.reason;
+    if (obs.state == Observation::State::asleep) co_return "the spark was stopped while waking";
     if (obs.upstream) {
       const auto remaining =
           std::chrono::duration_cast<milliseconds>(deadline - steady_clock::now());
       if (auto s = co_await try_connect(*obs.upstream,
                                         std::max(milliseconds(1), std::min(remaining, kProbeConnectTimeout)),
                                         last_error)) {
-        attempt->probe_socket = std::move(*s);
-        finish_wake(attempt, std::nullopt, started);
-        co_return;
+        attempt.probe_socket = std::move(*s);
+        co_return std::nullopt;
       }
+    } else if (!obs.reason.empty()) {
+      last_error = obs.reason;
     }
     const auto now = steady_clock::now();
     if (now >= deadline) break;
@@ -224,27 +271,52 @@ awaitable<void> Spark::run_wake(std::shared_ptr<WakeAttempt> attempt, std::strin
                                                          deadline - now));
     co_await timer.async_wait(use_awaitable);
   }
+  co_return "not ready within wake_timeout " + config::format_duration(cfg_.wake_timeout) +
+      " (last probe: " + last_error + ")";
+}
 
-  finish_wake(attempt,
-              "not ready within wake_timeout " + config::format_duration(cfg_.wake_timeout) +
-                  " (last probe: " + last_error + ")",
-              started);
-  // Whatever was started must not linger half-alive, so stop it. Until the stop is done the spark
-  // is `stopping`: a connection arriving meanwhile waits for it and then wakes afresh, instead of
-  // starting a wake that this stop would undo.
-  set_state(SparkState::stopping);
-  auto stopped = std::make_shared<AsyncEvent>(env_.executor);
-  sleep_finished_ = stopped;
-  try {
-    const SleepRequest request{"wake_failed", "the wake failed", {}};
-    const auto stop = [backend, request] { backend->sleep(request); };
-    co_await run_blocking(env_.control_pool, stop);
-  } catch (const std::exception& e) {
-    spdlog::error("spark {}: stopping after the failed wake also failed: {}", name(), e.what());
+awaitable<void> Spark::stop_after_failed_wake(Backend& backend, const std::string& why,
+                                              activity::TimePoint woken_for) {
+  Backend* const target = &backend;
+  // A new wake (a user trying again) takes over from this clean-up; its own failure, if any,
+  // cleans up after itself.
+  const auto wake_generation = wakes_started_;
+  asio::steady_timer timer(env_.executor);
+  milliseconds backoff{1000};
+  for (;;) {
+    // While the stop is in flight the spark is `stopping`: a connection arriving meanwhile
+    // waits for it and then wakes the spark afresh, instead of starting a wake this stop undoes.
+    set_state(SparkState::stopping);
+    auto stopped = std::make_shared<AsyncEvent>(env_.executor);
+    sleep_finished_ = stopped;
+    std::optional<std::string> error;
+    bool in_use_elsewhere = false;
+    try {
+      // `woken_for`: a backend shared with other gateways leaves the spark up if someone
+      // recorded activity after this wake began (their session works; ours did not).
+      const SleepRequest request{"wake_failed", "the wake failed: " + why, woken_for};
+      const auto stop = [target, request] { target->sleep(request); };
+      co_await run_blocking(env_.control_pool, stop);
+    } catch (const SleepDeclined& e) {
+      in_use_elsewhere = true;
+      spdlog::info("spark {}: left running after the failed wake: {}", name(), e.what());
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    if (state_ == SparkState::stopping) set_state(SparkState::failed);
+    sleep_finished_.reset();
+    stopped->set();
+    if (!error) {
+      if (!in_use_elsewhere) spdlog::info("spark {}: stopped after the failed wake", name());
+      co_return;
+    }
+    spdlog::warn("spark {}: stopping after the failed wake failed ({}); retrying in {}", name(), *error,
+                 config::format_duration(backoff));
+    timer.expires_after(backoff);
+    co_await timer.async_wait(use_awaitable);
+    backoff = std::min(backoff * 2, milliseconds(30000));
+    if (state_ != SparkState::failed || wakes_started_ != wake_generation) co_return;
   }
-  if (state_ == SparkState::stopping) set_state(SparkState::failed);
-  sleep_finished_.reset();
-  stopped->set();
 }
 
 void Spark::finish_wake(const std::shared_ptr<WakeAttempt>& attempt,
@@ -267,6 +339,56 @@ void Spark::finish_wake(const std::shared_ptr<WakeAttempt>& attempt,
   attempt->done.set();
 }
 
+std::chrono::milliseconds Spark::share_period() const {
+  auto period = env_.activity_flush_interval;
+  if (!cfg_.idle_timeout.is_never())
+    period = std::min(period, std::chrono::duration_cast<milliseconds>(*cfg_.idle_timeout.value / 3));
+  return std::max(period, milliseconds(1));
+}
+
+bool Spark::share_due(activity::TimePoint now) const {
+  if (!backend_->shares_activity()) return false;
+  return env_.activity.shared_last_activity(name()) + share_period() <= now;
+}
+
+awaitable<bool> Spark::share_activity(activity::TimePoint at) {
+  if (!share_) {
+    share_ = std::make_shared<ShareAttempt>(env_.executor);
+    asio::co_spawn(env_.executor, run_share(share_, at), asio::detached);
+  }
+  auto attempt = share_;
+  co_await attempt->done.wait();
+  co_return attempt->awake;
+}
+
+awaitable<void> Spark::run_share(std::shared_ptr<ShareAttempt> attempt, activity::TimePoint at) {
+  auto self = shared_from_this();
+  auto backend = backend_;
+  try {
+    const auto share = [backend, at] { return backend->share_activity(at); };
+    attempt->awake = co_await run_blocking(env_.control_pool, share);
+    if (attempt->awake) env_.activity.mark_shared(name(), at);
+  } catch (const std::exception& e) {
+    // Cannot tell: go on (the reaping replica's sleep is conditional, and this is retried).
+    spdlog::warn("spark {}: cannot record activity for the other gateway replicas: {}", name(), e.what());
+  }
+  if (share_ == attempt) share_.reset();
+  attempt->done.set();
+}
+
+void Spark::share_activity_if_due(activity::TimePoint now) {
+  if (state_ != SparkState::running || open_connections_ == 0 || share_ || !share_due(now)) return;
+  env_.activity.touch(name(), now);  // an open session is activity
+  asio::co_spawn(env_.executor, refresh_shared_activity(now), asio::detached);
+}
+
+awaitable<void> Spark::refresh_shared_activity(activity::TimePoint now) {
+  auto self = shared_from_this();
+  if (!co_await share_activity(now))
+    spdlog::warn("spark {}: put to sleep elsewhere while {} of its connections were open here", name(),
+                 open_connections_);
+}
+
 awaitable<void> Spark::sleep(SleepReason why) {
   if (state_ != SparkState::running && state_ != SparkState::failed) co_return;
   SleepRequest request{std::string(to_string(why)), std::string(to_string(why)),
@@ -285,17 +407,21 @@ awaitable<void> Spark::sleep(SleepReason why) {
   const std::string& reason = request.description;
   auto self = shared_from_this();
   auto backend = backend_;
+  const auto was = state_;
   set_state(SparkState::stopping);
   auto finished = std::make_shared<AsyncEvent>(env_.executor);
   sleep_finished_ = finished;
   const auto started = steady_clock::now();
   spdlog::info("spark {}: going to sleep ({})", name(), reason);
-  bool stopped = true;
+  bool stopped = false;
   try {
     const auto stop = [backend, request] { backend->sleep(request); };
     co_await run_blocking(env_.control_pool, stop);
+    stopped = true;
+  } catch (const SleepDeclined& e) {
+    // Another replica's session or a keep-awake: the normal way replicas agree, not an error.
+    spdlog::info("spark {}: stays awake: {}", name(), e.what());
   } catch (const std::exception& e) {
-    stopped = false;
     spdlog::error("spark {}: sleep failed ({}), it stays awake: {}", name(), reason, e.what());
   }
   if (stopped) {
@@ -305,32 +431,56 @@ awaitable<void> Spark::sleep(SleepReason why) {
     metrics_.count_sleep(why);
     set_state(SparkState::sleeping);
     apply_pending_backend();
-  } else {
-    set_state(SparkState::running);
+  } else if (state_ == SparkState::stopping) {
+    set_state(was);
   }
   sleep_finished_.reset();
   finished->set();
 }
 
+void Spark::follow_backend(activity::TimePoint now) {
+  if (state_ == SparkState::waking || state_ == SparkState::stopping) return;  // ours in flight
+  const auto obs = backend_->observe();
+  if (state_ == SparkState::sleeping) {
+    // Only backends that know when a spark runs without us (Kubernetes) are followed here;
+    // the others are probed by the reaper.
+    if (backend_->may_run_without_us() && obs.state != Observation::State::asleep) adopt(obs, now);
+    return;
+  }
+  if (obs.state == Observation::State::asleep) {
+    spdlog::info("spark {}: stopped elsewhere ({}); marked asleep", name(),
+                 obs.reason.empty() ? "the backend reports it asleep" : obs.reason);
+    set_state(SparkState::sleeping);
+    asleep_since_ = now;
+    apply_pending_backend();
+  } else if (obs.state == Observation::State::failed && state_ == SparkState::running) {
+    spdlog::warn("spark {}: failing: {}", name(), obs.reason);
+    last_wake_error_ = obs.reason;
+    set_state(SparkState::failed);
+  }
+}
+
+void Spark::adopt(const Observation& obs, activity::TimePoint now) {
+  backend_->adopt_running();
+  // Seen running = active now: whoever started it (another replica, a person) did so to use it,
+  // so its idle clock starts no earlier than this moment, whatever older activity says.
+  env_.activity.touch(name(), now);
+  if (obs.state == Observation::State::failed) {
+    last_wake_error_ = obs.reason;
+    set_state(SparkState::failed);
+    spdlog::warn("spark {}: started elsewhere but failing ({}); reaped like an idle spark", name(), obs.reason);
+    return;
+  }
+  set_state(SparkState::running);
+  spdlog::info("spark {}: running (started elsewhere); adopted, idle clock starts now", name());
+}
+
 void Spark::reap_if_idle(activity::TimePoint now) {
   if (state_ == SparkState::sleeping && backend_->may_run_without_us()) {
-    // Started by someone else (kubectl, another gateway): adopt it, so it is shown running
-    // and its idle clock runs.
     asio::co_spawn(env_.executor, adopt_if_running(), asio::detached);
     return;
   }
-  if (state_ == SparkState::running) {
-    const auto obs = backend_->observe();
-    if (obs.state != Observation::State::started) {
-      spdlog::warn("spark {}: stopped on its own ({}); marked asleep", name(),
-                   obs.reason.empty() ? "the backend reports it asleep" : obs.reason);
-      set_state(SparkState::sleeping);
-      asleep_since_ = std::chrono::system_clock::now();
-      apply_pending_backend();
-      return;
-    }
-  }
-  if (state_ != SparkState::running || open_connections_ > 0) return;
+  if ((state_ != SparkState::running && state_ != SparkState::failed) || open_connections_ > 0) return;
   if (!env_.activity.is_idle(name(), cfg_.idle_timeout, now)) return;
   asio::co_spawn(env_.executor, sleep(SleepReason::idle), asio::detached);
 }
@@ -338,14 +488,15 @@ void Spark::reap_if_idle(activity::TimePoint now) {
 awaitable<void> Spark::adopt_if_running() {
   if (!backend_->may_run_without_us() || state_ != SparkState::sleeping) co_return;
   const auto obs = backend_->observe();
-  const config::Address target = obs.upstream ? *obs.upstream : cfg_.target();
+  if (obs.state != Observation::State::asleep) {  // the backend knows (a Deployment's replicas)
+    adopt(obs, std::chrono::system_clock::now());
+    co_return;
+  }
+  // Only a probe can tell (a unit someone started by hand).
   std::string error;
-  if (auto s = co_await try_connect(target, kProbeConnectTimeout, error)) {
+  if (auto s = co_await try_connect(cfg_.target(), kProbeConnectTimeout, error)) {
     if (state_ != SparkState::sleeping) co_return;  // a wake or a sleep began meanwhile
-    backend_->adopt_running();
-    set_state(SparkState::running);
-    env_.activity.ensure(name(), std::chrono::system_clock::now());
-    spdlog::info("spark {}: already running at {}; adopted", name(), target.to_string());
+    adopt({Observation::State::started, cfg_.target(), {}}, std::chrono::system_clock::now());
   }
 }
 

@@ -37,6 +37,8 @@ struct SparkEnvironment {
   asio::thread_pool& control_pool;
   activity::ActivityTracker& activity;
   Metrics* metrics = nullptr;  // nullptr: counted, but nobody scrapes them
+  // activity.flush_interval: how stale activity recorded for other gateways may get at most.
+  std::chrono::milliseconds activity_flush_interval{30000};
 };
 
 class Spark : public std::enable_shared_from_this<Spark> {
@@ -54,6 +56,8 @@ class Spark : public std::enable_shared_from_this<Spark> {
   std::chrono::system_clock::time_point asleep_since() const { return asleep_since_; }
   // Process children stop with the gateway; sparks managed elsewhere keep running.
   bool stops_with_gateway() const { return !backend_->may_run_without_us(); }
+  // Other gateway replicas serve it too (Kubernetes): only the elected one reaps it.
+  bool shared_with_other_gateways() const { return backend_->shares_activity(); }
 
   SparkMetrics& metrics() { return metrics_; }
   // A view for the API, CLI, status page and metrics.
@@ -79,12 +83,23 @@ class Spark : public std::enable_shared_from_this<Spark> {
   // Puts the spark to sleep if it is running (or failed, to clean up).
   awaitable<void> sleep(SleepReason reason);
 
-  // Reaper tick: notices a spark that stopped or started on its own (someone else scaled it),
-  // and sleeps one that is idle.
+  // Reaper tick (the reaping replica only): sleeps the spark if it is idle; a running or failed
+  // spark with no session is idle after its idle timeout. A sleeping spark the backend cannot
+  // observe (exec) is probed, in case someone started it by hand.
   void reap_if_idle(activity::TimePoint now);
 
-  // At start-up, for backends that can run without us: adopt a spark already answering.
+  // Every few hundred milliseconds, on every replica: follows what the backend shows (a spark
+  // started or stopped by someone else: another gateway replica, kubectl), and keeps the
+  // activity of this replica's open sessions recorded where the other replicas read it.
+  void follow_backend(activity::TimePoint now);
+  void share_activity_if_due(activity::TimePoint now);
+
+  // At start-up, for backends that can run without us: adopt a spark already running.
   awaitable<void> adopt_if_running();
+
+  // How stale the activity other replicas read may get while this one has a session open:
+  // well inside the idle timeout, so another replica's reaper always finds it fresh.
+  std::chrono::milliseconds share_period() const;
 
   // A reload changed this spark's settings. Timeouts apply at once; a changed backend is swapped
   // in now if the spark is asleep, else after its next sleep (the running one is not disturbed).
@@ -101,8 +116,34 @@ class Spark : public std::enable_shared_from_this<Spark> {
     std::optional<tcp::socket> probe_socket;  // the first connection that succeeded
   };
 
+  struct ShareAttempt {
+    explicit ShareAttempt(asio::any_io_executor ex) : done(ex) {}
+    AsyncEvent done;
+    bool awake = true;
+  };
+
   std::shared_ptr<WakeAttempt> join_or_start_wake(const std::string& cause);
   awaitable<void> run_wake(std::shared_ptr<WakeAttempt> attempt, std::string cause);
+  // Issues the backend's start, retrying transient failures until `deadline`. Returns the
+  // reason it could not.
+  awaitable<std::optional<std::string>> start_backend(Backend& backend, const WakeRequest& request,
+                                                       std::chrono::steady_clock::time_point deadline);
+  // Waits for the started spark's sshd to answer; returns the reason it did not.
+  awaitable<std::optional<std::string>> wait_until_ready(Backend& backend, WakeAttempt& attempt,
+                                                          std::chrono::steady_clock::time_point started,
+                                                          std::chrono::steady_clock::time_point deadline);
+  // A failed wake leaves nothing running: stops the spark, retried until it is stopped or a
+  // new wake takes over.
+  awaitable<void> stop_after_failed_wake(Backend& backend, const std::string& why,
+                                         activity::TimePoint woken_for);
+  // Records this replica's activity for the others (Backend::share_activity), single-flight.
+  // False if the spark turned out to be going to sleep.
+  awaitable<bool> share_activity(activity::TimePoint at);
+  awaitable<void> run_share(std::shared_ptr<ShareAttempt> attempt, activity::TimePoint at);
+  awaitable<void> refresh_shared_activity(activity::TimePoint now);
+  bool share_due(activity::TimePoint now) const;
+  // Takes a spark the backend shows running (or failing) that this gateway did not wake.
+  void adopt(const Observation& obs, activity::TimePoint now);
   // Ends a wake for everyone waiting on it. (A member, not a lambda in run_wake: GCC 12
   // miscompiles lambdas that capture coroutine parameters by reference.)
   void finish_wake(const std::shared_ptr<WakeAttempt>& attempt, std::optional<std::string> error,
@@ -122,6 +163,7 @@ class Spark : public std::enable_shared_from_this<Spark> {
   SparkState state_ = SparkState::sleeping;
   std::shared_ptr<WakeAttempt> wake_;           // set while waking
   std::shared_ptr<AsyncEvent> sleep_finished_;  // set while stopping
+  std::shared_ptr<ShareAttempt> share_;          // set while activity is being recorded
   int open_connections_ = 0;
   int waiting_connections_ = 0;
   std::uint64_t wakes_started_ = 0;

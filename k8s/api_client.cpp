@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <fstream>
 #include <sstream>
 
@@ -70,6 +71,37 @@ ApiError error_from_response(int http_status, std::string_view body, const std::
     if (message.empty()) message = "HTTP " + std::to_string(http_status);
   }
   return ApiError(http_status, reason, what + ": " + std::to_string(http_status) + " " + reason + ": " + message);
+}
+
+std::string describe_transport_error(int error, int sys_errno, std::chrono::milliseconds waited,
+                                     std::chrono::milliseconds timeout) {
+  using httplib::Error;
+  const auto kind = static_cast<Error>(error);
+  const bool timed_out = sys_errno == ETIMEDOUT || sys_errno == EAGAIN || sys_errno == EWOULDBLOCK ||
+                         kind == Error::ConnectionTimeout || waited >= timeout - std::chrono::milliseconds(50);
+  const std::string after = " after " + std::to_string(waited.count()) + " ms";
+  switch (kind) {
+    case Error::SSLConnection: return "TLS handshake failed";
+    case Error::SSLLoadingCerts: return "cannot load the TLS certificates";
+    case Error::SSLServerVerification: return "the server's TLS certificate does not verify";
+    case Error::Canceled: return "cancelled";
+    default: break;
+  }
+  if (timed_out) return "timed out" + after;
+  if (sys_errno == ECONNREFUSED) return "connection refused";
+  if (sys_errno == ECONNRESET || sys_errno == EPIPE) return "connection reset by peer" + after;
+  if (sys_errno == EHOSTUNREACH || sys_errno == ENETUNREACH) return "no route to the API server";
+  if (kind == Error::Connection) return "cannot connect";
+  if (kind == Error::Read) return "the connection closed before an answer" + after;
+  if (kind == Error::Write) return "the connection closed while sending" + after;
+  return "no answer (" + httplib::to_string(kind) + ")" + after;
+}
+
+static std::chrono::seconds retry_after_of(const httplib::Response& res) {
+  // Only the delta-seconds form: the API server sends "Retry-After: 1" with 429 and 503.
+  const auto text = res.get_header_value("Retry-After");
+  if (text.empty() || text.size() > 6 || !std::all_of(text.begin(), text.end(), ::isdigit)) return {};
+  return std::chrono::seconds(std::stoi(text));
 }
 
 ApiClient::ApiClient(ApiEndpoint endpoint, std::chrono::milliseconds timeout)
@@ -143,16 +175,27 @@ json ApiClient::call(const std::string& method, const std::string& path, const j
     auto client = connect(timeout_);
     httplib::Response res;
     httplib::Error error = httplib::Error::Success;
+    errno = 0;
     const bool answered = client->send(req, res, error);
+    const int sys_errno = errno;
     observe(verb, answered ? res.status : 0, started);
-    if (!answered) throw ApiError(0, "Unreachable", what + ": " + httplib::to_string(error));
+    if (!answered) {
+      const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(
+          std::chrono::steady_clock::now() - started);
+      throw ApiError(0, "Unreachable",
+                     what + ": " + describe_transport_error(static_cast<int>(error), sys_errno, waited, timeout_));
+    }
     if (res.status == 401 && attempt == 0 && endpoint_.token_file) {
       // A bound token may have just rotated: read the file again and retry once.
       std::lock_guard lock(token_mu_);
       token_.clear();
       continue;
     }
-    if (res.status < 200 || res.status > 299) throw error_from_response(res.status, res.body, what);
+    if (res.status < 200 || res.status > 299) {
+      auto e = error_from_response(res.status, res.body, what);
+      e.set_retry_after(retry_after_of(res));
+      throw e;
+    }
     if (res.body.empty()) return json::object();
     try {
       return json::parse(res.body);
@@ -244,7 +287,9 @@ void ApiClient::stream(const std::string& path,
   }
   if (status != 0 && status != 200)
     throw error_from_response(status, error_body.empty() ? res.body : error_body, what);
-  if (!ok) throw ApiError(0, "Unreachable", what + ": " + httplib::to_string(error));
+  if (!ok)
+    throw ApiError(0, "Unreachable",
+                   what + ": " + describe_transport_error(static_cast<int>(error), 0, {}, std::chrono::milliseconds::max()));
 }
 
 void ApiClient::cancel_streams() {

@@ -48,11 +48,24 @@ class ApiError : public std::runtime_error {
   bool is_conflict() const { return code_ == 409; }
   bool is_not_found() const { return code_ == 404; }
   bool is_expired() const { return code_ == 410; }
+  // Worth trying again shortly: no answer (refused, reset, timed out), 429 Too Many Requests,
+  // or a 5xx the API server answers while it is overloaded, restarting or behind a flaky proxy.
+  bool is_transient() const { return code_ == 0 || code_ == 429 || code_ >= 500; }
+  // How long the server asked us to wait (a Retry-After header), if it said.
+  std::chrono::seconds retry_after() const { return retry_after_; }
+  void set_retry_after(std::chrono::seconds s) { retry_after_ = s; }
 
  private:
   int code_;
   std::string reason_;
+  std::chrono::seconds retry_after_{0};
 };
+
+// Why a request got no answer, in words an operator can act on: "timed out after 10s",
+// "connection refused", "connection reset by peer", "TLS handshake failed", ...
+// `error` is the HTTP client's error, `sys_errno` the errno it left, `waited` how long it took.
+std::string describe_transport_error(int error, int sys_errno, std::chrono::milliseconds waited,
+                                     std::chrono::milliseconds timeout);
 
 // Turns an error answer into an ApiError, using the Status body when there is one.
 ApiError error_from_response(int http_status, std::string_view body, const std::string& what);

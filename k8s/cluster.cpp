@@ -104,6 +104,17 @@ bool Cluster::synced() const {
          (!service_reflector_ || service_reflector_->synced());
 }
 
+bool Cluster::deployments_current() const { return deployment_reflector_->current(); }
+
+std::optional<Deployment> Cluster::read_deployment(const std::string& name) {
+  try {
+    return parse_deployment(api_.get(deployment_path(name)));
+  } catch (const ApiError& e) {
+    if (e.is_not_found()) return std::nullopt;
+    throw;
+  }
+}
+
 std::vector<Service> Cluster::managed_services() const { return services_->all(); }
 
 std::string Cluster::services_path() const {

@@ -27,12 +27,17 @@ class Cluster {
   void start(std::function<void()> on_change, std::function<void()> on_services_change = {});
   void stop();
   bool synced() const;  // both caches have been listed once
+  // The Deployment cache follows the server now (not reconnecting after an outage). Even then
+  // a watch can lag behind a write: decisions that act on one Deployment read it afresh.
+  bool deployments_current() const;
 
   const config::KubernetesConfig& config() const { return cfg_; }
   ApiClient& api() { return api_; }
 
   std::vector<Deployment> deployments() const;
   std::optional<Deployment> deployment(const std::string& name) const;
+  // The Deployment as the API server has it now (GET); nullopt if it does not exist. Throws ApiError.
+  std::optional<Deployment> read_deployment(const std::string& name);
   // The pods a Deployment's selector picks, newest first.
   std::vector<Pod> pods_of(const Deployment& d) const;
   // The Services labelled as managed by the gateway (empty unless manage_services).

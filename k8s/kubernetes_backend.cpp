@@ -10,78 +10,131 @@ namespace {
 
 using gateway::BackendError;
 using gateway::Observation;
+using gateway::SleepDeclined;
+using TimePoint = std::chrono::system_clock::time_point;
 
 // Activity another gateway recorded counts only if clearly newer: clocks and RFC 3339
 // millisecond rounding differ a little between replicas.
 constexpr std::chrono::seconds kActivitySlack{1};
+// A write conflicts when the Deployment changed since we read it (an annotation write, another
+// replica's scale): re-read and decide again a few times.
+constexpr int kWriteAttempts = 4;
 
-}  // namespace
+// An API failure as the data plane sees it: transient ones (no answer, 429, 5xx) are retried.
+BackendError backend_error(const std::string& doing, const ApiError& e) {
+  return BackendError(doing + ": " + e.what(), e.is_transient(),
+                      std::chrono::duration_cast<std::chrono::milliseconds>(e.retry_after()));
+}
 
-namespace {
-// A scale conflicts when the Deployment changed since we read it (an annotation write, another
-// replica's scale): re-read and try again a few times.
-constexpr int kScaleAttempts = 4;
+TimePoint recorded_activity(const Cluster& cluster, const Deployment& d) {
+  if (auto text = d.annotation(cluster.annotation("last-activity")))
+    if (auto t = activity::parse_rfc3339(*text)) return *t;
+  return {};
+}
+
 }  // namespace
 
 KubernetesBackend::KubernetesBackend(Cluster& cluster, config::KubernetesBackendConfig cfg)
     : cluster_(cluster), cfg_(std::move(cfg)) {}
 
-Deployment KubernetesBackend::current() const {
-  if (auto d = cluster_.deployment(cfg_.deployment)) return *d;
+std::optional<Deployment> KubernetesBackend::read(const std::string& doing) const {
   try {
-    return parse_deployment(cluster_.api().get(cluster_.deployment_path(cfg_.deployment)));
+    return cluster_.read_deployment(cfg_.deployment);
   } catch (const ApiError& e) {
-    throw BackendError("Deployment " + cluster_.config().namespace_name + "/" + cfg_.deployment +
-                       ": " + e.what());
+    throw backend_error(doing, e);
   }
 }
 
+std::optional<Deployment> KubernetesBackend::decide_on(const std::string& doing) const {
+  auto cached = cluster_.deployment(cfg_.deployment);
+  bool cache_behind = !cluster_.deployments_current();
+  if (cached) {
+    std::lock_guard lock(mu_);
+    cache_behind = cache_behind || newer_resource_version(woken_at_version_, cached->resource_version) ||
+                   newer_resource_version(slept_at_version_, cached->resource_version);
+  }
+  if (cached && !cache_behind) return cached;
+  return read(doing);
+}
+
 void KubernetesBackend::wake(const gateway::WakeRequest& request) {
-  Deployment d = current();
-  std::string version = d.resource_version;
+  const std::string doing = "waking Deployment " + cfg_.deployment;
+  // Read afresh: after an outage (or behind a lagging watch) the cache may still show the
+  // replica another gateway has just put to sleep.
+  auto d = read(doing);
+  if (!d) throw BackendError("Deployment " + cfg_.deployment + " does not exist (any more)");
   bool scaled_by_us = false;
-  // Conditional on the resourceVersion we saw, so that of several gateway replicas waking the
-  // spark at once exactly one scales it; the others get 409, re-read, and see replicas 1.
-  for (int attempt = 0; d.replicas < 1 && attempt < kScaleAttempts; ++attempt) {
+  // One write, conditional on what we read: of several gateway replicas waking the spark at
+  // once exactly one scales it; the others get 409, re-read, and only record their activity.
+  for (int attempt = 0;; ++attempt) {
+    json annotations = json::object();
+    if (request.activity_at > recorded_activity(cluster_, *d) + kActivitySlack)
+      annotations[cluster_.annotation("last-activity")] = activity::format_rfc3339(request.activity_at);
+    const bool scale_up = d->replicas < 1;
+    if (!scale_up && annotations.empty()) break;
+    json patch = {{"metadata", {{"resourceVersion", d->resource_version}}}};
+    if (!annotations.empty()) patch["metadata"]["annotations"] = annotations;
+    if (scale_up) patch["spec"] = {{"replicas", 1}};
     try {
-      // The scale subresource: the one call that needs only `deployments/scale` rights.
-      const auto scale = cluster_.api().merge_patch(
-          cluster_.deployment_path(d.name) + "/scale",
-          json{{"metadata", {{"resourceVersion", d.resource_version}}}, {"spec", {{"replicas", 1}}}});
-      version = scale.value("/metadata/resourceVersion"_json_pointer, version);
-      scaled_by_us = true;
+      const auto written = cluster_.api().merge_patch(cluster_.deployment_path(d->name), patch);
+      d->resource_version = written.value("/metadata/resourceVersion"_json_pointer, d->resource_version);
+      scaled_by_us = scale_up;
       break;
     } catch (const ApiError& e) {
-      if (!e.is_conflict() || attempt + 1 == kScaleAttempts)
-        throw BackendError("scaling Deployment " + d.name + " to 1: " + e.what());
+      if (!e.is_conflict() || attempt + 1 == kWriteAttempts)
+        throw backend_error(scale_up ? "scaling Deployment " + d->name + " to 1" : doing, e);
     }
-    try {
-      d = parse_deployment(cluster_.api().get(cluster_.deployment_path(d.name)));  // changed meanwhile
-      version = d.resource_version;
-    } catch (const ApiError& e) {
-      throw BackendError("Deployment " + d.name + ": " + e.what());
-    }
+    d = read(doing);  // changed meanwhile: decide again on what it says now
+    if (!d) throw BackendError("Deployment " + cfg_.deployment + " was deleted while waking it");
   }
   if (scaled_by_us)
-    spdlog::info("spark {}: scaled Deployment to 1 replica", d.name);
+    spdlog::info("spark {}: scaled Deployment to 1 replica", d->name);
   else
-    spdlog::info("spark {}: Deployment already has {} replica(s); waiting for its pod", d.name, d.replicas);
+    spdlog::info("spark {}: Deployment already has {} replica(s); waiting for its pod", d->name, d->replicas);
   {
     std::lock_guard lock(mu_);
-    woken_at_version_ = version;
+    woken_at_version_ = d->resource_version;
+    slept_at_version_.clear();
   }
-  if (scaled_by_us) cluster_.record_event(d, "Normal", "Woken", "Woken by " + request.cause);
+  if (scaled_by_us) cluster_.record_event(*d, "Normal", "Woken", "Woken by " + request.cause);
+}
+
+bool KubernetesBackend::share_activity(TimePoint at) {
+  const std::string doing = "recording activity on Deployment " + cfg_.deployment;
+  // The cached version is enough to write against: if it is stale the write gets 409 and we read.
+  auto d = cluster_.deployment(cfg_.deployment);
+  if (!d) d = read(doing);
+  for (int attempt = 0; d; ++attempt) {
+    if (d->replicas < 1) return false;  // put to sleep (or going): the caller wakes it
+    if (recorded_activity(cluster_, *d) + kActivitySlack >= at) return true;  // already says so
+    try {
+      cluster_.api().merge_patch(
+          cluster_.deployment_path(d->name),
+          json{{"metadata",
+                {{"resourceVersion", d->resource_version},
+                 {"annotations", {{cluster_.annotation("last-activity"), activity::format_rfc3339(at)}}}}}});
+      return true;
+    } catch (const ApiError& e) {
+      if (!e.is_conflict() || attempt + 1 == kWriteAttempts) throw backend_error(doing, e);
+    }
+    d = read(doing);
+  }
+  return false;  // deleted
 }
 
 Observation KubernetesBackend::observe() const {
   const auto d = cluster_.deployment(cfg_.deployment);
-  if (!d) return {Observation::State::failed, std::nullopt, "the Deployment does not exist (any more)"};
-  bool scale_up_in_flight = false;
+  if (!d)
+    return {Observation::State::failed, std::nullopt,
+            "the Deployment is no longer among the sparks (deleted, or its labels no longer match the selector)"};
+  bool scale_up_in_flight = false, scale_down_in_flight = false;
   {
     std::lock_guard lock(mu_);
     scale_up_in_flight = newer_resource_version(woken_at_version_, d->resource_version);
+    scale_down_in_flight = newer_resource_version(slept_at_version_, d->resource_version);
   }
-  if (d->replicas < 1 && !scale_up_in_flight) return {Observation::State::asleep, std::nullopt, {}};
+  if (scale_down_in_flight || (d->replicas < 1 && !scale_up_in_flight))
+    return {Observation::State::asleep, std::nullopt, {}};
 
   std::string waiting_for = "no pod yet";
   for (const auto& pod : cluster_.pods_of(*d)) {
@@ -96,67 +149,75 @@ Observation KubernetesBackend::observe() const {
 }
 
 void KubernetesBackend::sleep(const gateway::SleepRequest& request) {
-  if (!cluster_.deployment(cfg_.deployment)) {
-    // Deleted (the spark is being retired): nothing left to scale.
-    spdlog::info("spark {}: its Deployment is gone; nothing to put to sleep", cfg_.deployment);
+  const std::string doing = "scaling Deployment " + cfg_.deployment + " to 0";
+  std::optional<Deployment> d;
+  if (!cluster_.deployment(cfg_.deployment) && request.reason != "wake_failed") {
+    // Deleted, or no longer a spark (labels changed): not ours to scale any more.
+    spdlog::info("spark {}: its Deployment is no longer among the sparks; left as it is", cfg_.deployment);
     return;
   }
-  Deployment d = current();
+  // After a failed wake the Deployment is put back as the wake found it, even if it stopped
+  // matching the selector meanwhile (its absence from the cache says nothing then).
+  d = request.reason == "wake_failed" ? read(doing) : decide_on(doing);
   for (int attempt = 0;; ++attempt) {
-    if (d.replicas < 1) return;  // already asleep (someone else scaled it down)
+    if (!d || d->replicas < 1) return;  // gone, or already asleep (someone else scaled it down)
     try {
-      scale_down(d, request);
+      const auto version = scale_down(*d, request);
+      std::lock_guard lock(mu_);
+      slept_at_version_ = version;
+      woken_at_version_.clear();
       break;
     } catch (const ApiError& e) {
-      if (!e.is_conflict() || attempt == 2)
-        throw BackendError("scaling Deployment " + d.name + " to 0: " + e.what());
-      // Changed since we looked: read it again and decide again on what it says now.
-      try {
-        d = parse_deployment(cluster_.api().get(cluster_.deployment_path(d.name)));
-      } catch (const ApiError& again) {
-        throw BackendError("re-reading Deployment " + d.name + " after a conflict: " + again.what());
-      }
+      if (!e.is_conflict() || attempt + 1 == kWriteAttempts) throw backend_error(doing, e);
+    }
+    d = read(doing);  // changed since we looked: decide again on what it says now
+  }
+  record_sleep_event(*d, request);
+}
+
+std::string KubernetesBackend::scale_down(const Deployment& d, const gateway::SleepRequest& request) {
+  const auto now = std::chrono::system_clock::now();
+  const auto recorded = recorded_activity(cluster_, d);
+  if (request.reason == "idle" || request.reason == "wake_failed") {
+    // Another gateway replica (or a person) may have recorded activity we have not merged yet.
+    if (recorded > request.last_activity + kActivitySlack)
+      throw SleepDeclined("not idle: the Deployment records activity at " + activity::format_rfc3339(recorded));
+  }
+  if (request.reason == "idle") {
+    if (auto text = d.annotation(cluster_.annotation("keep-awake-until"))) {
+      const auto until = activity::parse_rfc3339(*text);
+      if (until && *until > now) throw SleepDeclined("kept awake until " + *text);
     }
   }
-  {
-    std::lock_guard lock(mu_);
-    woken_at_version_.clear();
-  }
+  // One patch: replicas, the record of why, and the activity the decision was based on (so a
+  // restarted gateway knows it), conditional on the version we decided on.
+  json annotations = {{cluster_.annotation("slept-at"), activity::format_rfc3339(now)},
+                      {cluster_.annotation("sleep-reason"), request.reason}};
+  if (request.last_activity > recorded + kActivitySlack)
+    annotations[cluster_.annotation("last-activity")] = activity::format_rfc3339(request.last_activity);
+  const json patch = {
+      {"metadata", {{"resourceVersion", d.resource_version}, {"annotations", annotations}}},
+      {"spec", {{"replicas", 0}}},
+  };
+  const auto written = cluster_.api().merge_patch(cluster_.deployment_path(d.name), patch);
+  return written.value("/metadata/resourceVersion"_json_pointer, std::string());
+}
+
+void KubernetesBackend::record_sleep_event(const Deployment& d, const gateway::SleepRequest& request) {
+  std::string type = "Normal", reason = "Slept";
   std::string message = "Put to sleep (" + request.description + ")";
-  if (request.reason == "idle" && request.last_activity != std::chrono::system_clock::time_point{}) {
+  if (request.reason == "idle" && request.last_activity != TimePoint{}) {
     const auto idle = std::chrono::duration_cast<std::chrono::milliseconds>(
         std::chrono::system_clock::now() - request.last_activity);
     message = "Put to sleep after " + config::format_duration(std::chrono::floor<std::chrono::seconds>(idle)) + " idle";
   } else if (request.reason == "api") {
     message = "Put to sleep by " + request.description;
+  } else if (request.reason == "wake_failed") {
+    type = "Warning";
+    reason = "WakeFailed";
+    message = "Scaled back to 0 after " + request.description;
   }
-  cluster_.record_event(d, "Normal", "Slept", message);
-}
-
-void KubernetesBackend::scale_down(const Deployment& d, const gateway::SleepRequest& request) {
-  const auto now = std::chrono::system_clock::now();
-  if (request.reason == "idle") {
-    // Another gateway replica (or a person) may have recorded activity we have not merged yet.
-    if (auto text = d.annotation(cluster_.annotation("last-activity"))) {
-      const auto theirs = activity::parse_rfc3339(*text);
-      if (theirs && *theirs > request.last_activity + kActivitySlack)
-        throw BackendError("not idle: the Deployment records activity at " + *text);
-    }
-    if (auto text = d.annotation(cluster_.annotation("keep-awake-until"))) {
-      const auto until = activity::parse_rfc3339(*text);
-      if (until && *until > now) throw BackendError("kept awake until " + *text);
-    }
-  }
-  // One patch: replicas and the record of why, conditional on the version we decided on.
-  const json patch = {
-      {"metadata",
-       {{"resourceVersion", d.resource_version},
-        {"annotations",
-         {{cluster_.annotation("slept-at"), activity::format_rfc3339(now)},
-          {cluster_.annotation("sleep-reason"), request.reason}}}}},
-      {"spec", {{"replicas", 0}}},
-  };
-  cluster_.api().merge_patch(cluster_.deployment_path(d.name), patch);
+  cluster_.record_event(d, type, reason, message);
 }
 
 }  // namespace spark::k8s

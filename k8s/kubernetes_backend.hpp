@@ -1,8 +1,11 @@
 #pragma once
-// A spark that is a Deployment: wake = scale 0->1 (the scale subresource), observe = the pods
-// the watch shows, sleep = merge-patch replicas 0 with a resourceVersion precondition, so a
-// Deployment someone touched since we looked is never put to sleep on stale information.
+// A spark that is a Deployment. wake = one conditional merge patch of the Deployment setting
+// replicas 1 and recording the wake's activity; observe = the pods the watch shows; sleep = a
+// conditional merge patch to replicas 0 that declines if someone recorded activity since the
+// gateway decided. Every write carries the resourceVersion it was decided on, so gateway
+// replicas never act on each other's stale news: a 409 re-reads and decides again.
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include "config/config.hpp"
@@ -21,18 +24,28 @@ class KubernetesBackend final : public gateway::Backend {
   gateway::Observation observe() const override;
   // Others scale Deployments too (kubectl, the spark CLI, other gateway replicas).
   bool may_run_without_us() const override { return true; }
+  // Other replicas reap it on what its annotations say.
+  bool shares_activity() const override { return true; }
+  bool share_activity(std::chrono::system_clock::time_point at) override;
 
  private:
-  Deployment current() const;  // from the cache, or read from the API; throws BackendError
-  // Patches replicas to 0 if `d` still holds no newer activity than `request` knew of.
-  void scale_down(const Deployment& d, const gateway::SleepRequest& request);
+  // The Deployment as the API server has it now; nullopt if it does not exist. Throws BackendError.
+  std::optional<Deployment> read(const std::string& doing) const;
+  // The cached Deployment when the cache can be trusted for a decision (it follows the server
+  // and has seen our own last write), else read(). nullopt if it does not exist.
+  std::optional<Deployment> decide_on(const std::string& doing) const;
+  // Patches replicas to 0 if `d` records no newer activity than `request` knew of; returns the
+  // new resourceVersion. Throws ApiError (409 included) or SleepDeclined.
+  std::string scale_down(const Deployment& d, const gateway::SleepRequest& request);
+  void record_sleep_event(const Deployment& d, const gateway::SleepRequest& request);
 
   Cluster& cluster_;
   config::KubernetesBackendConfig cfg_;
   mutable std::mutex mu_;
-  // The resourceVersion our scale-up produced: until the watch has caught up with it, the
-  // cache's "replicas 0" is old news, not a sleep.
+  // The resourceVersions our last scale-up and our last scale-down produced: until the watch
+  // has caught up with them, the cache's replica count is old news.
   std::string woken_at_version_;
+  std::string slept_at_version_;
 };
 
 }  // namespace spark::k8s

@@ -69,9 +69,8 @@ std::optional<RequestAttributes> request_attributes(std::string_view method, std
 std::vector<PolicyRule> required_rules(const config::KubernetesConfig& cfg) {
   std::vector<PolicyRule> rules = {
       {"apps", "deployments", {"get", "list", "watch", "patch"},
-       "discover sparks (list/watch), re-read before a sleep (get), write annotations and the "
-       "conditional scale to 0 (patch)"},
-      {"apps", "deployments/scale", {"patch"}, "wake: scale to 1"},
+       "discover sparks (list/watch), read afresh before a wake or sleep (get), the conditional "
+       "wake and sleep (replicas 1/0 with the activity annotations in one patch)"},
       {"", "pods", {"list", "watch"}, "wait for a woken spark's pod and learn its IP"},
       {"", "events", {"create"}, "Woken/Slept/WakeFailed/PortConflict Events on the Deployment"},
   };

@@ -61,6 +61,7 @@ void Reflector::run() {
       if (resource_version_.empty()) list();
       watch();
     } catch (const ApiError& e) {
+      current_ = false;
       {
         std::lock_guard lock(mu_);
         if (stopping_) return;
@@ -74,6 +75,7 @@ void Reflector::run() {
       spdlog::warn("kubernetes: {} watch: {}; retrying", what_, e.what());
       if (!back_off()) return;
     } catch (const std::exception& e) {
+      current_ = false;
       spdlog::error("kubernetes: {} watch: {}; retrying", what_, e.what());
       if (!back_off()) return;
     }
@@ -90,6 +92,7 @@ void Reflector::list() {
   resource_version_ = list.value("/metadata/resourceVersion"_json_pointer, std::string());
   if (resource_version_.empty()) throw ApiError(200, "BadResponse", "list of " + what_ + " has no resourceVersion");
   handler_.replace(items);
+  current_ = true;
   if (synced_.exchange(true)) ++relists_;
   backoff_ = std::chrono::milliseconds(0);
   spdlog::debug("kubernetes: listed {} {} at resourceVersion {}", items.size(), what_, resource_version_);
@@ -123,6 +126,7 @@ void Reflector::watch() {
       return false;
     }
     if (const auto rv = event.resource_version(); !rv.empty()) resource_version_ = rv;
+    current_ = true;  // the stream answers: what it sends from here on is news
     if (event.type == "BOOKMARK") return true;  // only moves the resume point forward
     if (event.type == "ADDED" || event.type == "MODIFIED" || event.type == "DELETED") {
       handler_.apply(event.type, event.object);

@@ -40,6 +40,10 @@ class Reflector {
   // True once a list has succeeded: the local copy exists (it may lag while reconnecting).
   bool synced() const { return synced_; }
   std::uint64_t relists() const { return relists_; }
+  // True while the copy follows the server: listed, or watching with the stream answering.
+  // False from a failed watch until the resumed watch (or a relist) delivers again: meanwhile
+  // decisions that must not act on old news read the object from the API instead.
+  bool current() const { return current_; }
 
  private:
   void run();
@@ -57,6 +61,7 @@ class Reflector {
   std::string resource_version_;  // empty: list first
   std::chrono::milliseconds backoff_{0};
   std::atomic<bool> synced_{false};
+  std::atomic<bool> current_{false};
   std::atomic<std::uint64_t> relists_{0};
 
   std::mutex mu_;

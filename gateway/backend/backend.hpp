@@ -12,21 +12,41 @@
 
 namespace spark::gateway {
 
-// A failed wake or sleep; what() is the reason shown to operators.
+// A failed wake or sleep; what() is the reason shown to operators. A transient one (the API
+// server overloaded or unreachable for a moment) is worth retrying while time remains;
+// `retry_after` is how long the other side asked us to wait (zero: our own backoff).
 class BackendError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
+  BackendError(const std::string& what, bool transient, std::chrono::milliseconds retry_after = {})
+      : std::runtime_error(what), transient_(transient), retry_after_(retry_after) {}
+  bool transient() const { return transient_; }
+  std::chrono::milliseconds retry_after() const { return retry_after_; }
+
+ private:
+  bool transient_ = false;
+  std::chrono::milliseconds retry_after_{};
+};
+
+// A sleep the backend decided against: someone was active since the gateway decided (another
+// gateway replica's session, a keep-awake). Not a failure: the spark is in use.
+class SleepDeclined : public BackendError {
+ public:
+  using BackendError::BackendError;
 };
 
 // Why a spark is woken; backends that keep a record (Kubernetes Events) tell the story with it.
 struct WakeRequest {
   std::chrono::milliseconds timeout{};
   std::string cause;  // "a connection from 100.101.102.103", "an operator (admin API)"
+  // The activity that causes the wake. A backend shared with other gateways records it with
+  // the wake, so that none of them takes the freshly woken spark for an idle one.
+  std::chrono::system_clock::time_point activity_at{};
 };
 
 // Why a spark is put to sleep, and what the decision was based on.
 struct SleepRequest {
-  std::string reason;  // idle, api, shutdown, removed
+  std::string reason;  // idle, api, shutdown, removed, wake_failed
   std::string description;  // for people: "idle for 2h0m", "an operator (admin API)"
   // The last activity the gateway knew of when it decided (epoch: none). A backend shared with
   // other gateways may decline the sleep if someone was active since.
@@ -66,6 +86,19 @@ class Backend {
 
   // Marks a spark found running at start-up as started.
   virtual void adopt_running() {}
+
+  // True if other gateways decide about this spark too, so activity seen here must be recorded
+  // where they read it (Kubernetes: the Deployment's annotations) before it matters to them.
+  virtual bool shares_activity() const { return false; }
+
+  // Records that the spark is in use as of `at`, where every gateway sleeping sparks reads it.
+  // Blocking, like wake(). Returns false if the spark turned out to be asleep or going to
+  // sleep (another gateway decided first): the caller wakes it instead of using it. Throws
+  // BackendError when it cannot tell.
+  virtual bool share_activity(std::chrono::system_clock::time_point at) {
+    (void)at;
+    return true;
+  }
 };
 
 }  // namespace spark::gateway

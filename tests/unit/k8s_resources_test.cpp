@@ -175,7 +175,9 @@ TEST(RequiredRules, OnlyWhatTheConfigurationUses) {
     return permits(rules, RequestAttributes{group, resource, verb});
   };
   const auto base = required_rules(cfg);
-  EXPECT_TRUE(has(base, "apps", "deployments/scale", "patch"));
+  // The wake patches the Deployment itself (replicas and last-activity in one write).
+  EXPECT_FALSE(has(base, "apps", "deployments/scale", "patch"));
+  EXPECT_TRUE(has(base, "apps", "deployments", "patch"));
   EXPECT_TRUE(has(base, "", "pods", "watch"));
   EXPECT_FALSE(has(base, "apps", "deployments", "delete"));
   EXPECT_FALSE(has(base, "", "services", "create"));

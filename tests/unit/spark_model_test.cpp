@@ -159,11 +159,13 @@ class SparkModel {
     trace_ << "  reaper at +" << std::chrono::duration_cast<std::chrono::milliseconds>(offset_).count()
            << " ms (state " << to_string(spark_->state()) << ", open " << open_ << ", held " << held
            << ", idle enough " << idle_long_enough << ")\n";
+    // A failed wake's clean-up may be stopping the spark already: that is not the reaper's sleep.
+    const bool was_stopping = spark_->state() == SparkState::stopping;
     spark_->reap_if_idle(t);
     // A sleep the reaper decides on starts at once: its coroutine runs on the next poll and
     // marks the spark stopping before it hands the backend call to the pool.
     io_.poll();
-    if (spark_->state() == SparkState::stopping || fake_->sleeps_begun > sleeps_before) {
+    if (!was_stopping && (spark_->state() == SparkState::stopping || fake_->sleeps_begun > sleeps_before)) {
       trace_ << "    -> sleep\n";
       // Invariant 1.
       if (open_ > 0) failure_ = "slept with " + std::to_string(open_) + " connections open";

@@ -216,7 +216,9 @@ TEST_F(SparkWakeTest, BackendWakeErrorReachesEveryWaiterAndALaterConnectRetries)
   ASSERT_EQ(out->wake_errors.size(), static_cast<std::size_t>(kClients));
   for (const auto& e : out->wake_errors) EXPECT_THAT(e, HasSubstr("boom"));
   EXPECT_EQ(fake_->wakes.load(), 1);
-  EXPECT_EQ(spark->state(), SparkState::failed);
+  // A failed wake leaves nothing running: whatever the start did is stopped, then it shows failed.
+  EXPECT_TRUE(run_until([&] { return fake_->sleeps_done.load() == 1; }, 5s));
+  EXPECT_TRUE(run_until([&] { return spark->state() == SparkState::failed; }, 5s));
 
   // A failed wake is not sticky: the next connection tries again (and here it works).
   auto retry = std::make_shared<Outcomes>();
@@ -244,7 +246,8 @@ TEST_F(SparkWakeTest, RepeatedBackendErrorFailsAgainWithSecondWake) {
   ASSERT_EQ(second->wake_errors.size(), 1u);
   EXPECT_THAT(second->wake_errors[0], HasSubstr("boom"));
   EXPECT_EQ(fake_->wakes.load(), 2);
-  EXPECT_EQ(spark->state(), SparkState::failed);
+  EXPECT_TRUE(run_until([&] { return fake_->sleeps_done.load() == 2; }, 5s)) << "one stop per failed wake";
+  EXPECT_TRUE(run_until([&] { return spark->state() == SparkState::failed; }, 5s));
 }
 
 TEST_F(SparkWakeTest, TargetThatNeverListensFailsWithinWakeTimeout) {
@@ -286,7 +289,10 @@ TEST_F(SparkWakeTest, BackendReportingFailedWhileWakingGivesItsReason) {
   for (const auto& e : out->wake_errors)
     EXPECT_THAT(e, HasSubstr("process pid 4242 exited with status 255"));
   EXPECT_EQ(fake_->wakes.load(), 1);
-  EXPECT_EQ(spark->state(), SparkState::failed);
+  // Not only a timeout: any failed wake stops what it started.
+  EXPECT_TRUE(run_until([&] { return fake_->sleeps_done.load() == 1; }, 5s));
+  EXPECT_TRUE(run_until([&] { return spark->state() == SparkState::failed; }, 5s));
+  EXPECT_FALSE(fake_->started.load());
 }
 
 // ---------------------------------------------------------------------------
