@@ -14,7 +14,9 @@ See docs/kubernetes-api-double.md for what is emulated (with sources) and the kn
 
 from .apiserver import Identity, KubeApiDouble, RequestRecord, bookmark_object  # noqa: F401
 from .client import ApiClient, Response, WatchStream  # noqa: F401
-from .faults import FailRule, Faults  # noqa: F401
-from .kubelet import SCENARIOS, FakeKubelet, LoopbackIpAllocator, SshdLauncher, SshdProcess  # noqa: F401
+from . import proctree  # noqa: F401
+from .faults import DelayRule, FailRule, Faults  # noqa: F401
+from .kubelet import (POD_TAG_VAR, SCENARIOS, FakeKubelet, LoopbackIpAllocator, SshdLauncher,  # noqa: F401
+                      SshdProcess)
 from .status import ApiError  # noqa: F401
 from .store import RESOURCES, Store  # noqa: F401
