@@ -462,17 +462,21 @@ void Spark::follow_backend(activity::TimePoint now) {
 
 void Spark::adopt(const Observation& obs, activity::TimePoint now) {
   backend_->adopt_running();
-  // Seen running = active now: whoever started it (another replica, a person) did so to use it,
-  // so its idle clock starts no earlier than this moment, whatever older activity says.
-  env_.activity.touch(name(), now);
+  // Seen running = active: whoever started it (another replica, a person) did so to use it, so
+  // its idle clock starts no earlier than when it started (when the backend knows, else now),
+  // whatever older activity says. Newer recorded activity still wins.
+  const auto since = obs.running_since ? std::min(*obs.running_since, now) : now;
+  env_.activity.touch(name(), since);
+  const auto idle_since = activity::format_rfc3339(env_.activity.get(name()).last_activity);
   if (obs.state == Observation::State::failed) {
     last_wake_error_ = obs.reason;
     set_state(SparkState::failed);
-    spdlog::warn("spark {}: started elsewhere but failing ({}); reaped like an idle spark", name(), obs.reason);
+    spdlog::warn("spark {}: already running but failing ({}); adopted, reaped like an idle spark (idle since {})",
+                 name(), obs.reason, idle_since);
     return;
   }
   set_state(SparkState::running);
-  spdlog::info("spark {}: running (started elsewhere); adopted, idle clock starts now", name());
+  spdlog::info("spark {}: already running (started elsewhere); adopted, idle since {}", name(), idle_since);
 }
 
 void Spark::reap_if_idle(activity::TimePoint now) {

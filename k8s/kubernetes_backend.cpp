@@ -137,15 +137,17 @@ Observation KubernetesBackend::observe() const {
     return {Observation::State::asleep, std::nullopt, {}};
 
   std::string waiting_for = "no pod yet";
+  std::optional<std::chrono::system_clock::time_point> since;  // the newest live pod's creation
   for (const auto& pod : cluster_.pods_of(*d)) {
     if (pod.terminating) continue;
+    if (!since) since = activity::parse_rfc3339(pod.creation_timestamp);
     if (!pod.stuck_reason.empty())
-      return {Observation::State::failed, std::nullopt, "pod " + pod.name + ": " + pod.stuck_reason};
+      return {Observation::State::failed, std::nullopt, "pod " + pod.name + ": " + pod.stuck_reason, since};
     if (pod.phase == "Running" && !pod.pod_ip.empty())
-      return {Observation::State::started, config::Address{pod.pod_ip, cfg_.target.port}, {}};
+      return {Observation::State::started, config::Address{pod.pod_ip, cfg_.target.port}, {}, since};
     waiting_for = "pod " + pod.name + " is " + (pod.phase.empty() ? "Pending" : pod.phase);
   }
-  return {Observation::State::started, std::nullopt, waiting_for};
+  return {Observation::State::started, std::nullopt, waiting_for, since};
 }
 
 void KubernetesBackend::sleep(const gateway::SleepRequest& request) {

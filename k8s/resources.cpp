@@ -66,6 +66,7 @@ Pod parse_pod(const json& object) {
   Pod p;
   p.name = text(meta, "name");
   p.resource_version = text(meta, "resourceVersion");
+  p.creation_timestamp = text(meta, "creationTimestamp");
   p.labels = string_map(meta, "labels");
   p.terminating = meta.contains("deletionTimestamp") && !meta.at("deletionTimestamp").is_null();
   p.phase = text(status, "phase");

@@ -26,6 +26,7 @@ struct Deployment {
 struct Pod {
   std::string name;
   std::string resource_version;
+  std::string creation_timestamp;  // RFC 3339: about when someone scaled its Deployment up
   Labels labels;
   std::string phase;  // Pending, Running, Succeeded, Failed, Unknown
   std::string pod_ip;

@@ -62,6 +62,9 @@ struct Observation {
   State state = State::asleep;
   std::optional<config::Address> upstream;  // set when state is `started`
   std::string reason;
+  // Since when it has been running, if the backend knows (Kubernetes: its pod's creation). A
+  // spark found running counts as active from then, unless newer activity is recorded.
+  std::optional<std::chrono::system_clock::time_point> running_since;
 };
 
 class Backend {

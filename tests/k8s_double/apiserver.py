@@ -583,9 +583,18 @@ class KubeApiDouble:
         return out
 
     def scale_requests(self, name=None, namespace=None):
-        """PATCH/PUT calls on deployments/NAME/scale."""
-        return [r for r in self.requests(resource="deployments", subresource="scale", name=name)
-                if r.method in ("PATCH", "PUT") and (namespace is None or r.namespace == namespace)]
+        """Scale calls: PATCH/PUT on deployments/NAME/scale, and writes of deployments/NAME itself
+        that scale it UP (spec.replicas >= 1: the gateway's wake, which records last-activity in
+        the same write). A sleep (replicas 0 on the Deployment) is not counted here."""
+        def sets_replicas(r):
+            if r.subresource == "scale":
+                return True
+            body = r.json if isinstance(r.json, dict) else {}
+            replicas = (body.get("spec") or {}).get("replicas") if isinstance(body.get("spec"), dict) else None
+            return not r.subresource and isinstance(replicas, int) and replicas >= 1
+        return [r for r in self.requests(resource="deployments", name=name)
+                if r.method in ("PATCH", "PUT") and sets_replicas(r)
+                and (namespace is None or r.namespace == namespace)]
 
     def clear_requests(self):
         with self._lock:
