@@ -32,6 +32,7 @@ SparkDiscovery::SparkDiscovery(Cluster& cluster, const config::Config& defaults,
     : cluster_(cluster),
       default_idle_timeout_(defaults.default_idle_timeout),
       default_wake_timeout_(defaults.default_wake_timeout),
+      reaper_interval_(std::chrono::duration_cast<std::chrono::milliseconds>(defaults.reaper_interval)),
       publish_(std::move(publish)) {}
 
 SparkDiscovery::~SparkDiscovery() { stop(); }
@@ -107,7 +108,15 @@ DiscoveredSparks SparkDiscovery::compute() {
     s.idle_timeout = default_idle_timeout_;
     if (auto text = d.annotation(cluster_.annotation("idle-timeout"))) {
       std::string why;
-      if (auto t = config::parse_duration_or_never(*text, &why))
+      auto t = config::parse_duration_or_never(*text, &why);
+      if (t && !t->is_never() && *t->value < reaper_interval_) {
+        // The reaper looks only every reaper.interval: a shorter idle timeout cannot be kept
+        // (and other replicas could not keep its sessions' activity fresh in time).
+        warn_once(d, "InvalidAnnotation",
+                  cluster_.annotation("idle-timeout") + " \"" + *text + "\" is shorter than reaper.interval " +
+                      config::format_duration(reaper_interval_) + "; using " + config::format_duration(reaper_interval_));
+        s.idle_timeout = config::MaybeNever{reaper_interval_};
+      } else if (t)
         s.idle_timeout = *t;
       else
         warn_once(d, "InvalidAnnotation",

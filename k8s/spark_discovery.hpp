@@ -47,6 +47,7 @@ class SparkDiscovery {
   Cluster& cluster_;
   config::MaybeNever default_idle_timeout_;
   config::Duration default_wake_timeout_;
+  std::chrono::milliseconds reaper_interval_;  // the shortest idle timeout that can be kept
   Publish publish_;
   std::set<std::string> warned_;
 

@@ -64,7 +64,7 @@ struct Observation {
   std::string reason;
   // Since when it has been running, if the backend knows (Kubernetes: its pod's creation). A
   // spark found running counts as active from then, unless newer activity is recorded.
-  std::optional<std::chrono::system_clock::time_point> running_since;
+  std::optional<std::chrono::system_clock::time_point> running_since{};
 };
 
 class Backend {

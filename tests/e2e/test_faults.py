@@ -33,17 +33,38 @@ class ApiServerFaults(KubernetesTestCase):
         self.kube.faults.delay = 0
         self.assert_ssh_ok(self.ssh(Port(port), "echo patient"), "patient\n")
 
+    @staticmethod
+    def is_wake(name):
+        """The wake's write: a patch of the Deployment that sets replicas to 1."""
+        def match(r):
+            body = r.json if isinstance(r.json, dict) else {}
+            return r.name == name and not r.subresource and (body.get("spec") or {}).get("replicas") == 1
+        return match
+
+    def test_one_api_error_during_a_wake_is_retried(self):
+        self.start_cluster()
+        self.add_deployment("hic-cup")
+        gw = self.start_k8s_gateway()
+        port = self.spark_port("hic-cup")
+        rule = self.kube.faults.fail(count=1, method="PATCH", code=503, message="etcd leader changed",
+                                     when=self.is_wake("hic-cup"))
+        # The client never sees the 503: the wake retries it within wake_timeout.
+        self.assert_ssh_ok(self.ssh(Port(port), "echo through"), "through\n")
+        self.assertEqual(rule.hits, 1)
+        gw.wait_log("spark hic-cup:", "503", "etcd leader changed", "retrying in")
+        self.assertEqual(gw.log_lines("spark hic-cup: wake failed"), [])
+
     def test_api_errors_fail_the_wake_with_the_status_message_then_recover(self):
         self.start_cluster()
         self.add_deployment("err-eel")
-        gw = self.start_k8s_gateway()
+        gw = self.start_k8s_gateway(defaults={"idle_timeout": "1h", "wake_timeout": "4s"})
         port = self.spark_port("err-eel")
-        rule = self.kube.faults.fail(method="PATCH", path=r"/scale$", code=500,
-                                     message="etcdserver: request timed out")
+        rule = self.kube.faults.fail(method="PATCH", code=500, message="etcdserver: request timed out",
+                                     when=self.is_wake("err-eel"))
         r = self.ssh(Port(port), "true")
         self.assertNotEqual(r.returncode, 0)
         gw.wait_log("spark err-eel: wake failed", "etcdserver: request timed out")
-        self.assertGreaterEqual(rule.hits, 1)
+        self.assertGreaterEqual(rule.hits, 2, "retried within wake_timeout before failing")
         self.kube.faults.remove(rule)
         self.assert_ssh_ok(self.ssh(Port(port), "echo fine"), "fine\n")
 

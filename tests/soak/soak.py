@@ -103,7 +103,10 @@ class Soak(KubernetesTestCase):
                 if fault == "slow_api":
                     self.kube.faults.delay = 4.0
                 elif fault == "scale_500":
-                    rule = self.kube.faults.fail(method="PATCH", path=r"/scale$", code=500)
+                    # The wake's write: a patch of a Deployment setting replicas to 1.
+                    rule = self.kube.faults.fail(
+                        method="PATCH", path=r"/deployments/[^/]+$", code=500,
+                        when=lambda r: ((r.json or {}).get("spec") or {}).get("replicas") == 1)
                 elif fault == "close_watches":
                     self.kube.faults.close_watches()
                 elif fault == "expire_watches":
