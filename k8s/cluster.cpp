@@ -115,6 +115,10 @@ std::optional<Deployment> Cluster::read_deployment(const std::string& name) {
   }
 }
 
+json Cluster::patch_deployment(const std::string& name, const json& patch) {
+  return api_.merge_patch(deployment_path(name), patch);
+}
+
 std::vector<Service> Cluster::managed_services() const { return services_->all(); }
 
 std::string Cluster::services_path() const {

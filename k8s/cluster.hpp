@@ -12,15 +12,16 @@
 
 #include "config/config.hpp"
 #include "k8s/api_client.hpp"
+#include "k8s/deployment_store.hpp"
 #include "k8s/reflector.hpp"
 #include "k8s/resources.hpp"
 
 namespace spark::k8s {
 
-class Cluster {
+class Cluster final : public DeploymentStore {
  public:
   Cluster(config::KubernetesConfig cfg, ApiEndpoint endpoint);
-  ~Cluster();
+  ~Cluster() override;
 
   // `on_change` runs on a watch thread after every Deployment change (keep it short);
   // `on_services_change` after every change of a managed Service (manage_services only).
@@ -29,17 +30,18 @@ class Cluster {
   bool synced() const;  // both caches have been listed once
   // The Deployment cache follows the server now (not reconnecting after an outage). Even then
   // a watch can lag behind a write: decisions that act on one Deployment read it afresh.
-  bool deployments_current() const;
+  bool deployments_current() const override;
 
   const config::KubernetesConfig& config() const { return cfg_; }
   ApiClient& api() { return api_; }
 
   std::vector<Deployment> deployments() const;
-  std::optional<Deployment> deployment(const std::string& name) const;
+  std::optional<Deployment> deployment(const std::string& name) const override;
   // The Deployment as the API server has it now (GET); nullopt if it does not exist. Throws ApiError.
-  std::optional<Deployment> read_deployment(const std::string& name);
+  std::optional<Deployment> read_deployment(const std::string& name) override;
+  nlohmann::json patch_deployment(const std::string& name, const nlohmann::json& patch) override;
   // The pods a Deployment's selector picks, newest first.
-  std::vector<Pod> pods_of(const Deployment& d) const;
+  std::vector<Pod> pods_of(const Deployment& d) const override;
   // The Services labelled as managed by the gateway (empty unless manage_services).
   std::vector<Service> managed_services() const;
   // The label every managed Service carries, as a selector: "app.kubernetes.io/managed-by=spark-gateway".
@@ -48,12 +50,12 @@ class Cluster {
 
   std::string deployment_path(const std::string& name) const;
   std::string services_path() const;
-  std::string annotation(const std::string& key) const { return cfg_.annotation_prefix + key; }
+  std::string annotation(const std::string& key) const override { return cfg_.annotation_prefix + key; }
 
   // Records a core/v1 Event on the Deployment (what `kubectl describe` shows). Never throws:
   // an Event that cannot be written is logged, it must not fail a wake or a sleep.
   void record_event(const Deployment& d, const std::string& type, const std::string& reason,
-                    const std::string& message);
+                    const std::string& message) override;
 
  private:
   class DeploymentCache;

@@ -4,6 +4,7 @@
 
 #include "activity/time_format.hpp"
 #include "config/duration.hpp"
+#include "k8s/api_client.hpp"
 
 namespace spark::k8s {
 namespace {
@@ -26,7 +27,7 @@ BackendError backend_error(const std::string& doing, const ApiError& e) {
                       std::chrono::duration_cast<std::chrono::milliseconds>(e.retry_after()));
 }
 
-TimePoint recorded_activity(const Cluster& cluster, const Deployment& d) {
+TimePoint recorded_activity(const DeploymentStore& cluster, const Deployment& d) {
   if (auto text = d.annotation(cluster.annotation("last-activity")))
     if (auto t = activity::parse_rfc3339(*text)) return *t;
   return {};
@@ -34,7 +35,7 @@ TimePoint recorded_activity(const Cluster& cluster, const Deployment& d) {
 
 }  // namespace
 
-KubernetesBackend::KubernetesBackend(Cluster& cluster, config::KubernetesBackendConfig cfg)
+KubernetesBackend::KubernetesBackend(DeploymentStore& cluster, config::KubernetesBackendConfig cfg)
     : cluster_(cluster), cfg_(std::move(cfg)) {}
 
 std::optional<Deployment> KubernetesBackend::read(const std::string& doing) const {
@@ -76,7 +77,7 @@ void KubernetesBackend::wake(const gateway::WakeRequest& request) {
     if (!annotations.empty()) patch["metadata"]["annotations"] = annotations;
     if (scale_up) patch["spec"] = {{"replicas", 1}};
     try {
-      const auto written = cluster_.api().merge_patch(cluster_.deployment_path(d->name), patch);
+      const auto written = cluster_.patch_deployment(d->name, patch);
       d->resource_version = written.value("/metadata/resourceVersion"_json_pointer, d->resource_version);
       scaled_by_us = scale_up;
       break;
@@ -108,8 +109,7 @@ bool KubernetesBackend::share_activity(TimePoint at) {
     if (d->replicas < 1) return false;  // put to sleep (or going): the caller wakes it
     if (recorded_activity(cluster_, *d) + kActivitySlack >= at) return true;  // already says so
     try {
-      cluster_.api().merge_patch(
-          cluster_.deployment_path(d->name),
+      cluster_.patch_deployment(d->name,
           json{{"metadata",
                 {{"resourceVersion", d->resource_version},
                  {"annotations", {{cluster_.annotation("last-activity"), activity::format_rfc3339(at)}}}}}});
@@ -201,7 +201,7 @@ std::string KubernetesBackend::scale_down(const Deployment& d, const gateway::Sl
       {"metadata", {{"resourceVersion", d.resource_version}, {"annotations", annotations}}},
       {"spec", {{"replicas", 0}}},
   };
-  const auto written = cluster_.api().merge_patch(cluster_.deployment_path(d.name), patch);
+  const auto written = cluster_.patch_deployment(d.name, patch);
   return written.value("/metadata/resourceVersion"_json_pointer, std::string());
 }
 

@@ -10,13 +10,13 @@
 
 #include "config/config.hpp"
 #include "gateway/backend/backend.hpp"
-#include "k8s/cluster.hpp"
+#include "k8s/deployment_store.hpp"
 
 namespace spark::k8s {
 
 class KubernetesBackend final : public gateway::Backend {
  public:
-  KubernetesBackend(Cluster& cluster, config::KubernetesBackendConfig cfg);
+  KubernetesBackend(DeploymentStore& cluster, config::KubernetesBackendConfig cfg);
 
   std::string_view kind() const override { return "kubernetes"; }
   void wake(const gateway::WakeRequest& request) override;
@@ -39,7 +39,7 @@ class KubernetesBackend final : public gateway::Backend {
   std::string scale_down(const Deployment& d, const gateway::SleepRequest& request);
   void record_sleep_event(const Deployment& d, const gateway::SleepRequest& request);
 
-  Cluster& cluster_;
+  DeploymentStore& cluster_;
   config::KubernetesBackendConfig cfg_;
   mutable std::mutex mu_;
   // The resourceVersions our last scale-up and our last scale-down produced: until the watch

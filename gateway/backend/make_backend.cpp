@@ -2,6 +2,7 @@
 
 #include "gateway/backend/exec_backend.hpp"
 #include "gateway/backend/process_backend.hpp"
+#include "k8s/cluster.hpp"
 #include "k8s/kubernetes_backend.hpp"
 
 namespace spark::gateway {
