@@ -1,6 +1,9 @@
 // Parsing of Kubernetes API payloads shaped as the API serves them (apps/v1 Deployment, core/v1
 // Pod and Status), request attributes for RBAC, and error answers.
 #include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <cerrno>
 
 #include "k8s/api_client.hpp"
 #include "k8s/rbac.hpp"
@@ -149,6 +152,29 @@ TEST(ErrorFromResponse, NonStatusBodiesAreQuotedShortly) {
   EXPECT_EQ(odd.code(), 500);
   const auto big = error_from_response(500, std::string(10000, 'x'), "GET /api");
   EXPECT_LT(std::string(big.what()).size(), 400u);
+}
+
+TEST(ApiError, TransientOnesAreWorthRetrying) {
+  // No answer, throttling and server-side failures pass; what the request itself got wrong does not.
+  for (int code : {0, 429, 500, 502, 503, 504}) EXPECT_TRUE(ApiError(code, "x", "m").is_transient()) << code;
+  for (int code : {400, 401, 403, 404, 409, 410, 422}) EXPECT_FALSE(ApiError(code, "x", "m").is_transient()) << code;
+}
+
+TEST(DescribeTransportError, NamesTheKindAnOperatorCanActOn) {
+  using httplib::Error;
+  using std::chrono::milliseconds;
+  const auto describe = [](Error e, int err, int waited_ms) {
+    return describe_transport_error(static_cast<int>(e), err, milliseconds(waited_ms), milliseconds(10000));
+  };
+  EXPECT_EQ(describe(Error::Connection, ECONNREFUSED, 1), "connection refused");
+  EXPECT_EQ(describe(Error::Read, ECONNRESET, 120), "connection reset by peer after 120 ms");
+  EXPECT_EQ(describe(Error::Read, EAGAIN, 10001), "timed out after 10001 ms");
+  EXPECT_EQ(describe(Error::Read, 0, 10000), "timed out after 10000 ms") << "a whole timeout waited is a timeout";
+  EXPECT_EQ(describe(Error::ConnectionTimeout, 0, 5000), "timed out after 5000 ms");
+  EXPECT_EQ(describe(Error::SSLConnection, 0, 3), "TLS handshake failed");
+  EXPECT_EQ(describe(Error::SSLServerVerification, 0, 3), "the server's TLS certificate does not verify");
+  EXPECT_EQ(describe(Error::Read, 0, 30), "the connection closed before an answer after 30 ms");
+  EXPECT_EQ(describe(Error::Connection, EHOSTUNREACH, 1), "no route to the API server");
 }
 
 TEST(RequestAttributes, AsTheApiServerDerivesThem) {
