@@ -193,12 +193,15 @@ class Reader {
                                             const std::string& path) {
     auto d = duration(parent, key, path);
     if (!d) return std::nullopt;
+    // Built with append: GCC 12 warns falsely (-Wrestrict, bug 105329) on "\"" + string.
+    std::string quoted = "\"";
+    quoted.append(format_duration(*d)).append("\"");
     if (d->count() % 1000 != 0) {
-      problem(path, "\"" + format_duration(*d) + "\" is not whole seconds (the kernel counts keepalive in seconds)");
+      problem(path, quoted + " is not whole seconds (the kernel counts keepalive in seconds)");
       return std::nullopt;
     }
     if (*d > std::chrono::seconds(32767)) {
-      problem(path, "\"" + format_duration(*d) + "\" is longer than the kernel allows (32767s, about 9h)");
+      problem(path, quoted + " is longer than the kernel allows (32767s, about 9h)");
       return std::nullopt;
     }
     return d;
