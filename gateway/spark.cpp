@@ -448,8 +448,10 @@ void Spark::follow_backend(activity::TimePoint now) {
     return;
   }
   if (obs.state == Observation::State::asleep) {
-    spdlog::info("spark {}: stopped elsewhere ({}); marked asleep", name(),
-                 obs.reason.empty() ? "the backend reports it asleep" : obs.reason);
+    // A failed spark is asleep once its clean-up (or someone) stopped it: no news for the log.
+    if (state_ == SparkState::running)
+      spdlog::info("spark {}: stopped elsewhere ({}); marked asleep", name(),
+                   obs.reason.empty() ? "the backend reports it asleep" : obs.reason);
     set_state(SparkState::sleeping);
     asleep_since_ = now;
     apply_pending_backend();
