@@ -529,6 +529,21 @@ ConfigError::ConfigError(std::vector<std::string> problems)
       }()),
       problems_(std::move(problems)) {}
 
+// The reaper looks every reaper.interval: an idle timeout shorter than that cannot be kept, and
+// with several replicas a session's activity could not be recorded for the reaping one in time
+// (docs/high-availability.md). Refused, naming the keys to change.
+void check_idle_timeouts(Reader& r, const Config& cfg) {
+  const auto too_short = [&](const MaybeNever& t) { return !t.is_never() && *t.value < cfg.reaper_interval; };
+  const auto advice = "is shorter than reaper.interval (" + format_duration(cfg.reaper_interval) +
+                      "): the reaper could not keep it; raise it or lower reaper.interval";
+  if (too_short(cfg.default_idle_timeout))
+    r.problem("defaults.idle_timeout", format_duration(*cfg.default_idle_timeout.value) + " " + advice);
+  for (std::size_t i = 0; i < cfg.sparks.size(); ++i)
+    if (too_short(cfg.sparks[i].idle_timeout) && !(cfg.sparks[i].idle_timeout == cfg.default_idle_timeout))
+      r.problem("sparks[" + std::to_string(i) + "].idle_timeout",
+                format_duration(*cfg.sparks[i].idle_timeout.value) + " " + advice);
+}
+
 Config parse_config(const std::string& json_text, const std::filesystem::path& source) {
   json root;
   try {
@@ -601,6 +616,7 @@ Config parse_config(const std::string& json_text, const std::filesystem::path& s
   if (const json* j = r.object(root, "jump", "jump")) cfg.jump = read_jump(r, *j, cfg);
   if (const json* k = r.object(root, "kubernetes", "kubernetes")) cfg.kubernetes = read_kubernetes(r, *k, cfg);
   read_sparks(r, root, cfg);
+  check_idle_timeouts(r, cfg);
 
   if (!r.problems.empty()) throw ConfigError(std::move(r.problems));
   return cfg;

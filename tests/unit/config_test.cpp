@@ -207,6 +207,16 @@ TEST(ParseConfig, AllOptionalTopLevelKeysAreHonoured) {
   EXPECT_EQ(cfg.activity_flush_interval, Duration(1min));
 }
 
+TEST(ParseConfig, IdleTimeoutsShorterThanTheReaperIntervalAreRefusedNamingTheKeys) {
+  const auto e = Problems(R"({"defaults": {"idle_timeout": "10s"}, "reaper": {"interval": "30s"},
+    "sparks": [)" + Spark("brave-dolphin", "127.0.0.1:2201", kProcess, R"("idle_timeout": "5s")") + R"(]})");
+  EXPECT_THAT(e, Contains(Problem("defaults.idle_timeout: 10s", "reaper.interval (30s)")));
+  EXPECT_THAT(e, Contains(StartsWith("sparks[0].idle_timeout: 5s")));
+  // Equal is fine, and "never" always is.
+  ParseOk(R"({"defaults": {"idle_timeout": "30s"}, "reaper": {"interval": "30s"}})");
+  ParseOk(R"({"defaults": {"idle_timeout": "never"}, "reaper": {"interval": "1h"}})");
+}
+
 TEST(ParseConfig, LimitsDefaultsAndValues) {
   Config defaults = ParseOk("{}");
   EXPECT_EQ(defaults.max_connections, 4096);
