@@ -419,6 +419,75 @@ class K8sDoubleSelfTest(harness.GatewayTestCase):
         self.assertNotIn("readyReplicas", dep["status"])
         self.assertEqual(self.k8s.kubelet.errors, [])
 
+    def test_pods_are_owned_through_a_replicaset_by_uid(self):
+        # The Deployment controller makes a ReplicaSet per template, owned by the Deployment;
+        # the ReplicaSet owns the pods (controller ownerReferences, by UID). A pod created directly
+        # with the same labels is nobody's; a re-created Deployment of the same name is another owner.
+        self.start()
+        RS = "/apis/apps/v1/namespaces/spark/replicasets"
+        target_port = harness.free_port(self.host)
+        dep = self.api.create_deployment("brave-dolphin", replicas=0, target_port=target_port,
+                                         annotations={"spark-gateway/target-port": str(target_port)})
+        rsw = self.watch(RS, allowWatchBookmarks="true")
+        added = rsw.wait_for(lambda e: e["type"] == "ADDED", timeout=10)["object"]
+        h = added["metadata"]["labels"]["pod-template-hash"]
+        self.assertEqual(added["metadata"]["name"], "brave-dolphin-" + h)
+        self.assertEqual(added["metadata"]["ownerReferences"],
+                         [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "brave-dolphin",
+                           "uid": dep["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}])
+        self.assertEqual(added["spec"]["replicas"], 0, "a sleeping Deployment's ReplicaSet is at 0, and says so")
+        self.assertEqual(added["spec"]["selector"]["matchLabels"],
+                         {"app.kubernetes.io/instance": "brave-dolphin", "pod-template-hash": h})
+        self.assertEqual(added["status"].get("replicas"), 0, "ReplicaSetStatus.replicas is not omitempty")
+        self.assertNotIn("readyReplicas", added["status"], "the other counters are")
+        bm = rsw.wait_for(lambda e: e["type"] == "BOOKMARK", timeout=5)["object"]
+        self.assertEqual(bm["kind"], "ReplicaSet")
+
+        pw = self.watch(PODS)
+        self.api.scale("brave-dolphin", 1)
+        pod = pw.wait_for(lambda e: e["type"] == "ADDED", timeout=10)["object"]
+        rs = self.c.request("GET", RS + "/brave-dolphin-" + h).json
+        self.assertEqual(pod["metadata"]["ownerReferences"],
+                         [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs["metadata"]["name"],
+                           "uid": rs["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}])
+        self.assertEqual(rs["spec"]["replicas"], 1)
+        self.assertEqual(rs["metadata"]["generation"], 2, "the scale changed the ReplicaSet's spec")
+        self.ready_pod("brave-dolphin")
+        wait_until(lambda: self.c.request("GET", RS + "/brave-dolphin-" + h).json["status"].get("readyReplicas") == 1,
+                   10, "the ReplicaSet's status to count its ready pod")
+
+        # A pod made directly with the spark's labels: not adopted (no pod-template-hash), not run.
+        labels = dict(dep["spec"]["template"]["metadata"]["labels"])
+        r = self.c.request("POST", PODS, {"apiVersion": "v1", "kind": "Pod",
+                                          "metadata": {"name": "stray", "labels": labels},
+                                          "spec": {"containers": [{"name": "x", "image": "x:1"}]}})
+        self.assertEqual(r.status, 201, r.body)
+        self.assertNotIn("ownerReferences", r.json["metadata"])
+
+        # Deleted and created again under the same name: the old ReplicaSet and pod go with the
+        # old UID, the new Deployment gets its own.
+        old_pod = pod["metadata"]["name"]
+        self.api.delete("deployments", "brave-dolphin")
+        dep2 = self.api.create_deployment("brave-dolphin", replicas=1, target_port=target_port,
+                                          annotations={"spark-gateway/target-port": str(target_port)})
+
+        def new_rs():
+            got = self.c.request("GET", RS + "/brave-dolphin-" + h)
+            if got.status != 200:
+                return None
+            return got.json if got.json["metadata"]["ownerReferences"][0]["uid"] == dep2["metadata"]["uid"] else None
+        rs2 = wait_until(new_rs, 10, "a ReplicaSet owned by the new Deployment")
+        pod2 = self.ready_pod("brave-dolphin", other_than=old_pod)
+        self.assertEqual(pod2["metadata"]["ownerReferences"][0]["uid"], rs2["metadata"]["uid"])
+        wait_until(lambda: self.c.request("GET", PODS + "/" + old_pod).status == 404, 10, "the old pod to go")
+        self.assertEqual(self.c.request("GET", PODS + "/stray").status, 200, "nobody's pod is left alone")
+        self.assertEqual([rs["metadata"]["name"] for rs in self.c.request("GET", RS).json["items"]],
+                         ["brave-dolphin-" + h])
+
+        # The Deployment's deletion takes its ReplicaSet along.
+        self.api.delete("deployments", "brave-dolphin")
+        wait_until(lambda: self.c.request("GET", RS).json["items"] == [], 10, "the ReplicaSet to be collected")
+
     def ready_pod(self, deployment, other_than=None, timeout=15):
         """The deployment's live pod once Ready (and not `other_than`, a pod name)."""
         kl = self.k8s.kubelet

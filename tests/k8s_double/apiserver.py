@@ -63,7 +63,7 @@ PUBLIC_PATHS = ("/version", "/version/", "/healthz", "/livez", "/readyz")
 
 # What kubectl's discovery needs to know about each served resource.
 VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
-SHORT_NAMES = {"deployments": ["deploy"], "pods": ["po"], "events": ["ev"], "services": ["svc"]}
+SHORT_NAMES = {"deployments": ["deploy"], "replicasets": ["rs"], "pods": ["po"], "events": ["ev"], "services": ["svc"]}
 
 
 class Identity:
@@ -223,6 +223,10 @@ def bookmark_object(rt, rv, style="full"):
         obj["spec"] = {"selector": None, "template": {"metadata": {"creationTimestamp": None},
                                                       "spec": {"containers": None}}, "strategy": {}}
         obj["status"] = {}
+    elif rt.plural == "replicasets":
+        obj["spec"] = {"selector": None, "template": {"metadata": {"creationTimestamp": None},
+                                                      "spec": {"containers": None}}}
+        obj["status"] = {"replicas": 0}
     elif rt.plural == "pods":
         obj["spec"] = {"containers": None}
         obj["status"] = {}

@@ -3,8 +3,16 @@
 It turns a Deployment's spec.replicas into Pods the way a cluster does (one thread, writing
 straight to the store, so every step is a real watch event):
 
+  Deployment exists            ReplicaSet NAME-<template hash> (ADDED; labels and selector = the
+                               template's + pod-template-hash; ownerReferences: the Deployment,
+                               controller=true, blockOwnerDeletion=true), spec.replicas = the
+                               Deployment's (0 for the ReplicaSets of older templates), status
+                               replicas/readyReplicas/availableReplicas/observedGeneration
+                               following its pods (pkg/controller/deployment, sync.go and
+                               pkg/controller/replicaset)
   replicas >= 1, no live pod   Pod NAME-<template hash>-<5 chars> created (ADDED; phase Pending,
-                               labels = template labels + pod-template-hash; names as
+                               labels = template labels + pod-template-hash; ownerReferences:
+                               its ReplicaSet, controller=true; names as
                                pkg/controller/deployment + names.SimpleNameGenerator make them,
                                alphabet from apimachinery pkg/util/rand/rand.go)
   scheduled                    spec.nodeName, condition PodScheduled (MODIFIED)
@@ -20,6 +28,10 @@ straight to the store, so every step is a real watch event):
                                setsid() away), SIGKILL to survivors after `kill_grace` (see
                                proctree.py); containers terminated with the exit code seen, not
                                ready (MODIFIED), then the pod is removed (DELETED)
+
+A Deployment deleted (or deleted and created again: ownership goes by UID) takes its
+ReplicaSets and their pods with it, as the garbage collector does. Pods created directly through
+the API (no owner) are left alone: neither adopted nor run (a test writes their status).
 
 Deployment status (replicas, updatedReplicas, readyReplicas, availableReplicas,
 unavailableReplicas, observedGeneration, Available/Progressing conditions) follows, written only
@@ -188,10 +200,25 @@ class SshdLauncher:
         return SshdProcess(proc, config, log_path, container_tag)
 
 
+def controller_ref(obj):
+    """metadata.ownerReferences' entry with controller=true (at most one), or None."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return ref
+    return None
+
+
+def _owner_ref(obj):
+    meta = obj["metadata"]
+    return {"apiVersion": obj.get("apiVersion") or "apps/v1", "kind": obj.get("kind") or "Deployment",
+            "name": meta["name"], "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}
+
+
 class _PodState:
-    def __init__(self, name, deployment, tmpl_hash, scenario, start_delay):
+    def __init__(self, name, deployment, tmpl_hash, scenario, start_delay, deployment_uid=None):
         self.name = name
         self.deployment = deployment
+        self.deployment_uid = deployment_uid  # ownership goes by UID: a re-created Deployment is another
         self.hash = tmpl_hash
         self.scenario = scenario
         self.start_delay = start_delay
@@ -348,25 +375,38 @@ class FakeKubelet:
                 continue
             if pod["metadata"].get("deletionTimestamp") and not st.terminating:
                 self._begin_termination(st, pod)
+        live_uids = {d["metadata"]["uid"] for d in deployments.values()}
+        # ReplicaSets whose Deployment is gone (garbage collection, by owner UID).
+        replicasets = {}
+        for rs in self.store.list("replicasets", ns)[0]:
+            ref = controller_ref(rs)
+            if ref and ref.get("kind") == "Deployment" and ref.get("uid") not in live_uids:
+                self.store.remove("replicasets", ns, rs["metadata"]["name"])
+                continue
+            replicasets[rs["metadata"]["name"]] = rs
         # Desired state per Deployment.
         for name, d in deployments.items():
             desired = d.get("spec", {}).get("replicas", 1)
             h = template_hash(d["spec"]["template"])
+            uid = d["metadata"]["uid"]
+            rs = self._sync_replicasets(d, h, desired, replicasets)
             with self._lock:
-                live = [st for st in self._pods.values() if st.deployment == name and not st.terminating]
+                live = [st for st in self._pods.values()
+                        if st.deployment_uid == uid and not st.terminating]
             stale = [st for st in live if st.hash != h]
             for st in stale:  # template changed: recreate
                 self._terminate(st)
             live = [st for st in live if st.hash == h]
-            if desired > len(live):
+            if desired > len(live) and rs is not None:
                 for _ in range(desired - len(live)):
-                    self._create_pod(d, h)
+                    self._create_pod(d, h, rs)
             elif desired < len(live):
                 for st in sorted(live, key=lambda s: s.name)[desired:]:
                     self._terminate(st)
         # Pods whose Deployment is gone (garbage collection).
         with self._lock:
-            orphans = [st for st in self._pods.values() if st.deployment not in deployments and not st.terminating]
+            orphans = [st for st in self._pods.values()
+                       if st.deployment_uid not in live_uids and not st.terminating]
         for st in orphans:
             self._terminate(st)
         # Timers.
@@ -383,10 +423,80 @@ class FakeKubelet:
                 self._container_died(st)
         for name, d in deployments.items():
             self._update_deployment_status(d)
+            self._update_replicaset_status(d)
 
     # -- pod lifecycle --------------------------------------------------------------------
 
-    def _create_pod(self, d, h):
+    def _sync_replicasets(self, d, h, desired, replicasets):
+        """The Deployment's ReplicaSets (those it controls, by UID): the current template's one
+        exists with `desired` replicas, older ones are scaled to 0 and pruned beyond
+        revisionHistoryLimit. Returns the current one (None if it cannot be created)."""
+        ns, dname, uid = self.namespace, d["metadata"]["name"], d["metadata"]["uid"]
+        owned = [rs for rs in replicasets.values()
+                 if (controller_ref(rs) or {}).get("uid") == uid]
+        current_name = "%s-%s" % (dname, h)
+        current = next((rs for rs in owned if rs["metadata"]["name"] == current_name), None)
+        if current is None:
+            template = copy.deepcopy(d["spec"]["template"])
+            tmeta = template.setdefault("metadata", {})
+            tmeta["labels"] = dict(tmeta.get("labels") or {}, **{"pod-template-hash": h})
+            selector = copy.deepcopy(d["spec"]["selector"])
+            selector.setdefault("matchLabels", {})["pod-template-hash"] = h
+            rs = {"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                  "metadata": {"name": current_name, "labels": dict(tmeta["labels"]),
+                               "annotations": {"deployment.kubernetes.io/desired-replicas": str(desired),
+                                               "deployment.kubernetes.io/max-replicas": str(desired + 1),
+                                               "deployment.kubernetes.io/revision": str(len(owned) + 1)},
+                               "ownerReferences": [_owner_ref(d)]},
+                  "spec": {"replicas": desired, "selector": selector, "template": template}}
+            try:
+                current = self.store.create("replicasets", ns, rs)
+            except status.ApiError as e:  # a name taken by a ReplicaSet that is not this Deployment's
+                self.errors.append("replicaset %s: %s" % (current_name, e))
+                return None
+            replicasets[current_name] = current
+            owned.append(current)
+        for rs in owned:
+            want = desired if rs is current else 0
+            if rs["spec"].get("replicas", 1) != want:
+                def scale(obj, want=want):
+                    obj["spec"]["replicas"] = want
+                    obj["metadata"]["generation"] = obj["metadata"].get("generation", 1) + 1
+                    obj["metadata"].setdefault("annotations", {})[
+                        "deployment.kubernetes.io/desired-replicas"] = str(desired)
+                updated = self.store.mutate("replicasets", ns, rs["metadata"]["name"], scale)
+                if rs is current and updated is not None:
+                    current = updated
+        old = sorted((rs for rs in owned if rs is not current),
+                     key=lambda rs: int(rs["metadata"].get("annotations", {}).get(
+                         "deployment.kubernetes.io/revision", "0")))
+        limit = d["spec"].get("revisionHistoryLimit", 10)
+        for rs in old[:max(0, len(old) - limit)]:
+            self.store.remove("replicasets", ns, rs["metadata"]["name"])
+        return current
+
+    def _update_replicaset_status(self, d):
+        uid = d["metadata"]["uid"]
+        with self._lock:
+            live = [st for st in self._pods.values() if st.deployment_uid == uid and not st.terminating]
+        for rs in self.store.list("replicasets", self.namespace)[0]:
+            if (controller_ref(rs) or {}).get("uid") != uid:
+                continue
+            h = rs["metadata"].get("labels", {}).get("pod-template-hash")
+            mine = [st for st in live if st.hash == h]
+            replicas, ready = len(mine), sum(1 for st in mine if st.ready)
+
+            def write(obj, replicas=replicas, ready=ready):
+                s = {"replicas": replicas}  # not omitempty; the other counters are
+                for key, value in (("fullyLabeledReplicas", replicas), ("readyReplicas", ready),
+                                   ("availableReplicas", ready),
+                                   ("observedGeneration", obj["metadata"].get("generation", 1))):
+                    if value:
+                        s[key] = value
+                obj["status"] = s
+            self.store.mutate("replicasets", self.namespace, rs["metadata"]["name"], write)
+
+    def _create_pod(self, d, h, rs):
         dname = d["metadata"]["name"]
         template = copy.deepcopy(d["spec"]["template"])
         labels = dict(template.get("metadata", {}).get("labels") or {})
@@ -396,13 +506,14 @@ class FakeKubelet:
             name = "%s-%s-%s" % (dname, h, random_suffix(rng=self._rng))
             if self.store.find("pods", self.namespace, name) is None:
                 break
-        meta = {"name": name, "generateName": "%s-%s-" % (dname, h), "labels": labels}
+        meta = {"name": name, "generateName": "%s-%s-" % (dname, h), "labels": labels,
+                "ownerReferences": [_owner_ref(rs)]}
         if template.get("metadata", {}).get("annotations"):
             meta["annotations"] = dict(template["metadata"]["annotations"])
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": template.get("spec", {}),
                "status": {"phase": "Pending", "qosClass": "BestEffort"}}
         self.store.create("pods", self.namespace, pod, validate=False)
-        st = _PodState(name, dname, h, scenario, delay)
+        st = _PodState(name, dname, h, scenario, delay, deployment_uid=d["metadata"]["uid"])
         st.port = self._target_port(d)
         st.next_at = time.monotonic()
         with self._lock:
@@ -711,8 +822,9 @@ class FakeKubelet:
         name = d["metadata"]["name"]
         desired = d["spec"].get("replicas", 1)
         h = template_hash(d["spec"]["template"])
+        uid = d["metadata"]["uid"]
         with self._lock:
-            live = [st for st in self._pods.values() if st.deployment == name and not st.terminating]
+            live = [st for st in self._pods.values() if st.deployment_uid == uid and not st.terminating]
         replicas = len(live)
         updated = sum(1 for st in live if st.hash == h)
         ready = sum(1 for st in live if st.ready)

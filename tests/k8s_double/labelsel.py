@@ -173,6 +173,7 @@ EXTRA_FIELDS = {
                "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion",
                "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"),
     "services": ("spec.clusterIP", "spec.type"),
+    "replicasets": ("status.replicas",),
 }
 
 

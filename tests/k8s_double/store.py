@@ -102,6 +102,9 @@ class ResourceType:
 RESOURCES = {
     "deployments": ResourceType("deployments", "Deployment", "apps", "v1",
                                 subresources=("scale", "status")),
+    # Written by the fake deployment controller (kubelet.py): one per Deployment template, owning
+    # its pods. No scale subresource (nothing here uses it).
+    "replicasets": ResourceType("replicasets", "ReplicaSet", "apps", "v1", subresources=("status",)),
     "pods": ResourceType("pods", "Pod", "", "v1", return_deleted_object=True, subresources=("status",)),
     "events": ResourceType("events", "Event", "", "v1", has_status=False),
     "services": ResourceType("services", "Service", "", "v1", return_deleted_object=True,
@@ -218,6 +221,18 @@ def default_deployment(obj):
     obj.setdefault("status", {})
 
 
+def default_replicaset(obj):
+    # SetDefaults_ReplicaSet: replicas 1 when absent; the pod template as a Deployment's.
+    spec = obj.setdefault("spec", {})
+    if "replicas" not in spec:
+        spec["replicas"] = 1
+    template = spec.setdefault("template", {})
+    template.setdefault("metadata", {})
+    default_pod_spec(template.setdefault("spec", {}), template=True)
+    # ReplicaSetStatus.Replicas is not omitempty (the other counters are).
+    obj.setdefault("status", {"replicas": 0})
+
+
 def default_pod(obj):
     default_pod_spec(obj.setdefault("spec", {}))
     st = obj.setdefault("status", {})
@@ -245,7 +260,8 @@ def default_service(obj):
     st.setdefault("loadBalancer", {})
 
 
-DEFAULTERS = {"deployments": default_deployment, "pods": default_pod, "services": default_service}
+DEFAULTERS = {"deployments": default_deployment, "replicasets": default_replicaset, "pods": default_pod,
+              "services": default_service}
 
 
 # --------------------------------------------------------------------------------------------
@@ -288,6 +304,28 @@ def validate_deployment(obj, old=None):
                                       pod_spec.get("restartPolicy"), 'supported values: "Always"'))
     errs += _nonneg("spec.revisionHistoryLimit", spec.get("revisionHistoryLimit"))
     errs += _nonneg("spec.minReadySeconds", spec.get("minReadySeconds"))
+    if old is not None and (old.get("spec") or {}).get("selector") != sel:
+        errs.append(status.invalid_field("spec.selector", status.GoRepr(status.go_label_selector(sel)),
+                                         "field is immutable"))
+    return errs
+
+
+def validate_replicaset(obj, old=None):
+    # pkg/apis/apps/validation ValidateReplicaSetSpec: the parts a Deployment shares.
+    errs = []
+    spec = obj.get("spec") or {}
+    errs += _nonneg("spec.replicas", spec.get("replicas"))
+    sel = spec.get("selector")
+    if sel is None:
+        errs.append(status.required_field("spec.selector"))
+    elif not (sel.get("matchLabels") or sel.get("matchExpressions")):
+        errs.append(status.invalid_field("spec.selector", status.GoRepr(status.go_label_selector(sel)),
+                                         "empty selector is invalid for deployment"))
+    else:
+        labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+        if not labelsel.selector_from_label_selector_object(sel).matches(labels):
+            errs.append(status.invalid_field("spec.template.metadata.labels", labels,
+                                             "`selector` does not match template `labels`"))
     if old is not None and (old.get("spec") or {}).get("selector") != sel:
         errs.append(status.invalid_field("spec.selector", status.GoRepr(status.go_label_selector(sel)),
                                          "field is immutable"))
@@ -396,7 +434,7 @@ def _decode_into(kind, obj, patched):
     raise status.bad_request("%s in version %s cannot be handled as a %s: %s" % (kind, status.go_quote("v1"), kind, msg))
 
 
-VALIDATORS = {"deployments": validate_deployment, "pods": validate_pod, "services": validate_service,
+VALIDATORS = {"deployments": validate_deployment, "replicasets": validate_replicaset, "pods": validate_pod, "services": validate_service,
               "leases": validate_lease, "events": validate_event}
 
 
@@ -636,6 +674,8 @@ class Store:
                 defaulter(obj)
             if resource == "deployments":
                 obj["status"] = {}
+            if resource == "replicasets":
+                obj["status"] = {"replicas": 0}
             if validate:
                 errs = validate_name(rt, name) + VALIDATORS.get(resource, lambda o, old=None: [])(obj)
                 if errs:
@@ -644,7 +684,7 @@ class Store:
                 raise status.already_exists(rt.group, rt.plural, name)
             meta["uid"] = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
             meta["creationTimestamp"] = rfc3339()
-            if resource == "deployments":
+            if resource in ("deployments", "replicasets"):
                 meta["generation"] = 1
             if resource == "services":
                 self._allocate_service_locked(obj, None)
@@ -710,10 +750,15 @@ class Store:
         defaulter = DEFAULTERS.get(rt.plural)
         if defaulter and subresource != "status":
             defaulter(new)
-        if rt.has_status and subresource != "status" and rt.plural in ("deployments", "pods", "services"):
+        if rt.has_status and subresource != "status" and rt.plural in ("deployments", "replicasets", "pods",
+                                                                       "services"):
             new["status"] = copy.deepcopy(old.get("status", {}))
         if rt.plural == "deployments" and subresource != "status":
             if new.get("spec") != old.get("spec") or meta.get("annotations") != old_meta.get("annotations"):
+                meta["generation"] = old_meta.get("generation", 1) + 1
+        if rt.plural == "replicasets" and subresource != "status":
+            # pkg/registry/apps/replicaset/strategy.go: the spec alone bumps a ReplicaSet's generation.
+            if new.get("spec") != old.get("spec"):
                 meta["generation"] = old_meta.get("generation", 1) + 1
         if rt.plural == "services" and subresource != "status":
             self._allocate_service_locked(new, old)
