@@ -1,5 +1,7 @@
 #include "activity/time_format.hpp"
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <ctime>
 
@@ -83,8 +85,21 @@ std::optional<TimePoint> parse_rfc3339(std::string_view text) {
   tm.tm_sec = sec;
   const std::time_t secs = timegm(&tm);
   using namespace std::chrono;
-  return TimePoint(duration_cast<TimePoint::duration>(seconds(secs - offset_minutes * 60) +
-                                                      nanoseconds(nanos)));
+  // Range-checked in seconds, before the conversion to the clock's nanoseconds could overflow.
+  const seconds utc(static_cast<std::int64_t>(secs) - offset_minutes * 60);
+  if (utc < duration_cast<seconds>(kEarliestTime.time_since_epoch()) ||
+      utc >= duration_cast<seconds>(kLatestTime.time_since_epoch()))
+    return std::nullopt;
+  return TimePoint(duration_cast<TimePoint::duration>(utc + nanoseconds(nanos)));
+}
+
+TimePoint saturating_add(TimePoint t, std::chrono::milliseconds d) {
+  using namespace std::chrono;
+  t = std::clamp(t, kEarliestTime, kLatestTime);
+  // The room either way is at most 230 years: in milliseconds neither it nor its negation overflows.
+  if (d >= duration_cast<milliseconds>(kLatestTime - t)) return kLatestTime;
+  if (d <= -duration_cast<milliseconds>(t - kEarliestTime)) return kEarliestTime;
+  return t + d;
 }
 
 }  // namespace spark::activity

@@ -1,7 +1,6 @@
 #include "config/duration.hpp"
 
 #include <cctype>
-#include <limits>
 
 namespace spark::config {
 namespace {
@@ -29,7 +28,10 @@ std::optional<Duration> parse_duration(std::string_view text, std::string* why) 
     fail(why, "a duration is required (e.g. \"30s\", \"5m\", \"2h\")");
     return std::nullopt;
   }
-  constexpr std::int64_t kMax = std::numeric_limits<std::int64_t>::max();
+  constexpr std::int64_t kMax = kMaxDuration.count();
+  auto too_long = [&] {
+    return quoted + " is too long: the longest duration is " + format_duration(kMaxDuration) + " (10 years)";
+  };
   std::int64_t total = 0;
   std::size_t i = 0;
   while (i < text.size()) {
@@ -41,7 +43,7 @@ std::optional<Duration> parse_duration(std::string_view text, std::string* why) 
     while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) {
       const int digit = text[i] - '0';
       if (number > (kMax - digit) / 10) {
-        fail(why, quoted + " is too large");
+        fail(why, too_long());
         return std::nullopt;
       }
       number = number * 10 + digit;
@@ -61,7 +63,7 @@ std::optional<Duration> parse_duration(std::string_view text, std::string* why) 
     }
     i += unit->suffix.size();
     if (number > kMax / unit->millis || total > kMax - number * unit->millis) {
-      fail(why, quoted + " is too large");
+      fail(why, too_long());
       return std::nullopt;
     }
     total += number * unit->millis;

@@ -9,6 +9,11 @@ namespace spark::config {
 
 using Duration = std::chrono::milliseconds;
 
+// The longest duration accepted anywhere (10 years). Every duration is added to a time point
+// somewhere (a keep-awake's end, an idle deadline), and system_clock counts nanoseconds in 64
+// bits, so "100000d" would overflow past 2262; no real timeout or hold is longer than this.
+inline constexpr Duration kMaxDuration = std::chrono::hours(24 * 3650);
+
 // A duration that may be "never" (only idle_timeout accepts that).
 struct MaybeNever {
   std::optional<Duration> value;  // nullopt means never
@@ -17,7 +22,8 @@ struct MaybeNever {
 };
 
 // Parses "<positive integer><unit>" with unit ms, s, m, h or d. Returns nullopt and
-// fills `why` on bad input. Zero is rejected: a zero timeout or interval is always a mistake.
+// fills `why` on bad input. Zero is rejected: a zero timeout or interval is always a mistake;
+// so is anything longer than kMaxDuration (the error names the maximum).
 std::optional<Duration> parse_duration(std::string_view text, std::string* why = nullptr);
 
 // Like parse_duration, but also accepts "never".

@@ -103,6 +103,38 @@ TEST(ParseDuration, OverflowIsRejected) {
   }
 }
 
+// Issue 17: a keep-awake of "100000d" overflowed the clock (undefined behaviour) when added to
+// now. Durations are capped at 10 years, and the error names the maximum.
+TEST(ParseDuration, LongestAcceptedIsTenYears) {
+  EXPECT_EQ(kMaxDuration, 3650 * 24h);
+  for (const char* text : {"3650d", "87600h", "5256000m", "315360000s", "315360000000ms", "3649d24h"}) {
+    SCOPED_TRACE(text);
+    std::string why;
+    const auto d = parse_duration(text, &why);
+    ASSERT_TRUE(d.has_value()) << why;
+    EXPECT_EQ(*d, kMaxDuration);
+  }
+}
+
+TEST(ParseDuration, LongerThanTenYearsIsRejectedNamingTheMaximum) {
+  for (const char* text : {"100000d", "3651d", "3650d1ms", "87601h", "315360000001ms", "3650d3650d",
+                           "9223372036854775807ms", "99999999999999999999d"}) {
+    SCOPED_TRACE(text);
+    std::string why;
+    EXPECT_FALSE(parse_duration(text, &why).has_value());
+    EXPECT_THAT(why, HasSubstr("too long"));
+    EXPECT_THAT(why, HasSubstr("3650d (10 years)"));
+    EXPECT_FALSE(parse_duration_or_never(text, &why).has_value());
+  }
+}
+
+TEST(ParseDuration, EveryAcceptedDurationFitsTheClockFromNow) {
+  // The sum the keep-awake computes; UBSan flags the signed overflow if it does not fit.
+  const auto now = std::chrono::system_clock::now();
+  const auto until = now + *parse_duration("3650d");
+  EXPECT_GT(until, now);
+}
+
 // ---------------------------------------------------------------------------
 // parse_duration_or_never
 // ---------------------------------------------------------------------------

@@ -191,5 +191,47 @@ INSTANTIATE_TEST_SUITE_P(TrailingCharacters, ParseRfc3339Rejects,
                                            "2026-11-22T15:04:05+02:00Z",
                                            "2026-11-22T15:04:05.123Z\n"));
 
+// Issue 17: times after 2262 overflowed system_clock's nanoseconds (undefined behaviour). Times
+// outside [1970, 2200) are rejected, leaving room for durations added to them.
+INSTANTIATE_TEST_SUITE_P(OutOfRange, ParseRfc3339Rejects,
+                         ::testing::Values("2200-01-01T00:00:00Z", "2262-04-11T23:47:17Z",
+                                           "2263-01-01T00:00:00Z", "2300-01-01T00:00:00Z",
+                                           "9999-12-31T23:59:59.999Z", "2199-12-31T23:30:00-01:00",
+                                           "1969-12-31T23:59:59Z", "1970-01-01T00:30:00+01:00",
+                                           "1677-09-21T00:12:43Z", "1600-01-01T00:00:00Z",
+                                           "0000-01-01T00:00:00Z"));
+
+TEST(ParseRfc3339, EdgesOfTheAcceptedRange) {
+  const auto first = parse_rfc3339("1970-01-01T00:00:00Z");
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(*first, kEarliestTime);
+  const auto offset = parse_rfc3339("1970-01-01T01:00:00+01:00");
+  ASSERT_TRUE(offset.has_value());
+  EXPECT_EQ(*offset, kEarliestTime);
+  const auto last = parse_rfc3339("2199-12-31T23:59:59.999Z");
+  ASSERT_TRUE(last.has_value());
+  EXPECT_EQ(format_rfc3339(*last), "2199-12-31T23:59:59.999Z");
+  EXPECT_LT(*last, kLatestTime);
+  EXPECT_EQ(format_rfc3339(kLatestTime), "2200-01-01T00:00:00.000Z");
+}
+
+TEST(SaturatingAdd, OrdinarySumsAreExact) {
+  EXPECT_EQ(saturating_add(kT0, 4h), kT0 + 4h);
+  EXPECT_EQ(saturating_add(kT0, -4h), kT0 - 4h);
+  EXPECT_EQ(saturating_add(kT0, 0ms), kT0);
+}
+
+TEST(SaturatingAdd, ClampsInsteadOfOverflowing) {
+  using ms = std::chrono::milliseconds;
+  const auto now = std::chrono::system_clock::now();
+  EXPECT_EQ(saturating_add(now, ms(100000LL * 86'400'000)), kLatestTime);  // "100000d"
+  EXPECT_EQ(saturating_add(now, ms::max()), kLatestTime);
+  EXPECT_EQ(saturating_add(now, ms::min()), kEarliestTime);
+  EXPECT_EQ(saturating_add(kLatestTime - 1h, 2h), kLatestTime);
+  EXPECT_EQ(saturating_add(kEarliestTime, -1ms), kEarliestTime);
+  EXPECT_EQ(saturating_add(TimePoint::max(), 1ms), kLatestTime);
+  EXPECT_EQ(saturating_add(TimePoint::min(), -1ms), kEarliestTime);
+}
+
 }  // namespace
 }  // namespace spark::activity
