@@ -50,6 +50,8 @@ class Server final : public GatewayControl, public JumpGateway {
   std::optional<SparkInfo> find_spark(const std::string& name) override;
   void connect_upstream(const std::string& name, std::string cause,
                         std::shared_ptr<UpstreamHandoff> handoff) override;
+  void upstream_ended(const std::string& name, std::uint64_t client_to_spark,
+                      std::uint64_t spark_to_client, ConnectionEnd end) override;
   void upstream_closed(const std::string& name, std::uint64_t client_to_spark,
                        std::uint64_t spark_to_client) override;
 

@@ -138,6 +138,7 @@ std::optional<JumpGateway::SparkInfo> Server::find_spark(const std::string& name
       SparkInfo info;
       info.target_port = spark->config().target().port;
       info.running = spark->state() == SparkState::running;
+      info.keepalive = spark->config().keepalive;
       if (spark->state() == SparkState::sleeping) {
         const auto asleep = std::chrono::system_clock::now() - spark->asleep_since();
         info.asleep_for = config::format_duration(std::chrono::duration_cast<std::chrono::milliseconds>(asleep));

@@ -43,11 +43,17 @@ awaitable<void> Server::jump_connect(std::string name, std::string cause, std::s
 }
 
 void Server::upstream_closed(const std::string& name, std::uint64_t client_to_spark, std::uint64_t spark_to_client) {
-  asio::post(io_, [this, name, client_to_spark, spark_to_client] {
+  upstream_ended(name, client_to_spark, spark_to_client, ConnectionEnd::closed);
+}
+
+void Server::upstream_ended(const std::string& name, std::uint64_t client_to_spark,
+                            std::uint64_t spark_to_client, ConnectionEnd end) {
+  asio::post(io_, [this, name, client_to_spark, spark_to_client, end] {
     const auto spark = find(name);
     if (!spark) return;
     spark->metrics().bytes_client_to_spark.Increment(static_cast<double>(client_to_spark));
     spark->metrics().bytes_spark_to_client.Increment(static_cast<double>(spark_to_client));
+    spark->metrics().count_end(end);
     spark->connection_closed();
   });
 }

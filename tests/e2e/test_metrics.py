@@ -27,6 +27,7 @@ SLEEP_DEADLINE = 15.0  # generous bound for "the reaper put it to sleep" (idle_t
 # docs/metrics.md, the contract: name -> (type, label names).
 DOCUMENTED = {
     "spark_gateway_connections_total": ("counter", {"spark", "outcome"}),
+    "spark_gateway_connections_ended_total": ("counter", {"spark", "outcome"}),
     "spark_gateway_open_connections": ("gauge", {"spark"}),
     "spark_gateway_bytes_total": ("counter", {"spark", "direction"}),
     "spark_gateway_wakes_total": ("counter", {"spark", "outcome"}),
