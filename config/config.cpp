@@ -1,5 +1,6 @@
 #include "config/config.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <limits>
@@ -570,8 +571,13 @@ Config parse_config(const std::string& json_text, const std::filesystem::path& s
   }
   cfg.state_dir = (cfg.base_dir / state_dir).lexically_normal();
 
+  std::optional<int> default_max_connections, default_max_waiting;
   if (const json* d = r.object(root, "defaults", "defaults")) {
-    r.reject_unknown_keys(*d, "defaults", {"idle_timeout", "wake_timeout", "drain_timeout", "keepalive"});
+    r.reject_unknown_keys(*d, "defaults",
+                          {"idle_timeout", "wake_timeout", "drain_timeout", "keepalive", "max_connections",
+                           "max_waiting"});
+    default_max_connections = r.count(*d, "max_connections", "defaults.max_connections");
+    default_max_waiting = r.count(*d, "max_waiting", "defaults.max_waiting");
     if (auto t = r.idle_timeout(*d, "idle_timeout", "defaults.idle_timeout"))
       cfg.default_idle_timeout = *t;
     if (auto t = r.duration(*d, "wake_timeout", "defaults.wake_timeout"))
@@ -595,6 +601,10 @@ Config parse_config(const std::string& json_text, const std::filesystem::path& s
     if (auto n = r.count(*limits, "max_waiting", "limits.max_waiting")) cfg.max_waiting = *n;
     cfg.data_threads = r.count(*limits, "data_threads", "limits.data_threads", 0, 64);
   }
+  // A fair share by default: a quarter of the gateway-wide caps, so one spark (say, someone
+  // connecting over and over to a spark that never gets ready) leaves room for the others.
+  cfg.default_max_connections = default_max_connections.value_or(std::max(1, cfg.max_connections / 4));
+  cfg.default_max_waiting = default_max_waiting.value_or(std::max(1, cfg.max_waiting / 4));
   if (const json* admin = r.object(root, "admin", "admin")) {
     r.reject_unknown_keys(*admin, "admin", {"listen", "token_file"});
     auto listen = r.address(*admin, "listen", "admin.listen");

@@ -64,7 +64,8 @@ struct SparkConfig {
   MaybeNever idle_timeout;
   Duration wake_timeout{};
   BackendConfig backend;
-  // Caps for this spark alone (the gateway-wide caps apply too); nullopt: only those.
+  // Caps for this spark alone (the gateway-wide caps apply too); nullopt: the Config's
+  // default_max_connections / default_max_waiting.
   std::optional<int> max_connections;  // open connections, waiting or spliced
   std::optional<int> max_waiting;      // connections waiting for a wake
   TcpKeepalive keepalive;              // effective: the spark's own, else `defaults`
@@ -157,6 +158,11 @@ struct Config {
   // Gateway-wide caps; a connection beyond them is refused (closed at once, logged, counted).
   int max_connections = 4096;
   int max_waiting = 1024;
+  // Per-spark caps of every spark without its own (discovered sparks included):
+  // defaults.max_connections / defaults.max_waiting, else a quarter of the gateway-wide cap (at
+  // least 1), so one spark's connections cannot take every slot of the gateway.
+  int default_max_connections = 1024;
+  int default_max_waiting = 256;
   // Threads that splice established connections (data_plane.hpp); nullopt: one per core (none
   // on a single core). 0: the main thread splices too. Read at start only.
   std::optional<int> data_threads;

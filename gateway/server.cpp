@@ -260,12 +260,17 @@ awaitable<void> Server::accept_loop(std::shared_ptr<Listener> listener) {
 std::string Server::refusal_reason(const Spark& spark) const {
   const auto& c = spark.config();
   const bool will_wait = spark.state() != SparkState::running;
-  if (c.max_connections && spark.open_connections() >= *c.max_connections)
-    return std::to_string(spark.open_connections()) + " connections open (sparks[].max_connections " +
-           std::to_string(*c.max_connections) + ")";
-  if (will_wait && c.max_waiting && spark.waiting_connections() >= *c.max_waiting)
-    return std::to_string(spark.waiting_connections()) + " connections waiting for its wake (max_waiting " +
-           std::to_string(*c.max_waiting) + ")";
+  // Every spark has its caps, its own or the defaults (discovered sparks too): one spark must not
+  // fill the gateway-wide ones for every other.
+  const int max_connections = c.max_connections.value_or(cfg_.default_max_connections);
+  const int max_waiting = c.max_waiting.value_or(cfg_.default_max_waiting);
+  if (spark.open_connections() >= max_connections)
+    return std::to_string(spark.open_connections()) + " connections open (" +
+           (c.max_connections ? "sparks[].max_connections " : "defaults.max_connections ") +
+           std::to_string(max_connections) + ")";
+  if (will_wait && spark.waiting_connections() >= max_waiting)
+    return std::to_string(spark.waiting_connections()) + " connections waiting for its wake (" +
+           (c.max_waiting ? "sparks[].max_waiting " : "defaults.max_waiting ") + std::to_string(max_waiting) + ")";
   if (static_cast<int>(connections_.size()) >= cfg_.max_connections)
     return std::to_string(connections_.size()) + " connections open in the gateway (limits.max_connections " +
            std::to_string(cfg_.max_connections) + ")";
