@@ -61,6 +61,7 @@ class ObjectCache : public WatchHandler {
 
 class Cluster::DeploymentCache : public ObjectCache<Deployment, parse_deployment> {};
 class Cluster::PodCache : public ObjectCache<Pod, parse_pod> {};
+class Cluster::ReplicaSetCache : public ObjectCache<ReplicaSet, parse_replica_set> {};
 class Cluster::ServiceCache : public ObjectCache<Service, parse_service> {};
 
 Cluster::Cluster(config::KubernetesConfig cfg, ApiEndpoint endpoint)
@@ -68,6 +69,7 @@ Cluster::Cluster(config::KubernetesConfig cfg, ApiEndpoint endpoint)
       api_(std::move(endpoint), std::chrono::duration_cast<std::chrono::milliseconds>(cfg_.request_timeout)),
       deployments_(std::make_unique<DeploymentCache>()),
       pods_(std::make_unique<PodCache>()),
+      replica_sets_(std::make_unique<ReplicaSetCache>()),
       services_(std::make_unique<ServiceCache>()) {
   api_.set_permissions(required_rules(cfg_));
   const std::string ns = "/namespaces/" + cfg_.namespace_name;
@@ -76,6 +78,10 @@ Cluster::Cluster(config::KubernetesConfig cfg, ApiEndpoint endpoint)
   // One watch for the namespace's pods, matched to Deployments by their matchLabels here: one
   // stream instead of one per spark.
   pod_reflector_ = std::make_unique<Reflector>(api_, "pods", "/api/v1" + ns + "/pods", "", *pods_);
+  // The ReplicaSets link pods to their Deployment (pod -> ReplicaSet -> Deployment, by UID). All
+  // of the namespace's: a ReplicaSet carries its template's labels, not the Deployment's.
+  replica_set_reflector_ = std::make_unique<Reflector>(api_, "replicasets", "/apis/apps/v1" + ns + "/replicasets",
+                                                       "", *replica_sets_);
   if (cfg_.manage_services)
     service_reflector_ = std::make_unique<Reflector>(api_, "services", services_path(),
                                                      std::string(kManagedBy) + "=" + kManagerName, *services_);
@@ -86,9 +92,10 @@ Cluster::~Cluster() { stop(); }
 void Cluster::start(std::function<void()> on_change, std::function<void()> on_services_change) {
   deployments_->on_change = std::move(on_change);
   services_->on_change = std::move(on_services_change);
-  // Pod changes need no reaction: a wake polls the cache while it waits for its pod.
+  // Pod and ReplicaSet changes need no reaction: a wake polls the cache while it waits for its pod.
   deployment_reflector_->start();
   pod_reflector_->start();
+  replica_set_reflector_->start();
   if (service_reflector_) service_reflector_->start();
 }
 
@@ -96,11 +103,12 @@ void Cluster::stop() {
   api_.cancel_streams();
   deployment_reflector_->stop();
   pod_reflector_->stop();
+  replica_set_reflector_->stop();
   if (service_reflector_) service_reflector_->stop();
 }
 
 bool Cluster::synced() const {
-  return deployment_reflector_->synced() && pod_reflector_->synced() &&
+  return deployment_reflector_->synced() && pod_reflector_->synced() && replica_set_reflector_->synced() &&
          (!service_reflector_ || service_reflector_->synced());
 }
 
@@ -133,8 +141,10 @@ std::optional<Deployment> Cluster::deployment(const std::string& name) const {
 
 std::vector<Pod> Cluster::pods_of(const Deployment& d) const {
   std::vector<Pod> out;
-  for (auto& p : pods_->all())
-    if (selector_matches(d.match_labels, p.labels)) out.push_back(std::move(p));
+  for (auto& p : pods_->all()) {
+    if (!selector_matches(d.match_labels, p.labels) || !p.controller) continue;
+    if (owned_by(p, replica_sets_->find(p.controller->name), d)) out.push_back(std::move(p));
+  }
   std::sort(out.begin(), out.end(), [](const Pod& a, const Pod& b) {
     return newer_resource_version(a.resource_version, b.resource_version);
   });

@@ -1,7 +1,8 @@
 #pragma once
-// The gateway's view of one namespace: the spark Deployments and their Pods, kept current by two
-// reflectors (list+watch), plus the API client and the Events the gateway records. Thread-safe;
-// the data plane only reads the cache (a short lock, no I/O).
+// The gateway's view of one namespace: the spark Deployments, their ReplicaSets and Pods (and,
+// with manage_services, the Services), kept current by reflectors (list+watch), plus the API
+// client and the Events the gateway records. Thread-safe; the data plane only reads the cache (a
+// short lock, no I/O).
 #include <functional>
 #include <map>
 #include <memory>
@@ -27,7 +28,7 @@ class Cluster final : public DeploymentStore {
   // `on_services_change` after every change of a managed Service (manage_services only).
   void start(std::function<void()> on_change, std::function<void()> on_services_change = {});
   void stop();
-  bool synced() const;  // both caches have been listed once
+  bool synced() const;  // every cache has been listed once
   // The Deployment cache follows the server now (not reconnecting after an outage). Even then
   // a watch can lag behind a write: decisions that act on one Deployment read it afresh.
   bool deployments_current() const override;
@@ -40,7 +41,8 @@ class Cluster final : public DeploymentStore {
   // The Deployment as the API server has it now (GET); nullopt if it does not exist. Throws ApiError.
   std::optional<Deployment> read_deployment(const std::string& name) override;
   nlohmann::json patch_deployment(const std::string& name, const nlohmann::json& patch) override;
-  // The pods a Deployment's selector picks, newest first.
+  // The pods the Deployment owns (through its ReplicaSets, by UID) that its selector picks,
+  // newest first. A pod that only carries the labels is not the spark's: it could be anyone's.
   std::vector<Pod> pods_of(const Deployment& d) const override;
   // The Services labelled as managed by the gateway (empty unless manage_services).
   std::vector<Service> managed_services() const;
@@ -60,14 +62,17 @@ class Cluster final : public DeploymentStore {
  private:
   class DeploymentCache;
   class PodCache;
+  class ReplicaSetCache;
   class ServiceCache;
 
   config::KubernetesConfig cfg_;
   ApiClient api_;
   std::unique_ptr<DeploymentCache> deployments_;
   std::unique_ptr<PodCache> pods_;
+  std::unique_ptr<ReplicaSetCache> replica_sets_;
   std::unique_ptr<Reflector> deployment_reflector_;
   std::unique_ptr<Reflector> pod_reflector_;
+  std::unique_ptr<Reflector> replica_set_reflector_;
   std::unique_ptr<ServiceCache> services_;
   std::unique_ptr<Reflector> service_reflector_;  // only with manage_services
 };

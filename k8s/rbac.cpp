@@ -72,6 +72,9 @@ std::vector<PolicyRule> required_rules(const config::KubernetesConfig& cfg) {
        "discover sparks (list/watch), read afresh before a wake or sleep (get), the conditional "
        "wake and sleep (replicas 1/0 with the activity annotations in one patch)"},
       {"", "pods", {"list", "watch"}, "wait for a woken spark's pod and learn its IP"},
+      {"apps", "replicasets", {"list", "watch"},
+       "tell a spark's pods from others with its labels: a pod is the spark's only if its ReplicaSet "
+       "is owned by the spark's Deployment (ownerReferences, by UID)"},
       {"", "events", {"create"}, "Woken/Slept/WakeFailed/PortConflict Events on the Deployment"},
   };
   if (cfg.leader_election.enabled)

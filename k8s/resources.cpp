@@ -40,6 +40,18 @@ std::optional<std::string> Deployment::annotation(const std::string& key) const 
   return it->second;
 }
 
+std::optional<OwnerReference> controller_of(const json& metadata) {
+  const auto it = metadata.find("ownerReferences");
+  if (it == metadata.end() || !it->is_array()) return std::nullopt;
+  for (const auto& ref : *it) {
+    if (!ref.is_object()) continue;
+    const auto controller = ref.find("controller");
+    if (controller == ref.end() || !controller->is_boolean() || !controller->get<bool>()) continue;
+    return OwnerReference{text(ref, "kind"), text(ref, "name"), text(ref, "uid")};
+  }
+  return std::nullopt;
+}
+
 Service parse_service(const json& object) {
   return Service{text(member(object, "metadata"), "name"), object};
 }
@@ -68,6 +80,7 @@ Pod parse_pod(const json& object) {
   p.resource_version = text(meta, "resourceVersion");
   p.creation_timestamp = text(meta, "creationTimestamp");
   p.labels = string_map(meta, "labels");
+  p.controller = controller_of(meta);
   p.terminating = meta.contains("deletionTimestamp") && !meta.at("deletionTimestamp").is_null();
   p.phase = text(status, "phase");
   p.pod_ip = text(status, "podIP");
@@ -90,6 +103,19 @@ Pod parse_pod(const json& object) {
     if (!p.stuck_reason.empty()) break;
   }
   return p;
+}
+
+ReplicaSet parse_replica_set(const json& object) {
+  const auto& meta = member(object, "metadata");
+  return ReplicaSet{text(meta, "name"), text(meta, "uid"), controller_of(meta)};
+}
+
+bool owned_by(const Pod& pod, const std::optional<ReplicaSet>& replica_set, const Deployment& d) {
+  if (!pod.controller || pod.controller->kind != "ReplicaSet" || pod.controller->uid.empty()) return false;
+  if (!replica_set || replica_set->name != pod.controller->name || replica_set->uid != pod.controller->uid)
+    return false;
+  const auto& owner = replica_set->controller;
+  return owner && owner->kind == "Deployment" && !d.uid.empty() && owner->uid == d.uid;
 }
 
 bool selector_matches(const Labels& selector, const Labels& labels) {

@@ -1,5 +1,6 @@
-// Parsing of Kubernetes API payloads shaped as the API serves them (apps/v1 Deployment, core/v1
-// Pod and Status), request attributes for RBAC, and error answers.
+// Parsing of Kubernetes API payloads shaped as the API serves them (apps/v1 Deployment and
+// ReplicaSet, core/v1 Pod and Status), pod ownership,
+// request attributes for RBAC, and error answers.
 #include <gtest/gtest.h>
 #include <httplib.h>
 
@@ -113,6 +114,82 @@ TEST(ParsePod, StuckContainersGiveTheReasonAndMessage) {
   EXPECT_EQ(parse_pod(j).stuck_reason, "container init-home: CrashLoopBackOff");
 }
 
+// The ReplicaSet a Deployment's controller makes for brave-dolphin (kSleepingDeployment), as the
+// API serves it, and a pod it owns.
+const char* kReplicaSet = R"({
+  "apiVersion": "apps/v1", "kind": "ReplicaSet",
+  "metadata": {"name": "brave-dolphin-7d9c8b6f5", "namespace": "spark", "uid": "0b7d2c4e-8f1a-4b3c-9d2e-1f0a9b8c7d6e",
+    "resourceVersion": "48212", "generation": 4, "labels": {"app": "brave-dolphin", "pod-template-hash": "7d9c8b6f5"},
+    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "brave-dolphin",
+      "uid": "6a1f8e0c-1b2d-4c3e-9f40-5a6b7c8d9e0f", "controller": true, "blockOwnerDeletion": true}]},
+  "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "brave-dolphin", "pod-template-hash": "7d9c8b6f5"}}},
+  "status": {"replicas": 1}
+})";
+
+nlohmann::json owned_pod() {
+  auto p = pod("Running", "10.42.1.7");
+  p["metadata"]["ownerReferences"] = nlohmann::json::parse(R"([{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+    "name": "brave-dolphin-7d9c8b6f5", "uid": "0b7d2c4e-8f1a-4b3c-9d2e-1f0a9b8c7d6e", "controller": true,
+    "blockOwnerDeletion": true}])");
+  return p;
+}
+
+TEST(Ownership, ParsedFromTheControllerReference) {
+  const auto rs = parse_replica_set(nlohmann::json::parse(kReplicaSet));
+  EXPECT_EQ(rs.name, "brave-dolphin-7d9c8b6f5");
+  EXPECT_EQ(rs.uid, "0b7d2c4e-8f1a-4b3c-9d2e-1f0a9b8c7d6e");
+  ASSERT_TRUE(rs.controller);
+  EXPECT_EQ(*rs.controller, (OwnerReference{"Deployment", "brave-dolphin", "6a1f8e0c-1b2d-4c3e-9f40-5a6b7c8d9e0f"}));
+  const auto p = parse_pod(owned_pod());
+  ASSERT_TRUE(p.controller);
+  EXPECT_EQ(p.controller->kind, "ReplicaSet");
+  // Only the entry with controller: true counts; a plain owner (e.g. a garbage-collection link)
+  // does not make an object someone's pod.
+  auto j = owned_pod();
+  j["metadata"]["ownerReferences"][0]["controller"] = false;
+  EXPECT_FALSE(parse_pod(j).controller);
+  j["metadata"]["ownerReferences"][0].erase("controller");
+  EXPECT_FALSE(parse_pod(j).controller);
+  j["metadata"]["ownerReferences"] = "nonsense";
+  EXPECT_FALSE(parse_pod(j).controller);
+  EXPECT_FALSE(parse_pod(pod("Running", "10.42.1.7")).controller) << "a pod made by hand has no owner";
+}
+
+TEST(Ownership, APodIsTheSparksOnlyThroughItsDeploymentsReplicaSetByUid) {
+  const auto d = parse_deployment(nlohmann::json::parse(kSleepingDeployment));
+  const auto rs = parse_replica_set(nlohmann::json::parse(kReplicaSet));
+  EXPECT_TRUE(owned_by(parse_pod(owned_pod()), rs, d));
+
+  // Another spark's labels on a pod made by hand: no owner, not the spark's.
+  EXPECT_FALSE(owned_by(parse_pod(pod("Running", "10.42.9.9")), rs, d));
+  // The ReplicaSet is not known (yet): not the spark's, until the cache has it.
+  EXPECT_FALSE(owned_by(parse_pod(owned_pod()), std::nullopt, d));
+  // Owned by a ReplicaSet of the same name but another UID (deleted and re-created): not it.
+  auto other_uid = owned_pod();
+  other_uid["metadata"]["ownerReferences"][0]["uid"] = "ffffffff-0000-4000-8000-000000000000";
+  EXPECT_FALSE(owned_by(parse_pod(other_uid), rs, d));
+  // Owned by something else that is not a ReplicaSet (a Job, a StatefulSet) with that name.
+  auto job = owned_pod();
+  job["metadata"]["ownerReferences"][0]["kind"] = "Job";
+  EXPECT_FALSE(owned_by(parse_pod(job), rs, d));
+  // The ReplicaSet belongs to another Deployment (or to none, made by hand).
+  auto foreign = nlohmann::json::parse(kReplicaSet);
+  foreign["metadata"]["ownerReferences"][0]["uid"] = "11111111-2222-4333-8444-555555555555";
+  EXPECT_FALSE(owned_by(parse_pod(owned_pod()), parse_replica_set(foreign), d));
+  foreign["metadata"].erase("ownerReferences");
+  EXPECT_FALSE(owned_by(parse_pod(owned_pod()), parse_replica_set(foreign), d));
+  // The Deployment was deleted and created again under the same name: a new UID, not its pods.
+  auto again = nlohmann::json::parse(kSleepingDeployment);
+  again["metadata"]["uid"] = "9e8d7c6b-5a4f-4e3d-8c2b-1a0f9e8d7c6b";
+  EXPECT_FALSE(owned_by(parse_pod(owned_pod()), rs, parse_deployment(again)));
+  // Empty UIDs never match each other.
+  auto bare_rs = rs;
+  bare_rs.uid.clear();
+  auto bare_pod = parse_pod(owned_pod());
+  bare_pod.controller->uid.clear();
+  EXPECT_FALSE(owned_by(bare_pod, bare_rs, d));
+}
+
 TEST(SelectorMatches, EveryPairMustMatchAndEmptyMatchesNothing) {
   const Labels pod_labels{{"app", "brave-dolphin"}, {"pod-template-hash", "7d9c"}};
   EXPECT_TRUE(selector_matches({{"app", "brave-dolphin"}}, pod_labels));
@@ -205,6 +282,11 @@ TEST(RequiredRules, OnlyWhatTheConfigurationUses) {
   EXPECT_FALSE(has(base, "apps", "deployments/scale", "patch"));
   EXPECT_TRUE(has(base, "apps", "deployments", "patch"));
   EXPECT_TRUE(has(base, "", "pods", "watch"));
+  // ReplicaSets: listed and watched to tell the spark's pods from others, nothing more.
+  EXPECT_TRUE(has(base, "apps", "replicasets", "list"));
+  EXPECT_TRUE(has(base, "apps", "replicasets", "watch"));
+  EXPECT_FALSE(has(base, "apps", "replicasets", "get"));
+  EXPECT_FALSE(has(base, "apps", "replicasets", "patch"));
   EXPECT_FALSE(has(base, "apps", "deployments", "delete"));
   EXPECT_FALSE(has(base, "", "services", "create"));
   EXPECT_FALSE(has(base, "coordination.k8s.io", "leases", "update"));
