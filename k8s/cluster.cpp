@@ -82,9 +82,10 @@ Cluster::Cluster(config::KubernetesConfig cfg, ApiEndpoint endpoint)
   // of the namespace's: a ReplicaSet carries its template's labels, not the Deployment's.
   replica_set_reflector_ = std::make_unique<Reflector>(api_, "replicasets", "/apis/apps/v1" + ns + "/replicasets",
                                                        "", *replica_sets_);
+  // Every Service of the namespace, not only the gateway's: a `<spark>-ssh` made by someone else
+  // must be seen (to be left alone and reported), and its deletion too (to make ours then).
   if (cfg_.manage_services)
-    service_reflector_ = std::make_unique<Reflector>(api_, "services", services_path(),
-                                                     std::string(kManagedBy) + "=" + kManagerName, *services_);
+    service_reflector_ = std::make_unique<Reflector>(api_, "services", services_path(), "", *services_);
 }
 
 Cluster::~Cluster() { stop(); }
@@ -127,7 +128,18 @@ json Cluster::patch_deployment(const std::string& name, const json& patch) {
   return api_.merge_patch(deployment_path(name), patch);
 }
 
-std::vector<Service> Cluster::managed_services() const { return services_->all(); }
+std::vector<Service> Cluster::services() const { return services_->all(); }
+
+bool Cluster::is_managed(const Service& s) {
+  const auto it = s.labels.find(kManagedBy);
+  return it != s.labels.end() && it->second == kManagerName;
+}
+
+std::vector<Service> Cluster::managed_services() const {
+  auto all = services_->all();
+  std::erase_if(all, [](const Service& s) { return !is_managed(s); });
+  return all;
+}
 
 std::string Cluster::services_path() const {
   return "/api/v1/namespaces/" + cfg_.namespace_name + "/services";

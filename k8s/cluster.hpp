@@ -25,7 +25,7 @@ class Cluster final : public DeploymentStore {
   ~Cluster() override;
 
   // `on_change` runs on a watch thread after every Deployment change (keep it short);
-  // `on_services_change` after every change of a managed Service (manage_services only).
+  // `on_services_change` after every change of a Service in the namespace (manage_services only).
   void start(std::function<void()> on_change, std::function<void()> on_services_change = {});
   void stop();
   bool synced() const;  // every cache has been listed once
@@ -44,8 +44,12 @@ class Cluster final : public DeploymentStore {
   // The pods the Deployment owns (through its ReplicaSets, by UID) that its selector picks,
   // newest first. A pod that only carries the labels is not the spark's: it could be anyone's.
   std::vector<Pod> pods_of(const Deployment& d) const override;
-  // The Services labelled as managed by the gateway (empty unless manage_services).
+  // The namespace's Services (empty unless manage_services): the gateway's own, and others that
+  // may hold a name the gateway wants.
+  std::vector<Service> services() const;
+  // Those labelled as managed by the gateway.
   std::vector<Service> managed_services() const;
+  static bool is_managed(const Service& s);
   // The label every managed Service carries, as a selector: "app.kubernetes.io/managed-by=spark-gateway".
   static constexpr const char* kManagedBy = "app.kubernetes.io/managed-by";
   static constexpr const char* kManagerName = "spark-gateway";
@@ -74,7 +78,7 @@ class Cluster final : public DeploymentStore {
   std::unique_ptr<Reflector> pod_reflector_;
   std::unique_ptr<Reflector> replica_set_reflector_;
   std::unique_ptr<ServiceCache> services_;
-  std::unique_ptr<Reflector> service_reflector_;  // only with manage_services
+  std::unique_ptr<Reflector> service_reflector_;  // only with manage_services: all the namespace's
 };
 
 }  // namespace spark::k8s

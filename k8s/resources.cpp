@@ -53,7 +53,8 @@ std::optional<OwnerReference> controller_of(const json& metadata) {
 }
 
 Service parse_service(const json& object) {
-  return Service{text(member(object, "metadata"), "name"), object};
+  const auto& meta = member(object, "metadata");
+  return Service{text(meta, "name"), string_map(meta, "labels"), object};
 }
 
 Deployment parse_deployment(const json& object) {

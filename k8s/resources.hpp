@@ -57,10 +57,11 @@ struct Pod {
   std::string stuck_reason;
 };
 
-// A Service the gateway manages (manage_services), kept whole: the reconciler compares the fields
-// it owns and leaves the rest (clusterIP, nodePorts, status) to the API server.
+// A Service of the spark namespace (manage_services), kept whole: the reconciler compares the
+// fields it owns and leaves the rest (clusterIP, nodePorts, status) to the API server.
 struct Service {
   std::string name;
+  Labels labels;
   nlohmann::json object;
 };
 

@@ -1,14 +1,16 @@
 // Parsing of Kubernetes API payloads shaped as the API serves them (apps/v1 Deployment and
-// ReplicaSet, core/v1 Pod and Status), pod ownership,
+// ReplicaSet, core/v1 Pod and Status), pod ownership, which existing Services are the spark CLI's,
 // request attributes for RBAC, and error answers.
 #include <gtest/gtest.h>
 #include <httplib.h>
 
 #include <cerrno>
+#include <functional>
 
 #include "k8s/api_client.hpp"
 #include "k8s/rbac.hpp"
 #include "k8s/resources.hpp"
+#include "k8s/service_reconciler.hpp"
 
 namespace spark::k8s {
 namespace {
@@ -188,6 +190,56 @@ TEST(Ownership, APodIsTheSparksOnlyThroughItsDeploymentsReplicaSetByUid) {
   auto bare_pod = parse_pod(owned_pod());
   bare_pod.controller->uid.clear();
   EXPECT_FALSE(owned_by(bare_pod, bare_rs, d));
+}
+
+// What the spark CLI makes today for brave-dolphin: a tailnet LoadBalancer straight at the pod.
+const char* kCliService = R"({
+  "apiVersion": "v1", "kind": "Service",
+  "metadata": {"name": "brave-dolphin-ssh", "namespace": "spark", "resourceVersion": "48300",
+    "annotations": {"tailscale.com/hostname": "brave-dolphin"}},
+  "spec": {"type": "LoadBalancer", "loadBalancerClass": "tailscale", "selector": {"app": "brave-dolphin"},
+    "ports": [{"port": 22, "targetPort": 22, "protocol": "TCP"}]}
+})";
+
+TEST(SparkCliService, OnlyAServicePointingTheSparksNameAtItsOwnPodIsTheClis) {
+  const auto d = parse_deployment(nlohmann::json::parse(kSleepingDeployment));
+  const auto cli = nlohmann::json::parse(kCliService);
+  EXPECT_EQ(spark_cli_service_mismatch(cli, "brave-dolphin", d), "");
+  auto no_hostname = cli;
+  no_hostname["metadata"].erase("annotations");
+  EXPECT_EQ(spark_cli_service_mismatch(no_hostname, "brave-dolphin", d), "") << "the operator's default name";
+  auto by_match_labels = cli;
+  by_match_labels["spec"]["selector"] = {{"app", "brave-dolphin"}};  // == the Deployment's matchLabels here
+  EXPECT_EQ(spark_cli_service_mismatch(by_match_labels, "brave-dolphin", d), "");
+  auto owned = cli;
+  owned["metadata"]["ownerReferences"] = nlohmann::json::array(
+      {{{"apiVersion", "apps/v1"}, {"kind", "Deployment"}, {"name", "brave-dolphin"}, {"uid", d.uid}}});
+  EXPECT_EQ(spark_cli_service_mismatch(owned, "brave-dolphin", d), "") << "owned by the spark's Deployment";
+
+  auto mismatch = [&](const std::function<void(nlohmann::json&)>& change) {
+    auto j = cli;
+    change(j);
+    return spark_cli_service_mismatch(j, "brave-dolphin", d);
+  };
+  EXPECT_NE(mismatch([](auto& j) { j["spec"]["selector"] = {{"app", "bastion"}}; }).find("selector"), std::string::npos);
+  EXPECT_NE(mismatch([](auto& j) { j["spec"]["selector"] = nlohmann::json::object(); }), "")
+      << "no selector: endpoints someone keeps by hand";
+  EXPECT_NE(mismatch([](auto& j) { j["spec"]["selector"]["tier"] = "db"; }), "");
+  EXPECT_NE(mismatch([](auto& j) { j["spec"]["type"] = "ClusterIP"; }).find("ClusterIP"), std::string::npos);
+  EXPECT_NE(mismatch([](auto& j) { j["spec"].erase("type"); }), "") << "ClusterIP by default";
+  EXPECT_NE(mismatch([](auto& j) { j["metadata"]["annotations"]["tailscale.com/hostname"] = "bastion"; }), "");
+  EXPECT_NE(mismatch([](auto& j) { j["metadata"]["labels"] = {{"app.kubernetes.io/managed-by", "Helm"}}; })
+                .find("Helm"),
+            std::string::npos);
+  EXPECT_NE(mismatch([](auto& j) {
+              j["metadata"]["ownerReferences"] = nlohmann::json::array(
+                  {{{"kind", "HelmRelease"}, {"name", "bastion"}, {"uid", "u-1"}, {"controller", true}}});
+            }).find("HelmRelease bastion"),
+            std::string::npos);
+  EXPECT_NE(mismatch([](auto& j) { j["metadata"] = 5; }), "") << "odd objects are nobody's, no exception";
+  EXPECT_NE(spark_cli_service_mismatch(cli, "calm-otter", std::nullopt), "") << "another spark's";
+  EXPECT_NE(spark_cli_service_mismatch(owned, "brave-dolphin", std::nullopt), "")
+      << "an owner that cannot be checked is not trusted";
 }
 
 TEST(SelectorMatches, EveryPairMustMatchAndEmptyMatchesNothing) {
