@@ -148,9 +148,17 @@ DiscoveredSparks SparkDiscovery::compute() {
       unassigned.push_back(&d);
       continue;
     }
+    // Whoever can annotate a Deployment must not pick any port of the gateway's host (another
+    // service's, a privileged one, the admin or jump port): only port_range is handed out. A
+    // port outside it is replaced by one from the range, written back like a new spark's.
     const auto port = parse_port(*annotated);
-    if (!port) {
-      warn_once(d, "InvalidPort", cluster_.annotation("port") + " \"" + *annotated + "\" is not a port; not served");
+    if (!port || *port < k.port_min || *port > k.port_max) {
+      warn_once(d, "InvalidPort",
+                cluster_.annotation("port") + " \"" + *annotated + "\" is " +
+                    (port ? "outside kubernetes.port_range " : "not a port of kubernetes.port_range ") +
+                    std::to_string(k.port_min) + "-" + std::to_string(k.port_max) +
+                    "; giving it a port from the range instead");
+      unassigned.push_back(&d);
       continue;
     }
     if (auto [owner, fresh] = port_owner.emplace(*port, d.name); !fresh) {

@@ -1,7 +1,7 @@
 #pragma once
 // Turns the spark Deployments the cluster cache holds into spark configs the gateway serves:
-// each gets a listen port (its `port` annotation, or a free one from port_range written back as
-// that annotation so it stays stable), its idle timeout and its target port. Runs on its own
+// each gets a listen port (its `port` annotation when that is in port_range, else a free one from
+// port_range written back as that annotation so it stays stable), its idle timeout and its target port. Runs on its own
 // thread, woken by cache changes; hands each new set to `publish`.
 #include <condition_variable>
 #include <functional>
