@@ -10,6 +10,7 @@
 
 #include "config/duration.hpp"
 #include "gateway/backend/make_backend.hpp"
+#include "gateway/observability/rate_limited_log.hpp"
 #include "k8s/credentials.hpp"
 #include "version.hpp"
 
@@ -248,8 +249,7 @@ awaitable<void> Server::accept_loop(std::shared_ptr<Listener> listener) {
     }
     if (auto why = refusal_reason(*listener->spark); !why.empty()) {
       listener->spark->metrics().count_connection(ConnectionOutcome::rejected);
-      spdlog::warn("spark {}: refusing connection from {}: {}", listener->spark->name(),
-                   peer.address().to_string(), why);
+      log_refusal("spark " + listener->spark->name(), peer.address().to_string(), why);  // one line per 10 s
       continue;  // the socket closes here
     }
     auto connection = std::make_shared<Connection>(listener->spark, std::move(socket), peer, connections_, worker);
