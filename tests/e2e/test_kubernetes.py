@@ -164,10 +164,7 @@ class WakeAndSleep(KubernetesTestCase):
     def test_idle_sleep_uses_the_resource_version_precondition(self):
         self.start_cluster()
         self.add_deployment("calm-otter", port=None, idle_timeout="3s")
-        # A short flush: the last-activity annotation checked below is written by a flush within
-        # the 3 s idle timeout. (Issue 16 wants the sleep patch to record it at any flush;
-        # test_lifecycle checks that at the production flush.)
-        gw = self.start_k8s_gateway(flush_interval="1s")
+        gw = self.start_k8s_gateway()
         port = self.spark_port("calm-otter")
         self.assert_ssh_ok(self.ssh(Port(port), "true"))
         pod = self.k8s.kubelet.pod_of("calm-otter")
