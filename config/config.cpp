@@ -606,7 +606,7 @@ Config parse_config(const std::string& json_text, const std::filesystem::path& s
   cfg.default_max_connections = default_max_connections.value_or(std::max(1, cfg.max_connections / 4));
   cfg.default_max_waiting = default_max_waiting.value_or(std::max(1, cfg.max_waiting / 4));
   if (const json* admin = r.object(root, "admin", "admin")) {
-    r.reject_unknown_keys(*admin, "admin", {"listen", "token_file"});
+    r.reject_unknown_keys(*admin, "admin", {"listen", "token_file", "max_connections", "request_timeout"});
     auto listen = r.address(*admin, "listen", "admin.listen");
     std::optional<std::filesystem::path> token_file;
     if (auto t = r.string(*admin, "token_file", "admin.token_file", false)) {
@@ -615,12 +615,22 @@ Config parse_config(const std::string& json_text, const std::filesystem::path& s
       else
         token_file = (cfg.base_dir / *t).lexically_normal();
     }
+    const auto max_connections = r.count(*admin, "max_connections", "admin.max_connections", 1, 10'000);
+    auto request_timeout = r.duration(*admin, "request_timeout", "admin.request_timeout");
+    if (request_timeout && *request_timeout > std::chrono::minutes(10)) {
+      r.problem("admin.request_timeout", "at most 10m (it bounds how long a client may take to send a request)");
+      request_timeout.reset();
+    }
     if (listen) {
       if (!is_loopback(*listen) && !token_file)
         r.problem("admin.token_file",
                   "is required when admin.listen (\"" + listen->to_string() +
                       "\") is not a loopback address: mutating calls must be authenticated");
-      cfg.admin = AdminConfig{*listen, token_file};
+      cfg.admin = AdminConfig{};
+      cfg.admin->listen = *listen;
+      cfg.admin->token_file = token_file;
+      if (max_connections) cfg.admin->max_connections = *max_connections;
+      if (request_timeout) cfg.admin->request_timeout = *request_timeout;
     }
   }
   if (const json* j = r.object(root, "jump", "jump")) cfg.jump = read_jump(r, *j, cfg);

@@ -79,6 +79,12 @@ struct SparkConfig {
 struct AdminConfig {
   Address listen;
   std::optional<std::filesystem::path> token_file;  // absolute; required off loopback
+  // Connections at once; beyond it the oldest one still waiting for its request is closed
+  // (docs/admin-server.md), so a flood cannot keep the probes out.
+  int max_connections = 64;
+  // A request's header and body must arrive within this, counted from when the gateway starts
+  // waiting for it: a client trickling bytes is cut, however often it sends one.
+  Duration request_timeout{std::chrono::seconds(10)};
   friend bool operator==(const AdminConfig&, const AdminConfig&) = default;
 };
 
