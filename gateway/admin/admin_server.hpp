@@ -1,17 +1,14 @@
 #pragma once
 // The admin HTTP server: health, readiness, metrics, the JSON API and the status page.
-// Runs on its own threads (cpp-httplib's pool); it reaches sparks only through GatewayControl.
+// Boost.Beast on an io_context and thread of its own, so nothing here can block the data plane
+// and no client of the admin port can block the probes (docs/admin-server.md). It reaches
+// sparks only through GatewayControl, whose blocking calls run on two small pools.
 #include <memory>
-#include <string>
-#include <thread>
 
 #include "config/config.hpp"
+#include "gateway/admin/admin_router.hpp"
 #include "gateway/admin/gateway_control.hpp"
 #include "gateway/observability/metrics.hpp"
-
-namespace httplib {
-class Server;
-}
 
 namespace spark::gateway {
 
@@ -24,21 +21,14 @@ class AdminServer {
 
   // Binds the listen address (throws if it cannot) and serves in the background.
   void start();
+  // Closes the listener and every connection, lets GatewayControl calls in progress finish
+  // (queued ones are dropped) and stops the thread. After it returns no GatewayControl call is
+  // made. Idempotent.
   void stop();
 
  private:
-  void install_routes();
-  bool authorized(const std::string& authorization_header) const;
-
-  config::AdminConfig cfg_;
-  GatewayControl& control_;
-  const Metrics& metrics_;
-  std::string token_;  // empty: no token configured (loopback only)
-  std::unique_ptr<httplib::Server> http_;
-  std::thread thread_;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
 };
-
-// Compares without an early exit, so response timing says nothing about the token.
-bool constant_time_equals(const std::string& a, const std::string& b);
 
 }  // namespace spark::gateway
