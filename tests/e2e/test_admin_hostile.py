@@ -331,6 +331,7 @@ class AdminHostile(GatewayTestCase):
         self.add_spark("crowded-crane")
         gw = self.start()
         fds_before = open_fds(gw.pid)
+        peak_before = proc_status(gw.pid, "VmHWM")
         flood = []
         try:
             for _ in range(300):  # well over admin.max_connections (64)
@@ -344,13 +345,15 @@ class AdminHostile(GatewayTestCase):
             status, body = self.api("GET", "/api/v1/sparks")
             self.assertEqual(status, 200, body)
             fds_during = open_fds(gw.pid)
+            peak = proc_status(gw.pid, "VmHWM")
         finally:
             for s in flood:
                 s.close()
         latencies.sort()
         measured("probes with 300 silent connections open: median, max (s)",
                  (round(latencies[len(latencies) // 2], 4), round(latencies[-1], 4)))
-        measured("gateway fds before / during the flood", (fds_before, fds_during))
+        measured("gateway fds before / during the flood; peak RSS before / during (KiB)",
+                 (fds_before, fds_during, peak_before, peak))
         self.assertLess(latencies[-1], PROBE_TIMEOUT)
         self.assertLessEqual(fds_during - fds_before, 64 + 4 + 2, "admin connections are capped")
         wait_until(lambda: open_fds(gw.pid) <= fds_before + 2, 15, "the flood's fds to be closed")
