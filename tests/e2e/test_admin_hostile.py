@@ -25,6 +25,7 @@ import unittest
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cdp  # noqa: E402
 import harness  # noqa: E402
 from harness import GatewayTestCase, wait_until  # noqa: E402
 
@@ -510,6 +511,83 @@ class AdminHostile(GatewayTestCase):
         self.assert_json_error(r, 400, "not HTTP")
         q = urllib.parse.quote("steady-stoat")
         self.assertEqual(self.api("GET", "/api/v1/sparks/" + q)[0], 200)
+
+
+class ForeignPage:
+    """An HTML page served from another origin (this test's loopback address, another port),
+    as a site the operator visits would be."""
+
+    def __init__(self, host, html):
+        import http.server
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = html.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((host, 0), Handler)
+        self.url = "http://%s:%d/" % (host, self.server.server_address[1])
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
+
+
+@unittest.skipUnless(cdp.chromium_path(), "chromium is not installed")
+class TokenlessAdminInABrowser(GatewayTestCase):
+    """A loopback admin without a token, in real headless Chromium: its own status page still
+    wakes sparks; a page of another site that posts a form or a no-cors fetch to it wakes none."""
+
+    def start(self):
+        self.enable_admin(token=None)
+        self.write_config()
+        gw = self.start_gateway()
+        browser = cdp.Browser(env=self.child_env())
+        self.addCleanup(browser.close)
+        return gw, browser
+
+    def test_the_status_page_wakes_a_spark_without_a_configured_token(self):
+        from test_status_page import open_page, type_token
+        spark = self.add_spark("page-puma")
+        _, browser = self.start()
+        open_page(browser, self.admin["url"] + "/")
+        type_token(browser, "anything")  # the buttons appear once something is typed
+        button = 'document.querySelector("tr[data-spark=\\"page-puma\\"] button.wake")'
+        wait_until(lambda: browser.evaluate(button + " !== null"), 20, "the wake button")
+        browser.evaluate(button + ".click()")
+        spark.wait_sshd_running(20, "the page's wake to start the spark")
+        self.assertEqual(spark.starts(), 1)
+
+    def test_a_foreign_page_cannot_wake_a_spark(self):
+        spark = self.add_spark("target-tapir")
+        gw, browser = self.start()
+        wake = self.admin["url"] + "/api/v1/sparks/target-tapir/wake"
+        page = ForeignPage(self.host, """<!doctype html><body>
+<form id="f" method="post" action="%s"><input name="a" value="b"></form>
+<script>
+fetch(%s, {method: "POST", mode: "no-cors", headers: {"Content-Type": "application/json"}, body: "{}"})
+  .finally(() => document.getElementById("f").submit());
+</script></body>""" % (wake, json.dumps(wake)))
+        self.addCleanup(page.close)
+        since = gw.log_size()
+        browser.navigate(page.url)
+        # The fetch has been answered once the form's answer is shown (the page submits after it).
+        wait_until(lambda: browser.evaluate("location.href") == wake, 20, "the form's answer to be shown")
+        self.assertIn("any web page could make a browser send this request",
+                      browser.evaluate("document.body.innerText"))
+        refused = gw.log_lines("POST /api/v1/sparks/target-tapir/wake -> 403", since=since)
+        self.assertEqual(len(refused), 2, "the no-cors fetch and the form: %s" % gw.log_lines("target-tapir", since=since))
+        self.assertEqual(spark.starts(), 0)
 
 
 class DeployedAdminPort(unittest.TestCase):
