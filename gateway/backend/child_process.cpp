@@ -1,10 +1,12 @@
 #include "gateway/backend/child_process.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/syscall.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -29,7 +31,66 @@ void close_fd(int& fd) {
   fd = -1;
 }
 
+// The linux_dirent64 records getdents64 fills in (glibc 2.36 has no wrapper for it).
+struct LinuxDirent64 {
+  ino64_t d_ino;
+  off64_t d_off;
+  unsigned short d_reclen;
+  unsigned char d_type;
+  char d_name[];
+};
+
+// "123" -> 123; -1 for anything else ("." and "..").
+int parse_fd(const char* name) {
+  if (*name == '\0') return -1;
+  int fd = 0;
+  for (; *name; ++name) {
+    if (*name < '0' || *name > '9' || fd > 100'000'000) return -1;
+    fd = fd * 10 + (*name - '0');
+  }
+  return fd;
+}
+
 }  // namespace
+
+namespace detail {
+
+void close_descriptors_by_listing(int first) {
+  const int dir = ::open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir < 0) {
+    // No /proc: every number the fd table can hold.
+    rlimit limit{};
+    const rlim_t end = ::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY
+                           ? limit.rlim_cur
+                           : 65536;
+    for (rlim_t fd = static_cast<rlim_t>(first); fd < end; ++fd) ::close(static_cast<int>(fd));
+    return;
+  }
+  // The listing is read in numeric order and closing an entry does not disturb it; a second
+  // pass from the start catches anything a concurrent change (none here: after fork) moved.
+  alignas(LinuxDirent64) char buf[4096];
+  for (int pass = 0; pass < 2; ++pass) {
+    ::lseek(dir, 0, SEEK_SET);
+    for (;;) {
+      const long n = ::syscall(SYS_getdents64, dir, buf, sizeof buf);
+      if (n <= 0) break;
+      for (long off = 0; off < n;) {
+        const auto* entry = reinterpret_cast<const LinuxDirent64*>(buf + off);
+        const int fd = parse_fd(entry->d_name);
+        if (fd >= first && fd != dir) ::close(fd);
+        off += entry->d_reclen;
+      }
+    }
+  }
+  ::close(dir);
+}
+
+}  // namespace detail
+
+void close_descriptors_from(int first) {
+  if (::close_range(static_cast<unsigned>(first), ~0U, 0) == 0) return;
+  detail::close_descriptors_by_listing(first);  // ENOSYS: a kernel before 5.9
+}
 
 std::string describe_wait_status(int status) {
   if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
@@ -51,7 +112,7 @@ ChildProcess::ChildProcess(const std::vector<std::string>& argv, const std::file
   args.push_back(nullptr);
   const std::string dir = cwd.string();
 
-  int out[2];
+  int out[2];       // the child's stdout and stderr, relayed to the log
   int err_pipe[2];  // reports an exec failure's errno; closed by a successful exec (CLOEXEC)
   if (::pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error(std::string("pipe: ") + std::strerror(errno));
   if (::pipe2(err_pipe, O_CLOEXEC) != 0) {
@@ -74,10 +135,32 @@ ChildProcess::ChildProcess(const std::vector<std::string>& argv, const std::file
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
     ::signal(SIGPIPE, SIG_DFL);  // the gateway ignores SIGPIPE; exec would pass that on
-    const int devnull = ::open("/dev/null", O_RDONLY);
-    if (devnull >= 0) ::dup2(devnull, STDIN_FILENO);
-    ::dup2(out[1], STDOUT_FILENO);
-    ::dup2(out[1], STDERR_FILENO);
+    // The child gets stdin (/dev/null), stdout and stderr (the output pipe) and nothing else: not
+    // the spark listeners, the jump and admin listeners, other users' client and upstream sockets
+    // (which a daemonizing start script would otherwise hold across a gateway restart). Most of
+    // those fds are not close-on-exec (Asio and libssh open sockets without SOCK_CLOEXEC), so
+    // everything above 2 is closed here, which covers every fd however it was opened.
+    // What is kept must not be 0..2 before those are replaced (it is only if the gateway was
+    // started with them closed), so it moves up first.
+    auto above_stderr = [](int fd) {
+      if (fd < 0 || fd > STDERR_FILENO) return fd;
+      const int moved = ::fcntl(fd, F_DUPFD_CLOEXEC, STDERR_FILENO + 1);
+      return moved >= 0 ? moved : fd;
+    };
+    const int in = above_stderr(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    const int output = above_stderr(out[1]);
+    int report = above_stderr(err_pipe[1]);
+    if (in >= 0) ::dup2(in, STDIN_FILENO);  // dup2 clears close-on-exec on 0..2
+    ::dup2(output, STDOUT_FILENO);
+    ::dup2(output, STDERR_FILENO);
+    // The exec-failure report (close-on-exec) becomes fd 3, then 4 and up are closed.
+    if (report != 3 && ::dup3(report, 3, O_CLOEXEC) == 3) report = 3;
+    if (report == 3) {
+      close_descriptors_from(4);
+    } else {  // dup3 failed: keep `report` where it is
+      for (int fd = 3; fd < report; ++fd) ::close(fd);
+      close_descriptors_from(report > STDERR_FILENO ? report + 1 : STDERR_FILENO + 1);
+    }
     int e = 0;
     if (::chdir(dir.c_str()) != 0) {
       e = errno;
@@ -85,7 +168,7 @@ ChildProcess::ChildProcess(const std::vector<std::string>& argv, const std::file
       ::execvp(args[0], args.data());
       e = errno;
     }
-    ssize_t ignored = ::write(err_pipe[1], &e, sizeof e);
+    ssize_t ignored = ::write(report, &e, sizeof e);
     (void)ignored;
     ::_exit(127);
   }

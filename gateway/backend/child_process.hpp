@@ -1,6 +1,7 @@
 #pragma once
 // A supervised child process: argv only (never a shell), its own process group, killed if the
-// gateway dies (PR_SET_PDEATHSIG), output relayed line by line to the log.
+// gateway dies (PR_SET_PDEATHSIG), output relayed line by line to the log. It inherits stdin
+// (/dev/null), stdout and stderr (the relay pipe) and no other file descriptor of the gateway.
 #include <sys/types.h>
 
 #include <chrono>
@@ -18,6 +19,14 @@ namespace spark::gateway {
 
 // "exited with status 1", "killed by signal 9 (Killed)".
 std::string describe_wait_status(int status);
+
+// Closes every file descriptor numbered `first` or above: close_range(2), or where the kernel
+// lacks it (before 5.9) the fds listed in /proc/self/fd. Async-signal-safe: it runs between fork
+// and exec, where a multithreaded gateway may call nothing else.
+void close_descriptors_from(int first);
+namespace detail {
+void close_descriptors_by_listing(int first);  // the fallback (exposed for tests)
+}
 
 class ChildProcess {
  public:
