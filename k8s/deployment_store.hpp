@@ -21,7 +21,7 @@ class DeploymentStore {
   virtual std::optional<Deployment> deployment(const std::string& name) const = 0;
   // The watched copy follows the server now (not reconnecting after an outage).
   virtual bool deployments_current() const = 0;
-  // The watched pods a Deployment's selector picks, newest first.
+  // The watched pods the Deployment owns (through its ReplicaSets, by UID), newest first.
   virtual std::vector<Pod> pods_of(const Deployment& d) const = 0;
   // The Deployment as the API server has it now; nullopt if it does not exist. Throws ApiError.
   virtual std::optional<Deployment> read_deployment(const std::string& name) = 0;

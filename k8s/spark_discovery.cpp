@@ -33,6 +33,7 @@ SparkDiscovery::SparkDiscovery(Cluster& cluster, const config::Config& defaults,
       default_idle_timeout_(defaults.default_idle_timeout),
       default_wake_timeout_(defaults.default_wake_timeout),
       reaper_interval_(std::chrono::duration_cast<std::chrono::milliseconds>(defaults.reaper_interval)),
+      default_keepalive_(defaults.default_keepalive),
       publish_(std::move(publish)) {}
 
 SparkDiscovery::~SparkDiscovery() { stop(); }
@@ -106,6 +107,7 @@ DiscoveredSparks SparkDiscovery::compute() {
     s.name = d.name;
     s.listen = config::Address{k.listen_host, static_cast<std::uint16_t>(port)};
     s.idle_timeout = default_idle_timeout_;
+    s.keepalive = default_keepalive_;
     if (auto text = d.annotation(cluster_.annotation("idle-timeout"))) {
       std::string why;
       auto t = config::parse_duration_or_never(*text, &why);

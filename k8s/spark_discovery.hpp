@@ -48,6 +48,7 @@ class SparkDiscovery {
   config::MaybeNever default_idle_timeout_;
   config::Duration default_wake_timeout_;
   std::chrono::milliseconds reaper_interval_;  // the shortest idle timeout that can be kept
+  config::TcpKeepalive default_keepalive_;
   Publish publish_;
   std::set<std::string> warned_;
 

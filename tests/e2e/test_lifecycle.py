@@ -102,8 +102,10 @@ class Replica:
         return self.name
 
     def call(self, method, path, timeout=60):
+        # A JSON content type: a tokenless admin takes no "simple" (browser-forgeable) mutation.
         req = urllib.request.Request("http://%s:%d%s" % (self.host, self.admin_port, path), method=method,
-                                     data=b"" if method != "GET" else None)
+                                     data=b"" if method != "GET" else None,
+                                     headers={"Content-Type": "application/json"} if method != "GET" else {})
         try:
             with urllib.request.urlopen(req, timeout=timeout) as r:
                 status, text = r.status, r.read().decode()

@@ -217,6 +217,20 @@ TEST(ParseConfig, IdleTimeoutsShorterThanTheReaperIntervalAreRefusedNamingTheKey
   ParseOk(R"({"defaults": {"idle_timeout": "never"}, "reaper": {"interval": "1h"}})");
 }
 
+TEST(ParseConfig, PerSparkCapsDefaultToAQuarterOfTheGatewaysSoNoSparkTakesThemAll) {
+  const Config plain = ParseOk("{}");
+  EXPECT_EQ(plain.default_max_connections, plain.max_connections / 4);
+  EXPECT_EQ(plain.default_max_waiting, plain.max_waiting / 4);
+  const Config tiny = ParseOk(R"({"limits": {"max_connections": 2, "max_waiting": 3}})");
+  EXPECT_EQ(tiny.default_max_connections, 1) << "at least one";
+  EXPECT_EQ(tiny.default_max_waiting, 1);
+  const Config set = ParseOk(R"({"defaults": {"max_connections": 10, "max_waiting": 5}})");
+  EXPECT_EQ(set.default_max_connections, 10);
+  EXPECT_EQ(set.default_max_waiting, 5);
+  EXPECT_THAT(Problems(R"({"defaults": {"max_waiting": 0}})"), Contains(StartsWith("defaults.max_waiting: ")));
+  EXPECT_THAT(Problems(R"({"defaults": {"max_conections": 1}})"), Contains(StartsWith("defaults.max_conections: ")));
+}
+
 TEST(ParseConfig, LimitsDefaultsAndValues) {
   Config defaults = ParseOk("{}");
   EXPECT_EQ(defaults.max_connections, 4096);
