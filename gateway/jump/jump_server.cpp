@@ -1,9 +1,13 @@
 #include "gateway/jump/jump_server.hpp"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <stdexcept>
 
 #include "gateway/jump/jump_session.hpp"
@@ -11,32 +15,133 @@
 namespace spark::gateway {
 namespace {
 
-void log_host_key(const std::filesystem::path& file) {
+// What OpenSSH's own tool would make; the fix every host key error suggests.
+std::string keygen_command(const std::filesystem::path& file) {
+  return "ssh-keygen -t ed25519 -N '' -f " + file.string();
+}
+
+// The private key in `file`, or nullptr with `why` saying what is wrong with it.
+ssh_key import_host_key(const std::filesystem::path& file, std::string& why) {
+  struct stat st{};
+  if (::stat(file.c_str(), &st) != 0) {
+    why = std::strerror(errno);
+    return nullptr;
+  }
+  if (S_ISREG(st.st_mode) && st.st_size == 0) {
+    why = "it is empty (0 bytes: a write that never finished, e.g. on a full disk)";
+    return nullptr;
+  }
+  if (::access(file.c_str(), R_OK) != 0) {
+    why = std::string("cannot read it: ") + std::strerror(errno);
+    return nullptr;
+  }
   ssh_key key = nullptr;
-  if (ssh_pki_import_privkey_file(file.c_str(), nullptr, nullptr, nullptr, &key) != SSH_OK)
-    throw std::runtime_error("jump: cannot read host key " + file.string());
+  if (ssh_pki_import_privkey_file(file.c_str(), nullptr, nullptr, nullptr, &key) != SSH_OK) {
+    why = "it is not an unencrypted private key in a format libssh reads";
+    return nullptr;
+  }
+  return key;
+}
+
+void log_host_key(const std::filesystem::path& file, bool configured) {
+  std::string why;
+  ssh_key key = import_host_key(file, why);
+  if (!key) {
+    throw std::runtime_error("jump: cannot use host key " + file.string() + ": " + why + "; " +
+                             (configured ? "make one with `" + keygen_command(file) +
+                                               "` (in Kubernetes: the Secret, docs/jump-host.md), or fix jump.host_keys"
+                                         : "delete it to have a new one generated"));
+  }
   spdlog::info("jump: host key {} {}", ssh_key_type_to_char(ssh_key_type(key)), fingerprint(key));
   ssh_key_free(key);
 }
 
+// Writes `text` to `file` so that it is either the old file or the whole new one, never a part:
+// a temp file in the same directory (0600 from its creation), fsync, rename, fsync the directory.
+void write_file_atomically(const std::filesystem::path& file, const std::string& text) {
+  const auto tmp = std::filesystem::path(file.string() + ".tmp");
+  auto fail = [&](const std::string& step, int fd) {
+    const int e = errno;
+    if (fd >= 0) ::close(fd);
+    ::unlink(tmp.c_str());
+    throw std::runtime_error(step + " " + tmp.string() + ": " + std::strerror(e));
+  };
+  ::unlink(tmp.c_str());  // a leftover of an earlier attempt, whatever its mode
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) fail("cannot create", -1);
+  for (std::size_t done = 0; done < text.size();) {
+    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      if (n == 0) errno = ENOSPC;
+      fail("cannot write", fd);
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  if (::fsync(fd) != 0) fail("cannot write", fd);
+  if (::close(fd) != 0) fail("cannot write", -1);
+  if (::rename(tmp.c_str(), file.c_str()) != 0) fail("cannot rename into place", -1);
+  const auto dir = file.has_parent_path() ? file.parent_path() : std::filesystem::path(".");
+  if (const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dfd >= 0) {
+    ::fsync(dfd);  // the rename itself survives a crash
+    ::close(dfd);
+  }
+}
+
 }  // namespace
+
+void ensure_generated_host_key(const std::filesystem::path& file) {
+  std::string why;
+  std::error_code ignored;
+  const bool exists = std::filesystem::symlink_status(file, ignored).type() != std::filesystem::file_type::not_found &&
+                      !ignored;
+  if (exists) {
+    if (ssh_key key = import_host_key(file, why)) {
+      ssh_key_free(key);
+      return;
+    }
+  }
+  auto cannot = [&](const std::string& what) {
+    return std::runtime_error("jump: " + (exists ? "host key " + file.string() + " is unusable (" + why + ") and " : "") +
+                              "cannot write a new host key to " + file.string() + ": " + what +
+                              "; free space in (or make writable) " + file.parent_path().string() +
+                              ", or set jump.host_keys to a key made with `" + keygen_command(file) + "`");
+  };
+  ssh_key key = nullptr;
+  char* text = nullptr;
+  try {
+    std::error_code ec;
+    std::filesystem::create_directories(file.parent_path(), ec);
+    if (ec) throw cannot("cannot create the directory: " + ec.message());
+    if (ssh_pki_generate(SSH_KEYTYPE_ED25519, 0, &key) != SSH_OK) throw cannot("generating an ed25519 key failed");
+    if (ssh_pki_export_privkey_base64(key, nullptr, nullptr, nullptr, &text) != SSH_OK)
+      throw cannot("exporting the key failed");
+    try {
+      write_file_atomically(file, text);
+    } catch (const std::runtime_error& e) {
+      throw cannot(e.what());
+    }
+  } catch (...) {
+    if (text) ssh_string_free_char(text);
+    ssh_key_free(key);
+    throw;
+  }
+  ssh_string_free_char(text);
+  if (exists) {
+    spdlog::warn("jump: host key {} was unusable ({}): generated a new one in its place; clients that "
+                 "knew the old key will see a host key change (its fingerprint follows)",
+                 file.string(), why);
+  } else {
+    spdlog::info("jump: generated host key {}", file.string());
+  }
+  ssh_key_free(key);
+}
 
 std::vector<std::filesystem::path> JumpServer::host_key_files(const config::JumpConfig& cfg,
                                                               const std::filesystem::path& state_dir) {
   if (!cfg.host_keys.empty()) return cfg.host_keys;
   const auto generated = state_dir / "jump_host_ed25519_key";
-  if (!std::filesystem::exists(generated)) {
-    std::filesystem::create_directories(state_dir);
-    ssh_key key = nullptr;
-    if (ssh_pki_generate(SSH_KEYTYPE_ED25519, 0, &key) != SSH_OK)
-      throw std::runtime_error("jump: cannot generate an ed25519 host key");
-    const auto old_mask = ::umask(077);  // the private key is 0600 from its first byte
-    const int rc = ssh_pki_export_privkey_file(key, nullptr, nullptr, nullptr, generated.c_str());
-    ::umask(old_mask);
-    ssh_key_free(key);
-    if (rc != SSH_OK) throw std::runtime_error("jump: cannot write a host key to " + generated.string());
-    spdlog::info("jump: generated host key {}", generated.string());
-  }
+  ensure_generated_host_key(generated);
   return {generated};
 }
 
@@ -49,7 +154,7 @@ JumpServer::JumpServer(config::JumpConfig cfg, const std::filesystem::path& stat
   ssh_bind_options_set(bind_, SSH_BIND_OPTIONS_BINDADDR, host.c_str());
   ssh_bind_options_set(bind_, SSH_BIND_OPTIONS_BINDPORT_STR, port.c_str());
   for (const auto& file : host_key_files(cfg_, state_dir)) {
-    log_host_key(file);
+    log_host_key(file, !cfg_.host_keys.empty());
     if (ssh_bind_options_set(bind_, SSH_BIND_OPTIONS_HOSTKEY, file.c_str()) != SSH_OK)
       throw std::runtime_error("jump: host key " + file.string() + ": " + ssh_get_error(bind_));
   }

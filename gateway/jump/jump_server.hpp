@@ -18,6 +18,12 @@
 
 namespace spark::gateway {
 
+// The generated host key (jump.host_keys unset): made on first start and written atomically
+// (temp file in the same directory, fsync, rename; mode 0600), so a full disk leaves no 0-byte
+// key behind. An existing key that is empty or unreadable is replaced with a warning saying so.
+// Throws std::runtime_error naming the fix if no key can be written.
+void ensure_generated_host_key(const std::filesystem::path& file);
+
 class JumpServer {
  public:
   // Loads the keys and binds the listener; throws std::runtime_error with the reason.
@@ -37,7 +43,8 @@ class JumpServer {
   };
   void accept_loop();
   void reap_finished_workers();
-  // The host key files to use: the configured ones, or one generated into state_dir.
+  // The host key files to use: the configured ones, or one generated into state_dir
+  // (ensure_generated_host_key).
   static std::vector<std::filesystem::path> host_key_files(const config::JumpConfig& cfg,
                                                            const std::filesystem::path& state_dir);
 
