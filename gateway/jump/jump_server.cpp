@@ -28,7 +28,7 @@ ssh_key import_host_key(const std::filesystem::path& file, std::string& why) {
     return nullptr;
   }
   if (S_ISREG(st.st_mode) && st.st_size == 0) {
-    why = "it is empty (0 bytes: a write that never finished, e.g. on a full disk)";
+    why = "it is empty: 0 bytes, as a write cut short by a full disk leaves it";
     return nullptr;
   }
   if (::access(file.c_str(), R_OK) != 0) {
