@@ -1,5 +1,7 @@
 #include "gateway/jump/jump_server.hpp"
 
+#include <arpa/inet.h>
+#include <sys/socket.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <spdlog/spdlog.h>
@@ -11,9 +13,23 @@
 #include <stdexcept>
 
 #include "gateway/jump/jump_session.hpp"
+#include "gateway/observability/rate_limited_log.hpp"
 
 namespace spark::gateway {
 namespace {
+
+// "10.0.0.7", for refusal lines.
+std::string client_address(int fd) {
+  sockaddr_storage addr{};
+  socklen_t len = sizeof addr;
+  char host[INET6_ADDRSTRLEN] = "an unknown address";
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    const void* ip = addr.ss_family == AF_INET6 ? static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(&addr)->sin6_addr)
+                                                : static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(&addr)->sin_addr);
+    ::inet_ntop(addr.ss_family == AF_INET6 ? AF_INET6 : AF_INET, ip, host, sizeof host);
+  }
+  return host;
+}
 
 // What OpenSSH's own tool would make; the fix every host key error suggests.
 std::string keygen_command(const std::filesystem::path& file) {
@@ -211,7 +227,9 @@ void JumpServer::accept_loop() {
       continue;
     }
     if (!accepting_ || sessions_ >= cfg_.max_sessions) {
-      spdlog::warn("jump: refusing a login: {}", accepting_ ? "max_sessions (" + std::to_string(cfg_.max_sessions) + ") reached" : "shutting down");
+      // A line at once, then a count per 10 s: floods are refused by the thousand.
+      log_refusal("jump", client_address(ssh_get_fd(session)),
+                  accepting_ ? "max_sessions (" + std::to_string(cfg_.max_sessions) + ") reached" : "shutting down");
       ssh_free(session);  // closes the socket
       continue;
     }

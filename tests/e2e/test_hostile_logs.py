@@ -129,6 +129,29 @@ class HostileLogs(harness.GatewayTestCase):
         self.assertLessEqual(len(gw.log_lines("brave-dolphin", "refus")), 2 + int((time.monotonic() - started) / 10))
         self.assertTrue(session.running(), "the open session was disturbed by the flood")
 
+    def test_a_flood_of_refused_jump_logins_is_one_line_and_a_count(self):
+        jump_port = free_port(self.host)
+        authorized = os.path.join(self.tmpdir, "jump_authorized_keys")
+        with open(self.user_key + ".pub") as src, open(authorized, "w") as dst:
+            dst.write(src.read())
+        self.write_config_with([], jump={"listen": "%s:%d" % (self.host, jump_port), "authorized_keys": authorized,
+                                         "max_sessions": 1})
+        gw = self.start_gateway()
+        holder = socket.create_connection((self.host, jump_port), timeout=10)  # takes the one session
+        self.addCleanup(holder.close)
+        started = time.monotonic()
+        for _ in range(200):
+            with socket.create_connection((self.host, jump_port), timeout=10) as s:
+                s.settimeout(10)
+                while s.recv(4096):
+                    pass
+        first = gw.wait_log("jump: refusing connection from 127.", ": max_sessions (1) reached", timeout=5)
+        self.assertNotIn("refused", first)
+        lines = gw.log_lines("jump: refus")
+        self.assertLessEqual(len(lines), 2 + int((time.monotonic() - started) / 10), "\n".join(lines[:5]))
+        summary = gw.wait_log("jump: refused ", " connections in the last 10s, last from 127.", timeout=25)
+        self.assertIn(": max_sessions (1) reached", summary)
+
 
 if __name__ == "__main__":
     harness.main()
