@@ -18,12 +18,26 @@ bool same_time(const std::optional<activity::TimePoint>& a, const std::optional<
 
 }  // namespace
 
-activity::PersistedActivity read_activity(const Cluster& cluster, const Deployment& d) {
+activity::PersistedActivity read_activity(const Cluster& cluster, const Deployment& d,
+                                          std::vector<std::string>* problems) {
   activity::PersistedActivity out;
-  if (auto text = d.annotation(cluster.annotation("last-activity")))
-    if (auto t = activity::parse_rfc3339(*text)) out.last_activity = *t;
-  if (auto text = d.annotation(cluster.annotation("keep-awake-until")))
-    if (auto t = activity::parse_rfc3339(*text)) out.keep_awake_until = *t;
+  auto unusable = [&](const std::string& key, const std::string& text, const std::string& consequence) {
+    if (problems)
+      problems->push_back(cluster.annotation(key) + " \"" + text +
+                          "\" is not an RFC 3339 time from 1970 to 2200 (e.g. 2026-11-22T15:04:05Z); " + consequence);
+  };
+  if (auto text = d.annotation(cluster.annotation("last-activity"))) {
+    if (auto t = activity::parse_rfc3339(*text))
+      out.last_activity = *t;
+    else
+      unusable("last-activity", *text, "ignored, as if no activity were recorded (the next activity replaces it)");
+  }
+  if (auto text = d.annotation(cluster.annotation("keep-awake-until"))) {
+    if (auto t = activity::parse_rfc3339(*text))
+      out.keep_awake_until = *t;
+    else
+      unusable("keep-awake-until", *text, "ignored: no keep-awake hold");
+  }
   return out;
 }
 

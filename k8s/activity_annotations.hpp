@@ -6,14 +6,18 @@
 #include <map>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "activity/activity_tracker.hpp"
 #include "k8s/cluster.hpp"
 
 namespace spark::k8s {
 
-// What a Deployment's annotations say (last_activity is the epoch when there is none).
-activity::PersistedActivity read_activity(const Cluster& cluster, const Deployment& d);
+// What a Deployment's annotations say (last_activity is the epoch when there is none). An
+// annotation that is not a time is ignored; with `problems`, each such one is described there
+// (for a Warning Event: discovery reports them).
+activity::PersistedActivity read_activity(const Cluster& cluster, const Deployment& d,
+                                          std::vector<std::string>* problems = nullptr);
 
 class ActivityAnnotations {
  public:

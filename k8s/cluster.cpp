@@ -70,7 +70,14 @@ Cluster::Cluster(config::KubernetesConfig cfg, ApiEndpoint endpoint)
       deployments_(std::make_unique<DeploymentCache>()),
       pods_(std::make_unique<PodCache>()),
       replica_sets_(std::make_unique<ReplicaSetCache>()),
-      services_(std::make_unique<ServiceCache>()) {
+      services_(std::make_unique<ServiceCache>()),
+      events_(EventRecorder::Writer{
+          [this](const json& event) {
+            api_.post("/api/v1/namespaces/" + cfg_.namespace_name + "/events", event);
+          },
+          [this](const std::string& name, const json& patch) {
+            api_.merge_patch("/api/v1/namespaces/" + cfg_.namespace_name + "/events/" + name, patch);
+          }}) {
   api_.set_permissions(required_rules(cfg_));
   const std::string ns = "/namespaces/" + cfg_.namespace_name;
   deployment_reflector_ = std::make_unique<Reflector>(api_, "deployments", "/apis/apps/v1" + ns + "/deployments",
@@ -196,11 +203,7 @@ void Cluster::record_event(const Deployment& d, const std::string& type, const s
       {"reportingComponent", "spark-gateway"},
       {"reportingInstance", instance},
   };
-  try {
-    api_.post("/api/v1/namespaces/" + cfg_.namespace_name + "/events", event);
-  } catch (const std::exception& e) {
-    spdlog::warn("spark {}: cannot record the event \"{}\": {}", d.name, message, e.what());
-  }
+  events_.record(event, now);
 }
 
 }  // namespace spark::k8s

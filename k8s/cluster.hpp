@@ -14,6 +14,7 @@
 #include "config/config.hpp"
 #include "k8s/api_client.hpp"
 #include "k8s/deployment_store.hpp"
+#include "k8s/event_recorder.hpp"
 #include "k8s/reflector.hpp"
 #include "k8s/resources.hpp"
 
@@ -58,8 +59,10 @@ class Cluster final : public DeploymentStore {
   std::string services_path() const;
   std::string annotation(const std::string& key) const override { return cfg_.annotation_prefix + key; }
 
-  // Records a core/v1 Event on the Deployment (what `kubectl describe` shows). Never throws:
-  // an Event that cannot be written is logged, it must not fail a wake or a sleep.
+  // Records a core/v1 Event on the Deployment (what `kubectl describe` shows). The same
+  // (Deployment, type, reason, message) again updates that Event's count and lastTimestamp,
+  // rate-limited (EventRecorder). Never throws: an Event that cannot be written is logged, it
+  // must not fail a wake or a sleep.
   void record_event(const Deployment& d, const std::string& type, const std::string& reason,
                     const std::string& message) override;
 
@@ -79,6 +82,7 @@ class Cluster final : public DeploymentStore {
   std::unique_ptr<Reflector> replica_set_reflector_;
   std::unique_ptr<ServiceCache> services_;
   std::unique_ptr<Reflector> service_reflector_;  // only with manage_services: all the namespace's
+  EventRecorder events_;
 };
 
 }  // namespace spark::k8s

@@ -75,7 +75,9 @@ std::vector<PolicyRule> required_rules(const config::KubernetesConfig& cfg) {
       {"apps", "replicasets", {"list", "watch"},
        "tell a spark's pods from others with its labels: a pod is the spark's only if its ReplicaSet "
        "is owned by the spark's Deployment (ownerReferences, by UID)"},
-      {"", "events", {"create"}, "Woken/Slept/WakeFailed/PortConflict Events on the Deployment"},
+      {"", "events", {"create", "patch"},
+       "Woken/Slept/WakeFailed/PortConflict Events on the Deployment; an Event that repeats is one Event "
+       "whose count and lastTimestamp are patched, as the kubelet's are"},
   };
   if (cfg.leader_election.enabled)
     rules.push_back({"coordination.k8s.io", "leases", {"get", "create", "update"},

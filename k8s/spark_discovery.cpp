@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <utility>
 
 #include "config/spark_name.hpp"
 #include "k8s/activity_annotations.hpp"
@@ -83,14 +84,20 @@ void SparkDiscovery::run() {
   }
 }
 
-void SparkDiscovery::warn_once(const Deployment& d, const std::string& reason,
-                               const std::string& message) {
-  if (!warned_.insert(d.name + "\n" + d.resource_version + "\n" + reason).second) return;
-  spdlog::warn("spark {}: {}", d.name, message);
+void SparkDiscovery::warn(const Deployment& d, const std::string& reason, const std::string& message) {
+  const auto key = d.name + "\n" + reason + "\n" + message;
+  this_pass_.insert(key);
+  if (!warned_.contains(key)) spdlog::warn("spark {}: {}", d.name, message);
+  warned_.insert(key);
   cluster_.record_event(d, "Warning", reason, message);
 }
 
 DiscoveredSparks SparkDiscovery::compute() {
+  // A problem that went away and comes back is news again.
+  struct PassEnd {
+    SparkDiscovery& d;
+    ~PassEnd() { d.warned_ = std::exchange(d.this_pass_, {}); }
+  } pass_end{*this};
   const auto& k = cluster_.config();
   auto deployments = cluster_.deployments();
   // Older claims win a port: sort by creation time, then name.
@@ -114,14 +121,14 @@ DiscoveredSparks SparkDiscovery::compute() {
       if (t && !t->is_never() && *t->value < reaper_interval_) {
         // The reaper looks only every reaper.interval: a shorter idle timeout cannot be kept
         // (and other replicas could not keep its sessions' activity fresh in time).
-        warn_once(d, "InvalidAnnotation",
+        warn(d, "InvalidAnnotation",
                   cluster_.annotation("idle-timeout") + " \"" + *text + "\" is shorter than reaper.interval " +
                       config::format_duration(reaper_interval_) + "; using " + config::format_duration(reaper_interval_));
         s.idle_timeout = config::MaybeNever{reaper_interval_};
       } else if (t)
         s.idle_timeout = *t;
       else
-        warn_once(d, "InvalidAnnotation",
+        warn(d, "InvalidAnnotation",
                   cluster_.annotation("idle-timeout") + " \"" + *text + "\": " + why + "; using the default");
     }
     s.wake_timeout = default_wake_timeout_;
@@ -130,19 +137,21 @@ DiscoveredSparks SparkDiscovery::compute() {
       if (auto p = parse_port(*text))
         target_port = *p;
       else
-        warn_once(d, "InvalidAnnotation",
+        warn(d, "InvalidAnnotation",
                   cluster_.annotation("target-port") + " \"" + *text + "\" is not a port; using " +
                       std::to_string(k.target_port));
     }
     s.backend = config::KubernetesBackendConfig{
         d.name, config::Address{"pod", static_cast<std::uint16_t>(target_port)}};
     out.push_back(std::move(s));
-    found.activity[d.name] = read_activity(cluster_, d);
+    std::vector<std::string> unusable;
+    found.activity[d.name] = read_activity(cluster_, d, &unusable);
+    for (const auto& why : unusable) warn(d, "InvalidAnnotation", why);
   };
 
   for (const auto& d : deployments) {
     if (!config::is_valid_spark_name(d.name)) {
-      warn_once(d, "InvalidName", "\"" + d.name + "\" is not an RFC 1123 label; not served");
+      warn(d, "InvalidName", "\"" + d.name + "\" is not an RFC 1123 label; not served");
       continue;
     }
     const auto annotated = d.annotation(cluster_.annotation("port"));
@@ -155,7 +164,7 @@ DiscoveredSparks SparkDiscovery::compute() {
     // port outside it is replaced by one from the range, written back like a new spark's.
     const auto port = parse_port(*annotated);
     if (!port || *port < k.port_min || *port > k.port_max) {
-      warn_once(d, "InvalidPort",
+      warn(d, "InvalidPort",
                 cluster_.annotation("port") + " \"" + *annotated + "\" is " +
                     (port ? "outside kubernetes.port_range " : "not a port of kubernetes.port_range ") +
                     std::to_string(k.port_min) + "-" + std::to_string(k.port_max) +
@@ -164,7 +173,7 @@ DiscoveredSparks SparkDiscovery::compute() {
       continue;
     }
     if (auto [owner, fresh] = port_owner.emplace(*port, d.name); !fresh) {
-      warn_once(d, "PortConflict",
+      warn(d, "PortConflict",
                 "port " + std::to_string(*port) + " is already served for " + owner->second + "; not served");
       continue;
     }
@@ -177,7 +186,7 @@ DiscoveredSparks SparkDiscovery::compute() {
   for (const Deployment* d : unassigned) {
     while (next <= k.port_max && port_owner.contains(next)) ++next;
     if (next > k.port_max) {
-      warn_once(*d, "NoFreePort", "no free port left in " + std::to_string(k.port_min) + "-" +
+      warn(*d, "NoFreePort", "no free port left in " + std::to_string(k.port_min) + "-" +
                                       std::to_string(k.port_max) + "; not served");
       continue;
     }

@@ -41,8 +41,9 @@ class SparkDiscovery {
 
  private:
   void run();
-  // Warns once per distinct problem (log + Event), not on every recompute.
-  void warn_once(const Deployment& d, const std::string& reason, const std::string& message);
+  // A problem this pass found: a Warning Event every pass (one Event whose count grows: the
+  // cluster aggregates them), a log line only when it is new (not seen by the previous pass).
+  void warn(const Deployment& d, const std::string& reason, const std::string& message);
 
   Cluster& cluster_;
   config::MaybeNever default_idle_timeout_;
@@ -50,7 +51,8 @@ class SparkDiscovery {
   std::chrono::milliseconds reaper_interval_;  // the shortest idle timeout that can be kept
   config::TcpKeepalive default_keepalive_;
   Publish publish_;
-  std::set<std::string> warned_;
+  std::set<std::string> warned_;    // the problems the previous pass found (logged)
+  std::set<std::string> this_pass_;  // those this pass has found so far
 
   std::mutex mu_;
   std::condition_variable wake_;

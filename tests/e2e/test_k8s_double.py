@@ -886,6 +886,21 @@ class K8sDoubleSelfTest(harness.GatewayTestCase):
         self.assertEqual(self.api.events("brave-dolphin")[0]["source"], {"component": "spark-gateway"})
         bad = dict(ev, metadata={"name": "x"}, involvedObject={"namespace": "other", "name": "y"})
         self.assertEqual(self.c.request("POST", "/api/v1/namespaces/spark/events", bad).status, 422)
+        # An Event that repeats is merge-patched (count, lastTimestamp), as client-go's recorder does.
+        path = "/api/v1/namespaces/spark/events/brave-dolphin.17c1a2b3c4d5e6f7"
+        rv = r.json["metadata"]["resourceVersion"]
+        r = self.c.request("PATCH", path, {"count": 2, "lastTimestamp": "2024-05-01T10:05:00Z"}, content_type=MERGE)
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual((r.json["count"], r.json["lastTimestamp"], r.json["firstTimestamp"], r.json["message"]),
+                         (2, "2024-05-01T10:05:00Z", "2024-05-01T10:00:00Z", "woken by a connection"))
+        self.assertNotEqual(r.json["metadata"]["resourceVersion"], rv)
+        self.assertEqual([e["count"] for e in self.api.events("brave-dolphin")], [2])
+        r = self.c.request("PATCH", "/api/v1/namespaces/spark/events/gone", {"count": 2}, content_type=MERGE)
+        self.assertEqual((r.status, r.json["reason"], r.json["message"]), (404, "NotFound", 'events "gone" not found'))
+        self.api.deny("patch", "events")
+        r = self.c.request("PATCH", path, {"count": 3}, content_type=MERGE)
+        self.assertEqual((r.status, r.json["reason"]), (403, "Forbidden"))
+        self.assertEqual([e["count"] for e in self.api.events("brave-dolphin")], [2])
 
         leases = "/apis/coordination.k8s.io/v1/namespaces/spark/leases"
         self.assertEqual(self.c.request("GET", leases + "/spark-gateway-reaper").status, 404)
