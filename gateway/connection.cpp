@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "config/duration.hpp"
+#include "config/plural.hpp"
 #include "gateway/splice.hpp"
 #include "gateway/tcp_keepalive.hpp"
 
@@ -145,9 +146,9 @@ void Connection::finish(std::string_view outcome) {
   registry_.remove(this);
   const auto lasted = std::chrono::duration_cast<std::chrono::milliseconds>(
       std::chrono::steady_clock::now() - opened_);
-  spdlog::info("spark {}: connection from {}:{} {} after {}, {} bytes in, {} bytes out", spark_->name(),
-               address_of(peer_), peer_.port(), outcome, config::format_duration(lasted), bytes_in_,
-               bytes_out_);
+  spdlog::info("spark {}: connection from {}:{} {} after {}, {} in, {} out", spark_->name(),
+               address_of(peer_), peer_.port(), outcome, config::format_duration(lasted),
+               config::counted(bytes_in_, "byte"), config::counted(bytes_out_, "byte"));
 }
 
 }  // namespace spark::gateway

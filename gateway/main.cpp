@@ -10,6 +10,7 @@
 
 #include "config/config.hpp"
 #include "config/duration.hpp"
+#include "config/plural.hpp"
 #include "gateway/cli/admin_cli.hpp"
 #include "gateway/observability/logging.hpp"
 #include "gateway/server.hpp"
@@ -54,14 +55,14 @@ int check_config(const std::vector<std::string>& args) {
   if (args.size() != 1) return usage_error("check-config takes exactly one FILE");
   try {
     const auto cfg = spark::config::load_config(args[0]);
-    std::cout << cfg.source.string() << ": ok, " << cfg.sparks.size() << " sparks\n";
+    std::cout << cfg.source.string() << ": ok, " << spark::config::counted(cfg.sparks.size(), "spark") << "\n";
     if (cfg.admin)
       std::cout << "  admin  http://" << cfg.admin->listen.to_string() << "/"
                 << (cfg.admin->token_file ? "  token " + cfg.admin->token_file->string() : "") << "\n";
     if (const auto& j = cfg.jump)
       std::cout << "  jump  ssh -J NAME@" << j->listen.to_string() << " NAME  ("
                 << (j->host_keys.empty() ? std::string("host key generated in state_dir")
-                                         : std::to_string(j->host_keys.size()) + " host key(s)")
+                                         : spark::config::counted(j->host_keys.size(), "host key"))
                 << ")\n";
     if (const auto& k = cfg.kubernetes) {
       std::cout << "  kubernetes  namespace " << k->namespace_name << "  selector \"" << k->selector

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "config/duration.hpp"
+#include "config/plural.hpp"
 #include "gateway/backend/make_backend.hpp"
 #include "gateway/observability/rate_limited_log.hpp"
 #include "k8s/credentials.hpp"
@@ -68,7 +69,7 @@ std::shared_ptr<Server::Listener> Server::open_listener(const config::Address& a
   return std::make_shared<Listener>(std::move(acceptor));
 }
 
-void Server::apply_config(config::Config next, bool log_only_changes) {
+void Server::apply_config(config::Config next, bool from_discovery) {
   // 1. Listeners: reuse those whose address stays, open the new ones; nothing changes on error.
   std::map<std::string, std::shared_ptr<Listener>> listeners;
   std::vector<std::shared_ptr<Listener>> opened;
@@ -102,7 +103,19 @@ void Server::apply_config(config::Config next, bool log_only_changes) {
       wanted.push_back(s);
       unbindable_.erase(s.name);
     } catch (const std::exception& e) {
-      if (unbindable_.insert(s.name).second) spdlog::error("{}; not served", e.what());
+      if (unbindable_.insert(s.name).second) {
+        spdlog::error("{}; not served", e.what());
+        // Said on the Deployment too (kubectl describe), where whoever set the port looks.
+        std::string why = e.what();
+        if (const auto prefix = "spark " + s.name + ": "; why.starts_with(prefix)) why.erase(0, prefix.size());
+        asio::post(control_pool_, [cluster = cluster_.get(), name = s.name, port = s.listen.port, why] {
+          if (!cluster) return;
+          if (const auto d = cluster->deployment(name))
+            cluster->record_event(*d, "Warning", "PortUnavailable",
+                                  cluster->annotation("port") + " \"" + std::to_string(port) + "\": " + why +
+                                      "; not served");
+        });
+      }
     }
   }
 
@@ -151,9 +164,12 @@ void Server::apply_config(config::Config next, bool log_only_changes) {
     for (const auto& s : v) out += (out.empty() ? "" : ",") + s;
     return out.empty() ? "-" : out;
   };
-  if (!log_only_changes || !added.empty() || !changed.empty() || !removed.empty())
-    spdlog::info("config {}: {} sparks (added {}, changed {}, removed {})", next.source.string(),
-                 sparks.size(), join(added), join(changed), join(removed));
+  if (!from_discovery)
+    spdlog::info("config {}: {} (added {}, changed {}, removed {})", next.source.string(),
+                 config::counted(sparks.size(), "spark"), join(added), join(changed), join(removed));
+  else if (!added.empty() || !changed.empty() || !removed.empty())
+    spdlog::info("kubernetes: discovered sparks changed: serving {} (added {}, changed {}, removed {})",
+                 config::counted(sparks.size(), "spark"), join(added), join(changed), join(removed));
 
   listeners_ = std::move(listeners);
   sparks_ = std::move(sparks);
@@ -215,7 +231,7 @@ void Server::apply_discovered(k8s::DiscoveredSparks found) {
   for (const auto& [name, recorded] : found.activity) activity_.merge_remote(name, recorded);
   discovered_ = std::move(found.sparks);
   try {
-    apply_config(cfg_, /*log_only_changes=*/true);  // Deployments change on every annotation write
+    apply_config(cfg_, /*from_discovery=*/true);
   } catch (const std::exception& e) {
     spdlog::error("kubernetes: applying discovered sparks: {}", e.what());
   }
@@ -265,20 +281,20 @@ std::string Server::refusal_reason(const Spark& spark) const {
   const int max_connections = c.max_connections.value_or(cfg_.default_max_connections);
   const int max_waiting = c.max_waiting.value_or(cfg_.default_max_waiting);
   if (spark.open_connections() >= max_connections)
-    return std::to_string(spark.open_connections()) + " connections open (" +
+    return config::counted(spark.open_connections(), "connection") + " open (" +
            (c.max_connections ? "sparks[].max_connections " : "defaults.max_connections ") +
            std::to_string(max_connections) + ")";
   if (will_wait && spark.waiting_connections() >= max_waiting)
-    return std::to_string(spark.waiting_connections()) + " connections waiting for its wake (" +
+    return config::counted(spark.waiting_connections(), "connection") + " waiting for its wake (" +
            (c.max_waiting ? "sparks[].max_waiting " : "defaults.max_waiting ") + std::to_string(max_waiting) + ")";
   if (static_cast<int>(connections_.size()) >= cfg_.max_connections)
-    return std::to_string(connections_.size()) + " connections open in the gateway (limits.max_connections " +
+    return config::counted(connections_.size(), "connection") + " open in the gateway (limits.max_connections " +
            std::to_string(cfg_.max_connections) + ")";
   if (will_wait) {
     int waiting = 0;
     for (const auto& [name, s] : sparks_) waiting += s->waiting_connections();
     if (waiting >= cfg_.max_waiting)
-      return std::to_string(waiting) + " connections waiting for wakes in the gateway (limits.max_waiting " +
+      return config::counted(waiting, "connection") + " waiting for wakes in the gateway (limits.max_waiting " +
              std::to_string(cfg_.max_waiting) + ")";
   }
   return {};
@@ -407,8 +423,8 @@ awaitable<void> Server::signal_loop() {
       continue;
     }
     if (stopping_) {
-      spdlog::warn("second {}: closing {} open connections now", ::strsignal(sig),
-                   connections_.size());
+      spdlog::warn("second {}: closing {} now", ::strsignal(sig),
+                   config::counted(connections_.size(), "open connection"));
       connections_.close_all();
       continue;
     }
@@ -430,14 +446,14 @@ awaitable<void> Server::shut_down() {
   asio::steady_timer timer(io_);
   const auto drain_until = std::chrono::steady_clock::now() + cfg_.drain_timeout;
   if (connections_.size() > 0)
-    spdlog::info("draining {} open connections (up to {})", connections_.size(),
+    spdlog::info("draining {} (up to {})", config::counted(connections_.size(), "open connection"),
                  config::format_duration(cfg_.drain_timeout));
   while (connections_.size() > 0 && std::chrono::steady_clock::now() < drain_until) {
     timer.expires_after(milliseconds(50));
     co_await timer.async_wait(use_awaitable);
   }
   if (connections_.size() > 0) {
-    spdlog::warn("drain timeout: closing {} connections still open", connections_.size());
+    spdlog::warn("drain timeout: closing {} still open", config::counted(connections_.size(), "connection"));
     connections_.close_all();
     const auto close_until = std::chrono::steady_clock::now() + kCloseGrace;
     while (connections_.size() > 0 && std::chrono::steady_clock::now() < close_until) {
@@ -483,8 +499,8 @@ int Server::run() {
   asio::co_spawn(io_, follow_loop(), asio::detached);
   asio::co_spawn(io_, flush_loop(), asio::detached);
   asio::co_spawn(io_, trim_loop(), asio::detached);
-  spdlog::info("ready: serving {} sparks, state in {}, {} data threads", sparks_.size(),
-               cfg_.state_dir.string(), data_plane_->threads());
+  spdlog::info("ready: serving {}, state in {}, {}", config::counted(sparks_.size(), "spark"),
+               cfg_.state_dir.string(), config::counted(data_plane_->threads(), "data thread"));
   ready_ = true;
   io_.run();
   if (jump_) jump_->stop();  // jump sessions end with the gateway (they are not drained)

@@ -69,8 +69,10 @@ class Server final : public GatewayControl, public JumpGateway {
   // Makes the running set of sparks and listeners match `next` plus the sparks discovered in
   // Kubernetes. Listeners are opened before anything changes, so a reload that cannot bind
   // leaves everything as it was (throws); a discovered spark that cannot bind is left out.
-  // The summary line is logged for every config load, but only on changes when asked.
-  void apply_config(config::Config next, bool log_only_changes = false);
+  // The summary line is logged for every config load; for a pass of Kubernetes discovery
+  // (`from_discovery`: Deployments change on every annotation write) only when sparks were
+  // added, changed or removed, and as discovery, not as a config load.
+  void apply_config(config::Config next, bool from_discovery = false);
   // Connects to the cluster and starts discovering sparks (kubernetes section). Throws.
   void start_kubernetes();
   static std::string default_identity();

@@ -5,6 +5,7 @@
 #include <future>
 
 #include "config/duration.hpp"
+#include "config/plural.hpp"
 #include "gateway/server.hpp"
 
 namespace spark::gateway {
@@ -90,9 +91,16 @@ ControlOutcome Server::sleep(const std::string& name, bool force) {
     if (!s) return not_found();
     if (s->open_connections() > 0 && !force)
       return ControlOutcome{ControlOutcome::Kind::conflict,
-                            "spark has " + std::to_string(s->open_connections()) +
-                                " open connections; use force to sleep it anyway",
+                            "spark has " + config::counted(s->open_connections(), "open connection") +
+                                "; use force to sleep it anyway",
                             s->status(std::chrono::system_clock::now())};
+    if (s->state() == SparkState::waking) {
+      // Sleeping it now would undo a wake someone is waiting for; the wake finishes first.
+      spdlog::info("spark {}: sleep requested through the admin API while it is waking; not put to sleep", name);
+      return ControlOutcome{ControlOutcome::Kind::conflict,
+                            "the spark is waking (a wake is in progress); try again once it runs",
+                            s->status(std::chrono::system_clock::now())};
+    }
     spdlog::info("spark {}: sleep requested through the admin API{}", name, force ? " (forced)" : "");
     // Its sessions end now: a process backend's sshd may leave session processes behind it, and
     // "forced" must mean the same for every backend.
@@ -104,8 +112,15 @@ ControlOutcome Server::sleep(const std::string& name, bool force) {
   if (finished.wait_for(kSleepTimeout) != std::future_status::ready)
     return {ControlOutcome::Kind::failed, "the sleep did not finish in time", spark(name)};
   auto after = spark(name);
-  if (after && after->state != "sleeping")
-    return {ControlOutcome::Kind::failed, "the spark did not go to sleep (see the gateway log)", after};
+  if (after && after->state != "sleeping") {
+    // Declined or failed (the spark's own log line says why), or a connection woke it again
+    // the moment it slept.
+    const std::string why = after->state == "waking"
+                                ? "it was woken again right away (a connection or wake came in)"
+                                : "it is " + after->state + " (the sleep was declined or failed; see the gateway log)";
+    spdlog::warn("spark {}: the sleep requested through the admin API did not leave it asleep: {}", name, why);
+    return {ControlOutcome::Kind::failed, "the spark did not go to sleep: " + why, after};
+  }
   return {ControlOutcome::Kind::ok, {}, after};
 }
 

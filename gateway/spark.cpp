@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "config/duration.hpp"
+#include "config/plural.hpp"
 
 namespace spark::gateway {
 namespace {
@@ -55,7 +56,7 @@ SparkStatus Spark::status(activity::TimePoint now) const {
   s.listen = cfg_.listen.to_string();
   s.target = cfg_.target().to_string();
   s.open_connections = open_connections_;
-  s.last_activity = a.last_activity;
+  if (a.last_activity != activity::TimePoint{}) s.last_activity = a.last_activity;  // the epoch: none
   if (!cfg_.idle_timeout.is_never())
     s.idle_timeout_seconds = std::chrono::duration<double>(*cfg_.idle_timeout.value).count();
   if (state_ == SparkState::running) s.sleeps_at = activity::sleeps_at(a, cfg_.idle_timeout);
@@ -200,6 +201,10 @@ awaitable<void> Spark::run_wake(std::shared_ptr<WakeAttempt> attempt, std::strin
   auto backend = backend_;
   const auto started = steady_clock::now();
   const auto deadline = started + cfg_.wake_timeout;
+  // The backend may know better than we do since when it sleeps (put to sleep by another
+  // replica, or before this gateway started).
+  if (const auto seen = backend->observe(); seen.state == Observation::State::asleep && seen.asleep_since)
+    asleep_since_ = *seen.asleep_since;
   const auto asleep_for = std::chrono::duration_cast<milliseconds>(
       std::chrono::system_clock::now() - asleep_since_);
   spdlog::info("spark {}: waking for {} (asleep for {}, {} backend)", name(), cause,
@@ -385,8 +390,8 @@ void Spark::share_activity_if_due(activity::TimePoint now) {
 awaitable<void> Spark::refresh_shared_activity(activity::TimePoint now) {
   auto self = shared_from_this();
   if (!co_await share_activity(now))
-    spdlog::warn("spark {}: put to sleep elsewhere while {} of its connections were open here", name(),
-                 open_connections_);
+    spdlog::warn("spark {}: put to sleep elsewhere while {} {} open here", name(),
+                 config::counted(open_connections_, "connection"), open_connections_ == 1 ? "was" : "were");
 }
 
 awaitable<void> Spark::sleep(SleepReason why) {
@@ -442,9 +447,13 @@ void Spark::follow_backend(activity::TimePoint now) {
   if (state_ == SparkState::waking || state_ == SparkState::stopping) return;  // ours in flight
   const auto obs = backend_->observe();
   if (state_ == SparkState::sleeping) {
+    if (obs.state == Observation::State::asleep) {
+      if (obs.asleep_since) asleep_since_ = *obs.asleep_since;  // e.g. slept by another replica
+      return;
+    }
     // Only backends that know when a spark runs without us (Kubernetes) are followed here;
     // the others are probed by the reaper.
-    if (backend_->may_run_without_us() && obs.state != Observation::State::asleep) adopt(obs, now);
+    if (backend_->may_run_without_us()) adopt(obs, now);
     return;
   }
   if (obs.state == Observation::State::asleep) {
@@ -453,7 +462,7 @@ void Spark::follow_backend(activity::TimePoint now) {
       spdlog::info("spark {}: stopped elsewhere ({}); marked asleep", name(),
                    obs.reason.empty() ? "the backend reports it asleep" : obs.reason);
     set_state(SparkState::sleeping);
-    asleep_since_ = now;
+    asleep_since_ = obs.asleep_since.value_or(now);
     apply_pending_backend();
   } else if (obs.state == Observation::State::failed && state_ == SparkState::running) {
     spdlog::warn("spark {}: failing: {}", name(), obs.reason);

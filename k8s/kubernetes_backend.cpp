@@ -4,6 +4,7 @@
 
 #include "activity/time_format.hpp"
 #include "config/duration.hpp"
+#include "config/plural.hpp"
 #include "k8s/api_client.hpp"
 
 namespace spark::k8s {
@@ -91,7 +92,8 @@ void KubernetesBackend::wake(const gateway::WakeRequest& request) {
   if (scaled_by_us)
     spdlog::info("spark {}: scaled Deployment to 1 replica", d->name);
   else
-    spdlog::info("spark {}: Deployment already has {} replica(s); waiting for its pod", d->name, d->replicas);
+    spdlog::info("spark {}: Deployment already has {}; waiting for its pod", d->name,
+                 config::counted(d->replicas, "replica"));
   {
     std::lock_guard lock(mu_);
     woken_at_version_ = d->resource_version;
@@ -133,8 +135,18 @@ Observation KubernetesBackend::observe() const {
     scale_up_in_flight = newer_resource_version(woken_at_version_, d->resource_version);
     scale_down_in_flight = newer_resource_version(slept_at_version_, d->resource_version);
   }
-  if (scale_down_in_flight || (d->replicas < 1 && !scale_up_in_flight))
-    return {Observation::State::asleep, std::nullopt, {}};
+  if (scale_down_in_flight || (d->replicas < 1 && !scale_up_in_flight)) {
+    Observation asleep{Observation::State::asleep, std::nullopt, {}};
+    // Whichever gateway put it to sleep recorded when: "asleep for" counts from then, not from
+    // when this replica started or noticed. Unless activity came after it (woken since, then
+    // scaled down by hand: that `slept-at` is an older sleep's), or our own scale-down is still
+    // on its way to the cache (the cached one is the previous sleep's).
+    if (auto text = d->annotation(cluster_.annotation("slept-at")); text && !scale_down_in_flight) {
+      const auto slept = activity::parse_rfc3339(*text);
+      if (slept && *slept + kActivitySlack >= recorded_activity(cluster_, *d)) asleep.asleep_since = slept;
+    }
+    return asleep;
+  }
 
   std::string waiting_for = "no pod yet";
   std::optional<std::chrono::system_clock::time_point> since;  // the newest live pod's creation

@@ -8,6 +8,8 @@
 #include <stdexcept>
 #include <cstring>
 
+#include "config/plural.hpp"
+
 namespace spark::gateway {
 namespace {
 
@@ -136,9 +138,9 @@ void AdminListener::note_eviction() {
   const auto now = std::chrono::steady_clock::now();
   if (last_eviction_log_ != std::chrono::steady_clock::time_point{} && now - last_eviction_log_ < kEvictionLogInterval)
     return;
-  spdlog::warn("admin: {} connection(s) closed to make room: admin.max_connections ({}) reached, the oldest "
+  spdlog::warn("admin: {} closed to make room: admin.max_connections ({}) reached, the oldest "
                "waiting for a request went first (slow or silent clients?)",
-               evictions_unlogged_, max_connections_);
+               config::counted(evictions_unlogged_, "connection"), max_connections_);
   evictions_unlogged_ = 0;
   last_eviction_log_ = now;
 }

@@ -16,7 +16,7 @@ nlohmann::json to_json(const SparkStatus& s) {
       {"listen", s.listen},
       {"target", s.target},
       {"open_connections", s.open_connections},
-      {"last_activity", activity::format_rfc3339(s.last_activity)},
+      {"last_activity", time_or_null(s.last_activity)},  // null: never used
       {"idle_timeout_seconds", s.idle_timeout_seconds ? json(*s.idle_timeout_seconds) : json(nullptr)},
       {"sleeps_at", time_or_null(s.sleeps_at)},
       {"keep_awake_until", time_or_null(s.keep_awake_until)},

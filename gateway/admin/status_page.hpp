@@ -78,10 +78,11 @@ async function refresh() {
   for (const s of data.sparks) {
     const tr = document.createElement("tr");
     tr.dataset.spark = s.name;
-    const idle = s.open_connections > 0 ? null : now - Date.parse(s.last_activity) / 1000;
+    const idle = s.open_connections > 0 || !s.last_activity ? null : now - Date.parse(s.last_activity) / 1000;
     const sleepsIn = s.sleeps_at ? Date.parse(s.sleeps_at) / 1000 - now : null;
     tr.append(cell(s.name), cell(s.state, "state " + s.state), cell(String(s.open_connections)),
-              cell(s.open_connections > 0 ? "active" : human(idle)), cell(s.sleeps_at ? human(sleepsIn) : "—"),
+              cell(s.open_connections > 0 ? "active" : s.last_activity ? human(idle) : "never used"),
+              cell(s.sleeps_at ? human(sleepsIn) : "—"),
               cell(s.keep_awake_until ? new Date(s.keep_awake_until).toLocaleString() : "—"), cell(s.listen));
     const actions = document.createElement("td");
     if (tokenInput.value) {

@@ -65,6 +65,9 @@ struct Observation {
   // Since when it has been running, if the backend knows (Kubernetes: its pod's creation). A
   // spark found running counts as active from then, unless newer activity is recorded.
   std::optional<std::chrono::system_clock::time_point> running_since{};
+  // Since when it has been asleep, if the backend knows (Kubernetes: the `slept-at` its last
+  // sleep recorded, by whichever gateway put it to sleep). Set only when state is `asleep`.
+  std::optional<std::chrono::system_clock::time_point> asleep_since{};
 };
 
 class Backend {

@@ -161,7 +161,9 @@ void print_table(const json& sparks) {
       {"NAME", "STATE", "CONNECTIONS", "IDLE FOR", "SLEEPS IN", "KEEP-AWAKE"}};
   for (const auto& s : sparks) {
     const int open = s.value("open_connections", 0);
-    std::string idle = open > 0 ? "active" : human_seconds(-seconds_until(s["last_activity"], now));
+    std::string idle = open > 0                        ? "active"
+                       : s["last_activity"].is_string() ? human_seconds(-seconds_until(s["last_activity"], now))
+                                                        : "never used";  // no activity recorded yet
     std::string sleeps_in = s["sleeps_at"].is_null() ? "-" : human_seconds(seconds_until(s["sleeps_at"], now));
     if (s["idle_timeout_seconds"].is_null() && s["state"] == "running") sleeps_in = "never";
     std::string keep = s["keep_awake_until"].is_null()

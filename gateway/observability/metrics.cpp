@@ -36,7 +36,7 @@ std::vector<MetricFamily> spark_state_families(const std::vector<SparkStatus>& s
                      MetricType::Gauge, {}};
   MetricFamily last{"spark_gateway_last_activity_timestamp_seconds",
                     "Unix time of the spark's last activity (a connection opening or closing; "
-                    "refreshed while connections are open).",
+                    "refreshed while connections are open); absent for a spark never used.",
                     MetricType::Gauge, {}};
   MetricFamily keep{"spark_gateway_keep_awake_until_timestamp_seconds",
                     "Unix time until which a keep-awake hold keeps the spark up (only sparks with a hold).",
@@ -45,7 +45,8 @@ std::vector<MetricFamily> spark_state_families(const std::vector<SparkStatus>& s
     open.metric.push_back(gauge({{"spark", s.name}}, s.open_connections));
     for (const char* st : kStates)
       state.metric.push_back(gauge({{"spark", s.name}, {"state", st}}, s.state == st ? 1 : 0));
-    last.metric.push_back(gauge({{"spark", s.name}}, seconds_since_epoch(s.last_activity)));
+    // A spark never used has no series: 0 (1970) would make `time() - last_activity` 56 years.
+    if (s.last_activity) last.metric.push_back(gauge({{"spark", s.name}}, seconds_since_epoch(*s.last_activity)));
     if (s.keep_awake_until)
       keep.metric.push_back(gauge({{"spark", s.name}}, seconds_since_epoch(*s.keep_awake_until)));
   }

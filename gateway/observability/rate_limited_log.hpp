@@ -43,8 +43,9 @@ class RateLimitedLog {
   using Clock = std::chrono::steady_clock;
   using Sink = std::function<void(const std::string&)>;
 
-  // Summaries read "<key>: <verb> <count> <noun> in the last <interval>, <detail>". The sink
-  // defaults to spdlog at warn level; tests pass their own.
+  // Summaries read "<key>: <verb> <count> <noun>[s] in the last <interval>, <detail>" (`noun`
+  // is the singular: "refused 1 connection", "refused 2 connections"). The sink defaults to
+  // spdlog at warn level; tests pass their own.
   RateLimitedLog(std::string verb, std::string noun, Clock::duration interval, Sink sink = {})
       : verb_(std::move(verb)), noun_(std::move(noun)), interval_(interval), sink_(std::move(sink)) {
     if (!sink_) sink_ = [](const std::string& line) { spdlog::warn("{}", line); };
@@ -99,7 +100,8 @@ class RateLimitedLog {
     using namespace std::chrono;
     auto ms = duration_cast<milliseconds>(elapsed);
     if (ms >= seconds(1)) ms = duration_cast<milliseconds>(round<seconds>(ms));
-    return key + ": " + verb_ + " " + with_thousands_separators(w.count) + " " + noun_ + " in the last " +
+    return key + ": " + verb_ + " " + with_thousands_separators(w.count) + " " + noun_ + (w.count == 1 ? "" : "s") +
+           " in the last " +
            config::format_duration(std::max(ms, milliseconds(1))) + ", " + w.detail;
   }
 
@@ -152,7 +154,7 @@ class RateLimitedLog {
 inline constexpr std::chrono::seconds kRefusalLogInterval{10};
 
 inline RateLimitedLog& refusal_log() {
-  static RateLimitedLog log("refused", "connections", kRefusalLogInterval);
+  static RateLimitedLog log("refused", "connection", kRefusalLogInterval);
   return log;
 }
 

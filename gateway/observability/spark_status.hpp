@@ -16,7 +16,8 @@ struct SparkStatus {
   std::string listen;
   std::string target;
   int open_connections = 0;
-  activity::TimePoint last_activity{};
+  // nullopt: no activity recorded yet (a Deployment never used through any gateway).
+  std::optional<activity::TimePoint> last_activity;
   std::optional<double> idle_timeout_seconds;  // nullopt: never
   std::optional<activity::TimePoint> sleeps_at;  // when the reaper may act; nullopt if not due
   std::optional<activity::TimePoint> keep_awake_until;

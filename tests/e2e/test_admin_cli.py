@@ -94,7 +94,7 @@ class AdminCli(GatewayTestCase):
         p.wait_output("in", 30)
         r = self.cli("sleep", "busy-bee")
         self.assertEqual(r.returncode, 1)
-        self.assertIn("open connections", r.stderr)
+        self.assertIn("spark has 1 open connection;", r.stderr)  # one, in the singular
         r = self.cli("sleep", "busy-bee", "--force")
         self.assertEqual(r.returncode, 0, r.stderr)
 

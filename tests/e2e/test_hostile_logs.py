@@ -113,7 +113,7 @@ class HostileLogs(harness.GatewayTestCase):
         flood_took = time.monotonic() - started
 
         first = gw.wait_log("spark brave-dolphin: refusing connection from 127.", timeout=5)
-        self.assertIn(": 1 connections open (sparks[].max_connections 1)", first)
+        self.assertIn(": 1 connection open (sparks[].max_connections 1)", first)
         lines = gw.log_lines("brave-dolphin", "refus")
         self.assertLessEqual(len(lines), 2 + int(flood_took / 10),
                              "%d lines for 300 refusals:\n%s" % (len(lines), "\n".join(lines[:5])))

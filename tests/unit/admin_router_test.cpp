@@ -32,7 +32,7 @@ class FakeControl : public GatewayControl {
   }
   ControlOutcome sleep(const std::string& name, bool force) override {
     calls.push_back("sleep " + name + (force ? " force" : ""));
-    return {ControlOutcome::Kind::conflict, "spark has 1 open connections", status(name)};
+    return {ControlOutcome::Kind::conflict, "spark has 1 open connection", status(name)};
   }
   ControlOutcome keep_awake(const std::string& name, std::optional<config::Duration> hold) override {
     calls.push_back("keep-awake " + name + (hold ? " " + std::to_string(hold->count()) : " clear"));

@@ -56,7 +56,7 @@ TEST(WithThousandsSeparators, GroupsDigits) {
 
 TEST(RateLimitedLog, AFloodIsTheFirstLineAndOneCount) {
   Lines out;
-  RateLimitedLog log("refused", "connections", kInterval, out.sink());
+  RateLimitedLog log("refused", "connection", kInterval, out.sink());
   for (int i = 0; i < 1000; ++i) refuse(log, "brave-dolphin", "10.0.0." + std::to_string(i % 250));
   // The first at once, in full; the rest only counted.
   EXPECT_THAT(out.get(), ElementsAre("spark brave-dolphin: refusing connection from 10.0.0.0: full"));
@@ -70,7 +70,7 @@ TEST(RateLimitedLog, AFloodIsTheFirstLineAndOneCount) {
 
 TEST(RateLimitedLog, ASingleRefusalIsOneLineAndAQuietKeyStartsOver) {
   Lines out;
-  RateLimitedLog log("refused", "connections", kInterval, out.sink());
+  RateLimitedLog log("refused", "connection", kInterval, out.sink());
   refuse(log, "calm-otter", "10.0.0.1");
   std::this_thread::sleep_for(2 * kInterval + 50ms);  // its window ends with nothing to count
   EXPECT_EQ(out.get().size(), 1u);
@@ -81,7 +81,7 @@ TEST(RateLimitedLog, ASingleRefusalIsOneLineAndAQuietKeyStartsOver) {
 
 TEST(RateLimitedLog, ASustainedFloodIsOneLinePerInterval) {
   Lines out;
-  RateLimitedLog log("refused", "connections", kInterval, out.sink());
+  RateLimitedLog log("refused", "connection", kInterval, out.sink());
   const auto until = std::chrono::steady_clock::now() + 5 * kInterval;
   int sent = 0;
   while (std::chrono::steady_clock::now() < until) {
@@ -110,7 +110,7 @@ TEST(RateLimitedLog, ASustainedFloodIsOneLinePerInterval) {
 
 TEST(RateLimitedLog, KeysAreCountedApart) {
   Lines out;
-  RateLimitedLog log("refused", "connections", kInterval, out.sink());
+  RateLimitedLog log("refused", "connection", kInterval, out.sink());
   for (int i = 0; i < 3; ++i) refuse(log, "brave-dolphin", "10.0.0.1");
   for (int i = 0; i < 5; ++i) refuse(log, "calm-otter", "10.0.0.2");
   auto lines = out.wait_for(4);
@@ -121,10 +121,24 @@ TEST(RateLimitedLog, KeysAreCountedApart) {
                                  "spark calm-otter: refusing connection from 10.0.0.2: full"));
 }
 
+TEST(RateLimitedLog, ACountOfOneIsSingular) {
+  Lines out;
+  // Long windows: the third refusal must land in the second one, however slow the machine.
+  RateLimitedLog log("refused", "connection", 1s, out.sink());
+  refuse(log, "brave-dolphin", "10.0.0.1");
+  refuse(log, "brave-dolphin", "10.0.0.1");
+  ASSERT_EQ(out.wait_for(2, 10s).size(), 2u);  // the first in full, then "refused 2 connections"
+  refuse(log, "brave-dolphin", "10.0.0.1");  // one in the next window
+  const auto lines = out.wait_for(3, 10s);
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_THAT(lines[1], HasSubstr("refused 2 connections in the last"));
+  EXPECT_THAT(lines[2], HasSubstr("refused 1 connection in the last"));
+}
+
 TEST(RateLimitedLog, PendingCountsAreWrittenWhenItIsDestroyed) {
   Lines out;
   {
-    RateLimitedLog log("refused", "connections", 1h, out.sink());
+    RateLimitedLog log("refused", "connection", 1h, out.sink());
     for (int i = 0; i < 7; ++i) refuse(log, "brave-dolphin", "10.0.0.1");
   }
   const auto lines = out.get();
