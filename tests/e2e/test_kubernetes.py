@@ -178,7 +178,8 @@ class WakeAndSleep(KubernetesTestCase):
         self.assertIn("resourceVersion", sleeps[0].json["metadata"], "sleep must be conditional")
         self.assertEqual(self.annotation("calm-otter", "sleep-reason"), "idle")
         self.assertIsNotNone(self.annotation("calm-otter", "slept-at"))
-        slept = self.kube.events("calm-otter", reason="Slept")
+        # The Event is written after the scale to 0 lands (it may trail the pod's end).
+        slept = wait_until(lambda: self.kube.events("calm-otter", reason="Slept"), 10, "a Slept Event")
         self.assertEqual(len(slept), 1)
         self.assertRegex(slept[0]["message"], r"^Put to sleep after \d+s idle$")
         self.assertIsNotNone(self.annotation("calm-otter", "last-activity"))

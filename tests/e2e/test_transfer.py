@@ -110,11 +110,20 @@ class DataThreadsTest(harness.GatewayTestCase):
         self.write_config(limits={"data_threads": 2})
         gw = self.start_gateway()
         gw.wait_log("2 data threads", timeout=5)
-        threads = set()
-        for task in os.listdir("/proc/%d/task" % gw.pid):
-            with open("/proc/%d/task/%s/comm" % (gw.pid, task)) as f:
-                threads.add(f.read().strip())
-        self.assertTrue({"data-0", "data-1"} <= threads, "gateway threads: %s" % sorted(threads))
+
+        def thread_names():
+            names = set()
+            for task in os.listdir("/proc/%d/task" % gw.pid):
+                try:
+                    with open("/proc/%d/task/%s/comm" % (gw.pid, task)) as f:
+                        names.add(f.read().strip())
+                except OSError:  # a thread that ended meanwhile
+                    pass
+            return names
+        # Each worker names itself once it runs, which may be after the "ready" line (it was
+        # read at once and failed under ASan): wait for the names themselves.
+        wait_until(lambda: {"data-0", "data-1"} <= thread_names(), 10,
+                   lambda: "threads data-0 and data-1 (gateway threads: %s)" % sorted(thread_names()))
 
         sessions = []
         for i in range(4):
