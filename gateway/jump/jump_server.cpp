@@ -1,6 +1,7 @@
 #include "gateway/jump/jump_server.hpp"
 
 #include <arpa/inet.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -72,6 +73,30 @@ void log_host_key(const std::filesystem::path& file, bool configured) {
   ssh_key_free(key);
 }
 
+// The key in OpenSSH's private key format. Not ssh_pki_export_privkey_base64: it strndup()s a
+// buffer that has no terminating NUL, which ASan's strict_string_checks reports. Not
+// ssh_pki_export_privkey_file into place: it ignores fclose() failing, which is how a full disk
+// left a 0-byte key. libssh writes into a memory file instead, and the text is read back.
+std::string export_private_key(ssh_key key) {
+  const int fd = ::memfd_create("jump-host-key", MFD_CLOEXEC);
+  if (fd < 0) throw std::runtime_error(std::string("memfd_create: ") + std::strerror(errno));
+  std::string text;
+  const std::string path = "/proc/self/fd/" + std::to_string(fd);
+  if (ssh_pki_export_privkey_file(key, nullptr, nullptr, nullptr, path.c_str()) == SSH_OK) {
+    char buf[4096];
+    for (off_t at = 0;;) {
+      const ssize_t n = ::pread(fd, buf, sizeof buf, at);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      text.append(buf, static_cast<std::size_t>(n));
+      at += n;
+    }
+  }
+  ::close(fd);
+  if (text.empty()) throw std::runtime_error("libssh could not export the key");
+  return text;
+}
+
 // Writes `text` to `file` so that it is either the old file or the whole new one, never a part:
 // a temp file in the same directory (0600 from its creation), fsync, rename, fsync the directory.
 void write_file_atomically(const std::filesystem::path& file, const std::string& text) {
@@ -124,25 +149,20 @@ void ensure_generated_host_key(const std::filesystem::path& file) {
                               ", or set jump.host_keys to a key made with `" + keygen_command(file) + "`");
   };
   ssh_key key = nullptr;
-  char* text = nullptr;
   try {
     std::error_code ec;
     std::filesystem::create_directories(file.parent_path(), ec);
     if (ec) throw cannot("cannot create the directory: " + ec.message());
     if (ssh_pki_generate(SSH_KEYTYPE_ED25519, 0, &key) != SSH_OK) throw cannot("generating an ed25519 key failed");
-    if (ssh_pki_export_privkey_base64(key, nullptr, nullptr, nullptr, &text) != SSH_OK)
-      throw cannot("exporting the key failed");
     try {
-      write_file_atomically(file, text);
+      write_file_atomically(file, export_private_key(key));
     } catch (const std::runtime_error& e) {
       throw cannot(e.what());
     }
   } catch (...) {
-    if (text) ssh_string_free_char(text);
     ssh_key_free(key);
     throw;
   }
-  ssh_string_free_char(text);
   if (exists) {
     spdlog::warn("jump: host key {} was unusable ({}): generated a new one in its place; clients that "
                  "knew the old key will see a host key change (its fingerprint follows)",

@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace spark::gateway {
@@ -60,8 +61,13 @@ TEST(ChildProcess, InheritsOnlyStdinStdoutAndStderr) {
   InheritableFds held;
   for (int fd : held.fds) ASSERT_GE(fd, 3);
   ChildProcess child({"sleep", "30"}, fs::temp_directory_path(), "fd-test");
-  // The constructor returns once exec has happened (the report pipe closed on exec).
-  EXPECT_EQ(open_fds_of(child.pid()), (std::set<int>{0, 1, 2}));
+  // The constructor returns once exec has happened (the report pipe closed on exec), but the
+  // dynamic loader of `sleep` may still have a library open for a moment: an inherited fd stays.
+  const std::set<int> stdio{0, 1, 2};
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (open_fds_of(child.pid()) != stdio && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(open_fds_of(child.pid()), stdio);
   EXPECT_EQ(target_of(child.pid(), 0), "/dev/null");
   EXPECT_THAT(target_of(child.pid(), 1), ::testing::StartsWith("pipe:"));
   EXPECT_EQ(target_of(child.pid(), 2), target_of(child.pid(), 1));
