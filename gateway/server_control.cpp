@@ -130,7 +130,7 @@ ControlOutcome Server::keep_awake(const std::string& name, std::optional<config:
     if (!s) return not_found();
     const auto now = std::chrono::system_clock::now();
     std::optional<activity::TimePoint> until;
-    if (hold) until = now + *hold;
+    if (hold) until = activity::saturating_add(now, *hold);  // durations are bounded; time is too
     activity_.set_keep_awake(name, until, now);
     spdlog::info("spark {}: keep-awake {}", name,
                  hold ? "for " + config::format_duration(*hold) : std::string("cleared"));
