@@ -300,9 +300,62 @@ ServicesConfig read_services(Reader& r, const json& s, const std::string& p) {
   return out;
 }
 
+// "10:30:100" (start:rate:full) or "10" (start and full: every connection beyond is refused), as
+// OpenSSH's MaxStartups.
+std::optional<MaxStartups> read_max_startups(Reader& r, const json& j, const std::string& path) {
+  auto text = r.string(j, "max_startups", path, false);
+  if (!text) return std::nullopt;
+  const auto bad = [&](const std::string& why) {
+    r.problem(path, "\"" + *text + "\": " + why);
+    return std::nullopt;
+  };
+  std::vector<int> parts;
+  for (std::size_t at = 0; at <= text->size();) {
+    const auto colon = std::min(text->find(':', at), text->size());
+    const auto part = text->substr(at, colon - at);
+    if (part.empty() || part.size() > 6 || part.find_first_not_of("0123456789") != std::string::npos)
+      return bad("expected start:rate:full (like \"10:30:100\") or one number");
+    parts.push_back(std::stoi(part));
+    at = colon + 1;
+  }
+  if (parts.size() != 1 && parts.size() != 3) return bad("expected start:rate:full (like \"10:30:100\") or one number");
+  MaxStartups m{parts[0], 100, parts[0]};
+  if (parts.size() == 3) m = MaxStartups{parts[0], parts[1], parts[2]};
+  if (m.start < 1) return bad("start must be at least 1");
+  if (m.rate < 1 || m.rate > 100) return bad("rate is a percentage from 1 to 100");
+  if (m.full < m.start) return bad("full must be at least start");
+  return m;
+}
+
+// false, or {"authfail": "5s", "noauth": "1s", "grace_exceeded": "10s", "min": "15s", "max": "10m"}
+// (keys left out keep these defaults), as OpenSSH's PerSourcePenalties.
+std::optional<SourcePenalties> read_penalties(Reader& r, const json& j, const std::string& path) {
+  const json* v = j.contains("per_source_penalties") ? &j.at("per_source_penalties") : nullptr;
+  if (!v) return std::nullopt;
+  SourcePenalties out;
+  if (v->is_boolean()) {
+    out.enabled = v->get<bool>();
+    return out;
+  }
+  if (!v->is_object()) {
+    r.problem(path, R"(expected false, true or an object like {"authfail": "5s", "noauth": "1s", "grace_exceeded": "10s", "min": "15s", "max": "10m"})");
+    return std::nullopt;
+  }
+  r.reject_unknown_keys(*v, path, {"authfail", "noauth", "grace_exceeded", "min", "max"});
+  if (auto d = r.duration(*v, "authfail", path + ".authfail")) out.authfail = *d;
+  if (auto d = r.duration(*v, "noauth", path + ".noauth")) out.noauth = *d;
+  if (auto d = r.duration(*v, "grace_exceeded", path + ".grace_exceeded")) out.grace_exceeded = *d;
+  if (auto d = r.duration(*v, "min", path + ".min")) out.min = *d;
+  if (auto d = r.duration(*v, "max", path + ".max")) out.max = *d;
+  if (out.max < out.min) r.problem(path + ".max", "must be at least min (" + format_duration(out.min) + ")");
+  if (out.max > Duration(std::chrono::hours(24))) r.problem(path + ".max", "must be at most 24h");
+  return out;
+}
+
 std::optional<JumpConfig> read_jump(Reader& r, const json& j, const Config& cfg) {
   const std::string p = "jump";
-  r.reject_unknown_keys(j, p, {"listen", "host_keys", "authorized_keys", "sparks", "max_sessions", "login_grace"});
+  r.reject_unknown_keys(j, p, {"listen", "host_keys", "authorized_keys", "sparks", "max_sessions", "login_grace",
+                               "max_startups", "per_source_penalties"});
   JumpConfig out;
   out.keepalive = cfg.default_keepalive;
   auto listen = r.address(j, "listen", p + ".listen");
@@ -335,6 +388,8 @@ std::optional<JumpConfig> read_jump(Reader& r, const json& j, const Config& cfg)
     r.problem(p, "give authorized_keys and/or sparks.NAME.authorized_keys: nobody could log in");
   if (auto n = r.count(j, "max_sessions", p + ".max_sessions")) out.max_sessions = *n;
   if (auto d = r.duration(j, "login_grace", p + ".login_grace")) out.login_grace = *d;
+  if (auto m = read_max_startups(r, j, p + ".max_startups")) out.max_startups = *m;
+  if (auto penalties = read_penalties(r, j, p + ".per_source_penalties")) out.penalties = *penalties;
   if (!listen) return std::nullopt;
   out.listen = *listen;
   return out;

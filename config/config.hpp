@@ -88,6 +88,28 @@ struct AdminConfig {
   friend bool operator==(const AdminConfig&, const AdminConfig&) = default;
 };
 
+// OpenSSH's MaxStartups for the jump host: from `start` unauthenticated connections on, a new
+// one is refused with probability `rate`% rising linearly to 100% at `full` (docs/jump-host.md).
+struct MaxStartups {
+  int start = 10;
+  int rate = 30;   // percent
+  int full = 100;
+  friend bool operator==(const MaxStartups&, const MaxStartups&) = default;
+};
+
+// OpenSSH's PerSourcePenalties: a source address whose connections fail to log in collects
+// penalty time; once it holds more than `min`, its new connections are refused until the time
+// runs out (at most `max` ahead).
+struct SourcePenalties {
+  bool enabled = true;
+  Duration authfail{std::chrono::seconds(5)};         // a connection that failed to authenticate
+  Duration noauth{std::chrono::seconds(1)};           // one that ended without trying
+  Duration grace_exceeded{std::chrono::seconds(10)};  // one that outlived login_grace
+  Duration min{std::chrono::seconds(15)};
+  Duration max{std::chrono::minutes(10)};
+  friend bool operator==(const SourcePenalties&, const SourcePenalties&) = default;
+};
+
 // The jump host (docs/jump-host.md): `ssh -J brave-dolphin@gw brave-dolphin`. Public keys only;
 // a key opens the sparks of the global list plus those whose own list has it.
 struct JumpConfig {
@@ -95,8 +117,11 @@ struct JumpConfig {
   std::vector<std::filesystem::path> host_keys;  // empty: one ed25519 key made in state_dir
   std::optional<std::filesystem::path> authorized_keys;  // keys allowed for every spark
   std::map<std::string, std::filesystem::path> spark_authorized_keys;  // per spark
-  int max_sessions = 256;        // sessions at once (each has a thread while it lives)
+  // Jump connections at once, logging in or logged in (a thread each only once logged in).
+  int max_sessions = 256;
   Duration login_grace{std::chrono::seconds(30)};  // key exchange + authentication, wake excluded
+  MaxStartups max_startups;        // unauthenticated connections (all on one thread)
+  SourcePenalties penalties;       // "per_source_penalties"
   // A copy of `defaults.keepalive`, for the login's own connection (it names its spark only
   // after authentication), and for its upstream unless the gateway gives the spark's own.
   TcpKeepalive keepalive;
