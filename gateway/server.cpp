@@ -263,41 +263,16 @@ awaitable<void> Server::accept_loop(std::shared_ptr<Listener> listener) {
       co_await t.async_wait(use_awaitable);
       continue;
     }
-    if (auto why = refusal_reason(*listener->spark); !why.empty()) {
-      listener->spark->metrics().count_connection(ConnectionOutcome::rejected);
-      log_refusal("spark " + listener->spark->name(), peer.address().to_string(), why);  // one line per 10 s
-      continue;  // the socket closes here
-    }
+    if (admission_.refuse(*listener->spark, peer.address().to_string())) continue;  // the socket closes here
     auto connection = std::make_shared<Connection>(listener->spark, std::move(socket), peer, connections_, worker);
     asio::co_spawn(io_, connection->run(), asio::detached);
   }
 }
 
-std::string Server::refusal_reason(const Spark& spark) const {
-  const auto& c = spark.config();
-  const bool will_wait = spark.state() != SparkState::running;
-  // Every spark has its caps, its own or the defaults (discovered sparks too): one spark must not
-  // fill the gateway-wide ones for every other.
-  const int max_connections = c.max_connections.value_or(cfg_.default_max_connections);
-  const int max_waiting = c.max_waiting.value_or(cfg_.default_max_waiting);
-  if (spark.open_connections() >= max_connections)
-    return config::counted(spark.open_connections(), "connection") + " open (" +
-           (c.max_connections ? "sparks[].max_connections " : "defaults.max_connections ") +
-           std::to_string(max_connections) + ")";
-  if (will_wait && spark.waiting_connections() >= max_waiting)
-    return config::counted(spark.waiting_connections(), "connection") + " waiting for its wake (" +
-           (c.max_waiting ? "sparks[].max_waiting " : "defaults.max_waiting ") + std::to_string(max_waiting) + ")";
-  if (static_cast<int>(connections_.size()) >= cfg_.max_connections)
-    return config::counted(connections_.size(), "connection") + " open in the gateway (limits.max_connections " +
-           std::to_string(cfg_.max_connections) + ")";
-  if (will_wait) {
-    int waiting = 0;
-    for (const auto& [name, s] : sparks_) waiting += s->waiting_connections();
-    if (waiting >= cfg_.max_waiting)
-      return config::counted(waiting, "connection") + " waiting for wakes in the gateway (limits.max_waiting " +
-             std::to_string(cfg_.max_waiting) + ")";
-  }
-  return {};
+int Server::waiting_for_wakes() const {
+  int waiting = 0;
+  for (const auto& [name, s] : sparks_) waiting += s->waiting_connections();
+  return waiting;
 }
 
 awaitable<void> Server::reaper_loop() {

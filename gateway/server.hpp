@@ -13,6 +13,7 @@
 #include "config/config.hpp"
 #include "gateway/admin/admin_server.hpp"
 #include "gateway/admin/gateway_control.hpp"
+#include "gateway/admission.hpp"
 #include "gateway/asio.hpp"
 #include "gateway/connection.hpp"
 #include "gateway/data_plane.hpp"
@@ -46,9 +47,10 @@ class Server final : public GatewayControl, public JumpGateway {
   bool ready() override;
   bool leads_reaper() override;
 
-  // JumpGateway (server_jump.cpp): called from jump-host session threads.
+  // JumpGateway (server_jump.cpp): called from the jump host's login and session threads.
   std::optional<SparkInfo> find_spark(const std::string& name) override;
-  void connect_upstream(const std::string& name, std::string cause,
+  void find_spark_async(const std::string& name, std::function<void(std::optional<SparkInfo>)> done) override;
+  void connect_upstream(const std::string& name, const std::string& peer,
                         std::shared_ptr<UpstreamHandoff> handoff) override;
   void upstream_ended(const std::string& name, std::uint64_t client_to_spark,
                       std::uint64_t spark_to_client, ConnectionEnd end) override;
@@ -76,14 +78,14 @@ class Server final : public GatewayControl, public JumpGateway {
   // Connects to the cluster and starts discovering sparks (kubernetes section). Throws.
   void start_kubernetes();
   static std::string default_identity();
-  awaitable<void> jump_connect(std::string name, std::string cause, std::shared_ptr<UpstreamHandoff> handoff);
+  awaitable<void> jump_connect(std::string name, std::string peer, std::shared_ptr<UpstreamHandoff> handoff);
+  std::optional<SparkInfo> spark_info(const std::string& name);  // main loop only
   void apply_discovered(k8s::DiscoveredSparks found);
   std::shared_ptr<Listener> open_listener(const config::Address& address);
   int data_threads() const;  // limits.data_threads, or one per core
 
   awaitable<void> accept_loop(std::shared_ptr<Listener> listener);
-  // Why a new connection to `spark` must be refused (a limit is reached), or empty.
-  std::string refusal_reason(const Spark& spark) const;
+  int waiting_for_wakes() const;  // every spark's connections waiting for a wake
   awaitable<void> reaper_loop();
   awaitable<void> follow_loop();
   awaitable<void> flush_loop();
@@ -109,6 +111,10 @@ class Server final : public GatewayControl, public JumpGateway {
   std::map<std::string, std::shared_ptr<Spark>> sparks_;         // by name
   std::map<std::string, std::shared_ptr<Listener>> listeners_;   // by listen address
   ConnectionRegistry connections_;
+  std::size_t jump_open_ = 0;  // jump connections admitted and not ended yet (main loop)
+  // One admission for both ways in (accept_loop, jump_connect).
+  ConnectionAdmission admission_{cfg_, {[this] { return connections_.size() + jump_open_; },
+                                        [this] { return waiting_for_wakes(); }}};
   // Pipes for splice(2): 2 fds each, so bounded well below the fd limit; bulk flows beyond
   // this many fall back to read/write. Reset first on destruction (joins its threads).
   static constexpr std::size_t kMaxPipes = 256;

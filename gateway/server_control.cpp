@@ -147,19 +147,7 @@ bool Server::leads_reaper() { return !elector_ || elector_->is_leader(); }
 
 std::optional<JumpGateway::SparkInfo> Server::find_spark(const std::string& name) {
   try {
-    return on_main_loop([this, name]() -> std::optional<SparkInfo> {
-      const auto spark = find(name);
-      if (!spark) return std::nullopt;
-      SparkInfo info;
-      info.target_port = spark->config().target().port;
-      info.running = spark->state() == SparkState::running;
-      info.keepalive = spark->config().keepalive;
-      if (spark->state() == SparkState::sleeping) {
-        const auto asleep = std::chrono::system_clock::now() - spark->asleep_since();
-        info.asleep_for = config::format_duration(std::chrono::duration_cast<std::chrono::milliseconds>(asleep));
-      }
-      return info;
-    });
+    return on_main_loop([this, name] { return spark_info(name); });
   } catch (const std::exception&) {
     return std::nullopt;  // the data plane is shutting down
   }

@@ -1,45 +1,79 @@
-// Server's JumpGateway: how jump-host sessions (libssh threads) reach sparks (find_spark is in
-// server_control.cpp, beside the other blocking data-plane calls). Every spark access hops onto
-// the main loop; the upstream connection comes from the same single-flight
-// wake as the TCP path and is handed over as a file descriptor.
+// Server's JumpGateway: how jump-host sessions (libssh threads) reach sparks. Every spark access
+// hops onto the main loop. A jump login passes the same admission as a TCP connection
+// (Admission: the same caps, a refusal counted and logged the same way) and is then counted,
+// woken and connected like one: the upstream comes from the same single-flight wake and is
+// handed over as a file descriptor.
 #include <unistd.h>
 
+#include "config/duration.hpp"
 #include "gateway/server.hpp"
 
 namespace spark::gateway {
 
-void Server::connect_upstream(const std::string& name, std::string cause, std::shared_ptr<UpstreamHandoff> handoff) {
-  asio::post(io_, [this, name, cause = std::move(cause), handoff = std::move(handoff)]() mutable {
-    asio::co_spawn(io_, jump_connect(name, std::move(cause), std::move(handoff)), asio::detached);
+std::optional<JumpGateway::SparkInfo> Server::spark_info(const std::string& name) {
+  const auto spark = find(name);
+  if (!spark) return std::nullopt;
+  SparkInfo info;
+  info.target_port = spark->config().target().port;
+  info.running = spark->state() == SparkState::running;
+  info.keepalive = spark->config().keepalive;
+  if (spark->state() == SparkState::sleeping) {
+    const auto asleep = std::chrono::system_clock::now() - spark->asleep_since();
+    info.asleep_for = config::format_duration(std::chrono::duration_cast<std::chrono::milliseconds>(asleep));
+  }
+  return info;
+}
+
+void Server::find_spark_async(const std::string& name, std::function<void(std::optional<SparkInfo>)> done) {
+  asio::post(io_, [this, name, done = std::move(done)] { done(spark_info(name)); });
+}
+
+void Server::connect_upstream(const std::string& name, const std::string& peer, std::shared_ptr<UpstreamHandoff> handoff) {
+  asio::post(io_, [this, name, peer, handoff = std::move(handoff)]() mutable {
+    asio::co_spawn(io_, jump_connect(name, peer, std::move(handoff)), asio::detached);
   });
 }
 
-awaitable<void> Server::jump_connect(std::string name, std::string cause, std::shared_ptr<UpstreamHandoff> handoff) {
+awaitable<void> Server::jump_connect(std::string name, std::string peer, std::shared_ptr<UpstreamHandoff> handoff) {
   const auto spark = find(name);
   if (!spark) {
     handoff->deliver(-1, "no spark named " + name);
     co_return;
   }
+  // Decided and counted in one turn of the main loop, as accept_loop does: no other connection
+  // can slip in between.
+  if (auto why = stopping_ ? std::optional<std::string>("the gateway is shutting down") : admission_.refuse(*spark, peer)) {
+    handoff->refuse(*why);
+    co_return;
+  }
+  ++jump_open_;
   spark->connection_opened();  // like a TCP connection: activity, and awake while it is open
+  handoff->admit();
   std::optional<tcp::socket> upstream;
   std::string error;
+  std::optional<ConnectionOutcome> failed;  // counted as Connection::run counts them
   try {
-    upstream.emplace(co_await spark->connect_upstream(std::move(cause)));
+    upstream.emplace(co_await spark->connect_upstream("a jump login from " + peer));
+  } catch (const UpstreamError& e) {
+    failed = ConnectionOutcome::upstream_failed;
+    error = e.what();
+  } catch (const WakeError& e) {
+    failed = ConnectionOutcome::wake_failed;
+    error = e.what();
   } catch (const std::exception& e) {
     error = e.what();
   }
-  if (!upstream) {
-    spark->metrics().count_connection(ConnectionOutcome::wake_failed);
-    spark->connection_closed();
+  if (failed) spark->metrics().count_connection(*failed);
+  if (upstream) {
+    spark->metrics().count_connection(ConnectionOutcome::spliced);
+    const int fd = upstream->release();
+    if (handoff->deliver(fd, {})) co_return;  // the session owns it now; upstream_ended() ends it
+    ::close(fd);  // the login went away meanwhile
+  } else {
     handoff->deliver(-1, error);
-    co_return;
   }
-  spark->metrics().count_connection(ConnectionOutcome::spliced);
-  const int fd = upstream->release();
-  if (!handoff->deliver(fd, {})) {  // the login went away meanwhile
-    ::close(fd);
-    spark->connection_closed();
-  }
+  --jump_open_;
+  spark->connection_closed();
 }
 
 void Server::upstream_closed(const std::string& name, std::uint64_t client_to_spark, std::uint64_t spark_to_client) {
@@ -49,6 +83,7 @@ void Server::upstream_closed(const std::string& name, std::uint64_t client_to_sp
 void Server::upstream_ended(const std::string& name, std::uint64_t client_to_spark,
                             std::uint64_t spark_to_client, ConnectionEnd end) {
   asio::post(io_, [this, name, client_to_spark, spark_to_client, end] {
+    --jump_open_;
     const auto spark = find(name);
     if (!spark) return;
     spark->metrics().bytes_client_to_spark.Increment(static_cast<double>(client_to_spark));

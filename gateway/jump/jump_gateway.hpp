@@ -5,6 +5,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -15,25 +16,37 @@
 
 namespace spark::gateway {
 
-// One upstream connection on its way from the data plane to a jump session.
+// One upstream connection on its way from the data plane to a jump session: first the
+// admission's answer (the same caps as a TCP connection), then the socket or the reason.
 class UpstreamHandoff {
  public:
   ~UpstreamHandoff();
+  // Data plane: the connection passed admission; it counts as open and waits for its spark.
+  void admit();
+  // Data plane: the admission refused it (`why`: which cap); nothing was opened or counted.
+  void refuse(std::string why);
   // Data plane: a connected socket (fd >= 0, now owned here) or why there is none. Returns false
   // when the session already gave up: the caller then closes `fd` and ends the connection.
   bool deliver(int fd, std::string error);
-  // Jump session: waits up to `timeout`; true once delivered.
+  // Jump session: waits up to `timeout` for the admission's answer (admitted, refused, or
+  // already delivered); true once it came.
+  bool wait_for_admission(std::chrono::milliseconds timeout);
+  // Jump session: waits up to `timeout`; true once delivered (or refused).
   bool wait_for(std::chrono::milliseconds timeout);
   // After delivery: the socket (the caller owns it from now on), or -1 with error() set.
   int take_fd();
   std::string error() const;
+  // Whether the admission refused it; error() says why.
+  bool refused() const;
   // The session is gone: whatever arrives later is closed by deliver()'s caller. Returns true
   // if a socket had already arrived (closed here; the caller reports upstream_closed()).
   bool abandon();
 
  private:
   mutable std::mutex mu_;
-  std::condition_variable delivered_;
+  std::condition_variable changed_;
+  bool admitted_ = false;
+  bool refused_ = false;
   bool done_ = false;
   bool abandoned_ = false;
   int fd_ = -1;
@@ -52,10 +65,17 @@ class JumpGateway {
     std::optional<config::TcpKeepalive> keepalive;
   };
   virtual std::optional<SparkInfo> find_spark(const std::string& name) = 0;
+  // The same without waiting, for the jump host's one thread of logins, which must never wait
+  // on the data plane: `done` runs later on a thread of the gateway's choosing (the caller
+  // posts the answer home).
+  virtual void find_spark_async(const std::string& name, std::function<void(std::optional<SparkInfo>)> done) {
+    done(find_spark(name));
+  }
 
-  // Opens a connection to the spark as the TCP path does (it counts as an open connection,
-  // waking the spark if needed); the socket or the reason arrives in `handoff`.
-  virtual void connect_upstream(const std::string& name, std::string cause,
+  // Opens a connection to the spark as the TCP path does: the same admission (caps, a refusal
+  // counted and logged the same way), then it counts as an open connection, waking the spark if
+  // needed. `peer` is the client's address. The answers arrive in `handoff`.
+  virtual void connect_upstream(const std::string& name, const std::string& peer,
                                 std::shared_ptr<UpstreamHandoff> handoff) = 0;
   // A session whose upstream was delivered has ended: the connection closes, bytes are counted.
   virtual void upstream_closed(const std::string& name, std::uint64_t client_to_spark,

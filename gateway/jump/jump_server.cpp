@@ -4,32 +4,52 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <fcntl.h>
-#include <poll.h>
+#include <pthread.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <stdexcept>
+#include <system_error>
 
+#include "config/duration.hpp"
 #include "gateway/jump/jump_session.hpp"
 #include "gateway/observability/rate_limited_log.hpp"
 
 namespace spark::gateway {
 namespace {
 
-// "10.0.0.7", for refusal lines.
-std::string client_address(int fd) {
-  sockaddr_storage addr{};
-  socklen_t len = sizeof addr;
+using namespace std::chrono_literals;
+
+// How long accept waits after running out of descriptors (or memory), as the TCP listeners do.
+constexpr auto kAcceptBackoff = 100ms;
+// Connections taken per readiness wake-up before the logins get a turn.
+constexpr int kAcceptBurst = 64;
+constexpr auto kReapEvery = 5s;
+
+// "10.0.0.7" (an IPv4-mapped IPv6 address as IPv4), for the gate and the log.
+std::string address_text(const sockaddr_storage& addr) {
   char host[INET6_ADDRSTRLEN] = "an unknown address";
-  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    const void* ip = addr.ss_family == AF_INET6 ? static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(&addr)->sin6_addr)
-                                                : static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(&addr)->sin_addr);
-    ::inet_ntop(addr.ss_family == AF_INET6 ? AF_INET6 : AF_INET, ip, host, sizeof host);
+  if (addr.ss_family == AF_INET6) {
+    const auto& a6 = reinterpret_cast<const sockaddr_in6&>(addr).sin6_addr;
+    if (IN6_IS_ADDR_V4MAPPED(&a6)) {
+      ::inet_ntop(AF_INET, &a6.s6_addr[12], host, sizeof host);
+    } else {
+      ::inet_ntop(AF_INET6, &a6, host, sizeof host);
+    }
+  } else if (addr.ss_family == AF_INET) {
+    ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in&>(addr).sin_addr, host, sizeof host);
   }
   return host;
+}
+
+// Sources whose penalty became active: a line at once, then a count per 10 s.
+RateLimitedLog& penalty_log() {
+  static RateLimitedLog log("penalized", "source", kRefusalLogInterval);
+  return log;
 }
 
 // What OpenSSH's own tool would make; the fix every host key error suggests.
@@ -60,7 +80,8 @@ ssh_key import_host_key(const std::filesystem::path& file, std::string& why) {
   return key;
 }
 
-void log_host_key(const std::filesystem::path& file, bool configured) {
+// The host key in `file`, its fingerprint logged; throws with the fix if it cannot be used.
+ssh_key load_host_key(const std::filesystem::path& file, bool configured) {
   std::string why;
   ssh_key key = import_host_key(file, why);
   if (!key) {
@@ -70,7 +91,7 @@ void log_host_key(const std::filesystem::path& file, bool configured) {
                                          : "delete it to have a new one generated"));
   }
   spdlog::info("jump: host key {} {}", ssh_key_type_to_char(ssh_key_type(key)), fingerprint(key));
-  ssh_key_free(key);
+  return key;
 }
 
 // The key in OpenSSH's private key format. Not ssh_pki_export_privkey_base64: it strndup()s a
@@ -182,22 +203,48 @@ std::vector<std::filesystem::path> JumpServer::host_key_files(const config::Jump
 }
 
 JumpServer::JumpServer(config::JumpConfig cfg, const std::filesystem::path& state_dir, JumpGateway& gateway)
-    : cfg_(std::move(cfg)), access_(JumpAccess::load(cfg_)), gateway_(gateway) {
+    : cfg_(std::move(cfg)),
+      access_(JumpAccess::load(cfg_)),
+      gateway_(gateway),
+      gate_(cfg_.max_startups, cfg_.penalties, cfg_.max_sessions),
+      shared_{io_, nullptr, access_, gateway_, cfg_} {
   ssh_init();
   bind_ = ssh_bind_new();
-  const auto host = cfg_.listen.host;
-  const auto port = std::to_string(cfg_.listen.port);
-  ssh_bind_options_set(bind_, SSH_BIND_OPTIONS_BINDADDR, host.c_str());
-  ssh_bind_options_set(bind_, SSH_BIND_OPTIONS_BINDPORT_STR, port.c_str());
-  for (const auto& file : host_key_files(cfg_, state_dir)) {
-    log_host_key(file, !cfg_.host_keys.empty());
-    if (ssh_bind_options_set(bind_, SSH_BIND_OPTIONS_HOSTKEY, file.c_str()) != SSH_OK)
-      throw std::runtime_error("jump: host key " + file.string() + ": " + ssh_get_error(bind_));
-  }
-  if (ssh_bind_listen(bind_) != SSH_OK) {
-    const std::string why = ssh_get_error(bind_);
+  shared_.bind = bind_;
+  try {
+    // The keys go into the bind now (its sessions copy them), so a bad one stops the start.
+    for (const auto& file : host_key_files(cfg_, state_dir)) {
+      ssh_key key = load_host_key(file, !cfg_.host_keys.empty());
+      if (ssh_bind_options_set(bind_, SSH_BIND_OPTIONS_IMPORT_KEY, key) != SSH_OK) {
+        ssh_key_free(key);
+        throw std::runtime_error("jump: host key " + file.string() + ": " + ssh_get_error(bind_));
+      }
+    }
+    // The listener is the gateway's own, as the TCP listeners' are (libssh's listens with a
+    // backlog of 10, and bursts lost their SYNs); accepted sockets go to libssh by descriptor.
+    auto fail = [this](const std::string& why) {
+      return std::runtime_error("jump: cannot listen on " + cfg_.listen.to_string() + ": " + why);
+    };
+    error_code ec;
+    const auto address = asio::ip::make_address(cfg_.listen.host, ec);
+    if (ec) throw fail(ec.message());
+    const tcp::endpoint endpoint(address, static_cast<unsigned short>(cfg_.listen.port));
+    // Close-on-exec from the start: a child the gateway starts must not inherit the port.
+    const int fd = ::socket(endpoint.protocol().family(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, IPPROTO_TCP);
+    if (fd < 0) throw fail(std::strerror(errno));
+    acceptor_.assign(endpoint.protocol(), fd, ec);
+    if (ec) {
+      ::close(fd);
+      throw fail(ec.message());
+    }
+    acceptor_.set_option(tcp::acceptor::reuse_address(true), ec);
+    if (!ec) acceptor_.bind(endpoint, ec);
+    if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) throw fail(ec.message());
+  } catch (...) {
     ssh_bind_free(bind_);
-    throw std::runtime_error("jump: cannot listen on " + cfg_.listen.to_string() + ": " + why);
+    bind_ = nullptr;
+    throw;
   }
 }
 
@@ -207,16 +254,43 @@ JumpServer::~JumpServer() {
 }
 
 void JumpServer::start() {
-  acceptor_ = std::thread([this] { accept_loop(); });
+  asio::co_spawn(io_, accept_loop(), asio::detached);
+  asio::co_spawn(io_, reap_loop(), asio::detached);
+  login_thread_ = std::thread([this] {
+    ::pthread_setname_np(::pthread_self(), "jump-logins");
+    io_.run();
+  });
   spdlog::info("jump: listening on {} (public keys only; ssh -J NAME@gateway NAME)", cfg_.listen.to_string());
 }
 
-void JumpServer::stop_accepting() { accepting_ = false; }
+void JumpServer::close_logins() {
+  auto logins = logins_;  // each close() removes itself from logins_
+  for (auto& login : logins) login->close(StartupGate::End::dropped);
+}
+
+void JumpServer::stop_accepting() {
+  asio::post(io_, [this] {
+    error_code ignored;
+    acceptor_.close(ignored);
+    close_logins();
+  });
+}
 
 void JumpServer::stop() {
-  accepting_ = false;
   stopping_ = true;
-  if (acceptor_.joinable()) acceptor_.join();
+  if (login_thread_.joinable()) {
+    asio::post(io_, [this] {
+      error_code ignored;
+      acceptor_.close(ignored);
+      close_logins();
+      io_.stop();
+    });
+    login_thread_.join();
+  } else {
+    error_code ignored;
+    acceptor_.close(ignored);
+    close_logins();
+  }
   std::lock_guard lock(workers_mu_);
   for (auto& w : workers_)
     if (w.thread.joinable()) w.thread.join();
@@ -235,36 +309,128 @@ void JumpServer::reap_finished_workers() {
   }
 }
 
-void JumpServer::accept_loop() {
-  pollfd p{ssh_bind_get_fd(bind_), POLLIN, 0};
+awaitable<void> JumpServer::reap_loop() {
+  asio::steady_timer timer(io_);
   while (!stopping_) {
+    timer.expires_after(kReapEvery);
+    error_code ec;
+    co_await timer.async_wait(asio::redirect_error(use_awaitable, ec));
+    if (ec) co_return;
     reap_finished_workers();
-    if (::poll(&p, 1, 200) <= 0 || !(p.revents & POLLIN)) continue;
-    ssh_session session = ssh_new();
-    if (ssh_bind_accept(bind_, session) != SSH_OK) {
-      spdlog::warn("jump: accept failed: {}", ssh_get_error(bind_));
-      ssh_free(session);
-      continue;
+  }
+}
+
+awaitable<void> JumpServer::accept_loop() {
+  asio::steady_timer backoff(io_);
+  std::optional<std::chrono::steady_clock::time_point> failing_since;
+  while (acceptor_.is_open()) {
+    error_code ec;
+    co_await acceptor_.async_wait(tcp::acceptor::wait_read, asio::redirect_error(use_awaitable, ec));
+    if (ec || !acceptor_.is_open()) co_return;
+    for (int i = 0; i < kAcceptBurst && acceptor_.is_open(); ++i) {
+      sockaddr_storage addr{};
+      socklen_t len = sizeof addr;
+      // accept4: close-on-exec from its first moment (Asio's accept is not), non-blocking for libssh.
+      const int fd = ::accept4(acceptor_.native_handle(), reinterpret_cast<sockaddr*>(&addr), &len,
+                               SOCK_CLOEXEC | SOCK_NONBLOCK);
+      if (fd >= 0) {
+        if (failing_since) {
+          spdlog::info("jump: accepting connections again (accept failed for {})",
+                       config::format_duration(std::chrono::duration_cast<std::chrono::milliseconds>(
+                           std::chrono::steady_clock::now() - *failing_since)));
+          failing_since.reset();
+        }
+        admit(fd, address_text(addr));
+        continue;
+      }
+      const int err = errno;
+      if (err == EINTR || err == ECONNABORTED) continue;
+      if (err == EAGAIN || err == EWOULDBLOCK) break;
+      // Out of descriptors or memory: the listener stays readable, so pause instead of spinning,
+      // and say so once, not at every try.
+      if (!failing_since) {
+        spdlog::warn("jump: accept failed: {}; retrying every {} ms", std::strerror(err), kAcceptBackoff.count());
+        failing_since = std::chrono::steady_clock::now();
+      }
+      backoff.expires_after(kAcceptBackoff);
+      co_await backoff.async_wait(asio::redirect_error(use_awaitable, ec));
+      break;
     }
-    if (!accepting_ || sessions_ >= cfg_.max_sessions) {
-      // A line at once, then a count per 10 s: floods are refused by the thousand.
-      log_refusal("jump", client_address(ssh_get_fd(session)),
-                  accepting_ ? "max_sessions (" + std::to_string(cfg_.max_sessions) + ") reached" : "shutting down");
-      ssh_free(session);  // closes the socket
-      continue;
+  }
+}
+
+void JumpServer::admit(int fd, const std::string& peer) {
+  const auto now = StartupGate::Clock::now();
+  const auto decision = gate_.decide(peer, sessions_, now);
+  if (decision.kind == StartupGate::Decision::Kind::refuse) {
+    ::close(fd);
+    log_refusal("jump", peer, decision.why);  // a line at once, then a count per 10 s
+    return;
+  }
+  if (decision.kind == StartupGate::Decision::Kind::admit_after_eviction) {
+    for (auto& login : logins_) {
+      if (login->peer() != decision.evict) continue;
+      log_refusal("jump", decision.evict,
+                  "closed a connection not logged in yet to make room for " + peer + " (" + decision.evict +
+                      " holds the most: " + std::to_string(gate_.unauthenticated_from(decision.evict)) + ")");
+      login->close(StartupGate::End::evicted);  // the oldest: logins_ is in arrival order
+      break;
     }
-    ++sessions_;
-    auto done = std::make_shared<std::atomic<bool>>(false);
-    std::lock_guard lock(workers_mu_);
+  }
+  tcp::socket socket(io_);
+  error_code ec;
+  sockaddr_storage local{};
+  socklen_t len = sizeof local;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len);
+  socket.assign(local.ss_family == AF_INET6 ? tcp::v6() : tcp::v4(), fd, ec);
+  if (ec) {
+    ::close(fd);
+    return;
+  }
+  gate_.started(peer);
+  auto login = std::make_shared<JumpLogin>(shared_, std::move(socket), peer,
+                                           [this](JumpLogin& l, StartupGate::End how, std::optional<ProvenLogin> proven) {
+                                             login_ended(l, how, std::move(proven));
+                                           });
+  logins_.push_back(login);
+  login->start();
+}
+
+void JumpServer::login_ended(JumpLogin& login, StartupGate::End how, std::optional<ProvenLogin> proven) {
+  logins_.remove_if([&login](const auto& l) { return l.get() == &login; });
+  const auto now = StartupGate::Clock::now();
+  if (gate_.ended(login.peer(), how, now)) {
+    const auto left = gate_.penalty_left(login.peer(), now).value_or(StartupGate::Clock::duration{});
+    const auto why = "refusing its connections for " +
+                     config::format_duration(std::chrono::round<std::chrono::seconds>(left)) +
+                     ": they keep failing to log in (the last one " + std::string(to_string(how)) +
+                     "; jump.per_source_penalties)";
+    penalty_log().record("jump", "jump: penalizing " + login.peer() + ": " + why, "last " + login.peer() + ": " + why);
+  }
+  if (proven) start_session(std::move(*proven));
+}
+
+void JumpServer::start_session(ProvenLogin login) {
+  reap_finished_workers();
+  ++sessions_;
+  auto done = std::make_shared<std::atomic<bool>>(false);
+  auto session = std::make_shared<ProvenLogin>(std::move(login));
+  std::lock_guard lock(workers_mu_);
+  try {
     workers_.push_back(Worker{std::thread([this, session, done] {
                                 {
-                                  JumpSession s(session, access_, gateway_, cfg_, stopping_);
+                                  JumpSession s(std::move(*session), gateway_, cfg_, stopping_);
                                   s.run();
                                 }
                                 --sessions_;
                                 *done = true;
                               }),
                               done});
+  } catch (const std::system_error& e) {
+    spdlog::error("jump: cannot start a thread for the session of {} ({}): {}", session->peer, session->spark, e.what());
+    ssh_message_free(session->auth);
+    ssh_free(session->session);
+    --sessions_;
   }
 }
 

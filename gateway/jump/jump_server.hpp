@@ -1,7 +1,12 @@
 #pragma once
-// The jump host's listener (libssh server API): one thread accepts, each session gets its own
-// thread (bounded by max_sessions), so libssh never blocks the Asio data plane and no libssh
-// session is ever used from two threads. See docs/jump-host.md.
+// The jump host's listener and its threads (docs/jump-host.md, "Threads"):
+//   * one login thread: an Asio io_context with the listener (a SOMAXCONN backlog, close-on-exec
+//     sockets, a back-off when descriptors run out) and every connection that has not logged in
+//     yet (JumpLogin: libssh non-blocking, driven by socket readiness). StartupGate decides who
+//     may start (MaxStartups, a fair share among sources, per-source penalties, max_sessions);
+//   * one thread per logged-in session (JumpSession), from the proven key to the end of its
+//     relay, so a slow or hostile client never blocks the Asio data plane or other sessions and
+//     no libssh session is ever used from two threads at once.
 #include <libssh/libssh.h>
 #include <libssh/server.h>
 
@@ -13,8 +18,11 @@
 #include <thread>
 
 #include "config/config.hpp"
+#include "gateway/asio.hpp"
 #include "gateway/jump/authorized_keys.hpp"
 #include "gateway/jump/jump_gateway.hpp"
+#include "gateway/jump/jump_login.hpp"
+#include "gateway/jump/startup_gate.hpp"
 
 namespace spark::gateway {
 
@@ -31,17 +39,22 @@ class JumpServer {
   ~JumpServer();
 
   void start();
-  void stop_accepting();  // new logins are refused; sessions go on
+  void stop_accepting();  // the listener closes, logins in progress end; sessions go on
   void stop();            // ends every session (each notices within ~200 ms) and joins them
 
-  int sessions() const { return sessions_; }
+  int sessions() const { return sessions_; }  // logged in
 
  private:
   struct Worker {
     std::thread thread;
     std::shared_ptr<std::atomic<bool>> done;
   };
-  void accept_loop();
+  awaitable<void> accept_loop();
+  awaitable<void> reap_loop();
+  void admit(int fd, const std::string& peer);
+  void login_ended(JumpLogin& login, StartupGate::End how, std::optional<ProvenLogin> proven);
+  void start_session(ProvenLogin login);
+  void close_logins();  // login thread
   void reap_finished_workers();
   // The host key files to use: the configured ones, or one generated into state_dir
   // (ensure_generated_host_key).
@@ -52,10 +65,15 @@ class JumpServer {
   JumpAccess access_;
   JumpGateway& gateway_;
   ssh_bind bind_ = nullptr;
-  std::atomic<bool> accepting_{true};
   std::atomic<bool> stopping_{false};
   std::atomic<int> sessions_{0};
-  std::thread acceptor_;
+  // The login thread and what only it touches.
+  asio::io_context io_{1};
+  tcp::acceptor acceptor_{io_};
+  StartupGate gate_;
+  JumpLogin::Shared shared_;
+  std::list<std::shared_ptr<JumpLogin>> logins_;  // not logged in yet, oldest first
+  std::thread login_thread_;
   std::mutex workers_mu_;
   std::list<Worker> workers_;
 };

@@ -28,18 +28,6 @@ constexpr std::size_t kMaxBacklog = 1 <<20;  // client bytes held for a slow ups
 constexpr std::size_t kReadChunk = 64 * 1024;
 constexpr auto kLingerAfterRefusal = 2s;  // waiting for the client to close after a refusal
 
-std::string peer_of(int fd) {
-  sockaddr_storage addr{};
-  socklen_t len = sizeof addr;
-  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return "an unknown peer";
-  char host[INET6_ADDRSTRLEN] = {};
-  if (addr.ss_family == AF_INET6)
-    ::inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(&addr)->sin6_addr, host, sizeof host);
-  else
-    ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(&addr)->sin_addr, host, sizeof host);
-  return host;
-}
-
 void apply_keepalive(int fd, const config::TcpKeepalive& keepalive, const std::string& what) {
   if (const auto ec = set_tcp_keepalive(fd, keepalive))
     spdlog::warn("jump: cannot set TCP keepalive on {}: {}", what, ec.message());
@@ -69,70 +57,52 @@ bool channel_reaches(const std::string& spark, const std::string& host, int port
   return first_label == spark && (port == 22 || port == target_port);
 }
 
-JumpSession::JumpSession(ssh_session session, const JumpAccess& access, JumpGateway& gateway,
-                         const config::JumpConfig& cfg, const std::atomic<bool>& stopping)
-    : session_(session), access_(access), gateway_(gateway), cfg_(cfg), stopping_(stopping) {
-  peer_ = peer_of(ssh_get_fd(session_));
-}
+JumpSession::JumpSession(ProvenLogin login, JumpGateway& gateway, const config::JumpConfig& cfg,
+                         const std::atomic<bool>& stopping)
+    : session_(login.session),
+      auth_(login.auth),
+      gateway_(gateway),
+      cfg_(cfg),
+      stopping_(stopping),
+      peer_(std::move(login.peer)),
+      spark_(std::move(login.spark)),
+      info_(std::move(login.info)),
+      key_(std::move(login.key)),
+      target_port_(info_.target_port) {}
 
 JumpSession::~JumpSession() {
   finish();
+  if (auth_) ssh_message_free(auth_);
   if (event_) ssh_event_free(event_);
   ssh_disconnect(session_);
   ssh_free(session_);
 }
 
-// -- authentication ---------------------------------------------------------------------------
-
-int JumpSession::on_auth_pubkey(ssh_session, const char* user, ssh_key key, char state, void* self) {
-  return static_cast<JumpSession*>(self)->authenticate(user ? user : "", key, state);
-}
-
-int JumpSession::authenticate(const std::string& user, ssh_key key, char state) {
-  if (refused_ || authenticated_) return SSH_AUTH_DENIED;
-  const auto name = spark_from_login(user);
-  std::optional<JumpGateway::SparkInfo> info;
-  if (name) info = gateway_.find_spark(*name);
-  if (!info) {
-    spdlog::warn("jump: login from {} as \"{}\": no such spark", peer_, user.substr(0, 64));
-    refuse("spark-gateway: no spark named \"" + user.substr(0, 64) + "\" (log in as the spark's name: ssh -J NAME@gateway NAME)");
-    return SSH_AUTH_DENIED;
-  }
-  spark_ = *name;
-  target_port_ = info->target_port;
-  if (!access_.allows(key, spark_)) {
-    if (!key_refusal_told_) {
-      key_refusal_told_ = true;
-      spdlog::warn("jump: login from {} to {}: key {} is not authorized for it", peer_, spark_, fingerprint(key));
-      banner("spark-gateway: key " + fingerprint(key) + " may not open " + spark_ + "\n");
-    }
-    return SSH_AUTH_DENIED;
-  }
-  // A key query: yes, this key would do. The wake starts once its signature is proven.
-  if (state == SSH_PUBLICKEY_STATE_NONE) return SSH_AUTH_SUCCESS;
-  if (state != SSH_PUBLICKEY_STATE_VALID) return SSH_AUTH_DENIED;
-  if (!wait_for_upstream()) return SSH_AUTH_DENIED;
-  authenticated_ = true;
-  spdlog::info("spark {}: jump login from {} (key {})", spark_, peer_, fingerprint(key));
-  return SSH_AUTH_SUCCESS;
-}
+// -- the upstream -----------------------------------------------------------------------------
 
 bool JumpSession::wait_for_upstream() {
-  const auto info = gateway_.find_spark(spark_);
   const auto started = Clock::now();
   handoff_ = std::make_shared<UpstreamHandoff>();
-  gateway_.connect_upstream(spark_, "a jump login from " + peer_, handoff_);
-  const bool asleep = !info || !info->running;
+  gateway_.connect_upstream(spark_, peer_, handoff_);
+  auto give_up = [this] {
+    if (handoff_->abandon()) gateway_.upstream_closed(spark_, 0, 0);
+    spdlog::info("spark {}: jump login from {} gone while waking", spark_, peer_);
+    refused_ = true;
+    return false;
+  };
+  // The admission answers within a turn of the main loop: a refused login never reads "waking".
+  while (!handoff_->wait_for_admission(std::chrono::duration_cast<std::chrono::milliseconds>(kPoll)))
+    if (stopping_ || client_gone()) return give_up();
+  if (handoff_->refused()) {
+    refuse("spark-gateway: " + spark_ + " refuses new connections: " + handoff_->error());
+    return false;
+  }
+  const bool asleep = !info_.running;
   if (asleep)
-    banner("spark-gateway: waking " + spark_ + (info && !info->asleep_for.empty() ? " (asleep for " + info->asleep_for + ")" : "") + "...\n");
+    banner("spark-gateway: waking " + spark_ + (!info_.asleep_for.empty() ? " (asleep for " + info_.asleep_for + ")" : "") + "...\n");
   auto next_progress = started + kProgressEvery;
   while (!handoff_->wait_for(std::chrono::duration_cast<std::chrono::milliseconds>(kPoll))) {
-    if (stopping_ || client_gone()) {
-      if (handoff_->abandon()) gateway_.upstream_closed(spark_, 0, 0);
-      spdlog::info("spark {}: jump login from {} gone while waking", spark_, peer_);
-      refused_ = true;
-      return false;
-    }
+    if (stopping_ || client_gone()) return give_up();
     if (Clock::now() >= next_progress) {
       banner("spark-gateway: " + spark_ + " still waking (" + seconds_text(Clock::now() - started) + ")...\n");
       next_progress += kProgressEvery;
@@ -140,11 +110,10 @@ bool JumpSession::wait_for_upstream() {
   }
   upstream_ = handoff_->take_fd();
   if (upstream_ < 0) {
-    const auto why = handoff_->error();
-    refuse("spark-gateway: cannot wake " + spark_ + ": " + why);
+    refuse("spark-gateway: cannot wake " + spark_ + ": " + handoff_->error());
     return false;
   }
-  upstream_keepalive_ = info && info->keepalive ? *info->keepalive : cfg_.keepalive;
+  upstream_keepalive_ = info_.keepalive ? *info_.keepalive : cfg_.keepalive;
   apply_keepalive(upstream_, upstream_keepalive_, "the upstream of " + spark_);
   if (asleep) banner("spark-gateway: " + spark_ + " ready in " + seconds_text(Clock::now() - started) + "\n");
   return true;
@@ -203,10 +172,17 @@ int JumpSession::on_message(ssh_session, ssh_message message, void* self) {
 // stderr (a disconnect message is easily lost when the client is busy opening its shell).
 int JumpSession::shell_request(ssh_message message) {
   const int type = ssh_message_subtype(message);
-  if (type != SSH_CHANNEL_REQUEST_SHELL && type != SSH_CHANNEL_REQUEST_EXEC) return 1;  // pty, env: refused
+  if (type == SSH_CHANNEL_REQUEST_PTY) {
+    // Granted (nothing runs on it): `ssh -t` treats a refused terminal as fatal and would exit
+    // with only "PTY allocation request failed", never reading the explanation below.
+    pty_ = true;
+    ssh_message_channel_request_reply_success(message);
+    return 0;
+  }
+  if (type != SSH_CHANNEL_REQUEST_SHELL && type != SSH_CHANNEL_REQUEST_EXEC) return 1;  // env, x11...: refused
   ssh_message_channel_request_reply_success(message);
   const std::string text = "spark-gateway: this is a jump host: no shell or commands here. Use: ssh -J " + spark_ +
-                           "@GATEWAY " + spark_ + "\n";
+                           "@GATEWAY " + spark_ + (pty_ ? "\r\n" : "\n");
   ssh_channel_write_stderr(shell_channel_, text.data(), static_cast<uint32_t>(text.size()));
   ssh_channel_request_send_exit_status(shell_channel_, 1);
   ssh_channel_send_eof(shell_channel_);
@@ -255,33 +231,24 @@ int JumpSession::channel_open(ssh_message message) {
 // -- the session --------------------------------------------------------------------------------
 
 void JumpSession::run() {
-  // From the first byte: a client that vanishes during the login is found like one mid-session.
-  apply_keepalive(ssh_get_fd(session_), cfg_.keepalive, "the connection from " + peer_);
+  ssh_set_blocking(session_, 1);  // this thread is the session's alone: plain blocking calls
   const long grace = std::max<long>(1, std::chrono::duration_cast<std::chrono::seconds>(cfg_.login_grace).count());
   ssh_options_set(session_, SSH_OPTIONS_TIMEOUT, &grace);
-  server_callbacks_.userdata = this;
-  server_callbacks_.auth_pubkey_function = &JumpSession::on_auth_pubkey;
-  ssh_callbacks_init(&server_callbacks_);
-  ssh_set_server_callbacks(session_, &server_callbacks_);
-  ssh_set_auth_methods(session_, SSH_AUTH_METHOD_PUBLICKEY);
-  if (ssh_handle_key_exchange(session_) != SSH_OK) {
-    spdlog::debug("jump: key exchange with {} failed: {}", peer_, ssh_get_error(session_));
-    return;
-  }
+  if (!wait_for_upstream()) return;
+  ssh_message_auth_reply_success(auth_, 0);
+  ssh_message_free(auth_);
+  auth_ = nullptr;
+  authenticated_ = true;
+  spdlog::info("spark {}: jump login from {} (key {})", spark_, peer_, key_);
   ssh_set_message_callback(session_, &JumpSession::on_message, this);
   event_ = ssh_event_new();
   ssh_event_add_session(event_, session_);
-  // Authentication (the wake happens inside it, with its own bound) and the channel request.
-  auto deadline = Clock::now() + cfg_.login_grace;
-  bool was_authenticated = false;
+  // The channel request, within a login_grace of its own (the wake did not count).
+  const auto deadline = Clock::now() + cfg_.login_grace;
   while (!channel_ && !refused_ && !stopping_) {
     if (ssh_event_dopoll(event_, static_cast<int>(std::chrono::milliseconds(kPoll).count())) == SSH_ERROR) break;
-    if (authenticated_ && !was_authenticated) {
-      was_authenticated = true;
-      deadline = Clock::now() + cfg_.login_grace;  // the wake does not count against the grace
-    }
     if (Clock::now() > deadline) {
-      refuse("spark-gateway: login not completed within " + config::format_duration(cfg_.login_grace));
+      refuse("spark-gateway: no channel opened within " + config::format_duration(cfg_.login_grace));
       break;
     }
   }

@@ -1,10 +1,12 @@
 #pragma once
-// One jump-host login, on its own thread from key exchange to the end of its relay:
-//   1. public-key authentication; the login's user name names the spark;
-//   2. once the key's signature is valid, the spark is woken (the gateway's single-flight wake)
-//      and progress lines go to the user's terminal as SSH_MSG_USERAUTH_BANNER, until its sshd
-//      answers; only then is the login accepted;
-//   3. one direct-tcpip channel to that spark is relayed to the upstream connection. The inner
+// One jump-host login once its key is proven, on its own thread to the end of its relay (the
+// login itself, key exchange and authentication, ran on the jump host's one login thread:
+// PreauthSession):
+//   1. the spark the login names is asked for a connection: the gateway's admission (the same
+//      caps as the TCP path), then its single-flight wake, with progress lines going to the
+//      user's terminal as SSH_MSG_USERAUTH_BANNER until its sshd answers; only then is the
+//      login accepted;
+//   2. one direct-tcpip channel to that spark is relayed to the upstream connection. The inner
 //      SSH session runs end to end inside it: the gateway never sees its keys or contents.
 // Anything else gets a refusal that OpenSSH prints, and the session ends.
 #include <libssh/callbacks.h>
@@ -19,7 +21,6 @@
 #include <string>
 
 #include "config/config.hpp"
-#include "gateway/jump/authorized_keys.hpp"
 #include "gateway/jump/jump_gateway.hpp"
 
 namespace spark::gateway {
@@ -33,10 +34,20 @@ std::optional<std::string> spark_from_login(const std::string& user);
 // spark's target port.
 bool channel_reaches(const std::string& spark, const std::string& host, int port, int target_port);
 
+// What the login thread hands over once a key's signature is proven for a spark it may open.
+struct ProvenLogin {
+  ssh_session session = nullptr;  // key exchange done; authentication answered here
+  ssh_message auth = nullptr;     // the signed USERAUTH_REQUEST, to be answered
+  std::string peer;               // the client's address
+  std::string spark;
+  JumpGateway::SparkInfo info;    // as found at the login
+  std::string key;                // the key's fingerprint
+};
+
 class JumpSession {
  public:
-  JumpSession(ssh_session session, const JumpAccess& access, JumpGateway& gateway,
-              const config::JumpConfig& cfg, const std::atomic<bool>& stopping);
+  JumpSession(ProvenLogin login, JumpGateway& gateway, const config::JumpConfig& cfg,
+              const std::atomic<bool>& stopping);
   ~JumpSession();
   JumpSession(const JumpSession&) = delete;
   JumpSession& operator=(const JumpSession&) = delete;
@@ -44,17 +55,16 @@ class JumpSession {
   void run();
 
  private:
-  static int on_auth_pubkey(ssh_session, const char* user, ssh_key key, char state, void* self);
   static int on_message(ssh_session, ssh_message message, void* self);
   static int on_channel_data(ssh_session, ssh_channel, void* data, uint32_t len, int is_stderr, void* self);
   static void on_channel_eof(ssh_session, ssh_channel, void* self);
   static void on_channel_close(ssh_session, ssh_channel, void* self);
   static int on_upstream_ready(socket_t fd, int revents, void* self);
 
-  int authenticate(const std::string& user, ssh_key key, char state);
   int channel_open(ssh_message message);
   int shell_request(ssh_message message);
-  // Wakes the spark and waits for its upstream connection, telling the user how it goes.
+  // Asks for the spark's connection (admission, then the wake) and waits for it, telling the
+  // user how it goes. False: refused (and said so), or the client left.
   bool wait_for_upstream();
   bool client_gone() const;
   void banner(const std::string& line);
@@ -65,18 +75,19 @@ class JumpSession {
   void finish();
 
   ssh_session session_;
-  const JumpAccess& access_;
+  ssh_message auth_;  // answered once the upstream is there
   JumpGateway& gateway_;
   const config::JumpConfig& cfg_;
   const std::atomic<bool>& stopping_;
   std::string peer_;
-  ssh_server_callbacks_struct server_callbacks_{};
   ssh_channel_callbacks_struct channel_callbacks_{};
   ssh_event event_ = nullptr;
 
   std::string spark_;  // named by the login
+  JumpGateway::SparkInfo info_;
+  std::string key_;
   int target_port_ = 22;
-  bool key_refusal_told_ = false;
+  bool pty_ = false;  // a session channel asked for a terminal: lines end in \r\n
   bool refused_ = false;
   bool authenticated_ = false;
   std::shared_ptr<UpstreamHandoff> handoff_;

@@ -8,21 +8,45 @@ UpstreamHandoff::~UpstreamHandoff() {
   if (fd_ >= 0) ::close(fd_);
 }
 
+void UpstreamHandoff::admit() {
+  {
+    std::lock_guard lock(mu_);
+    admitted_ = true;
+  }
+  changed_.notify_all();
+}
+
+void UpstreamHandoff::refuse(std::string why) {
+  {
+    std::lock_guard lock(mu_);
+    refused_ = true;
+    done_ = true;
+    error_ = std::move(why);
+  }
+  changed_.notify_all();
+}
+
 bool UpstreamHandoff::deliver(int fd, std::string error) {
   {
     std::lock_guard lock(mu_);
     if (abandoned_) return false;
+    admitted_ = true;
     done_ = true;
     fd_ = fd;
     error_ = std::move(error);
   }
-  delivered_.notify_all();
+  changed_.notify_all();
   return true;
+}
+
+bool UpstreamHandoff::wait_for_admission(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  return changed_.wait_for(lock, timeout, [this] { return admitted_ || done_; });
 }
 
 bool UpstreamHandoff::wait_for(std::chrono::milliseconds timeout) {
   std::unique_lock lock(mu_);
-  return delivered_.wait_for(lock, timeout, [this] { return done_; });
+  return changed_.wait_for(lock, timeout, [this] { return done_; });
 }
 
 int UpstreamHandoff::take_fd() {
@@ -35,6 +59,11 @@ int UpstreamHandoff::take_fd() {
 std::string UpstreamHandoff::error() const {
   std::lock_guard lock(mu_);
   return error_;
+}
+
+bool UpstreamHandoff::refused() const {
+  std::lock_guard lock(mu_);
+  return refused_;
 }
 
 bool UpstreamHandoff::abandon() {
