@@ -4,6 +4,9 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
+
 #include "gateway/observability/rate_limited_log.hpp"
 #include "gateway/tcp_keepalive.hpp"
 
@@ -42,11 +45,16 @@ JumpLogin::~JumpLogin() {
 
 void JumpLogin::start() {
   // libssh gets a descriptor of its own (closed by ssh_free); Asio watches the original.
+  // Failures here are the gateway's (no descriptor, no memory, a bad libssh_server.config): the
+  // connection is closed without penalty, and logged as refusals are (no line per connection).
   const int fd = ::fcntl(socket_.native_handle(), F_DUPFD_CLOEXEC, 0);
-  if (fd < 0) return finish(StartupGate::End::dropped);  // out of descriptors: closed, no penalty
+  if (fd < 0) {
+    log_refusal("jump", peer_, std::string("cannot start a session: ") + std::strerror(errno));
+    return finish(StartupGate::End::dropped);
+  }
   session_ = ssh_new();
   if (!session_ || ssh_bind_accept_fd(shared_.bind, session_, fd) != SSH_OK) {
-    spdlog::warn("jump: cannot start a session for {}: {}", peer_, ssh_get_error(shared_.bind));
+    log_refusal("jump", peer_, std::string("cannot start a session: ") + ssh_get_error(shared_.bind));
     if (!session_ || ssh_get_fd(session_) != fd) ::close(fd);  // libssh did not take it
     return finish(StartupGate::End::dropped);
   }

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <optional>
@@ -368,13 +369,14 @@ void JumpServer::admit(int fd, const std::string& peer) {
     return;
   }
   if (decision.kind == StartupGate::Decision::Kind::admit_after_eviction) {
-    for (auto& login : logins_) {
-      if (login->peer() != decision.evict) continue;
+    const auto oldest = std::find_if(logins_.begin(), logins_.end(),
+                                     [&](const auto& login) { return login->peer() == decision.evict; });
+    if (oldest != logins_.end()) {  // the oldest: logins_ is in arrival order
       log_refusal("jump", decision.evict,
                   "closed a connection not logged in yet to make room for " + peer + " (" + decision.evict +
                       " holds the most: " + std::to_string(gate_.unauthenticated_from(decision.evict)) + ")");
-      login->close(StartupGate::End::evicted);  // the oldest: logins_ is in arrival order
-      break;
+      const auto victim = *oldest;  // close() takes it out of logins_
+      victim->close(StartupGate::End::evicted);
     }
   }
   tcp::socket socket(io_);
@@ -397,6 +399,7 @@ void JumpServer::admit(int fd, const std::string& peer) {
 }
 
 void JumpServer::login_ended(JumpLogin& login, StartupGate::End how, std::optional<ProvenLogin> proven) {
+  const auto keep = login.shared_from_this();  // logins_ may have held the last reference
   logins_.remove_if([&login](const auto& l) { return l.get() == &login; });
   const auto now = StartupGate::Clock::now();
   if (gate_.ended(login.peer(), how, now)) {

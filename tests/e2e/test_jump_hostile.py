@@ -59,6 +59,12 @@ def proc_fds(pid):
     return len(os.listdir("/proc/%d/fd" % pid))
 
 
+def sanitized(pid):
+    """Whether the gateway runs under AddressSanitizer (build-asan)."""
+    with open("/proc/%d/maps" % pid) as f:
+        return "libasan" in f.read()
+
+
 def flood_source():
     """A loopback source address other than 127.0.0.1, where the legitimate clients come from:
     the attacker is another pod or tailnet device."""
@@ -276,7 +282,9 @@ class JumpHostile(GatewayTestCase):
             self.assertLess(took, 15, "a legitimate ssh -J took %.1fs during the flood" % took)
         self.assertLessEqual(sampler.peak_threads, base_threads + 6,
                              "unauthenticated connections cost threads (%d -> %d)" % (base_threads, sampler.peak_threads))
-        self.assertLess(sampler.peak_rss_kib - base_rss, 64 * 1024, "the flood grew the gateway's RSS by more than 64 MiB")
+        if not sanitized(gw.pid):  # ASan's quarantine keeps freed memory (256 MiB) on purpose
+            self.assertLess(sampler.peak_rss_kib - base_rss, 64 * 1024,
+                            "the flood grew the gateway's RSS by more than 64 MiB")
         self.assertLess(log_lines, 200, "the flood wrote %d log lines" % log_lines)
         # Its connections outlived login_grace: the source is penalized (refused at once).
         gw.wait_log("jump: penalizing %s: refusing its connections for" % source, timeout=5)
