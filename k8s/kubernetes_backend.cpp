@@ -148,11 +148,25 @@ Observation KubernetesBackend::observe() const {
     return asleep;
   }
 
+  // A pod created before the spark last slept belongs to that earlier run: it is going away,
+  // whatever a pod watch still reconnecting after an outage says of it (creation times are whole
+  // seconds: a pod of the sleep's own second is given the benefit of the doubt).
+  TimePoint slept_at{};
+  {
+    std::lock_guard lock(mu_);
+    slept_at = slept_at_;
+  }
+  if (auto text = d->annotation(cluster_.annotation("slept-at")))
+    if (auto t = activity::parse_rfc3339(*text)) slept_at = std::max(slept_at, *t);
+  const auto slept_second = std::chrono::floor<std::chrono::seconds>(slept_at);
+
   std::string waiting_for = "no pod yet";
   std::optional<std::chrono::system_clock::time_point> since;  // the newest live pod's creation
   for (const auto& pod : cluster_.pods_of(*d)) {
     if (pod.terminating) continue;
-    if (!since) since = activity::parse_rfc3339(pod.creation_timestamp);
+    const auto created = activity::parse_rfc3339(pod.creation_timestamp);
+    if (created && *created < slept_second) continue;
+    if (!since) since = created;
     if (!pod.stuck_reason.empty())
       return {Observation::State::failed, std::nullopt, "pod " + pod.name + ": " + pod.stuck_reason, since};
     if (pod.phase == "Running" && !pod.pod_ip.empty())
@@ -179,6 +193,7 @@ void KubernetesBackend::sleep(const gateway::SleepRequest& request) {
       const auto version = scale_down(*d, request);
       std::lock_guard lock(mu_);
       slept_at_version_ = version;
+      slept_at_ = std::chrono::system_clock::now();
       woken_at_version_.clear();
       break;
     } catch (const ApiError& e) {

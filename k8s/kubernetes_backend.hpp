@@ -46,6 +46,7 @@ class KubernetesBackend final : public gateway::Backend {
   // has caught up with them, the cache's replica count is old news.
   std::string woken_at_version_;
   std::string slept_at_version_;
+  std::chrono::system_clock::time_point slept_at_{};  // when our last scale-down was applied
 };
 
 }  // namespace spark::k8s
