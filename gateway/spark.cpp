@@ -21,10 +21,23 @@ milliseconds probe_interval(steady_clock::duration since_start) {
 }
 constexpr milliseconds kProbeConnectTimeout{1000};
 constexpr milliseconds kWarmConnectTimeout{2000};
+// How long a connection retries recording its activity before it is spliced when the API keeps
+// failing (rule 3). Then it goes on: an API down for everyone cannot sleep the spark either,
+// and sessions to a running spark outlive API outages.
+constexpr milliseconds kRecordBeforeSpliceBudget{2000};
 
 
 std::string ms_text(steady_clock::duration d) {
   return config::format_duration(std::chrono::duration_cast<milliseconds>(d));
+}
+
+// When the run the backend shows began, as far as it can tell: its start (a pod's creation)
+// when that is known to be after the last sleep, else now (the moment it is seen). Never
+// earlier than the truth, so a spark is not slept sooner than its idle timeout after it started.
+activity::TimePoint run_began(const Observation& obs, activity::TimePoint now) {
+  if (!obs.running_since) return now;
+  if (obs.last_slept_at && *obs.running_since < *obs.last_slept_at) return now;
+  return std::min(*obs.running_since, now);
 }
 
 }  // namespace
@@ -68,6 +81,7 @@ SparkStatus Spark::status(activity::TimePoint now) const {
 
 void Spark::set_state(SparkState s) {
   if (s == state_) return;
+  if (s == SparkState::sleeping) recorded_in_this_run_ = false;
   spdlog::debug("spark {}: {} -> {}", name(), to_string(state_), to_string(s));
   state_ = s;
 }
@@ -130,7 +144,7 @@ awaitable<tcp::socket> Spark::connect_upstream(std::string cause,
     if (state_ == SparkState::running && share_due(std::chrono::system_clock::now())) {
       // Another replica may be about to sleep it on the activity it last read: record ours
       // first, and learn if that replica was faster.
-      if (!co_await share_activity(std::chrono::system_clock::now())) {
+      if (!co_await record_before_splice()) {
         if (state_ == SparkState::running) {
           spdlog::info("spark {}: put to sleep elsewhere meanwhile; waking it again", name());
           set_state(SparkState::sleeping);
@@ -173,8 +187,7 @@ awaitable<std::optional<std::string>> Spark::ensure_awake(std::string cause) {
       continue;
     }
     if (state_ == SparkState::running) {
-      if (share_due(std::chrono::system_clock::now()) &&
-          !co_await share_activity(std::chrono::system_clock::now())) {
+      if (share_due(std::chrono::system_clock::now()) && !co_await record_before_splice()) {
         if (state_ == SparkState::running) set_state(SparkState::sleeping);
         continue;
       }
@@ -217,7 +230,10 @@ awaitable<void> Spark::run_wake(std::shared_ptr<WakeAttempt> attempt, std::strin
   const WakeRequest request{cfg_.wake_timeout, cause, woken_for};
   auto error = co_await start_backend(*backend, request, deadline);
   if (!error) {
-    if (backend->shares_activity()) env_.activity.mark_shared(name(), woken_for);
+    if (backend->shares_activity()) {
+      env_.activity.mark_shared(name(), woken_for);
+      recorded_in_this_run_ = true;
+    }
     error = co_await wait_until_ready(*backend, *attempt, started, deadline);
   }
   finish_wake(attempt, error, started);
@@ -353,17 +369,19 @@ std::chrono::milliseconds Spark::share_period() const {
 
 bool Spark::share_due(activity::TimePoint now) const {
   if (!backend_->shares_activity()) return false;
-  return env_.activity.shared_last_activity(name()) + share_period() <= now;
+  // The first session of a run records itself even on fresh activity: the replica whose wake
+  // fails stops the spark unless someone recorded activity after its wake began.
+  return !recorded_in_this_run_ || env_.activity.shared_last_activity(name()) + share_period() <= now;
 }
 
-awaitable<bool> Spark::share_activity(activity::TimePoint at) {
+awaitable<Spark::ShareOutcome> Spark::share_activity(activity::TimePoint at) {
   if (!share_) {
     share_ = std::make_shared<ShareAttempt>(env_.executor);
     asio::co_spawn(env_.executor, run_share(share_, at), asio::detached);
   }
   auto attempt = share_;
   co_await attempt->done.wait();
-  co_return attempt->awake;
+  co_return attempt->outcome;
 }
 
 awaitable<void> Spark::run_share(std::shared_ptr<ShareAttempt> attempt, activity::TimePoint at) {
@@ -371,25 +389,54 @@ awaitable<void> Spark::run_share(std::shared_ptr<ShareAttempt> attempt, activity
   auto backend = backend_;
   try {
     const auto share = [backend, at] { return backend->share_activity(at); };
-    attempt->awake = co_await run_blocking(env_.control_pool, share);
-    if (attempt->awake) env_.activity.mark_shared(name(), at);
+    const bool awake = co_await run_blocking(env_.control_pool, share);
+    attempt->outcome = awake ? ShareOutcome::recorded : ShareOutcome::asleep;
+    if (awake) {
+      env_.activity.mark_shared(name(), at);
+      recorded_in_this_run_ = true;
+    }
   } catch (const std::exception& e) {
-    // Cannot tell: go on (the reaping replica's sleep is conditional, and this is retried).
+    // Not recorded: still due, so retried (by the caller, or at the next follow tick).
+    attempt->outcome = ShareOutcome::failed;
     spdlog::warn("spark {}: cannot record activity for the other gateway replicas: {}", name(), e.what());
   }
   if (share_ == attempt) share_.reset();
   attempt->done.set();
 }
 
+awaitable<bool> Spark::record_before_splice() {
+  asio::steady_timer timer(env_.executor);
+  const auto give_up = steady_clock::now() + std::min<milliseconds>(cfg_.wake_timeout, kRecordBeforeSpliceBudget);
+  milliseconds backoff{250};
+  for (;;) {
+    const auto outcome = co_await share_activity(std::chrono::system_clock::now());
+    if (outcome != ShareOutcome::failed) co_return outcome == ShareOutcome::recorded;
+    if (steady_clock::now() + backoff >= give_up) {
+      spdlog::warn("spark {}: spliced without recording its activity for the other gateway replicas (the API "
+                   "keeps failing); retried while the session lasts", name());
+      co_return true;
+    }
+    timer.expires_after(backoff);
+    co_await timer.async_wait(use_awaitable);
+    backoff *= 2;
+    if (state_ != SparkState::running) co_return true;  // the caller looks at the state again
+  }
+}
+
 void Spark::share_activity_if_due(activity::TimePoint now) {
-  if (state_ != SparkState::running || open_connections_ == 0 || share_ || !share_due(now)) return;
-  env_.activity.touch(name(), now);  // an open session is activity
+  // Open sessions are activity, and so are connections waiting for a wake: a wake slower than
+  // the idle timeout must not look idle to the reaping replica either.
+  const bool in_use = (state_ == SparkState::running && open_connections_ > 0) ||
+                      (state_ == SparkState::waking && waiting_connections_ > 0);
+  if (!in_use || share_ || !share_due(now)) return;
+  env_.activity.touch(name(), now);
   asio::co_spawn(env_.executor, refresh_shared_activity(now), asio::detached);
 }
 
 awaitable<void> Spark::refresh_shared_activity(activity::TimePoint now) {
   auto self = shared_from_this();
-  if (!co_await share_activity(now))
+  const auto outcome = co_await share_activity(now);
+  if (outcome == ShareOutcome::asleep && state_ == SparkState::running)
     spdlog::warn("spark {}: put to sleep elsewhere while {} {} open here", name(),
                  config::counted(open_connections_, "connection"), open_connections_ == 1 ? "was" : "were");
 }
@@ -464,7 +511,19 @@ void Spark::follow_backend(activity::TimePoint now) {
     set_state(SparkState::sleeping);
     asleep_since_ = obs.asleep_since.value_or(now);
     apply_pending_backend();
-  } else if (obs.state == Observation::State::failed && state_ == SparkState::running) {
+    return;
+  }
+  if (obs.last_slept_at && *obs.last_slept_at > env_.activity.get(name()).last_activity) {
+    // It slept after the newest activity we know of, and runs again: a run this replica never
+    // saw begin (its watch skipped the 0, or our own sleep's answer was lost). Its idle clock
+    // starts with that run, not with the previous one's activity.
+    env_.activity.touch(name(), run_began(obs, now));
+    recorded_in_this_run_ = false;
+    spdlog::info("spark {}: slept at {} and started again elsewhere since; idle since {}", name(),
+                 activity::format_rfc3339(*obs.last_slept_at),
+                 activity::format_rfc3339(env_.activity.get(name()).last_activity));
+  }
+  if (obs.state == Observation::State::failed && state_ == SparkState::running) {
     spdlog::warn("spark {}: failing: {}", name(), obs.reason);
     last_wake_error_ = obs.reason;
     set_state(SparkState::failed);
@@ -476,8 +535,7 @@ void Spark::adopt(const Observation& obs, activity::TimePoint now) {
   // Seen running = active: whoever started it (another replica, a person) did so to use it, so
   // its idle clock starts no earlier than when it started (when the backend knows, else now),
   // whatever older activity says. Newer recorded activity still wins.
-  const auto since = obs.running_since ? std::min(*obs.running_since, now) : now;
-  env_.activity.touch(name(), since);
+  env_.activity.touch(name(), run_began(obs, now));
   const auto idle_since = activity::format_rfc3339(env_.activity.get(name()).last_activity);
   if (obs.state == Observation::State::failed) {
     last_wake_error_ = obs.reason;

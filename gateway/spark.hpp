@@ -116,10 +116,11 @@ class Spark : public std::enable_shared_from_this<Spark> {
     std::optional<tcp::socket> probe_socket;  // the first connection that succeeded
   };
 
+  enum class ShareOutcome { recorded, asleep, failed };
   struct ShareAttempt {
     explicit ShareAttempt(asio::any_io_executor ex) : done(ex) {}
     AsyncEvent done;
-    bool awake = true;
+    ShareOutcome outcome = ShareOutcome::failed;
   };
 
   std::shared_ptr<WakeAttempt> join_or_start_wake(const std::string& cause);
@@ -137,8 +138,10 @@ class Spark : public std::enable_shared_from_this<Spark> {
   awaitable<void> stop_after_failed_wake(Backend& backend, const std::string& why,
                                          activity::TimePoint woken_for);
   // Records this replica's activity for the others (Backend::share_activity), single-flight.
-  // False if the spark turned out to be going to sleep.
-  awaitable<bool> share_activity(activity::TimePoint at);
+  awaitable<ShareOutcome> share_activity(activity::TimePoint at);
+  // A connection's activity, recorded before it is spliced (retried a little while the API
+  // fails). False: the spark turned out to be going to sleep.
+  awaitable<bool> record_before_splice();
   awaitable<void> run_share(std::shared_ptr<ShareAttempt> attempt, activity::TimePoint at);
   awaitable<void> refresh_shared_activity(activity::TimePoint now);
   bool share_due(activity::TimePoint now) const;
@@ -168,6 +171,7 @@ class Spark : public std::enable_shared_from_this<Spark> {
   int waiting_connections_ = 0;
   std::uint64_t wakes_started_ = 0;
   bool retired_ = false;
+  bool recorded_in_this_run_ = false;  // this replica wrote activity since the spark last started
   std::string last_wake_error_;
   std::chrono::system_clock::time_point asleep_since_ = std::chrono::system_clock::now();
 };

@@ -15,9 +15,13 @@ using gateway::Observation;
 using gateway::SleepDeclined;
 using TimePoint = std::chrono::system_clock::time_point;
 
-// Activity another gateway recorded counts only if clearly newer: clocks and RFC 3339
-// millisecond rounding differ a little between replicas.
-constexpr std::chrono::seconds kActivitySlack{1};
+// What an annotation holds of a time: RFC 3339 with milliseconds, truncated. Replicas compare
+// activity at that precision, exactly: any slack here would let a follower's session look idle
+// to the leader by as much (idle timeouts of a few seconds are legitimate).
+TimePoint as_recorded(TimePoint t) { return std::chrono::floor<std::chrono::milliseconds>(t); }
+// Only for the "asleep for" shown to people: a `slept-at` this close before the recorded
+// activity is still the current sleep's (replicas' clocks differ a little).
+constexpr std::chrono::seconds kClockSlack{1};
 // A write conflicts when the Deployment changed since we read it (an annotation write, another
 // replica's scale): re-read and decide again a few times.
 constexpr int kWriteAttempts = 4;
@@ -70,7 +74,7 @@ void KubernetesBackend::wake(const gateway::WakeRequest& request) {
   // once exactly one scales it; the others get 409, re-read, and only record their activity.
   for (int attempt = 0;; ++attempt) {
     json annotations = json::object();
-    if (request.activity_at > recorded_activity(cluster_, *d) + kActivitySlack)
+    if (as_recorded(request.activity_at) > recorded_activity(cluster_, *d))
       annotations[cluster_.annotation("last-activity")] = activity::format_rfc3339(request.activity_at);
     const bool scale_up = d->replicas < 1;
     if (!scale_up && annotations.empty()) break;
@@ -104,12 +108,12 @@ void KubernetesBackend::wake(const gateway::WakeRequest& request) {
 
 bool KubernetesBackend::share_activity(TimePoint at) {
   const std::string doing = "recording activity on Deployment " + cfg_.deployment;
-  // The cached version is enough to write against: if it is stale the write gets 409 and we read.
-  auto d = cluster_.deployment(cfg_.deployment);
-  if (!d) d = read(doing);
+  // The cached version is enough to write against (if it is stale the write gets 409 and we
+  // read), unless it lags behind our own wake or an outage: then its replica count says nothing.
+  auto d = decide_on(doing);
   for (int attempt = 0; d; ++attempt) {
     if (d->replicas < 1) return false;  // put to sleep (or going): the caller wakes it
-    if (recorded_activity(cluster_, *d) + kActivitySlack >= at) return true;  // already says so
+    if (recorded_activity(cluster_, *d) >= as_recorded(at)) return true;  // already says so
     try {
       cluster_.patch_deployment(d->name,
           json{{"metadata",
@@ -143,7 +147,8 @@ Observation KubernetesBackend::observe() const {
     // on its way to the cache (the cached one is the previous sleep's).
     if (auto text = d->annotation(cluster_.annotation("slept-at")); text && !scale_down_in_flight) {
       const auto slept = activity::parse_rfc3339(*text);
-      if (slept && *slept + kActivitySlack >= recorded_activity(cluster_, *d)) asleep.asleep_since = slept;
+      if (slept && *slept + kClockSlack >= recorded_activity(cluster_, *d)) asleep.asleep_since = slept;
+      asleep.last_slept_at = slept;
     }
     return asleep;
   }
@@ -156,8 +161,9 @@ Observation KubernetesBackend::observe() const {
     std::lock_guard lock(mu_);
     slept_at = slept_at_;
   }
+  std::optional<TimePoint> recorded_sleep;
   if (auto text = d->annotation(cluster_.annotation("slept-at")))
-    if (auto t = activity::parse_rfc3339(*text)) slept_at = std::max(slept_at, *t);
+    if ((recorded_sleep = activity::parse_rfc3339(*text))) slept_at = std::max(slept_at, *recorded_sleep);
   const auto slept_second = std::chrono::floor<std::chrono::seconds>(slept_at);
 
   std::string waiting_for = "no pod yet";
@@ -168,12 +174,14 @@ Observation KubernetesBackend::observe() const {
     if (created && *created < slept_second) continue;
     if (!since) since = created;
     if (!pod.stuck_reason.empty())
-      return {Observation::State::failed, std::nullopt, "pod " + pod.name + ": " + pod.stuck_reason, since};
+      return {Observation::State::failed, std::nullopt, "pod " + pod.name + ": " + pod.stuck_reason, since,
+              std::nullopt, recorded_sleep};
     if (pod.phase == "Running" && !pod.pod_ip.empty())
-      return {Observation::State::started, config::Address{pod.pod_ip, cfg_.target.port}, {}, since};
+      return {Observation::State::started, config::Address{pod.pod_ip, cfg_.target.port}, {}, since,
+              std::nullopt, recorded_sleep};
     waiting_for = "pod " + pod.name + " is " + (pod.phase.empty() ? "Pending" : pod.phase);
   }
-  return {Observation::State::started, std::nullopt, waiting_for, since};
+  return {Observation::State::started, std::nullopt, waiting_for, since, std::nullopt, recorded_sleep};
 }
 
 void KubernetesBackend::sleep(const gateway::SleepRequest& request) {
@@ -207,12 +215,20 @@ void KubernetesBackend::sleep(const gateway::SleepRequest& request) {
 std::string KubernetesBackend::scale_down(const Deployment& d, const gateway::SleepRequest& request) {
   const auto now = std::chrono::system_clock::now();
   const auto recorded = recorded_activity(cluster_, d);
+  const auto judged = as_recorded(request.last_activity);
   if (request.reason == "idle" || request.reason == "wake_failed") {
     // Another gateway replica (or a person) may have recorded activity we have not merged yet.
-    if (recorded > request.last_activity + kActivitySlack)
+    if (recorded > judged)
       throw SleepDeclined("not idle: the Deployment records activity at " + activity::format_rfc3339(recorded));
   }
   if (request.reason == "idle") {
+    // Put to sleep after the activity this was judged on, and started again since: a run the
+    // deciding replica never saw begin. It follows the new run first (Spark::follow_backend).
+    if (auto text = d.annotation(cluster_.annotation("slept-at"))) {
+      const auto slept = activity::parse_rfc3339(*text);
+      if (slept && *slept > judged)
+        throw SleepDeclined("started again since it slept at " + *text + ", after the activity this was judged on");
+    }
     if (auto text = d.annotation(cluster_.annotation("keep-awake-until"))) {
       const auto until = activity::parse_rfc3339(*text);
       if (until && *until > now) throw SleepDeclined("kept awake until " + *text);
@@ -222,7 +238,7 @@ std::string KubernetesBackend::scale_down(const Deployment& d, const gateway::Sl
   // restarted gateway knows it), conditional on the version we decided on.
   json annotations = {{cluster_.annotation("slept-at"), activity::format_rfc3339(now)},
                       {cluster_.annotation("sleep-reason"), request.reason}};
-  if (request.last_activity > recorded + kActivitySlack)
+  if (judged > recorded)
     annotations[cluster_.annotation("last-activity")] = activity::format_rfc3339(request.last_activity);
   const json patch = {
       {"metadata", {{"resourceVersion", d.resource_version}, {"annotations", annotations}}},

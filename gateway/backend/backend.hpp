@@ -68,6 +68,10 @@ struct Observation {
   // Since when it has been asleep, if the backend knows (Kubernetes: the `slept-at` its last
   // sleep recorded, by whichever gateway put it to sleep). Set only when state is `asleep`.
   std::optional<std::chrono::system_clock::time_point> asleep_since{};
+  // When it was last put to sleep, if the backend knows (Kubernetes: `slept-at`), in any state.
+  // A running spark last slept after the newest activity a gateway knows of began a run that
+  // gateway never saw start (its watch coalesced the 0, its own sleep's answer was lost).
+  std::optional<std::chrono::system_clock::time_point> last_slept_at{};
 };
 
 class Backend {

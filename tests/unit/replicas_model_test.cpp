@@ -36,8 +36,9 @@
 // SPARK_REPLICAS_TRACE=1 prints every seed's trace. 32 seeds run at once, one thread each (the
 // models mostly wait for real time: about 10 s of CPU in 30-40 s on 2 cores).
 //
-// Timescale: idle timeouts are 4-6 s of real time (reaper 0.3-1 s, wake_timeout 5 s).
-// Shorter ones fail on the real code, see known bug A.
+// Timescale: idle timeouts are 4-6 s of real time (reaper 0.3-1 s, wake_timeout 5 s), with API
+// faults; a second case runs 0.5-1.2 s without them (see ShortIdleTimeoutsAreKept).
+// SPARK_REPLICAS_IDLE_MS="lo-hi" runs other timeouts.
 //
 // Guards this test was seen to catch, each broken by hand in the real code (32 seeds, then
 // restored): KubernetesBackend::share_activity returning true without writing (12-13 seeds:
@@ -50,31 +51,24 @@
 // anyway), and run_wake skipping stop_after_failed_wake (the Lease holder reaps the failed spark
 // as idle within the bound of invariant 2).
 //
-// Known bugs of the real code this test finds, off by default so that it passes (turn them on
-// to see them fail):
-//   A. SPARK_REPLICAS_IDLE_MS=400-1500: idle timeouts under about 3.5 s are not kept under a
-//      session on a follower. KubernetesBackend allows 1 s (kActivitySlack) between replicas'
-//      clocks: share_activity skips the write when the recorded last-activity is within 1 s of
-//      now (and the Spark marks it shared anyway), and scale_down declines only on activity
-//      more than 1 s newer than it decided on. With idle/3 < 1 s the leader finds the activity
-//      a follower's session keeps "fresh" older than the idle timeout.
-//   B. SPARK_REPLICAS_KNOWN_BUGS=1 (a 503 on a connection's activity write, or on the read
-//      after its 409): a connection whose pre-splice activity write fails is spliced anyway
-//      (Spark::run_share: "cannot tell: go on, the leader's sleep is conditional"), but nothing
-//      was written, so the leader's conditional sleep lands: the new session is cut. (Bursts of
-//      failing writes can also outlast these few-second idle timeouts, which nothing survives.)
-//   C. SPARK_REPLICAS_KNOWN_BUGS=1 (crash-looping pods that recover in place): a wake that fails
-//      on a stale watched copy (CrashLoopBackOff during a watch outage) stops the spark under
-//      another replica's new sessions: those record nothing within idle/3 of the failed wake's
-//      own activity write, so stop_after_failed_wake does not decline.
-//   D. (counted, not failed) a wake through a follower that takes longer than the idle timeout
-//      is slept by the leader under its waiting connections (nothing records their activity
-//      while the spark is waking): "idle sleeps while a connection waited for a wake".
-//   E. SPARK_REPLICAS_KNOWN_BUGS=1 (kubectl scale at any moment): a replica that never saw the
-//      spark asleep (its own sleep's answer lost, an outage, coalesced watch events) keeps its
-//      old idle clock for the new start and sleeps it sooner than the idle timeout after it.
-//      Counted by default ("idle sleeps sooner than the idle timeout after a start the sleeping
-//      replica never saw"); by default kubectl scales only what every replica has seen asleep.
+// Bugs it found in the real code, fixed since (issue 16), each now exercised by default:
+//   A. Idle timeouts under about 3.5 s were not kept under a session on a follower: replicas
+//      compared activity with a 1 s slack (a share skipped within 1 s of the record, a sleep
+//      declined only on activity more than 1 s newer). Now exact to the millisecond.
+//   B. A connection whose pre-splice activity write failed (a 503) was spliced at once with
+//      nothing recorded, and the leader's conditional sleep landed under it. Now retried for up
+//      to 2 s first (then spliced: an API down for everyone cannot sleep it either).
+//   C. A wake that failed on a stale watched copy (CrashLoopBackOff seen during a watch outage,
+//      the pod recovered meanwhile) scaled the spark down under another replica's sessions,
+//      which had recorded nothing (the wake's own record was fresh). Now the first session of a
+//      run through each replica records its activity before it is spliced, so the failed-wake
+//      stop sees activity after its wake began and declines.
+//   D. Connections waiting for a wake slower than the idle timeout recorded nothing, so the
+//      leader could sleep the spark mid-wake. Now they are activity, shared like sessions.
+//   E. A replica that never saw the spark asleep (its own sleep's answer lost, an outage,
+//      coalesced watch events) kept its old idle clock for a run started since (kubectl scale)
+//      and slept it early. Now a `slept-at` newer than its activity starts a new run's clock,
+//      and an idle sleep declines on a Deployment that slept after the activity judged.
 //
 // GCC 12 coroutine rules followed here (see gateway/asio.hpp): coroutines are free functions
 // taking their arguments by value, spawned with named variables; no temporaries with
@@ -204,7 +198,6 @@ class ApiServer {
   explicit ApiServer(Trace& trace) : trace_(trace) {}
 
   void set_write_check(WriteCheck check) { check_ = std::move(check); }
-  void fail_activity_writes(bool yes) { fail_activity_writes_ = yes; }
 
   Storage snapshot() const {
     std::lock_guard lock(mu_);
@@ -234,10 +227,7 @@ class ApiServer {
     {
       std::lock_guard lock(mu_);
       threads_.insert(spdlog::details::os::thread_id());
-      // The read after a 409 is how a connection's activity write learns the spark was put to
-      // sleep meanwhile; it fails only when activity writes may (the known bug, see the top).
-      const bool after_conflict = conflicted_.erase(caller + " " + name) > 0;
-      if (!read_faults_.empty() && (!after_conflict || fail_activity_writes_)) {
+      if (!read_faults_.empty()) {
         const auto fault = read_faults_.front();
         read_faults_.pop_front();
         const std::string what = "GET /apis/apps/v1/namespaces/spark/deployments/" + name;
@@ -265,16 +255,11 @@ class ApiServer {
     {
       std::lock_guard lock(mu_);
       threads_.insert(spdlog::details::os::thread_id());
-      conflicted_.erase(caller + " " + name);
       const std::string path = "PATCH /apis/apps/v1/namespaces/spark/deployments/" + name;
       const auto it = storage_.deployments.find(name);
       if (it == storage_.deployments.end())
         throw ApiError(404, "NotFound", "deployments.apps \"" + name + "\" not found");
-      // A 503 that applies nothing is kept for a scale write unless activity writes may get it
-      // too (see the note at the top: a connection's own activity write failing is a known bug).
-      const bool scale_write = patch.contains("spec");
-      if (gateway && !patch_faults_.empty() &&
-          (scale_write || fail_activity_writes_ || patch_faults_.front() != PatchFault::unavailable)) {
+      if (gateway && !patch_faults_.empty()) {
         const auto fault = patch_faults_.front();
         patch_faults_.pop_front();
         if (fault == PatchFault::unavailable) {
@@ -297,7 +282,6 @@ class ApiServer {
       }
       if (!wanted.empty() && wanted != current) {
         ++conflicts_;
-        conflicted_.insert(caller + " " + name);
         trace_.line(caller + " PATCH " + name + ": 409 (sent rv " + wanted + ", current " + current + ")");
         throw ApiError(409, "Conflict",
                        "Operation cannot be fulfilled on deployments.apps \"" + name +
@@ -398,7 +382,6 @@ class ApiServer {
 
   Trace& trace_;
   WriteCheck check_;
-  bool fail_activity_writes_ = false;
   mutable std::mutex mu_;
   Storage storage_;
   std::uint64_t last_rv_ = 1000;
@@ -410,7 +393,6 @@ class ApiServer {
   std::map<std::string, int> scale_ups_;
   std::map<std::string, int> sleeps_;
   int conflicts_ = 0;
-  std::set<std::string> conflicted_;  // "caller name" whose last write got 409
   std::set<std::size_t> threads_;
 };
 
@@ -549,7 +531,7 @@ awaitable<void> connect(std::shared_ptr<Spark> spark, std::shared_ptr<ConnectRes
 struct Totals {
   int steps = 0, spliced = 0, connection_errors = 0, idle_sleeps = 0, failed_wake_sleeps = 0,
       wake_failed_events = 0, conflicts = 0, restarts = 0, lease_moves = 0, faults = 0, cut_by_kill = 0,
-      sleeps_while_waiting = 0, unseen_restarts_slept_early = 0;
+      sleeps_while_waiting = 0;
   std::map<std::string, int> errors;  // connection errors by kind
   Totals& operator+=(const Totals& o) {
     for (const auto& [kind, n] : o.errors) errors[kind] += n;
@@ -565,19 +547,26 @@ struct Totals {
     faults += o.faults;
     cut_by_kill += o.cut_by_kill;
     sleeps_while_waiting += o.sleeps_while_waiting;
-    unseen_restarts_slept_early += o.unseen_restarts_slept_early;
     return *this;
   }
 };
 
-// The idle timeouts the sparks get, in milliseconds: SPARK_REPLICAS_IDLE_MS="lo-hi", else
-// 4000-6000. (Below about 3.5 s the real code cannot keep invariant 1: see the note at the top.)
-std::pair<int, int> idle_range() {
+// What a run of the model varies: the sparks' idle timeouts (milliseconds of real time) and
+// whether the API server fails calls. SPARK_REPLICAS_IDLE_MS="lo-hi" overrides the timeouts.
+struct ModelSettings {
+  int idle_lo = 4000, idle_hi = 6000;
+  bool api_faults = true;
+};
+
+ModelSettings with_idle_override(ModelSettings settings) {
   if (const char* text = std::getenv("SPARK_REPLICAS_IDLE_MS")) {
     int lo = 0, hi = 0;
-    if (std::sscanf(text, "%d-%d", &lo, &hi) == 2 && lo > 0 && hi >= lo) return {lo, hi};
+    if (std::sscanf(text, "%d-%d", &lo, &hi) == 2 && lo > 0 && hi >= lo) {
+      settings.idle_lo = lo;
+      settings.idle_hi = hi;
+    }
   }
-  return {4000, 6000};
+  return settings;
 }
 
 // A port for a spark's sshd below the ephemeral range, so no probe of a stopped pod can ever
@@ -606,8 +595,8 @@ std::uint16_t free_sshd_port(asio::io_context& io) {
 
 class ReplicasModel {
  public:
-  explicit ReplicasModel(unsigned seed) : rng_(seed), api_(trace_) {
-    const auto [idle_lo, idle_hi] = idle_range();
+  ReplicasModel(unsigned seed, ModelSettings settings) : rng_(seed), api_(trace_), api_faults_(settings.api_faults) {
+    const int idle_lo = settings.idle_lo, idle_hi = settings.idle_hi;
     replica_count_ = pick(2, 3);
     reaper_interval_ = milliseconds(pick(std::min(300, idle_lo / 2), std::min(1000, idle_lo)));
     max_watch_lag_ = milliseconds(pick(0, 800));
@@ -630,8 +619,6 @@ class ReplicasModel {
                 " ms, wake_timeout " + std::to_string(kWakeTimeout.count()) + " ms, activity flush " +
                 std::to_string(kFlushInterval.count()) + " ms, " + std::to_string(busy_share_) +
                 "% of connections to " + sparks_[0]->name);
-    known_bugs_ = std::getenv("SPARK_REPLICAS_KNOWN_BUGS") != nullptr;
-    api_.fail_activity_writes(known_bugs_);
     api_.set_write_check([this](const std::string& caller, const std::string& name, const json& before,
                                 const json& after, const json& patch, const ApiServer::ScaleUp& last_scale_up) {
       return check_write(caller, name, before, after, patch, last_scale_up);
@@ -690,7 +677,6 @@ class ReplicasModel {
     for (auto& r : replicas_) totals_.wake_failed_events += r.view->wake_failed_events;
     for (auto& v : buried_views_) totals_.wake_failed_events += v->wake_failed_events;
     totals_.sleeps_while_waiting = sleeps_while_waiting_;
-    totals_.unseen_restarts_slept_early = unseen_restarts_slept_early_;
     for (const auto t : api_.threads()) threads_.insert(t);
     if (std::getenv("SPARK_REPLICAS_TRACE")) std::printf("%s\n", trace_.tail(100000).c_str());
     if (failure_.empty()) return "";
@@ -820,7 +806,7 @@ class ReplicasModel {
     if (live && replicas == 0) return KubeletAction::terminate;
     if (!live && replicas >= 1) return KubeletAction::create;
     if (live && live->at("status").value("phase", "") == "Pending") return KubeletAction::run;
-    if (live && !s.bad_image && !s.sshd && known_bugs_) return KubeletAction::recover;
+    if (live && !s.bad_image && !s.sshd) return KubeletAction::recover;  // a crash loop that ends
     if (terminating) return KubeletAction::remove;
     return KubeletAction::none;
   }
@@ -881,6 +867,17 @@ class ReplicasModel {
     s.peers.clear();
   }
 
+  // The Deployment controller's status.readyReplicas (omitted at 0, as the API serializes it), a
+  // write that changes the Deployment's resourceVersion. (Here at once with the pod's change; a
+  // real controller follows a little later.) Under edit().
+  void set_ready_replicas(ApiServer::Storage& st, const std::string& name, int ready) {
+    auto& d = st.deployments.at(name);
+    if (d["status"].value("readyReplicas", 0) == ready) return;
+    if (ready > 0) d["status"]["readyReplicas"] = ready;
+    else d["status"].erase("readyReplicas");
+    d["metadata"]["resourceVersion"] = api_.next_resource_version();
+  }
+
   void kubelet_act(SparkSim& s, KubeletAction action, Clock::time_point now) {
     const std::string stamp = activity::format_rfc3339(now);
     switch (action) {
@@ -921,6 +918,7 @@ class ReplicasModel {
           auto& pod = st.pods.at(s.pod);
           pod["status"] = status;
           pod["metadata"]["resourceVersion"] = api_.next_resource_version();
+          set_ready_replicas(st, s.name, crash ? 0 : 1);
         });
         trace_.line("kubelet: pod " + s.pod + (crash ? " Running but CrashLoopBackOff" : " Running, sshd listening"));
         return;
@@ -938,6 +936,7 @@ class ReplicasModel {
           auto& pod = st.pods.at(s.pod);
           pod["metadata"]["deletionTimestamp"] = stamp;
           pod["metadata"]["resourceVersion"] = api_.next_resource_version();
+          set_ready_replicas(st, s.name, 0);
         });
         trace_.line("kubelet: pod " + s.pod + " terminated (sshd and its sessions gone)");
         s.pod.clear();
@@ -1237,6 +1236,7 @@ class ReplicasModel {
   }
 
   void inject_faults() {
+    if (!api_faults_) return;
     const int n = pick(1, 6);
     std::string what;
     for (int i = 0; i < n; ++i) {
@@ -1276,17 +1276,10 @@ class ReplicasModel {
     api_.patch("operator", s.name, patch, /*gateway=*/false);
   }
 
-  // `kubectl scale --replicas=1`: someone else wakes it (issue 16 case 2). Unless known bugs
-  // are asked for, only once every replica has seen it asleep (see the note at the top).
+  // `kubectl scale --replicas=1`: someone else wakes it (issue 16 case 2), at any moment: also
+  // before every replica has seen it asleep (a coalesced watch event, a lost answer).
   void operator_scale_up() {
     auto& s = any_spark();
-    if (!known_bugs_) {
-      const auto version = api_.version();
-      bool all_seen = api_.replicas(s.name) == 0 &&
-                      steady_clock::now() - api_.last_scale_down(s.name) > max_watch_lag_ + 2 * kFollowInterval;
-      for (const auto& r : replicas_) all_seen = all_seen && !r.view->outage && r.view->seen_version() == version;
-      if (!all_seen) return;
-    }
     trace_.line("operator: kubectl scale " + s.name + " --replicas=1");
     const json patch = {{"spec", {{"replicas", 1}}}};
     api_.patch("operator", s.name, patch, /*gateway=*/false);
@@ -1349,10 +1342,6 @@ class ReplicasModel {
       const auto* view = view_of(caller);
       const bool saw_it_start = view && (view->created() > last_up.steady_at ||
                                          view->followed_asleep_since(name, last_up.down_before));
-      if (!saw_it_start && !known_bugs_) {
-        ++unseen_restarts_slept_early_;
-        return "";
-      }
       return "invariant 1: " + caller + " put " + name + " to sleep " + std::to_string(ms(t - last_up.at)) +
              " ms after it was scaled up (idle timeout " + std::to_string(sim.idle.count()) + " ms)" +
              (saw_it_start ? "" : ", though it never saw it asleep before that");
@@ -1449,12 +1438,9 @@ class ReplicasModel {
   milliseconds max_watch_lag_{};
   milliseconds kubelet_delay_{};
   int busy_share_ = 70;
-  // SPARK_REPLICAS_KNOWN_BUGS: also the faults and events that reach the bugs named at the
-  // top (a connection's activity write failing; a crash-looping pod recovering in place).
-  bool known_bugs_ = false;
   ApiServer api_;
+  bool api_faults_ = true;
   std::atomic<int> sleeps_while_waiting_{0};
-  std::atomic<int> unseen_restarts_slept_early_{0};
   mutable std::mutex views_mu_;
   std::map<std::string, const ReplicaView*> views_;  // by caller name, every incarnation
   std::set<std::size_t> threads_;
@@ -1516,10 +1502,10 @@ struct SeedOutcome {
   Totals totals;
 };
 
-void run_seed(unsigned seed, int steps, LogCapture* log, SeedOutcome* out) {
+void run_seed(unsigned seed, int steps, ModelSettings settings, LogCapture* log, SeedOutcome* out) {
   out->seed = seed;
   try {
-    ReplicasModel model(seed);
+    ReplicasModel model(seed, settings);
     out->failure = model.run(steps);
     out->totals = model.totals();
     if (!out->failure.empty()) out->log = log->lines_of(model.threads(), 200);
@@ -1528,23 +1514,26 @@ void run_seed(unsigned seed, int steps, LogCapture* log, SeedOutcome* out) {
   }
 }
 
-TEST(ReplicasModel, NoReplicaSleepsASparkUnderAnySession) {
-  std::vector<unsigned> seeds;
+// Runs `seeds` seeds of the model, each in its own thread, and reports what they went through.
+Totals run_models(unsigned seeds, ModelSettings settings) {
+  std::vector<unsigned> chosen;
   if (const char* one = std::getenv("SPARK_REPLICAS_SEED")) {
-    seeds.push_back(static_cast<unsigned>(std::strtoul(one, nullptr, 10)));
+    chosen.push_back(static_cast<unsigned>(std::strtoul(one, nullptr, 10)));
   } else {
-    for (unsigned s = 1; s <= 32; ++s) seeds.push_back(s);
+    for (unsigned s = 1; s <= seeds; ++s) chosen.push_back(s);
   }
   constexpr int kSteps = 70;
+  settings = with_idle_override(settings);
   // Every seed runs in its own thread (its own io_context, control pool and API server): the
   // models mostly wait for real time to pass, so they share two cores easily.
   for (const char* name : {"brave-dolphin", "calm-otter"}) unscraped_metrics().spark(name);  // not thread-safe
   LogCapture log;
-  std::vector<SeedOutcome> outcomes(seeds.size());
+  std::vector<SeedOutcome> outcomes(chosen.size());
   const auto started = steady_clock::now();
   {
     std::vector<std::thread> threads;
-    for (std::size_t i = 0; i < seeds.size(); ++i) threads.emplace_back(run_seed, seeds[i], kSteps, &log, &outcomes[i]);
+    for (std::size_t i = 0; i < chosen.size(); ++i)
+      threads.emplace_back(run_seed, chosen[i], kSteps, settings, &log, &outcomes[i]);
     for (auto& t : threads) t.join();
   }
   Totals totals;
@@ -1556,20 +1545,41 @@ TEST(ReplicasModel, NoReplicaSleepsASparkUnderAnySession) {
   }
   for (const auto& [kind, n] : totals.errors) std::printf("  connection errors: %d %s\n", n, kind.c_str());
   std::printf(
-      "%zu seeds x %d steps in %ld ms: %d sessions spliced, %d connection errors, %d idle sleeps, %d failed-wake "
-      "stops (%d WakeFailed events), %d conflicts (409), %d restarts, %d Lease moves, %d faults injected, %d sessions "
-      "dropped by kill -9, %d idle sleeps while a connection waited for a wake, %d idle sleeps sooner than the idle "
-      "timeout after a start the sleeping replica never saw\n",
-      seeds.size(), kSteps, ms(steady_clock::now() - started), totals.spliced, totals.connection_errors,
-      totals.idle_sleeps, totals.failed_wake_sleeps, totals.wake_failed_events, totals.conflicts, totals.restarts,
-      totals.lease_moves, totals.faults, totals.cut_by_kill, totals.sleeps_while_waiting,
-      totals.unseen_restarts_slept_early);
-  // The interleavings really went through wakes, sleeps and conflicts (else this proves nothing).
-  if (seeds.size() > 1) {
+      "%zu seeds x %d steps, idle timeouts %d-%d ms, API faults %s, in %ld ms: %d sessions spliced, %d connection "
+      "errors, %d idle sleeps, %d failed-wake stops (%d WakeFailed events), %d conflicts (409), %d restarts, %d Lease "
+      "moves, %d faults injected, %d sessions dropped by kill -9, %d idle sleeps while a connection waited (it wakes "
+      "the spark again)\n",
+      chosen.size(), kSteps, settings.idle_lo, settings.idle_hi, settings.api_faults ? "on" : "off",
+      ms(steady_clock::now() - started), totals.spliced, totals.connection_errors, totals.idle_sleeps,
+      totals.failed_wake_sleeps, totals.wake_failed_events, totals.conflicts, totals.restarts, totals.lease_moves,
+      totals.faults, totals.cut_by_kill, totals.sleeps_while_waiting);
+  if (chosen.size() == 1) totals = {};  // one seed proves nothing about coverage; skip those checks
+  return totals;
+}
+
+TEST(ReplicasModel, NoReplicaSleepsASparkUnderAnySession) {
+  const auto totals = run_models(32, ModelSettings{});
+  // The interleavings really went through wakes, sleeps, conflicts and faults (else this proves nothing).
+  if (totals.steps > 0) {
     EXPECT_GT(totals.spliced, 300);
     EXPECT_GT(totals.idle_sleeps, 20);
     EXPECT_GT(totals.conflicts, 20);
     EXPECT_GT(totals.restarts, 10);
+    EXPECT_GT(totals.failed_wake_sleeps, 3);
+  }
+}
+
+// Idle timeouts of half a second to 1.2 s (the model's compressed time) are kept exactly as
+// long ones are: replicas compare recorded activity to the millisecond, and sessions re-record
+// it every third of the idle timeout. (With the 1 s slack replicas used to allow, 5 of these 16
+// seeds slept a spark under a session.) No API faults here: a replica that cannot write for
+// longer than the idle timeout while the Lease holder can is not protectable
+// (docs/high-availability.md), and bursts of the faults above last about a second.
+TEST(ReplicasModel, ShortIdleTimeoutsAreKept) {
+  const auto totals = run_models(16, ModelSettings{500, 1200, false});
+  if (totals.steps > 0) {
+    EXPECT_GT(totals.spliced, 150);
+    EXPECT_GT(totals.idle_sleeps, 20);
   }
 }
 
