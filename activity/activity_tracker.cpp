@@ -39,7 +39,9 @@ void ActivityTracker::connection_closed(const std::string& spark, TimePoint now)
 
 void ActivityTracker::set_keep_awake(const std::string& spark, std::optional<TimePoint> until,
                                      TimePoint now) {
-  entry(spark, now).persisted.keep_awake_until = until;
+  auto& e = entry(spark, now);
+  e.persisted.keep_awake_until = until;
+  e.hold_unconfirmed = true;
   dirty_ = true;
 }
 
@@ -48,8 +50,14 @@ void ActivityTracker::merge_remote(const std::string& spark, const PersistedActi
   auto& p = it->second.persisted;
   p.last_activity = std::max(p.last_activity, remote.last_activity);
   it->second.shared = std::max(it->second.shared, remote.last_activity);
-  if (remote.keep_awake_until && (!p.keep_awake_until || *remote.keep_awake_until > *p.keep_awake_until))
-    p.keep_awake_until = remote.keep_awake_until;
+  // A hold is a setting, not a time that only moves forward: the recorded one is the truth
+  // (another replica may have cleared it), except while ours is not recorded yet.
+  const auto ms = [](const std::optional<TimePoint>& t) {
+    return t ? std::optional(std::chrono::floor<std::chrono::milliseconds>(*t)) : std::nullopt;
+  };
+  if (it->second.hold_unconfirmed && ms(remote.keep_awake_until) == ms(p.keep_awake_until))
+    it->second.hold_unconfirmed = false;
+  if (!it->second.hold_unconfirmed) p.keep_awake_until = remote.keep_awake_until;
   if (fresh) dirty_ = true;  // new to the local state file
 }
 

@@ -31,7 +31,9 @@ class ActivityTracker {
   void set_keep_awake(const std::string& spark, std::optional<TimePoint> until, TimePoint now);
 
   // Activity recorded elsewhere (the Deployment's annotations, written by this or another
-  // gateway): only ever moves times forward. Not dirty: it is already stored where it came from.
+  // gateway): only ever moves last activity forward; its keep-awake hold replaces ours (set or
+  // cleared on another replica) unless ours is newer than what was read (set here, and not yet
+  // seen recorded). Not dirty: it is already stored where it came from.
   void merge_remote(const std::string& spark, const PersistedActivity& remote);
 
   // The newest last activity known to be recorded where other gateways read it (merged from
@@ -60,6 +62,7 @@ class ActivityTracker {
     PersistedActivity persisted;
     TimePoint shared{};
     int open_connections = 0;
+    bool hold_unconfirmed = false;  // set here; not yet seen in what merge_remote reads
   };
   Entry& entry(const std::string& spark, TimePoint now);
 

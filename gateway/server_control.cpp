@@ -105,7 +105,7 @@ ControlOutcome Server::sleep(const std::string& name, bool force) {
     // Its sessions end now: a process backend's sshd may leave session processes behind it, and
     // "forced" must mean the same for every backend.
     if (force) connections_.close_spark(*s);
-    asio::co_spawn(io_, s->sleep(SleepReason::api), [done](std::exception_ptr) { done->set_value(); });
+    asio::co_spawn(io_, s->sleep(SleepReason::api, force), [done](std::exception_ptr) { done->set_value(); });
     return std::nullopt;
   });
   if (refusal) return *refusal;
@@ -125,7 +125,8 @@ ControlOutcome Server::sleep(const std::string& name, bool force) {
 }
 
 ControlOutcome Server::keep_awake(const std::string& name, std::optional<config::Duration> hold) {
-  return on_main_loop([this, name, hold]() -> ControlOutcome {
+  std::optional<activity::ActivitySnapshot> to_share;  // a Kubernetes spark's: the leader reads it there
+  auto outcome = on_main_loop([this, name, hold, &to_share]() -> ControlOutcome {
     auto s = find(name);
     if (!s) return not_found();
     const auto now = std::chrono::system_clock::now();
@@ -134,8 +135,17 @@ ControlOutcome Server::keep_awake(const std::string& name, std::optional<config:
     activity_.set_keep_awake(name, until, now);
     spdlog::info("spark {}: keep-awake {}", name,
                  hold ? "for " + config::format_duration(*hold) : std::string("cleared"));
+    if (annotations_ && s->shared_with_other_gateways()) to_share = activity_.snapshot();
     return {ControlOutcome::Kind::ok, {}, s->status(now)};
   });
+  // Written now, not at the next flush: the replica that reaps may be another one, and it
+  // honours only the hold it reads on the Deployment.
+  if (to_share && annotations_->publish(*to_share, {name}) > 0)
+    return {ControlOutcome::Kind::failed,
+            "the hold is kept here but could not be recorded on the Deployment yet (retried at the next "
+            "activity flush); another gateway replica may put the spark to sleep meanwhile",
+            outcome.spark};
+  return outcome;
 }
 
 // Listeners up and, with Kubernetes, both caches listed (before that, sparks may be missing).

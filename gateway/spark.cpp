@@ -441,7 +441,7 @@ awaitable<void> Spark::refresh_shared_activity(activity::TimePoint now) {
                  config::counted(open_connections_, "connection"), open_connections_ == 1 ? "was" : "were");
 }
 
-awaitable<void> Spark::sleep(SleepReason why) {
+awaitable<void> Spark::sleep(SleepReason why, bool forced) {
   if (state_ != SparkState::running && state_ != SparkState::failed) co_return;
   SleepRequest request{std::string(to_string(why)), std::string(to_string(why)),
                        env_.activity.get(name()).last_activity};
@@ -455,6 +455,8 @@ awaitable<void> Spark::sleep(SleepReason why) {
     }
   } else if (why == SleepReason::api) {
     request.description = "an operator (admin API)";
+    if (!forced && backend_->shares_activity())
+      request.unless_active_after = std::chrono::system_clock::now() - share_period();
   }
   const std::string& reason = request.description;
   auto self = shared_from_this();

@@ -80,8 +80,9 @@ class Spark : public std::enable_shared_from_this<Spark> {
   // the reason it could not be woken. An operator's wake counts as activity.
   awaitable<std::optional<std::string>> ensure_awake(std::string cause);
 
-  // Puts the spark to sleep if it is running (or failed, to clean up).
-  awaitable<void> sleep(SleepReason reason);
+  // Puts the spark to sleep if it is running (or failed, to clean up). An operator's sleep that
+  // is not `forced` leaves it awake if other gateway replicas may have sessions to it.
+  awaitable<void> sleep(SleepReason reason, bool forced = false);
 
   // Reaper tick (the reaping replica only): sleeps the spark if it is idle; a running or failed
   // spark with no session is idle after its idle timeout. A sleeping spark the backend cannot

@@ -43,6 +43,7 @@ activity::PersistedActivity read_activity(const Cluster& cluster, const Deployme
 
 int ActivityAnnotations::publish(const activity::ActivitySnapshot& snapshot,
                                  const std::set<std::string>& sparks) {
+  std::lock_guard lock(mu_);
   int failed = 0;
   for (const auto& name : sparks) {
     const auto it = snapshot.find(name);

@@ -4,6 +4,7 @@
 // batches (the gateway's activity flush), only forward in time, conditionally on the
 // resourceVersion read (a 409 re-reads and tries again).
 #include <map>
+#include <mutex>
 #include <set>
 #include <string>
 #include <vector>
@@ -23,7 +24,8 @@ class ActivityAnnotations {
  public:
   explicit ActivityAnnotations(Cluster& cluster) : cluster_(cluster) {}
 
-  // Writes what changed for `sparks` since the last call. Blocking: the control pool calls it.
+  // Writes what changed for `sparks` since the last call. Blocking: the control pool calls it
+  // (and the admin thread, for a keep-awake that must reach the other replicas now).
   // Failures are logged and retried at the next call; returns how many writes failed.
   int publish(const activity::ActivitySnapshot& snapshot, const std::set<std::string>& sparks);
 
@@ -32,6 +34,7 @@ class ActivityAnnotations {
   void write(const std::string& name, const activity::PersistedActivity& ours);
 
   Cluster& cluster_;
+  std::mutex mu_;  // one publish at a time: published_ is what they agree was written
   std::map<std::string, activity::PersistedActivity> published_;
 };
 

@@ -221,6 +221,9 @@ std::string KubernetesBackend::scale_down(const Deployment& d, const gateway::Sl
     if (recorded > judged)
       throw SleepDeclined("not idle: the Deployment records activity at " + activity::format_rfc3339(recorded));
   }
+  if (request.unless_active_after && recorded > as_recorded(*request.unless_active_after))
+    throw SleepDeclined("activity recorded at " + activity::format_rfc3339(recorded) +
+                        " may be a session through another gateway replica (force puts it to sleep anyway)");
   if (request.reason == "idle") {
     // Put to sleep after the activity this was judged on, and started again since: a run the
     // deciding replica never saw begin. It follows the new run first (Spark::follow_backend).

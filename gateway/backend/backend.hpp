@@ -51,6 +51,10 @@ struct SleepRequest {
   // The last activity the gateway knew of when it decided (epoch: none). A backend shared with
   // other gateways may decline the sleep if someone was active since.
   std::chrono::system_clock::time_point last_activity{};
+  // An operator's sleep that must not cut anyone's session (not forced): a backend shared with
+  // other gateways declines it if activity was recorded after this (their sessions keep the
+  // record at least this fresh).
+  std::optional<std::chrono::system_clock::time_point> unless_active_after{};
 };
 
 struct Observation {

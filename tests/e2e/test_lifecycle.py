@@ -101,10 +101,11 @@ class Replica:
     def __repr__(self):
         return self.name
 
-    def call(self, method, path, timeout=60):
+    def call(self, method, path, timeout=60, body=None):
         # A JSON content type: a tokenless admin takes no "simple" (browser-forgeable) mutation.
+        data = None if method == "GET" else json.dumps(body).encode() if body is not None else b""
         req = urllib.request.Request("http://%s:%d%s" % (self.host, self.admin_port, path), method=method,
-                                     data=b"" if method != "GET" else None,
+                                     data=data,
                                      headers={"Content-Type": "application/json"} if method != "GET" else {})
         try:
             with urllib.request.urlopen(req, timeout=timeout) as r:
@@ -741,6 +742,59 @@ class AfterAnOutage(LifecycleTestCase):
         self.assertNotIn("app.kubernetes.io/part-of", labels, "the gateway does not relabel it")
         for r in (follower, leader):
             self.assertEqual(r.log_lines("shy-mole", "does not exist"), [], "%s's log" % r.name)
+
+
+# ============================================================================================
+# An operator's requests through either replica mean the same as through the leader
+
+
+class OperatorThroughTheFollower(LifecycleTestCase):
+
+    def test_keep_awake_through_the_follower_holds_at_once(self):
+        """A keep-awake set through the follower is on the Deployment when the API answers (the
+        leader honours only what it reads there), not a 30 s flush later: with idle-timeout 3s
+        and the fast reaper, the leader would otherwise sleep the idle spark within seconds."""
+        self.start_cluster()
+        port = self.port_range()[0]
+        self.add_k8s_spark("held-newt", port, idle_timeout="3s")
+        leader, follower = self.start_pair(reaper_interval=FAST_REAPER)
+        self.wait_served("held-newt", port)
+        self.ssh_ok(follower, port, "echo woke", "woke\n")
+        status, body = follower.call("POST", "/api/v1/sparks/held-newt/keep-awake", body={"for": "1h"})
+        self.assertEqual(status, 200, body)
+        until = self.annotation("held-newt", "keep-awake-until")
+        self.assertTrue(until and parse_time(until) > time.time() + 3500,
+                        "the hold is on the Deployment when the API answers: %r" % until)
+        # Idle timeout + several reaper ticks + the watch: the leader would have slept it by now.
+        self.hold(3.0 + 10 * FAST_REAPER_S,
+                  lambda: self.replicas("held-newt") != 1 and "slept under the hold: %s" % self.sleep_lines("held-newt"),
+                  "idle timeout + 10 reaper ticks")
+        status, body = follower.call("DELETE", "/api/v1/sparks/held-newt/keep-awake")
+        self.assertEqual(status, 200, body)
+        self.assertIsNone(self.annotation("held-newt", "keep-awake-until"), "cleared on the Deployment at once")
+        wait_until(lambda: self.replicas("held-newt") == 0, 3.0 + 10,
+                   "the leader sleeps it once the hold is cleared")
+
+    def test_unforced_sleep_through_one_replica_spares_a_session_through_the_other(self):
+        """`spark-gateway sleep` through the follower while a session is open through the leader:
+        refused (the follower has no connection of its own to count); forced, it sleeps."""
+        self.start_cluster()
+        port = self.port_range()[0]
+        self.add_k8s_spark("busy-vole", port, idle_timeout="1h")
+        leader, follower = self.start_pair()
+        self.wait_served("busy-vole", port)
+        p = self.ssh_via(leader, port, "echo started; sleep 120")
+        p.wait_output("started", 60)
+        wait_until(lambda: follower.state("busy-vole") == "running", 15, "the follower to see the spark running")
+        status, body = follower.call("POST", "/api/v1/sparks/busy-vole/sleep")
+        self.assertNotEqual(status, 200, "an unforced sleep under another replica's session: %s" % body)
+        self.assertEqual(self.replicas("busy-vole"), 1)
+        self.assertTrue(p.running(), "the session is untouched")
+        self.assertTrue(follower.log_lines("busy-vole", "another gateway replica"), "the follower says why")
+        status, body = follower.call("POST", "/api/v1/sparks/busy-vole/sleep?force=true")
+        self.assertEqual(status, 200, "forced: %s" % body)
+        self.assertEqual(self.replicas("busy-vole"), 0)
+        self.assertNotEqual(p.wait(30), 0, "the forced sleep ended the session with its pod")
 
 
 # ============================================================================================

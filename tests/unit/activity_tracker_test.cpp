@@ -294,6 +294,30 @@ TEST(ActivityTracker, KeepAwakeOnUnseenSparkStartsItsClock) {
   EXPECT_FALSE(t.is_idle("a", k2h, kT0 + 2h - 1ms));
 }
 
+// A hold cleared (or shortened) on another replica reaches this one through the recorded
+// annotations: merge_remote replaces the hold, it does not keep the later one.
+TEST(ActivityTracker, RemoteHoldReplacesOursOnceOursWasSeenRecorded) {
+  ActivityTracker t;
+  t.merge_remote("a", PersistedActivity{kT0, kT0 + 8h});
+  EXPECT_EQ(t.get("a").keep_awake_until, kT0 + 8h);
+  t.merge_remote("a", PersistedActivity{kT0, std::nullopt});  // cleared elsewhere
+  EXPECT_EQ(t.get("a").keep_awake_until, std::nullopt);
+  EXPECT_TRUE(t.is_idle("a", k2h, kT0 + 2h));
+}
+
+// A hold set here survives reads of the Deployment from before it was written (a lagging
+// watch), until the recorded one says the same; after that the recorded one rules again.
+TEST(ActivityTracker, OurUnrecordedHoldSurvivesStaleReads) {
+  ActivityTracker t;
+  t.merge_remote("a", PersistedActivity{kT0, std::nullopt});
+  t.set_keep_awake("a", kT0 + 4h, kT0);
+  t.merge_remote("a", PersistedActivity{kT0, std::nullopt});  // read before our write landed
+  EXPECT_EQ(t.get("a").keep_awake_until, kT0 + 4h);
+  t.merge_remote("a", PersistedActivity{kT0, kT0 + 4h});  // our write, as recorded (milliseconds)
+  t.merge_remote("a", PersistedActivity{kT0, std::nullopt});  // then cleared elsewhere
+  EXPECT_EQ(t.get("a").keep_awake_until, std::nullopt);
+}
+
 TEST(ActivityTracker, NeverTimeoutIsNeverIdle) {
   ActivityTracker t;
   t.ensure("a", kT0);
