@@ -31,5 +31,10 @@ std::optional<MaybeNever> parse_duration_or_never(std::string_view text, std::st
 
 // Renders a duration compactly for logs and docs: 7200000ms -> "2h", 90000ms -> "1m30s".
 std::string format_duration(Duration d);
+// Any elapsed time (a steady_clock difference), to the millisecond, in the same words.
+template <class Rep, class Period>
+std::string format_duration(std::chrono::duration<Rep, Period> d) {
+  return format_duration(std::chrono::duration_cast<Duration>(d));
+}
 
 }  // namespace spark::config

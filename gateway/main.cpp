@@ -15,13 +15,10 @@
 #include "gateway/observability/logging.hpp"
 #include "gateway/server.hpp"
 #include "k8s/rbac.hpp"
+#include "gateway/exit_codes.hpp"
 #include "version.hpp"
 
 namespace {
-
-constexpr int kExitOk = 0;
-constexpr int kExitFailed = 1;
-constexpr int kExitUsage = 2;  // bad arguments or a bad config
 
 const char* kUsage = R"(usage: spark-gateway <command> [options]
 
@@ -43,12 +40,12 @@ void print_usage(std::ostream& out) { out << kUsage << spark::gateway::admin_com
 int usage_error(const std::string& message) {
   std::cerr << "spark-gateway: " << message << "\n\n";
   print_usage(std::cerr);
-  return kExitUsage;
+  return spark::gateway::exit_code::usage;
 }
 
 int print_config_errors(const spark::config::ConfigError& e) {
   for (const auto& p : e.problems()) std::cerr << p << "\n";
-  return kExitUsage;
+  return spark::gateway::exit_code::usage;
 }
 
 int check_config(const std::vector<std::string>& args) {
@@ -78,7 +75,7 @@ int check_config(const std::vector<std::string>& args) {
                                               : spark::config::format_duration(*s.idle_timeout.value))
                 << "  wake_timeout " << spark::config::format_duration(s.wake_timeout) << "\n";
     }
-    return kExitOk;
+    return spark::gateway::exit_code::ok;
   } catch (const spark::config::ConfigError& e) {
     return print_config_errors(e);
   }
@@ -102,18 +99,18 @@ int rbac(const std::vector<std::string>& args) {
     const auto cfg = spark::config::load_config(config_path);
     if (!cfg.kubernetes) {
       std::cerr << cfg.source.string() << ": no \"kubernetes\" section: the gateway makes no API calls\n";
-      return kExitUsage;
+      return spark::gateway::exit_code::usage;
     }
     const auto rules = spark::k8s::required_rules(*cfg.kubernetes);
     if (!as_json) {
       std::cout << spark::k8s::role_yaml(rules, cfg.kubernetes->namespace_name, "spark-gateway");
-      return kExitOk;
+      return spark::gateway::exit_code::ok;
     }
     nlohmann::json out = nlohmann::json::array();
     for (const auto& r : rules)
       out.push_back({{"apiGroups", {r.api_group}}, {"resources", {r.resource}}, {"verbs", r.verbs}, {"why", r.why}});
     std::cout << out.dump(2) << "\n";
-    return kExitOk;
+    return spark::gateway::exit_code::ok;
   } catch (const spark::config::ConfigError& e) {
     return print_config_errors(e);
   }
@@ -166,7 +163,7 @@ int serve(const std::vector<std::string>& args) {
     cfg = spark::config::load_config(config_path);
   } catch (const spark::config::ConfigError& e) {
     for (const auto& p : e.problems()) spdlog::error("config: {}", p);
-    return kExitUsage;
+    return spark::gateway::exit_code::usage;
   }
   try {
     spdlog::info("spark-gateway {} starting with {}", spark::kVersion, cfg.source.string());
@@ -174,7 +171,7 @@ int serve(const std::vector<std::string>& args) {
     return server.run();
   } catch (const std::exception& e) {
     spdlog::critical("cannot start: {}", e.what());
-    return kExitFailed;
+    return spark::gateway::exit_code::failed;
   }
 }
 
@@ -189,11 +186,11 @@ int main(int argc, char** argv) {
     std::cout << "spark-gateway " << spark::kVersion << "\n"
               << "built with " << spark::kBuildDependencies << "\n"
               << "running with " << OpenSSL_version(OPENSSL_VERSION) << "\n";
-    return kExitOk;
+    return spark::gateway::exit_code::ok;
   }
   if (command == "--help" || command == "-h" || command == "help") {
     print_usage(std::cout);
-    return kExitOk;
+    return spark::gateway::exit_code::ok;
   }
   if (command == "serve") return serve(args);
   if (spark::gateway::is_admin_command(command)) return spark::gateway::run_admin_command(command, args);

@@ -10,7 +10,7 @@
 
 #include "config/duration.hpp"
 #include "config/plural.hpp"
-#include "gateway/backend/make_backend.hpp"
+#include "gateway/make_backend.hpp"
 #include "gateway/observability/rate_limited_log.hpp"
 #include "k8s/credentials.hpp"
 #include "version.hpp"

@@ -27,10 +27,6 @@ constexpr milliseconds kWarmConnectTimeout{2000};
 constexpr milliseconds kRecordBeforeSpliceBudget{2000};
 
 
-std::string ms_text(steady_clock::duration d) {
-  return config::format_duration(std::chrono::duration_cast<milliseconds>(d));
-}
-
 // When the run the backend shows began, as far as it can tell: its start (a pod's creation)
 // when that is known to be after the last sleep, else now (the moment it is seen). Never
 // earlier than the truth, so a spark is not slept sooner than its idle timeout after it started.
@@ -344,7 +340,7 @@ void Spark::finish_wake(const std::shared_ptr<WakeAttempt>& attempt,
                         std::optional<std::string> error, steady_clock::time_point started) {
   attempt->error = std::move(error);
   if (wake_ == attempt) wake_.reset();
-  const auto took = ms_text(steady_clock::now() - started);
+  const auto took = config::format_duration(steady_clock::now() - started);
   if (attempt->error) {
     spdlog::error("spark {}: wake failed after {}: {}", name(), took, *attempt->error);
     metrics_.wakes_failure.Increment();
@@ -479,7 +475,7 @@ awaitable<void> Spark::sleep(SleepReason why, bool forced) {
     spdlog::error("spark {}: sleep failed ({}), it stays awake: {}", name(), reason, e.what());
   }
   if (stopped) {
-    spdlog::info("spark {}: asleep after {} ({})", name(), ms_text(steady_clock::now() - started),
+    spdlog::info("spark {}: asleep after {} ({})", name(), config::format_duration(steady_clock::now() - started),
                  reason);
     asleep_since_ = std::chrono::system_clock::now();
     metrics_.count_sleep(why);

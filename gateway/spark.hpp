@@ -14,6 +14,7 @@
 #include "gateway/backend/backend.hpp"
 #include "gateway/observability/metrics.hpp"
 #include "gateway/observability/spark_status.hpp"
+#include "gateway/outcomes.hpp"
 
 namespace spark::gateway {
 

@@ -13,15 +13,13 @@
 #include "activity/time_format.hpp"
 #include "config/duration.hpp"
 #include "config/spark_name.hpp"
+#include "gateway/exit_codes.hpp"
 
 namespace spark::gateway {
 namespace {
 
 using nlohmann::json;
 
-constexpr int kOk = 0;
-constexpr int kFailed = 1;
-constexpr int kUsage = 2;
 constexpr const char* kDefaultAdmin = "http://127.0.0.1:9090";
 
 struct Options {
@@ -36,7 +34,7 @@ struct Options {
 
 int usage(const std::string& message) {
   std::cerr << "spark-gateway: " << message << "\n\n" << admin_commands_usage();
-  return kUsage;
+  return exit_code::usage;
 }
 
 std::optional<std::string> read_token_file(const std::string& path, std::string& error) {
@@ -98,7 +96,7 @@ std::optional<int> parse(const std::vector<std::string>& args, Options& o) {
     auto token = read_token_file(token_file, error);
     if (!token) {
       std::cerr << "spark-gateway: " << error << "\n";
-      return kUsage;
+      return exit_code::usage;
     }
     o.token = *token;
   } else if (const char* env = std::getenv("SPARK_GATEWAY_TOKEN"); env && *env) {
@@ -197,19 +195,19 @@ int status(const Options& o) {
   json sparks;
   if (o.positional.empty()) {
     auto body = call(o, "GET", "/api/v1/sparks");
-    if (!body) return kFailed;
+    if (!body) return exit_code::failed;
     sparks = (*body)["sparks"];
   } else {
     if (auto bad = need_spark(o, 0, "status")) return *bad;
     auto body = call(o, "GET", "/api/v1/sparks/" + o.positional[0]);
-    if (!body) return kFailed;
+    if (!body) return exit_code::failed;
     sparks = json::array({*body});
   }
   if (o.json_output)
     std::cout << (o.positional.empty() ? json{{"sparks", sparks}} : sparks[0]).dump(2) << "\n";
   else
     print_table(sparks);
-  return kOk;
+  return exit_code::ok;
 }
 
 int print_result(const Options& o, const json& spark, const std::string& text) {
@@ -217,7 +215,7 @@ int print_result(const Options& o, const json& spark, const std::string& text) {
     std::cout << spark.dump(2) << "\n";
   else
     std::cout << text << "\n";
-  return kOk;
+  return exit_code::ok;
 }
 
 }  // namespace
@@ -248,14 +246,14 @@ int run_admin_command(const std::string& command, const std::vector<std::string>
     if (auto bad = need_spark(o, 0, "wake")) return *bad;
     const std::string& name = o.positional[0];
     auto body = call(o, "POST", "/api/v1/sparks/" + name + "/wake" + (o.wait ? "?wait=true" : ""));
-    if (!body) return kFailed;
+    if (!body) return exit_code::failed;
     return print_result(o, *body, name + ": " + body->value("state", std::string("waking")));
   }
   if (command == "sleep") {
     if (auto bad = need_spark(o, 0, "sleep")) return *bad;
     const std::string& name = o.positional[0];
     auto body = call(o, "POST", "/api/v1/sparks/" + name + "/sleep" + (o.force ? "?force=true" : ""));
-    if (!body) return kFailed;
+    if (!body) return exit_code::failed;
     return print_result(o, *body, name + ": " + body->value("state", std::string("sleeping")));
   }
   // keep-awake
@@ -263,7 +261,7 @@ int run_admin_command(const std::string& command, const std::vector<std::string>
     if (auto bad = need_spark(o, 0, "keep-awake --clear")) return *bad;
     const std::string& name = o.positional[0];
     auto body = call(o, "DELETE", "/api/v1/sparks/" + name + "/keep-awake");
-    if (!body) return kFailed;
+    if (!body) return exit_code::failed;
     return print_result(o, *body, name + ": keep-awake cleared");
   }
   if (auto bad = need_spark(o, 1, "keep-awake")) return *bad;
@@ -271,7 +269,7 @@ int run_admin_command(const std::string& command, const std::vector<std::string>
   std::string why;
   if (!config::parse_duration(o.positional[1], &why)) return usage("keep-awake DURATION: " + why);
   auto body = call(o, "POST", "/api/v1/sparks/" + name + "/keep-awake", json{{"for", o.positional[1]}}.dump());
-  if (!body) return kFailed;
+  if (!body) return exit_code::failed;
   const std::string until = (*body)["keep_awake_until"].is_string() ? (*body)["keep_awake_until"].get<std::string>() : "?";
   return print_result(o, *body, name + ": kept awake until " + until);
 }

@@ -40,10 +40,6 @@ bool client_error_is_unreachable(const std::string& error) {
   return false;
 }
 
-std::string seconds_text(Clock::duration d) {
-  return config::format_duration(std::chrono::duration_cast<std::chrono::milliseconds>(d));
-}
-
 }  // namespace
 
 std::optional<std::string> spark_from_login(const std::string& user) {
@@ -104,7 +100,7 @@ bool JumpSession::wait_for_upstream() {
   while (!handoff_->wait_for(std::chrono::duration_cast<std::chrono::milliseconds>(kPoll))) {
     if (stopping_ || client_gone()) return give_up();
     if (Clock::now() >= next_progress) {
-      banner("spark-gateway: " + spark_ + " still waking (" + seconds_text(Clock::now() - started) + ")...\n");
+      banner("spark-gateway: " + spark_ + " still waking (" + config::format_duration(Clock::now() - started) + ")...\n");
       next_progress += kProgressEvery;
     }
   }
@@ -115,7 +111,7 @@ bool JumpSession::wait_for_upstream() {
   }
   upstream_keepalive_ = info_.keepalive ? *info_.keepalive : cfg_.keepalive;
   apply_keepalive(upstream_, upstream_keepalive_, "the upstream of " + spark_);
-  if (asleep) banner("spark-gateway: " + spark_ + " ready in " + seconds_text(Clock::now() - started) + "\n");
+  if (asleep) banner("spark-gateway: " + spark_ + " ready in " + config::format_duration(Clock::now() - started) + "\n");
   return true;
 }
 
@@ -378,7 +374,7 @@ void JumpSession::finish() {
     upstream_ = -1;
     gateway_.upstream_ended(spark_, bytes_up_, bytes_down_, end_);
     spdlog::info("spark {}: jump connection from {} {} after {}, {} bytes in, {} bytes out", spark_, peer_, end_text_,
-                 seconds_text(Clock::now() - opened_), bytes_up_, bytes_down_);
+                 config::format_duration(Clock::now() - opened_), bytes_up_, bytes_down_);
   }
   for (auto* c : {&channel_, &shell_channel_}) {
     if (*c) ssh_channel_free(*c);

@@ -18,18 +18,9 @@
 #include <vector>
 
 #include "gateway/observability/spark_status.hpp"
+#include "gateway/outcomes.hpp"
 
 namespace spark::gateway {
-
-enum class ConnectionOutcome { spliced, wake_failed, upstream_failed, rejected };
-// How a spliced connection ended. `client_unreachable` / `spark_unreachable`: keepalive or
-// TCP_USER_TIMEOUT found that side dead (no FIN or RST ever came; docs/dead-peers.md).
-// `closed`: both sides finished; `error`: a reset or other socket error, or the gateway closed
-// it (drain, forced sleep).
-enum class ConnectionEnd { closed, error, client_unreachable, spark_unreachable };
-std::string_view to_string(ConnectionEnd e);
-enum class SleepReason { idle, api, shutdown, removed };
-std::string_view to_string(SleepReason r);
 
 // Per-spark handles into the families; references stay valid for the Metrics' lifetime.
 struct SparkMetrics {

@@ -1,4 +1,4 @@
-#include "gateway/backend/make_backend.hpp"
+#include "gateway/make_backend.hpp"
 
 #include "gateway/backend/exec_backend.hpp"
 #include "gateway/backend/process_backend.hpp"
