@@ -12,7 +12,6 @@
 #include "config/plural.hpp"
 #include "gateway/make_backend.hpp"
 #include "gateway/observability/rate_limited_log.hpp"
-#include "k8s/credentials.hpp"
 #include "version.hpp"
 
 namespace spark::gateway {
@@ -28,10 +27,7 @@ constexpr milliseconds kCloseGrace{2000};
 
 }  // namespace
 
-Server::Server(config::Config cfg)
-    : metrics_(kVersion), cfg_(std::move(cfg)), store_(cfg_.state_dir) {
-  metrics_.expose_persist_store("state_file");
-}
+Server::Server(config::Config cfg) : metrics_(kVersion), cfg_(std::move(cfg)) {}
 
 int Server::data_threads() const {
   if (cfg_.data_threads) return *cfg_.data_threads;
@@ -46,15 +42,13 @@ Server::~Server() {
   // gateway's side), while the data workers whose sockets it holds are alive.
   io_.shutdown();
   data_plane_.reset();  // no splice may outlive the sparks it counts bytes for
-  if (discovery_) discovery_->stop();
-  if (services_) services_->stop();
-  if (elector_) elector_->stop();
+  if (kubernetes_) kubernetes_->stop_workers();
   // Sparks (and process children) go before the pool their backends may still be using, and
   // both before the cluster their Kubernetes backends use.
   listeners_.clear();
   sparks_.clear();
   control_pool_.join();
-  if (cluster_) cluster_->stop();
+  if (kubernetes_) kubernetes_->stop_cluster();
 }
 
 std::shared_ptr<Server::Listener> Server::open_listener(const config::Address& address) {
@@ -108,13 +102,13 @@ void Server::apply_config(config::Config next, bool from_discovery) {
         // Said on the Deployment too (kubectl describe), where whoever set the port looks.
         std::string why = e.what();
         if (const auto prefix = "spark " + s.name + ": "; why.starts_with(prefix)) why.erase(0, prefix.size());
-        asio::post(control_pool_, [cluster = cluster_.get(), name = s.name, port = s.listen.port, why] {
-          if (!cluster) return;
-          if (const auto d = cluster->deployment(name))
-            cluster->record_event(*d, "Warning", "PortUnavailable",
-                                  cluster->annotation("port") + " \"" + std::to_string(port) + "\": " + why +
-                                      "; not served");
-        });
+        if (kubernetes_)
+          asio::post(control_pool_, [cluster = &kubernetes_->cluster(), name = s.name, port = s.listen.port, why] {
+            if (const auto d = cluster->deployment(name))
+              cluster->record_event(*d, "Warning", "PortUnavailable",
+                                    cluster->annotation("port") + " \"" + std::to_string(port) + "\": " + why +
+                                        "; not served");
+          });
       }
     }
   }
@@ -127,14 +121,14 @@ void Server::apply_config(config::Config next, bool from_discovery) {
     activity_.ensure(s.name, now);
     if (auto it = sparks_.find(s.name); it != sparks_.end()) {
       if (!(it->second->config() == s)) changed.push_back(s.name);
-      it->second->update(s, make_backend(s, next, cluster_.get()));
+      it->second->update(s, make_backend(s, next, kubernetes_ ? &kubernetes_->cluster() : nullptr));
       sparks[s.name] = it->second;
     } else {
       sparks[s.name] = std::make_shared<Spark>(
           SparkEnvironment{io_.get_executor(), control_pool_, activity_, &metrics_,
                            std::chrono::duration_cast<milliseconds>(next.activity_flush_interval)},
           s,
-          make_backend(s, next, cluster_.get()));
+          make_backend(s, next, kubernetes_ ? &kubernetes_->cluster() : nullptr));
       added.push_back(s.name);
       asio::co_spawn(io_, sparks[s.name]->adopt_if_running(), asio::detached);
     }
@@ -184,46 +178,6 @@ void Server::apply_config(config::Config next, bool from_discovery) {
   cfg_.state_dir = state_dir;
 }
 
-// The Lease holder name: the pod's name (downward API, deploy/), else the host name (which is
-// the pod's name in a pod too).
-std::string Server::default_identity() {
-  if (const char* pod = std::getenv("POD_NAME"); pod && *pod) return pod;
-  char host[256] = {};
-  ::gethostname(host, sizeof host - 1);
-  return host;
-}
-
-void Server::start_kubernetes() {
-  const auto& k = *cfg_.kubernetes;
-  auto endpoint = k8s::resolve_endpoint(k, cfg_.state_dir / "kubernetes");
-  spdlog::info("kubernetes: namespace {}, Deployments matching \"{}\", API server {}", k.namespace_name,
-               k.selector, endpoint.describe());
-  cluster_ = std::make_unique<k8s::Cluster>(k, std::move(endpoint));
-  cluster_->api().set_observer([this](std::string_view verb, int code, double seconds) {
-    metrics_.count_kubernetes_request(verb, code, seconds);
-  });
-  annotations_ = std::make_unique<k8s::ActivityAnnotations>(*cluster_);
-  metrics_.expose_persist_store("kubernetes");
-  discovery_ = std::make_unique<k8s::SparkDiscovery>(*cluster_, cfg_, [this](k8s::DiscoveredSparks found) {
-    asio::post(io_, [this, found = std::move(found)]() mutable { apply_discovered(std::move(found)); });
-  });
-  if (k.manage_services) services_ = std::make_unique<k8s::ServiceReconciler>(*cluster_);
-  cluster_->start([this] { discovery_->changed(); },
-                  [this] {
-                    if (services_) services_->services_changed();
-                  });
-  discovery_->start();
-  if (services_) services_->start();
-  if (k.leader_election.enabled) {
-    auto election = k.leader_election;
-    if (election.identity.empty()) election.identity = default_identity();
-    metrics_.set_leader(false);
-    elector_ = std::make_unique<k8s::LeaderElector>(cluster_->api(), k.namespace_name, std::move(election),
-                                                    [this](bool leading) { metrics_.set_leader(leading); });
-    elector_->start();
-  }
-}
-
 void Server::apply_discovered(k8s::DiscoveredSparks found) {
   if (stopping_) return;
   // Activity first: a spark seen for the first time must start from what its Deployment
@@ -235,15 +189,13 @@ void Server::apply_discovered(k8s::DiscoveredSparks found) {
   } catch (const std::exception& e) {
     spdlog::error("kubernetes: applying discovered sparks: {}", e.what());
   }
-  if (services_) {
-    // Tailnet Services for the discovered sparks actually served (not those a configured spark
-    // of the same name shadows, nor those that could not listen).
-    std::map<std::string, int> ports;
-    for (const auto& s : discovered_)
-      if (const auto it = sparks_.find(s.name); it != sparks_.end() && it->second->config() == s)
-        ports[s.name] = s.listen.port;
-    services_->set_sparks(std::move(ports));
-  }
+  // Tailnet Services for the discovered sparks actually served (not those a configured spark
+  // of the same name shadows, nor those that could not listen).
+  std::map<std::string, int> ports;
+  for (const auto& s : discovered_)
+    if (const auto it = sparks_.find(s.name); it != sparks_.end() && it->second->config() == s)
+      ports[s.name] = s.listen.port;
+  kubernetes_->serve(std::move(ports));
   discovered_once_ = true;
 }
 
@@ -284,7 +236,7 @@ awaitable<void> Server::reaper_loop() {
     const auto now = std::chrono::system_clock::now();
     // With leader election only the leader reaps the sparks other replicas serve too; the
     // sparks this replica runs itself (process, exec) are its own to reap.
-    const bool leading = !elector_ || elector_->is_leader();
+    const bool leading = leads();
     for (auto& [name, spark] : sparks_) {
       if (!leading && spark->shared_with_other_gateways()) continue;
       spark->reap_if_idle(now);
@@ -329,52 +281,10 @@ awaitable<void> Server::trim_loop() {
   }
 }
 
-awaitable<void> Server::flush_loop() {
-  asio::steady_timer timer(io_);
-  while (!stopping_) {
-    timer.expires_after(cfg_.activity_flush_interval);
-    co_await timer.async_wait(use_awaitable);
-    if (stopping_) co_return;
-    // Sparks shared with other replicas refresh their sessions' activity themselves, at their
-    // own period (follow_loop): refreshing them here too would write them twice.
-    activity_.refresh_open(std::chrono::system_clock::now(), kubernetes_sparks());
-    if (!activity_.dirty() && !annotations_behind_) continue;
-    auto snapshot = activity_.snapshot();
-    try {
-      const auto save = [this, snapshot] { store_.save(snapshot); };
-      co_await run_blocking(control_pool_, save);
-      activity_.mark_persisted(snapshot);
-    } catch (const std::exception& e) {
-      // Kept in memory and retried at the next flush: nothing is lost while the gateway runs.
-      spdlog::error("cannot persist activity (will retry): {}", e.what());
-      metrics_.count_persist_failure("state_file");
-    }
-    if (annotations_) {
-      const auto names = kubernetes_sparks();
-      const auto publish = [this, snapshot, names] { return annotations_->publish(snapshot, names); };
-      const int failed = co_await run_blocking(control_pool_, publish);
-      for (int i = 0; i < failed; ++i) metrics_.count_persist_failure("kubernetes");
-      annotations_behind_ = failed > 0;  // retried at the next flush even if nothing changes
-    }
-  }
-}
-
 std::set<std::string> Server::kubernetes_sparks() const {
   std::set<std::string> names;
   for (const auto& s : discovered_) names.insert(s.name);
   return names;
-}
-
-void Server::flush_now() {
-  activity_.refresh_open(std::chrono::system_clock::now());
-  auto snapshot = activity_.snapshot();
-  if (annotations_) annotations_->publish(snapshot, kubernetes_sparks());
-  try {
-    store_.save(snapshot);
-    activity_.mark_persisted(snapshot);
-  } catch (const std::exception& e) {
-    spdlog::error("cannot persist activity at shutdown: {}", e.what());
-  }
 }
 
 void Server::reload() {
@@ -413,7 +323,7 @@ awaitable<void> Server::shut_down() {
   ready_ = false;  // fail readiness first, so a load balancer stops sending new connections
   if (jump_) jump_->stop_accepting();
   // Hand the reaper to another replica now (releasing the Lease is a blocking API call).
-  if (elector_) asio::post(control_pool_, [this] { elector_->stop(); });
+  if (kubernetes_) asio::post(control_pool_, [this] { kubernetes_->release_lease(); });
   for (auto& [key, listener] : listeners_) {
     error_code ignored;
     listener->acceptor.close(ignored);
@@ -440,7 +350,8 @@ awaitable<void> Server::shut_down() {
   for (auto& [name, spark] : sparks_) {
     if (spark->stops_with_gateway()) co_await spark->sleep(SleepReason::shutdown);
   }
-  flush_now();
+  flusher_.stop();
+  flusher_.flush_now();
   spdlog::info("stopped");
   io_.stop();
 }
@@ -452,14 +363,15 @@ int Server::run() {
     limit.rlim_cur = limit.rlim_max;
     ::setrlimit(RLIMIT_NOFILE, &limit);
   }
-  try {
-    activity_.restore(store_.load());
-  } catch (const std::exception& e) {
-    spdlog::error("{}", e.what());
-  }
+  flusher_.restore();
   data_plane_ = std::make_unique<DataPlane>(io_, data_threads(), kMaxPipes);
   apply_config(cfg_);
-  if (cfg_.kubernetes) start_kubernetes();
+  if (cfg_.kubernetes) {
+    kubernetes_ = std::make_unique<KubernetesLink>(cfg_, metrics_, [this](k8s::DiscoveredSparks found) {
+      asio::post(io_, [this, found = std::move(found)]() mutable { apply_discovered(std::move(found)); });
+    });
+    flusher_.share_through(kubernetes_->annotations(), [this] { return kubernetes_sparks(); });
+  }
   if (cfg_.admin) {
     metrics_.set_snapshot_source([this] { return sparks(); });
     admin_ = std::make_unique<AdminServer>(*cfg_.admin, *this, metrics_);
@@ -472,7 +384,7 @@ int Server::run() {
   asio::co_spawn(io_, signal_loop(), asio::detached);
   asio::co_spawn(io_, reaper_loop(), asio::detached);
   asio::co_spawn(io_, follow_loop(), asio::detached);
-  asio::co_spawn(io_, flush_loop(), asio::detached);
+  asio::co_spawn(io_, flusher_.run([this] { return cfg_.activity_flush_interval; }), asio::detached);
   asio::co_spawn(io_, trim_loop(), asio::detached);
   spdlog::info("ready: serving {}, state in {}, {}", config::counted(sparks_.size(), "spark"),
                cfg_.state_dir.string(), config::counted(data_plane_->threads(), "data thread"));

@@ -8,24 +8,20 @@
 #include <set>
 #include <memory>
 
-#include "activity/activity_store.hpp"
 #include "activity/activity_tracker.hpp"
 #include "config/config.hpp"
 #include "gateway/admin/admin_server.hpp"
 #include "gateway/admin/gateway_control.hpp"
+#include "gateway/activity_flusher.hpp"
 #include "gateway/admission.hpp"
 #include "gateway/asio.hpp"
 #include "gateway/connection.hpp"
 #include "gateway/data_plane.hpp"
 #include "gateway/observability/metrics.hpp"
-#include "gateway/spark.hpp"
-#include "k8s/activity_annotations.hpp"
-#include "k8s/cluster.hpp"
 #include "gateway/jump/jump_gateway.hpp"
 #include "gateway/jump/jump_server.hpp"
-#include "k8s/leader_election.hpp"
-#include "k8s/service_reconciler.hpp"
-#include "k8s/spark_discovery.hpp"
+#include "gateway/kubernetes_link.hpp"
+#include "gateway/spark.hpp"
 
 namespace spark::gateway {
 
@@ -75,9 +71,6 @@ class Server final : public GatewayControl, public JumpGateway {
   // (`from_discovery`: Deployments change on every annotation write) only when sparks were
   // added, changed or removed, and as discovery, not as a config load.
   void apply_config(config::Config next, bool from_discovery = false);
-  // Connects to the cluster and starts discovering sparks (kubernetes section). Throws.
-  void start_kubernetes();
-  static std::string default_identity();
   awaitable<void> jump_connect(std::string name, std::string peer, std::shared_ptr<UpstreamHandoff> handoff);
   std::optional<SparkInfo> spark_info(const std::string& name);  // main loop only
   void apply_discovered(k8s::DiscoveredSparks found);
@@ -88,13 +81,12 @@ class Server final : public GatewayControl, public JumpGateway {
   int waiting_for_wakes() const;  // every spark's connections waiting for a wake
   awaitable<void> reaper_loop();
   awaitable<void> follow_loop();
-  awaitable<void> flush_loop();
   awaitable<void> trim_loop();
   awaitable<void> signal_loop();
   awaitable<void> shut_down();
   void reload();
-  void flush_now();
   std::set<std::string> kubernetes_sparks() const;
+  bool leads() const { return !kubernetes_ || kubernetes_->leads(); }
 
   // The main loop, with Asio's shutdown() callable before its destructor: handlers still queued
   // when run() returns (an accept aborted by the drain, a connection waiting for a wake) own
@@ -107,7 +99,7 @@ class Server final : public GatewayControl, public JumpGateway {
   Metrics metrics_;
   config::Config cfg_;
   activity::ActivityTracker activity_;
-  activity::ActivityStore store_;
+  ActivityFlusher flusher_{control_pool_, activity_, metrics_, cfg_.state_dir};
   std::map<std::string, std::shared_ptr<Spark>> sparks_;         // by name
   std::map<std::string, std::shared_ptr<Listener>> listeners_;   // by listen address
   ConnectionRegistry connections_;
@@ -124,15 +116,9 @@ class Server final : public GatewayControl, public JumpGateway {
   std::atomic<bool> ready_{false};
   std::unique_ptr<AdminServer> admin_;
   std::unique_ptr<JumpServer> jump_;  // only with a "jump" section
-  // Kubernetes (only with a "kubernetes" section).
-  std::unique_ptr<k8s::Cluster> cluster_;
-  std::unique_ptr<k8s::SparkDiscovery> discovery_;
-  std::unique_ptr<k8s::ActivityAnnotations> annotations_;
-  std::unique_ptr<k8s::ServiceReconciler> services_;  // only with manage_services
-  std::unique_ptr<k8s::LeaderElector> elector_;       // only with leader_election
+  std::unique_ptr<KubernetesLink> kubernetes_;  // only with a "kubernetes" section
   std::vector<config::SparkConfig> discovered_;
   std::atomic<bool> discovered_once_{false};  // the first discovered set has been applied
-  bool annotations_behind_ = false;  // some activity annotations could not be written
   std::set<std::string> unbindable_;  // discovered sparks already reported as unable to listen
 };
 

@@ -135,12 +135,12 @@ ControlOutcome Server::keep_awake(const std::string& name, std::optional<config:
     activity_.set_keep_awake(name, until, now);
     spdlog::info("spark {}: keep-awake {}", name,
                  hold ? "for " + config::format_duration(*hold) : std::string("cleared"));
-    if (annotations_ && s->shared_with_other_gateways()) to_share = activity_.snapshot();
+    if (s->shared_with_other_gateways()) to_share = activity_.snapshot();
     return {ControlOutcome::Kind::ok, {}, s->status(now)};
   });
   // Written now, not at the next flush: the replica that reaps may be another one, and it
   // honours only the hold it reads on the Deployment.
-  if (to_share && annotations_->publish(*to_share, {name}) > 0)
+  if (to_share && !flusher_.share_hold_now(*to_share, name))
     return {ControlOutcome::Kind::failed,
             "the hold is kept here but could not be recorded on the Deployment yet (retried at the next "
             "activity flush); another gateway replica may put the spark to sleep meanwhile",
@@ -151,9 +151,9 @@ ControlOutcome Server::keep_awake(const std::string& name, std::optional<config:
 // Listeners up and, with Kubernetes, both caches listed (before that, sparks may be missing).
 // With Kubernetes: once the caches are listed and the listeners of the sparks found there are
 // open (a connection routed here before that would be refused).
-bool Server::ready() { return ready_ && (!cluster_ || (cluster_->synced() && discovered_once_)); }
+bool Server::ready() { return ready_ && (!kubernetes_ || (kubernetes_->synced() && discovered_once_)); }
 
-bool Server::leads_reaper() { return !elector_ || elector_->is_leader(); }
+bool Server::leads_reaper() { return leads(); }
 
 std::optional<JumpGateway::SparkInfo> Server::find_spark(const std::string& name) {
   try {
