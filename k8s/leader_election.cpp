@@ -35,14 +35,10 @@ LeaderElector::LeaderElector(ApiClient& api, std::string namespace_name, config:
 
 LeaderElector::~LeaderElector() { stop(); }
 
-void LeaderElector::start() { thread_ = std::thread([this] { run(); }); }
+void LeaderElector::start() { thread_ = std::jthread([this](std::stop_token stop) { run(stop); }); }
 
 void LeaderElector::stop() {
-  {
-    std::lock_guard lock(mu_);
-    stopping_ = true;
-  }
-  wake_.notify_all();
+  thread_.request_stop();
   // Shutdown calls this from the control pool and the destructor from the main thread: the
   // second caller waits for the first's join.
   std::lock_guard join_lock(join_mu_);
@@ -163,7 +159,7 @@ void LeaderElector::release() {
   }
 }
 
-void LeaderElector::run() {
+void LeaderElector::run(std::stop_token stop) {
   std::mt19937 rng{std::random_device{}()};
   std::uniform_real_distribution<double> jitter(1.0, 1.2);  // client-go's JitterFactor 1.2
   std::string last_error;
@@ -189,7 +185,8 @@ void LeaderElector::run() {
     }
     std::unique_lock lock(mu_);
     const auto wait = std::chrono::duration_cast<Clock::duration>(cfg_.retry_period * jitter(rng));
-    if (wake_.wait_for(lock, wait, [this] { return stopping_; })) break;
+    wake_.wait_for(lock, stop, wait, [] { return false; });
+    if (stop.stop_requested()) break;
   }
   const bool was_leading = [this] {
     std::lock_guard lock(mu_);

@@ -12,6 +12,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <stop_token>
 #include <thread>
 
 #include "config/config.hpp"
@@ -39,7 +40,7 @@ class LeaderElector {
   std::string observed_holder() const;
 
  private:
-  void run();
+  void run(std::stop_token stop);
   // One acquire-or-renew attempt (client-go's tryAcquireOrRenew); true if we hold the Lease.
   bool try_acquire_or_renew();
   void release();
@@ -54,8 +55,7 @@ class LeaderElector {
   std::function<void(bool)> on_change_;
 
   mutable std::mutex mu_;
-  std::condition_variable wake_;
-  bool stopping_ = false;
+  std::condition_variable_any wake_;  // stop() cuts a wait short
   bool leading_ = false;
   Clock::time_point last_renew_{};
   // What we last saw in the Lease, and when it last changed (client-go's observedRecord/Time).
@@ -63,7 +63,7 @@ class LeaderElector {
   std::string observed_holder_;
   Clock::time_point observed_time_{};
   std::mutex join_mu_;
-  std::thread thread_;
+  std::jthread thread_;
 };
 
 }  // namespace spark::k8s

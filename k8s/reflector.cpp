@@ -32,40 +32,31 @@ Reflector::Reflector(ApiClient& api, std::string what, std::string collection_pa
 
 Reflector::~Reflector() { stop(); }
 
-void Reflector::start() { thread_ = std::thread([this] { run(); }); }
+void Reflector::start() { thread_ = std::jthread([this](std::stop_token stop) { run(stop); }); }
 
 void Reflector::stop() {
-  {
-    std::lock_guard lock(mu_);
-    stopping_ = true;
-  }
-  wake_.notify_all();
-  api_.cancel_streams();
+  thread_.request_stop();
+  api_.cancel_streams();  // a watch blocked in a read ends now
   if (thread_.joinable()) thread_.join();
 }
 
-bool Reflector::back_off() {
+bool Reflector::back_off(std::stop_token stop) {
   backoff_ = backoff_.count() == 0 ? kFirstBackoff : std::min(backoff_ * 2, kMaxBackoff);
   const auto wait = std::chrono::milliseconds(static_cast<long>(backoff_.count() * jitter()));
   std::unique_lock lock(mu_);
-  return !wake_.wait_for(lock, wait, [this] { return stopping_; });
+  wake_.wait_for(lock, stop, wait, [] { return false; });
+  return !stop.stop_requested();
 }
 
-void Reflector::run() {
+void Reflector::run(std::stop_token stop) {
   for (;;) {
-    {
-      std::lock_guard lock(mu_);
-      if (stopping_) return;
-    }
+    if (stop.stop_requested()) return;
     try {
       if (resource_version_.empty()) list();
       watch();
     } catch (const ApiError& e) {
       current_ = false;
-      {
-        std::lock_guard lock(mu_);
-        if (stopping_) return;
-      }
+      if (stop.stop_requested()) return;
       if (e.is_expired()) {
         // The history we would resume from is compacted away: start over with a list.
         spdlog::info("kubernetes: {} watch expired ({}); listing again", what_, e.what());
@@ -73,11 +64,11 @@ void Reflector::run() {
         continue;
       }
       spdlog::warn("kubernetes: {} watch: {}; retrying", what_, e.what());
-      if (!back_off()) return;
+      if (!back_off(stop)) return;
     } catch (const std::exception& e) {
       current_ = false;
       spdlog::error("kubernetes: {} watch: {}; retrying", what_, e.what());
-      if (!back_off()) return;
+      if (!back_off(stop)) return;
     }
   }
 }

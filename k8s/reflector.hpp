@@ -9,6 +9,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <stop_token>
 #include <thread>
 #include <vector>
 
@@ -46,12 +47,12 @@ class Reflector {
   bool current() const { return current_; }
 
  private:
-  void run();
+  void run(std::stop_token stop);
   void list();
   // Watches from resource_version_ until the stream ends. Throws ApiError.
   void watch();
   // Waits out a backoff step; false if stop() was called meanwhile.
-  bool back_off();
+  bool back_off(std::stop_token stop);  // false: stopped while waiting
 
   ApiClient& api_;
   std::string what_;
@@ -64,10 +65,9 @@ class Reflector {
   std::atomic<bool> current_{false};
   std::atomic<std::uint64_t> relists_{0};
 
-  std::mutex mu_;
-  std::condition_variable wake_;
-  bool stopping_ = false;
-  std::thread thread_;
+  std::mutex mu_;  // for wake_ only: a back-off that stop() cuts short
+  std::condition_variable_any wake_;
+  std::jthread thread_;
 };
 
 }  // namespace spark::k8s

@@ -76,14 +76,10 @@ ServiceReconciler::ServiceReconciler(Cluster& cluster) : cluster_(cluster) {}
 
 ServiceReconciler::~ServiceReconciler() { stop(); }
 
-void ServiceReconciler::start() { thread_ = std::thread([this] { run(); }); }
+void ServiceReconciler::start() { thread_ = std::jthread([this](std::stop_token stop) { run(stop); }); }
 
 void ServiceReconciler::stop() {
-  {
-    std::lock_guard lock(mu_);
-    stopping_ = true;
-  }
-  wake_.notify_all();
+  thread_.request_stop();
   if (thread_.joinable()) thread_.join();
 }
 
@@ -136,17 +132,17 @@ json ServiceReconciler::desired_service(const std::string& spark, int port,
   return {{"apiVersion", "v1"}, {"kind", "Service"}, {"metadata", metadata}, {"spec", spec}};
 }
 
-void ServiceReconciler::run() {
+void ServiceReconciler::run(std::stop_token stop) {
   bool retry_soon = false;
   for (;;) {
     {
       std::unique_lock lock(mu_);
-      wake_.wait_for(lock, retry_soon ? std::chrono::duration_cast<std::chrono::milliseconds>(kRetryAfter)
-                                      : std::chrono::duration_cast<std::chrono::milliseconds>(kResyncEvery),
-                     [this] { return dirty_ || stopping_; });
-      if (stopping_) return;
-      wake_.wait_for(lock, kSettle, [this] { return stopping_; });
-      if (stopping_) return;
+      wake_.wait_for(lock, stop,
+                     retry_soon ? std::chrono::duration_cast<std::chrono::milliseconds>(kRetryAfter)
+                                : std::chrono::duration_cast<std::chrono::milliseconds>(kResyncEvery),
+                     [this] { return dirty_; });
+      wake_.wait_for(lock, stop, kSettle, [] { return false; });  // let a burst of changes settle
+      if (stop.stop_requested()) return;
       dirty_ = false;
       if (!have_sparks_) continue;
     }

@@ -13,6 +13,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <stop_token>
 #include <thread>
 
 #include "k8s/cluster.hpp"
@@ -36,7 +37,7 @@ class ServiceReconciler {
   std::string service_name(const std::string& spark) const;
 
  private:
-  void run();
+  void run(std::stop_token stop);
   // One pass; false if some call failed (retried soon).
   bool reconcile();
   bool ensure(const std::string& spark, int port, const std::map<std::string, Service>& managed,
@@ -57,12 +58,11 @@ class ServiceReconciler {
   std::map<std::string, std::string> refused_;
 
   std::mutex mu_;
-  std::condition_variable wake_;
+  std::condition_variable_any wake_;  // set_sparks(), services_changed() or stop()
   std::map<std::string, int> ports_;
   bool have_sparks_ = false;
   bool dirty_ = true;
-  bool stopping_ = false;
-  std::thread thread_;
+  std::jthread thread_;
 };
 
 // True when every field of `desired` is in `actual` with the same value (objects: subset;

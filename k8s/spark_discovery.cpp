@@ -39,14 +39,10 @@ SparkDiscovery::SparkDiscovery(Cluster& cluster, const config::Config& defaults,
 
 SparkDiscovery::~SparkDiscovery() { stop(); }
 
-void SparkDiscovery::start() { thread_ = std::thread([this] { run(); }); }
+void SparkDiscovery::start() { thread_ = std::jthread([this](std::stop_token stop) { run(stop); }); }
 
 void SparkDiscovery::stop() {
-  {
-    std::lock_guard lock(mu_);
-    stopping_ = true;
-  }
-  wake_.notify_all();
+  thread_.request_stop();
   if (thread_.joinable()) thread_.join();
 }
 
@@ -58,15 +54,14 @@ void SparkDiscovery::changed() {
   wake_.notify_all();
 }
 
-void SparkDiscovery::run() {
+void SparkDiscovery::run(std::stop_token stop) {
   for (;;) {
     {
       std::unique_lock lock(mu_);
-      wake_.wait_for(lock, kRetryEvery, [this] { return dirty_ || stopping_; });
-      if (stopping_) return;
+      wake_.wait_for(lock, stop, kRetryEvery, [this] { return dirty_; });
       // Let a burst of changes settle.
-      wake_.wait_for(lock, kSettle, [this] { return stopping_; });
-      if (stopping_) return;
+      wake_.wait_for(lock, stop, kSettle, [] { return false; });
+      if (stop.stop_requested()) return;
       dirty_ = false;
     }
     if (!cluster_.synced()) {

@@ -9,6 +9,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <stop_token>
 #include <thread>
 #include <vector>
 
@@ -40,7 +41,7 @@ class SparkDiscovery {
   DiscoveredSparks compute();
 
  private:
-  void run();
+  void run(std::stop_token stop);
   // A problem this pass found: a Warning Event every pass (one Event whose count grows: the
   // cluster aggregates them), a log line only when it is new (not seen by the previous pass).
   void warn(const Deployment& d, const std::string& reason, const std::string& message);
@@ -55,10 +56,9 @@ class SparkDiscovery {
   std::set<std::string> this_pass_;  // those this pass has found so far
 
   std::mutex mu_;
-  std::condition_variable wake_;
+  std::condition_variable_any wake_;  // changed() or stop()
   bool dirty_ = true;
-  bool stopping_ = false;
-  std::thread thread_;
+  std::jthread thread_;
 };
 
 }  // namespace spark::k8s
