@@ -64,28 +64,28 @@ std::shared_ptr<Server::Listener> Server::open_listener(const config::Address& a
 }
 
 void Server::apply_config(config::Config next, bool from_discovery) {
-  // 1. Listeners: reuse those whose address stays, open the new ones; nothing changes on error.
-  std::map<std::string, std::shared_ptr<Listener>> listeners;
-  std::vector<std::shared_ptr<Listener>> opened;
-  std::vector<config::SparkConfig> wanted;
-  auto listen = [&](const config::SparkConfig& s) {
-    const std::string key = s.listen.to_string();
-    if (listeners.contains(key)) throw std::runtime_error("spark " + s.name + ": " + key + " is already in use by another spark");
-    if (auto it = listeners_.find(key); it != listeners_.end()) {
-      listeners[key] = it->second;
-      return;
-    }
-    try {
-      listeners[key] = open_listener(s.listen);
-    } catch (const std::exception& e) {
-      throw std::runtime_error("spark " + s.name + ": " + e.what());
-    }
-    opened.push_back(listeners[key]);
-  };
-  for (const auto& s : next.sparks) {
-    listen(s);
-    wanted.push_back(s);
+  // Listeners first: nothing changes if one cannot be opened (throws).
+  auto plan = plan_listeners(next);
+  const auto changes = update_sparks(plan, next);
+  // Close the listeners no longer wanted; start accepting on the new ones.
+  for (auto& [key, listener] : listeners_) {
+    if (plan.listeners.contains(key)) continue;
+    error_code ignored;
+    listener->acceptor.close(ignored);
   }
+  for (auto& l : plan.opened) asio::co_spawn(io_, accept_loop(l), asio::detached);
+  listeners_ = std::move(plan.listeners);
+  log_changes(changes, next, from_discovery);
+  adopt_config(std::move(next));
+}
+
+Server::ListenerPlan Server::plan_listeners(const config::Config& next) {
+  ListenerPlan plan;
+  for (const auto& s : next.sparks) {
+    claim_listener(plan, s);
+    plan.sparks.push_back(s);
+  }
+  // Discovered sparks: one that cannot listen is left out (and said so once), not fatal.
   for (const auto& s : discovered_) {
     if (next.find_spark(s.name)) {
       if (unbindable_.insert(s.name + " (name)").second)
@@ -93,80 +93,96 @@ void Server::apply_config(config::Config next, bool from_discovery) {
       continue;
     }
     try {
-      listen(s);
-      wanted.push_back(s);
+      claim_listener(plan, s);
+      plan.sparks.push_back(s);
       unbindable_.erase(s.name);
     } catch (const std::exception& e) {
-      if (unbindable_.insert(s.name).second) {
-        spdlog::error("{}; not served", e.what());
-        // Said on the Deployment too (kubectl describe), where whoever set the port looks.
-        std::string why = e.what();
-        if (const auto prefix = "spark " + s.name + ": "; why.starts_with(prefix)) why.erase(0, prefix.size());
-        if (kubernetes_)
-          asio::post(control_pool_, [cluster = &kubernetes_->cluster(), name = s.name, port = s.listen.port, why] {
-            if (const auto d = cluster->deployment(name))
-              cluster->record_event(*d, "Warning", "PortUnavailable",
-                                    cluster->annotation("port") + " \"" + std::to_string(port) + "\": " + why +
-                                        "; not served");
-          });
-      }
+      if (unbindable_.insert(s.name).second) report_unbindable(s, e.what());
     }
   }
+  return plan;
+}
 
-  // 2. Sparks: update the ones that stay, create the new ones, retire the removed ones.
+void Server::claim_listener(ListenerPlan& plan, const config::SparkConfig& s) {
+  const std::string key = s.listen.to_string();
+  if (plan.listeners.contains(key))
+    throw std::runtime_error("spark " + s.name + ": " + key + " is already in use by another spark");
+  if (auto it = listeners_.find(key); it != listeners_.end()) {
+    plan.listeners[key] = it->second;  // the address stays: so does its listener
+    return;
+  }
+  try {
+    plan.listeners[key] = open_listener(s.listen);
+  } catch (const std::exception& e) {
+    throw std::runtime_error("spark " + s.name + ": " + e.what());
+  }
+  plan.opened.push_back(plan.listeners[key]);
+}
+
+void Server::report_unbindable(const config::SparkConfig& s, std::string why) {
+  spdlog::error("{}; not served", why);
+  if (!kubernetes_) return;
+  // Said on the Deployment too (kubectl describe), where whoever set the port looks.
+  if (const auto prefix = "spark " + s.name + ": "; why.starts_with(prefix)) why.erase(0, prefix.size());
+  asio::post(control_pool_, [cluster = &kubernetes_->cluster(), name = s.name, port = s.listen.port, why] {
+    if (const auto d = cluster->deployment(name))
+      cluster->record_event(*d, "Warning", "PortUnavailable",
+                            cluster->annotation("port") + " \"" + std::to_string(port) + "\": " + why + "; not served");
+  });
+}
+
+Server::SparkChanges Server::update_sparks(const ListenerPlan& plan, const config::Config& next) {
   const auto now = std::chrono::system_clock::now();
+  k8s::Cluster* cluster = kubernetes_ ? &kubernetes_->cluster() : nullptr;
   std::map<std::string, std::shared_ptr<Spark>> sparks;
-  std::vector<std::string> added, changed, removed;
-  for (const auto& s : wanted) {
+  SparkChanges changes;
+  for (const auto& s : plan.sparks) {
     activity_.ensure(s.name, now);
     if (auto it = sparks_.find(s.name); it != sparks_.end()) {
-      if (!(it->second->config() == s)) changed.push_back(s.name);
-      it->second->update(s, make_backend(s, next, kubernetes_ ? &kubernetes_->cluster() : nullptr));
+      if (!(it->second->config() == s)) changes.changed.push_back(s.name);
+      it->second->update(s, make_backend(s, next, cluster));
       sparks[s.name] = it->second;
     } else {
       sparks[s.name] = std::make_shared<Spark>(
           SparkEnvironment{io_.get_executor(), control_pool_, activity_, &metrics_,
                            std::chrono::duration_cast<milliseconds>(next.activity_flush_interval)},
-          s,
-          make_backend(s, next, kubernetes_ ? &kubernetes_->cluster() : nullptr));
-      added.push_back(s.name);
+          s, make_backend(s, next, cluster));
+      changes.added.push_back(s.name);
       asio::co_spawn(io_, sparks[s.name]->adopt_if_running(), asio::detached);
     }
-    listeners[s.listen.to_string()]->spark = sparks[s.name];
+    plan.listeners.at(s.listen.to_string())->spark = sparks[s.name];
   }
   for (auto& [name, spark] : sparks_) {
     if (sparks.contains(name)) continue;
-    removed.push_back(name);
+    changes.removed.push_back(name);
     spark->retire();  // open sessions finish; then it is stopped
   }
+  sparks_ = std::move(sparks);
+  return changes;
+}
 
-  // 3. Close listeners no longer wanted; start accepting on the new ones.
-  for (auto& [key, listener] : listeners_) {
-    if (listeners.contains(key)) continue;
-    error_code ignored;
-    listener->acceptor.close(ignored);
-  }
-  for (auto& l : opened) asio::co_spawn(io_, accept_loop(l), asio::detached);
-  for (const auto& name : added) {
-    const auto& s = sparks[name]->config();
+void Server::log_changes(const SparkChanges& changes, const config::Config& next, bool from_discovery) const {
+  for (const auto& name : changes.added) {
+    const auto& s = sparks_.at(name)->config();
     spdlog::info("spark {}: listening on {} ({} backend, target {}, idle timeout {})", name,
                  s.listen.to_string(), s.backend_kind(), s.target().to_string(),
                  s.idle_timeout.is_never() ? "never" : config::format_duration(*s.idle_timeout.value));
   }
-  auto join = [](const std::vector<std::string>& v) {
+  const auto join = [](const std::vector<std::string>& v) {
     std::string out;
     for (const auto& s : v) out += (out.empty() ? "" : ",") + s;
     return out.empty() ? "-" : out;
   };
+  const auto summary = config::counted(sparks_.size(), "spark") + " (added " + join(changes.added) + ", changed " +
+                       join(changes.changed) + ", removed " + join(changes.removed) + ")";
   if (!from_discovery)
-    spdlog::info("config {}: {} (added {}, changed {}, removed {})", next.source.string(),
-                 config::counted(sparks.size(), "spark"), join(added), join(changed), join(removed));
-  else if (!added.empty() || !changed.empty() || !removed.empty())
-    spdlog::info("kubernetes: discovered sparks changed: serving {} (added {}, changed {}, removed {})",
-                 config::counted(sparks.size(), "spark"), join(added), join(changed), join(removed));
+    spdlog::info("config {}: {}", next.source.string(), summary);
+  else if (!changes.added.empty() || !changes.changed.empty() || !changes.removed.empty())
+    spdlog::info("kubernetes: discovered sparks changed: serving {}", summary);
+}
 
-  listeners_ = std::move(listeners);
-  sparks_ = std::move(sparks);
+void Server::adopt_config(config::Config next) {
+  // Settings read once at start-up keep their first value until a restart.
   const auto state_dir = cfg_.state_dir.empty() ? next.state_dir : cfg_.state_dir;
   if (!cfg_.state_dir.empty() && next.state_dir != cfg_.state_dir)
     spdlog::warn("state_dir changes take effect after a restart; still using {}", state_dir.string());

@@ -71,6 +71,23 @@ class Server final : public GatewayControl, public JumpGateway {
   // (`from_discovery`: Deployments change on every annotation write) only when sparks were
   // added, changed or removed, and as discovery, not as a config load.
   void apply_config(config::Config next, bool from_discovery = false);
+  // The listeners a config needs: those kept (same address), those newly opened, and the
+  // sparks they will serve (configured ones, then the discovered ones that could listen).
+  struct ListenerPlan {
+    std::map<std::string, std::shared_ptr<Listener>> listeners;  // by listen address
+    std::vector<std::shared_ptr<Listener>> opened;
+    std::vector<config::SparkConfig> sparks;
+  };
+  struct SparkChanges {
+    std::vector<std::string> added, changed, removed;
+  };
+  ListenerPlan plan_listeners(const config::Config& next);
+  void claim_listener(ListenerPlan& plan, const config::SparkConfig& s);  // throws
+  void report_unbindable(const config::SparkConfig& s, std::string why);
+  // Makes sparks_ the plan's: updated in place, created, or retired.
+  SparkChanges update_sparks(const ListenerPlan& plan, const config::Config& next);
+  void log_changes(const SparkChanges& changes, const config::Config& next, bool from_discovery) const;
+  void adopt_config(config::Config next);
   awaitable<void> jump_connect(std::string name, std::string peer, std::shared_ptr<UpstreamHandoff> handoff);
   std::optional<SparkInfo> spark_info(const std::string& name);  // main loop only
   void apply_discovered(k8s::DiscoveredSparks found);
