@@ -26,7 +26,6 @@ constexpr milliseconds kWarmConnectTimeout{2000};
 // and sessions to a running spark outlive API outages.
 constexpr milliseconds kRecordBeforeSpliceBudget{2000};
 
-
 // When the run the backend shows began, as far as it can tell: its start (a pod's creation)
 // when that is known to be after the last sleep, else now (the moment it is seen). Never
 // earlier than the truth, so a spark is not slept sooner than its idle timeout after it started.
