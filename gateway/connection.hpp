@@ -17,7 +17,15 @@ namespace spark::gateway {
 
 class ConnectionRegistry;
 
-class Connection : public std::enable_shared_from_this<Connection> {
+// A session the main loop can end: a TCP connection, or a jump session's upstream.
+class LiveSession {
+ public:
+  virtual ~LiveSession() = default;
+  virtual const Spark& spark() const = 0;
+  virtual void force_close() = 0;  // drain timeout, forced sleep: end it now (main thread)
+};
+
+class Connection final : public std::enable_shared_from_this<Connection>, public LiveSession {
  public:
   // `client` was accepted onto `worker`'s io_context; run() itself runs on the main one.
   Connection(std::shared_ptr<Spark> spark, tcp::socket client, tcp::endpoint peer,
@@ -26,8 +34,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Waits for the spark and connects to it, then hands the pair to the worker and returns:
   // the splice ends the connection on its own (finish()). A failure ends it here.
   awaitable<void> run();
-  void force_close();  // drain timeout, forced sleep: end it now (main thread)
-  const Spark& spark() const { return *spark_; }
+  void force_close() override;
+  const Spark& spark() const override { return *spark_; }
 
  private:
   void start_splice(asio::any_io_executor main);
@@ -49,8 +57,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
 class ConnectionRegistry {
  public:
-  void add(Connection* c) { live_.insert(c); }
-  void remove(Connection* c) {
+  void add(LiveSession* c) { live_.insert(c); }
+  void remove(LiveSession* c) {
     live_.erase(c);
     ++closed_;
   }
@@ -68,7 +76,7 @@ class ConnectionRegistry {
   }
 
  private:
-  std::set<Connection*> live_;
+  std::set<LiveSession*> live_;
   std::uint64_t closed_ = 0;
 };
 

@@ -20,6 +20,7 @@
 #include "gateway/observability/metrics.hpp"
 #include "gateway/jump/jump_gateway.hpp"
 #include "gateway/jump/jump_server.hpp"
+#include "gateway/jump/jump_upstream.hpp"
 #include "gateway/kubernetes_link.hpp"
 #include "gateway/spark.hpp"
 
@@ -48,10 +49,8 @@ class Server final : public GatewayControl, public JumpGateway {
   void find_spark_async(const std::string& name, std::function<void(std::optional<SparkInfo>)> done) override;
   void connect_upstream(const std::string& name, const std::string& peer,
                         std::shared_ptr<UpstreamHandoff> handoff) override;
-  void upstream_ended(const std::string& name, std::uint64_t client_to_spark,
+  void upstream_ended(std::shared_ptr<UpstreamHandoff> handoff, std::uint64_t client_to_spark,
                       std::uint64_t spark_to_client, ConnectionEnd end) override;
-  void upstream_closed(const std::string& name, std::uint64_t client_to_spark,
-                       std::uint64_t spark_to_client) override;
 
  private:
   // Runs `f` on the main loop and returns its result to the calling (admin) thread.
@@ -120,7 +119,9 @@ class Server final : public GatewayControl, public JumpGateway {
   std::map<std::string, std::shared_ptr<Spark>> sparks_;         // by name
   std::map<std::string, std::shared_ptr<Listener>> listeners_;   // by listen address
   ConnectionRegistry connections_;
-  std::size_t jump_open_ = 0;  // jump connections admitted and not ended yet (main loop)
+  std::size_t jump_open_ = 0;  // jump connections admitted and still waiting for their upstream
+  // Jump sessions with their upstream, by the handoff that delivered it (also in connections_).
+  std::map<const UpstreamHandoff*, std::unique_ptr<JumpUpstream>> jump_upstreams_;
   // One admission for both ways in (accept_loop, jump_connect).
   ConnectionAdmission admission_{cfg_, {[this] { return connections_.size() + jump_open_; },
                                         [this] { return waiting_for_wakes(); }}};

@@ -2,7 +2,9 @@
 // hops onto the main loop. A jump login passes the same admission as a TCP connection
 // (Admission: the same caps, a refusal counted and logged the same way) and is then counted,
 // woken and connected like one: the upstream comes from the same single-flight wake and is
-// handed over as a file descriptor.
+// handed over as a file descriptor. From then on the session is in the same registry as TCP
+// connections, so the drain waits for it and a forced sleep or the drain timeout ends it.
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "config/duration.hpp"
@@ -67,7 +69,14 @@ awaitable<void> Server::jump_connect(std::string name, std::string peer, std::sh
   if (upstream) {
     spark->metrics().count_connection(ConnectionOutcome::spliced);
     const int fd = upstream->release();
-    if (handoff->deliver(fd, {})) co_return;  // the session owns it now; upstream_ended() ends it
+    // Its duplicate is taken before the session owns (and may close) the descriptor.
+    auto live = std::make_unique<JumpUpstream>(spark, fd);
+    if (handoff->deliver(fd, {})) {  // the session owns it now; upstream_ended() ends it
+      --jump_open_;
+      connections_.add(live.get());
+      jump_upstreams_[handoff.get()] = std::move(live);
+      co_return;
+    }
     ::close(fd);  // the login went away meanwhile
   } else {
     handoff->deliver(-1, error);
@@ -76,20 +85,19 @@ awaitable<void> Server::jump_connect(std::string name, std::string peer, std::sh
   spark->connection_closed();
 }
 
-void Server::upstream_closed(const std::string& name, std::uint64_t client_to_spark, std::uint64_t spark_to_client) {
-  upstream_ended(name, client_to_spark, spark_to_client, ConnectionEnd::closed);
-}
-
-void Server::upstream_ended(const std::string& name, std::uint64_t client_to_spark,
+void Server::upstream_ended(std::shared_ptr<UpstreamHandoff> handoff, std::uint64_t client_to_spark,
                             std::uint64_t spark_to_client, ConnectionEnd end) {
-  asio::post(io_, [this, name, client_to_spark, spark_to_client, end] {
-    --jump_open_;
-    const auto spark = find(name);
-    if (!spark) return;
-    spark->metrics().bytes_client_to_spark.Increment(static_cast<double>(client_to_spark));
-    spark->metrics().bytes_spark_to_client.Increment(static_cast<double>(spark_to_client));
-    spark->metrics().count_end(end);
-    spark->connection_closed();
+  asio::post(io_, [this, handoff = std::move(handoff), client_to_spark, spark_to_client, end] {
+    const auto it = jump_upstreams_.find(handoff.get());
+    if (it == jump_upstreams_.end()) return;
+    // The spark it was opened to, even if a reload has removed it since.
+    Spark& spark = it->second->owner();
+    spark.metrics().bytes_client_to_spark.Increment(static_cast<double>(client_to_spark));
+    spark.metrics().bytes_spark_to_client.Increment(static_cast<double>(spark_to_client));
+    spark.metrics().count_end(end);
+    spark.connection_closed();
+    connections_.remove(it->second.get());
+    jump_upstreams_.erase(it);
   });
 }
 

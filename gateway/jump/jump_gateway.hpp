@@ -39,7 +39,7 @@ class UpstreamHandoff {
   // Whether the admission refused it; error() says why.
   bool refused() const;
   // The session is gone: whatever arrives later is closed by deliver()'s caller. Returns true
-  // if a socket had already arrived (closed here; the caller reports upstream_closed()).
+  // if a socket had already arrived (closed here; the caller reports upstream_ended()).
   bool abandon();
 
  private:
@@ -77,15 +77,11 @@ class JumpGateway {
   // needed. `peer` is the client's address. The answers arrive in `handoff`.
   virtual void connect_upstream(const std::string& name, const std::string& peer,
                                 std::shared_ptr<UpstreamHandoff> handoff) = 0;
-  // A session whose upstream was delivered has ended: the connection closes, bytes are counted.
-  virtual void upstream_closed(const std::string& name, std::uint64_t client_to_spark,
-                               std::uint64_t spark_to_client) = 0;
-  // The same, saying how it ended (a peer found dead by keepalive has its own outcome in
-  // spark_gateway_connections_ended_total). A gateway that does not count ends gets the close.
-  virtual void upstream_ended(const std::string& name, std::uint64_t client_to_spark,
-                              std::uint64_t spark_to_client, ConnectionEnd /*end*/) {
-    upstream_closed(name, client_to_spark, spark_to_client);
-  }
+  // A session whose upstream was delivered (through `handoff`) has ended: the connection
+  // closes, its bytes are counted, and how it ended (a peer found dead by keepalive has its own
+  // outcome in spark_gateway_connections_ended_total).
+  virtual void upstream_ended(std::shared_ptr<UpstreamHandoff> handoff, std::uint64_t client_to_spark,
+                              std::uint64_t spark_to_client, ConnectionEnd end) = 0;
 };
 
 }  // namespace spark::gateway

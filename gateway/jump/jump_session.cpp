@@ -81,7 +81,7 @@ bool JumpSession::wait_for_upstream() {
   handoff_ = std::make_shared<UpstreamHandoff>();
   gateway_.connect_upstream(spark_, peer_, handoff_);
   auto give_up = [this] {
-    if (handoff_->abandon()) gateway_.upstream_closed(spark_, 0, 0);
+    if (handoff_->abandon()) gateway_.upstream_ended(handoff_, 0, 0, ConnectionEnd::closed);
     spdlog::info("spark {}: jump login from {} gone while waking", spark_, peer_);
     refused_ = true;
     return false;
@@ -372,7 +372,7 @@ void JumpSession::finish() {
   if (upstream_ >= 0) {
     ::close(upstream_);
     upstream_ = -1;
-    gateway_.upstream_ended(spark_, bytes_up_, bytes_down_, end_);
+    gateway_.upstream_ended(handoff_, bytes_up_, bytes_down_, end_);
     spdlog::info("spark {}: jump connection from {} {} after {}, {} bytes in, {} bytes out", spark_, peer_, end_text_,
                  config::format_duration(Clock::now() - opened_), bytes_up_, bytes_down_);
   }

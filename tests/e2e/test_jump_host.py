@@ -209,6 +209,54 @@ class JumpHost(GatewayTestCase):
         r = self.jump(spark, "echo still-fine")
         self.assertEqual((r.returncode, r.stdout), (0, "still-fine\n"), r.stderr)
 
+    def jump_background(self, spark, command):
+        """ssh -J ... COMMAND, running in the background (harness.BackgroundProcess)."""
+        args = ["ssh", "-F", self.ssh_config(), "-J", "%s@%s:%d" % (spark.name, self.host, self.jump_port),
+                "-p", str(spark.target_port), "%s@%s" % (self.user, spark.name), command]
+        return harness.BackgroundProcess(args, self.child_env())
+
+    def test_sigterm_drains_a_jump_session_like_a_tcp_one(self):
+        """SIGTERM with a session open through the jump host: the gateway stops accepting but
+        lets it finish (the drain counts jump sessions), then exits 0. It used to exit at once,
+        cutting the session."""
+        spark = self.add_spark("drain-dove")
+        gw = self.start_jump_gateway([spark], drain_timeout="30s")
+        session = self.jump_background(spark, "echo started; sleep 3; echo done")
+        session.wait_output("started", 60)
+        gw.send(signal.SIGTERM)
+        self.assertEqual(session.wait(timeout=30), 0, "the jump session was cut: %s" % session.stderr)
+        self.assertEqual(session.stdout, "started\ndone\n")
+        self.assertEqual(gw.wait_exit(30), 0)
+        self.assertTrue(gw.log_lines("draining 1 open connection"), "the drain counted the jump session")
+
+    def test_drain_timeout_and_forced_sleep_end_jump_sessions(self):
+        """The drain timeout ends a jump session still open (as it ends TCP ones), and so does a
+        forced sleep; an unforced one is refused while it is open."""
+        spark = self.add_spark("late-lark")
+        self.enable_admin()
+        gw = self.start_jump_gateway([spark], drain_timeout="2s")
+        session = self.jump_background(spark, "echo started; sleep 120; echo done")
+        session.wait_output("started", 60)
+        status, body = self.api("POST", "/api/v1/sparks/late-lark/sleep")
+        self.assertEqual(status, 409, "an unforced sleep with a jump session open: %s" % body)
+        status, body = self.api("POST", "/api/v1/sparks/late-lark/sleep?force=true")
+        self.assertEqual(status, 200, body)
+        self.assertNotEqual(session.wait(timeout=20), 0, "the forced sleep ended the jump session")
+        self.assertNotIn("done", session.stdout)
+        wait_until(lambda: self.api("GET", "/api/v1/sparks/late-lark")[1]["open_connections"] == 0, 10,
+                   "the ended jump session to be counted closed")
+
+        session = self.jump_background(spark, "echo started; sleep 120; echo done")
+        session.wait_output("started", 60)
+        gw.send(signal.SIGTERM)
+        # Draining: still up a moment after the signal, with the session open...
+        wait_until(lambda: gw.log_lines("draining 1 open connection"), 10, "the drain to begin")
+        self.assertTrue(session.running())
+        # ...until the drain timeout (2 s) closes it.
+        self.assertEqual(gw.wait_exit(20), 0)
+        self.assertNotEqual(session.wait(timeout=20), 0, "the drain timeout ended the jump session")
+        self.assertTrue(gw.log_lines("drain timeout: closing 1 connection still open"))
+
     # -- helpers ---------------------------------------------------------------------------
 
     def gw_log_lines(self, *parts):
