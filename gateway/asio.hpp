@@ -1,5 +1,5 @@
 #pragma once
-// The Asio names the data plane uses, in one place.
+// The Asio names the gateway uses, in one place.
 #include <exception>
 #include <optional>
 #include <type_traits>
@@ -17,7 +17,7 @@ using boost::system::error_code;
 using namespace asio::experimental::awaitable_operators;
 
 // Runs a blocking call on the control-plane pool and resumes the awaiting coroutine on its own
-// executor, so process spawning, file I/O and (later) API requests never stall the data plane.
+// executor, so process spawning, file I/O and (later) API requests never stall the main loop.
 // An exception thrown by `f` is rethrown in the caller. Deliberately not a coroutine itself:
 // GCC 12 miscompiles moves of captured state inside coroutine frames. Callers: pass a named
 // lambda, never a temporary, since GCC 12 may destroy temporaries in a co_await twice.

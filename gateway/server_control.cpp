@@ -11,7 +11,7 @@
 namespace spark::gateway {
 namespace {
 
-// An admin call that cannot get a turn on the data plane this fast means the gateway is wedged
+// An admin call that cannot get a turn on the main loop this fast means the gateway is wedged
 // or shutting down; say so instead of hanging the HTTP client.
 constexpr std::chrono::seconds kDataPlaneTimeout{5};
 // A sleep is bounded by the backend's own stop timeouts; this only guards the HTTP request.
@@ -159,7 +159,7 @@ std::optional<JumpGateway::SparkInfo> Server::find_spark(const std::string& name
   try {
     return on_main_loop([this, name] { return spark_info(name); });
   } catch (const std::exception&) {
-    return std::nullopt;  // the data plane is shutting down
+    return std::nullopt;  // the main loop is shutting down
   }
 }
 

@@ -1,5 +1,5 @@
 #pragma once
-// One spark as the data plane sees it: its state, the single-flight wake that every connection
+// One spark as the main loop sees it: its state, the single-flight wake that every connection
 // shares, and the sleep the reaper asks for. Lives on the main loop; blocking backend
 // calls go to the control-plane pool.
 #include <cstdint>

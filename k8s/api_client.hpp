@@ -1,6 +1,6 @@
 #pragma once
 // A small, blocking Kubernetes API client over cpp-httplib. It runs only on control-plane
-// threads (the watch threads and the control pool), never on the data plane.
+// threads (the watch threads and the control pool), never on the main loop.
 #include <chrono>
 #include <filesystem>
 #include <functional>

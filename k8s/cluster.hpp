@@ -1,7 +1,7 @@
 #pragma once
 // The gateway's view of one namespace: the spark Deployments, their ReplicaSets and Pods (and,
 // with manage_services, the Services), kept current by reflectors (list+watch), plus the API
-// client and the Events the gateway records. Thread-safe; the data plane only reads the cache (a
+// client and the Events the gateway records. Thread-safe; the main loop only reads the cache (a
 // short lock, no I/O).
 #include <functional>
 #include <map>

@@ -26,7 +26,7 @@ constexpr std::chrono::seconds kClockSlack{1};
 // replica's scale): re-read and decide again a few times.
 constexpr int kWriteAttempts = 4;
 
-// An API failure as the data plane sees it: transient ones (no answer, 429, 5xx) are retried.
+// An API failure as the gateway sees it: transient ones (no answer, 429, 5xx) are retried.
 BackendError backend_error(const std::string& doing, const ApiError& e) {
   return BackendError(doing + ": " + e.what(), e.is_transient(),
                       std::chrono::duration_cast<std::chrono::milliseconds>(e.retry_after()));

@@ -42,7 +42,7 @@ struct AdminCall {
   bool force = false;  // sleep?force=true
 
   // Answered on the admin event loop itself: never blocks (no GatewayControl call that waits
-  // for the data plane). The probes are, so nothing queued on a pool can delay them.
+  // for the main loop). The probes are, so nothing queued on a pool can delay them.
   bool inline_safe() const;
   // Waits for a wake or a sleep to finish (minutes at most): run apart from quick calls.
   bool long_running() const;

@@ -1,6 +1,6 @@
 #pragma once
 // The admin HTTP server: health, readiness, metrics, the JSON API and the status page.
-// Boost.Beast on an io_context and thread of its own, so nothing here can block the data plane
+// Boost.Beast on an io_context and thread of its own, so nothing here can block the main loop
 // and no client of the admin port can block the probes (docs/admin-server.md). It reaches
 // sparks only through GatewayControl, whose blocking calls run on two small pools.
 #include <memory>

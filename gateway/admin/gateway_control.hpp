@@ -35,7 +35,7 @@ class GatewayControl {
   // Listeners are up and the gateway is not shutting down.
   // This and leads_reaper() answer /readyz on the admin event loop itself, so that no abuse of
   // the admin port can delay the probe: they must return at once (atomics, a short lock),
-  // never wait for the data plane.
+  // never wait for the main loop.
   virtual bool ready() = 0;
   // This replica runs the idle reaper for Kubernetes sparks (always true without leader election).
   virtual bool leads_reaper() = 0;

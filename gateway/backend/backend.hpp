@@ -1,5 +1,5 @@
 #pragma once
-// The one seam between the data plane and whatever runs a spark. The data plane asks a backend
+// The one seam between the gateway and whatever runs a spark. The gateway asks a backend
 // to wake or sleep a spark and observes it; it never knows whether a local child, a user's
 // command or a Kubernetes Deployment is behind it.
 #include <chrono>
@@ -60,7 +60,7 @@ struct SleepRequest {
 struct Observation {
   enum class State {
     asleep,   // not running; a wake is needed
-    started,  // asked to run; `upstream` may answer soon (the data plane probes it)
+    started,  // asked to run; `upstream` may answer soon (the gateway probes it)
     failed,   // it stopped or cannot start; `reason` says why
   };
   State state = State::asleep;
@@ -84,14 +84,14 @@ class Backend {
 
   virtual std::string_view kind() const = 0;
 
-  // Starts the spark. Blocking (runs on the control-plane pool, never on the data plane);
+  // Starts the spark. Blocking (runs on the control-plane pool, never on the main loop);
   // returns once the start was issued, not when sshd answers. Throws BackendError.
   virtual void wake(const WakeRequest& request) = 0;
 
   // Stops the spark. Blocking, like wake(). Throws BackendError (the spark stays awake).
   virtual void sleep(const SleepRequest& request) = 0;
 
-  // What the spark is doing now. Non-blocking and thread-safe: the data plane calls it freely.
+  // What the spark is doing now. Non-blocking and thread-safe: the main loop calls it freely.
   virtual Observation observe() const = 0;
 
   // True if the spark can be running without this gateway having started it (a unit managed

@@ -1,5 +1,5 @@
 #pragma once
-// The seam between the jump host's libssh threads and the Asio data plane: the jump host asks
+// The seam between the jump host's libssh threads and the gateway's main loop: the jump host asks
 // for a spark's upstream connection (the same single-flight wake as the TCP path) and reports its
 // sessions; the gateway answers through an UpstreamHandoff. Every call is safe from any thread.
 #include <chrono>
@@ -16,16 +16,16 @@
 
 namespace spark::gateway {
 
-// One upstream connection on its way from the data plane to a jump session: first the
+// One upstream connection on its way from the main loop to a jump session: first the
 // admission's answer (the same caps as a TCP connection), then the socket or the reason.
 class UpstreamHandoff {
  public:
   ~UpstreamHandoff();
-  // Data plane: the connection passed admission; it counts as open and waits for its spark.
+  // Main loop: the connection passed admission; it counts as open and waits for its spark.
   void admit();
-  // Data plane: the admission refused it (`why`: which cap); nothing was opened or counted.
+  // Main loop: the admission refused it (`why`: which cap); nothing was opened or counted.
   void refuse(std::string why);
-  // Data plane: a connected socket (fd >= 0, now owned here) or why there is none. Returns false
+  // Main loop: a connected socket (fd >= 0, now owned here) or why there is none. Returns false
   // when the session already gave up: the caller then closes `fd` and ends the connection.
   bool deliver(int fd, std::string error);
   // Jump session: waits up to `timeout` for the admission's answer (admitted, refused, or
@@ -66,7 +66,7 @@ class JumpGateway {
   };
   virtual std::optional<SparkInfo> find_spark(const std::string& name) = 0;
   // The same without waiting, for the jump host's one thread of logins, which must never wait
-  // on the data plane: `done` runs later on a thread of the gateway's choosing (the caller
+  // on the main loop: `done` runs later on a thread of the gateway's choosing (the caller
   // posts the answer home).
   virtual void find_spark_async(const std::string& name, std::function<void(std::optional<SparkInfo>)> done) {
     done(find_spark(name));

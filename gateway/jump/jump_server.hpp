@@ -5,7 +5,7 @@
 //     yet (JumpLogin: libssh non-blocking, driven by socket readiness). StartupGate decides who
 //     may start (MaxStartups, a fair share among sources, per-source penalties, max_sessions);
 //   * one thread per logged-in session (JumpSession), from the proven key to the end of its
-//     relay, so a slow or hostile client never blocks the Asio data plane or other sessions and
+//     relay, so a slow or hostile client never blocks the gateway's main loop or other sessions and
 //     no libssh session is ever used from two threads at once.
 #include <libssh/libssh.h>
 #include <libssh/server.h>
