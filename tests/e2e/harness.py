@@ -149,12 +149,22 @@ def random_loopback_host():
     return host
 
 
+_ports_handed_out = set()
+
+
 def free_port(host):
-    """A port on `host` nobody is bound to right now. The host is private to the test, so the
-    usual bind-close-reuse race does not matter."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A port on `host` nobody is bound to right now, and never one handed out before: the kernel
+    often gives a port just bound and closed again at once, and a spark whose listen and target
+    ports are the same dials its own listener in a loop. The host is private to the test, so the
+    usual bind-close-reuse race with other tests does not matter."""
+    for _ in range(1000):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if (host, port) not in _ports_handed_out:
+            _ports_handed_out.add((host, port))
+            return port
+    raise RuntimeError("no fresh port on %s" % host)
 
 
 def tcp_connect_refused(host, port, timeout=2.0):
