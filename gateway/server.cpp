@@ -173,12 +173,16 @@ void Server::log_changes(const SparkChanges& changes, const config::Config& next
     for (const auto& s : v) out += (out.empty() ? "" : ",") + s;
     return out.empty() ? "-" : out;
   };
+  // Discovery passes run on every Deployment change (annotation writes too): said only when
+  // something changed.
+  const bool changed = !changes.added.empty() || !changes.changed.empty() || !changes.removed.empty();
+  if (from_discovery && !changed) return;
   const auto summary = config::counted(sparks_.size(), "spark") + " (added " + join(changes.added) + ", changed " +
                        join(changes.changed) + ", removed " + join(changes.removed) + ")";
-  if (!from_discovery)
-    spdlog::info("config {}: {}", next.source.string(), summary);
-  else if (!changes.added.empty() || !changes.changed.empty() || !changes.removed.empty())
+  if (from_discovery)
     spdlog::info("kubernetes: discovered sparks changed: serving {}", summary);
+  else
+    spdlog::info("config {}: {}", next.source.string(), summary);
 }
 
 void Server::adopt_config(config::Config next) {

@@ -4,7 +4,6 @@
 // woken and connected like one: the upstream comes from the same single-flight wake and is
 // handed over as a file descriptor. From then on the session is in the same registry as TCP
 // connections, so the drain waits for it and a forced sleep or the drain timeout ends it.
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "config/duration.hpp"
@@ -21,7 +20,7 @@ std::optional<JumpGateway::SparkInfo> Server::spark_info(const std::string& name
   info.keepalive = spark->config().keepalive;
   if (spark->state() == SparkState::sleeping) {
     const auto asleep = std::chrono::system_clock::now() - spark->asleep_since();
-    info.asleep_for = config::format_duration(std::chrono::duration_cast<std::chrono::milliseconds>(asleep));
+    info.asleep_for = config::format_duration(asleep);
   }
   return info;
 }

@@ -337,8 +337,7 @@ awaitable<void> JumpServer::accept_loop() {
       if (fd >= 0) {
         if (failing_since) {
           spdlog::info("jump: accepting connections again (accept failed for {})",
-                       config::format_duration(std::chrono::duration_cast<std::chrono::milliseconds>(
-                           std::chrono::steady_clock::now() - *failing_since)));
+                       config::format_duration(std::chrono::steady_clock::now() - *failing_since));
           failing_since.reset();
         }
         admit(fd, address_text(addr));
