@@ -5,7 +5,7 @@
 //            the declared body length. A refusal is answered without reading the body.
 //   serve()  does the admitted call, with the body; it may block on GatewayControl (so the
 //            session runs it on a pool unless the call is `inline_safe`).
-// No sockets here (docs/admin-server.md); tests/unit/admin_router_test.cpp drives it directly.
+// No sockets here (docs/admin-server.md); tests/unit/gateway/admin/admin_router_test.cpp drives it directly.
 #include <cstddef>
 #include <string>
 #include <string_view>

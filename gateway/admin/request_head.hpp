@@ -1,7 +1,7 @@
 #pragma once
 // What the admin server knows of a request once its header is in, before any body byte is
 // read, and the strict parsing of its parts. No sockets here: the router decides from this
-// alone, and tests drive it directly (tests/unit/admin_request_test.cpp).
+// alone, and tests drive it directly (tests/unit/gateway/admin/admin_request_test.cpp).
 #include <cstdint>
 #include <optional>
 #include <string>
