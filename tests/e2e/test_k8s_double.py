@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import wait_until  # noqa: E402
 
-harness._import_k8s_double()
+harness.import_k8s_double()
 from k8s_double import proctree  # noqa: E402
 
 DEPLOYMENTS = "/apis/apps/v1/namespaces/spark/deployments"
@@ -357,7 +357,7 @@ class K8sDoubleSelfTest(harness.GatewayTestCase):
                 ctx.wrap_socket(raw, server_hostname=self.host)
         # A client certificate authenticates as its CN.
         cert = self.api.client_cert()
-        c2 = harness._import_k8s_double().ApiClient(self.api.url, ca_file=self.k8s.ca_file, cert=cert)
+        c2 = harness.import_k8s_double().ApiClient(self.api.url, ca_file=self.k8s.ca_file, cert=cert)
         self.assertEqual(c2.request("GET", DEPLOYMENTS).status, 200)
         self.assertEqual(c2.request("GET", "/apis/apps/v1/namespaces/default/deployments").status, 403)
         kubeconfig = self.k8s.kubeconfig()

@@ -28,7 +28,7 @@ import harness  # noqa: E402
 from harness import free_port, wait_until, write_atomically  # noqa: E402
 from test_kubernetes import PREFIX, TARGET_PORT, KubernetesTestCase, Port  # noqa: E402
 
-k8s_double = harness._import_k8s_double()
+k8s_double = harness.import_k8s_double()
 
 GATEWAY_LABELS = {"app.kubernetes.io/name": "spark-gateway", "app.kubernetes.io/instance": "e2e"}
 

@@ -1,0 +1,52 @@
+"""End-to-end test harness for spark-gateway.
+
+Runs the real gateway binary against real OpenSSH (Debian's /usr/sbin/sshd and ssh/scp clients),
+on loopback only. Every test gets:
+
+  * its own temporary directory holding keys, sshd configs, the gateway config and logs;
+  * its own random 127.x.y.z address, so test processes running in parallel (CTest -j) cannot
+    collide on ports;
+  * a teardown that always kills the gateway and every process it or the test left behind
+    (found through /proc, by the temp dir path in the command line or by an environment tag
+    that every process started by the test inherits), and that dumps the gateway log when the
+    test failed. SPARK_E2E_KEEP=1 keeps the temp dir; SPARK_GATEWAY_BIN names the binary.
+
+Nothing here sleeps to hide a race: waits go through wait_until(), which polls a condition with a
+deadline and fails with a message naming what it waited for. Every loop is bounded.
+
+Modules, by job (this file re-exports what tests use, so `import harness` is enough):
+
+  processes   wait_until, /proc scanning (find_pids), killing a test's leftovers, temp dirs,
+              loopback addresses and free ports, BackgroundProcess, EchoServer
+  files       random payloads and their hashes, atomic writes
+  sshd        keys, Spark (a real sshd per spark), the ssh/scp clients (SshMixin)
+  gateway     the binary (SPARK_GATEWAY_BIN), Gateway (a running `serve`, its log), config
+              writing, admin API and CLI (GatewayMixin)
+  kubernetes  the Kubernetes API double and fake kubelet (KubernetesDoubleMixin)
+  testcase    GatewayTestCase: the per-test environment and teardown, with the mixins above
+
+Standard library only.
+"""
+
+import unittest
+
+from .files import count_lines, sha256_file, write_atomically, write_random_file
+from .gateway import DEFAULT_GATEWAY_BIN, READY_TIMEOUT, REPO_ROOT, Gateway, gateway_bin
+from .kubernetes import K8sDoubleHandle, import_k8s_double
+from .processes import (SSH_TIMEOUT, TAG_VAR, BackgroundProcess, EchoServer, describe_pids, find_pids,
+                        free_port, is_alive, proc_cmdline, proc_state, random_loopback_host,
+                        tcp_connect_refused, wait_until)
+from .sshd import SSHD, Spark
+from .testcase import GatewayTestCase
+
+__all__ = [
+    "BackgroundProcess", "DEFAULT_GATEWAY_BIN", "EchoServer", "Gateway", "GatewayTestCase",
+    "K8sDoubleHandle", "READY_TIMEOUT", "REPO_ROOT", "SSHD", "SSH_TIMEOUT", "Spark", "TAG_VAR",
+    "count_lines", "describe_pids", "find_pids", "free_port", "gateway_bin", "import_k8s_double",
+    "is_alive", "main", "proc_cmdline", "proc_state", "random_loopback_host", "sha256_file",
+    "tcp_connect_refused", "wait_until", "write_atomically", "write_random_file",
+]
+
+
+def main():
+    unittest.main(verbosity=2)
