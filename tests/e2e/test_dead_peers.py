@@ -106,13 +106,9 @@ def gateway_sockets(gw, port):
     return [line for line in out.splitlines() if "pid=%d," % gw.pid in line]
 
 
-def ended_counter(text, spark, outcome):
-    """spark_gateway_connections_ended_total{spark, outcome} from a /metrics text."""
-    for line in text.splitlines():
-        if (line.startswith("spark_gateway_connections_ended_total{") and 'spark="%s"' % spark in line
-                and 'outcome="%s"' % outcome in line):
-            return float(line.rsplit(" ", 1)[1])
-    return None
+def ended_counter(metrics, spark, outcome):
+    """spark_gateway_connections_ended_total{spark, outcome} from a scrape (None if absent)."""
+    return metrics.get("spark_gateway_connections_ended_total", spark=spark, outcome=outcome)
 
 
 class DeadPeerTest(harness.GatewayTestCase):
@@ -137,11 +133,6 @@ class DeadPeerTest(harness.GatewayTestCase):
         if target:
             entry["process"]["target"] = target
         harness.write_atomically(self.config_path, json.dumps(cfg, indent=2) + "\n")
-
-    def scrape(self):
-        status, text = self.api("GET", "/metrics")
-        self.assertEqual(status, 200, text)
-        return text
 
     def assert_keepalive_on(self, gw, port):
         """The gateway's socket(s) on `port` run a keepalive timer (ss -o). A socket shows it
@@ -176,7 +167,7 @@ class DeadPeerTest(harness.GatewayTestCase):
         session.wait_output("started", timeout=60)
         self.assert_keepalive_on(gw, spark.listen_port)
         self.assert_keepalive_on(gw, spark.target_port)
-        self.assertEqual(ended_counter(self.scrape(), spark.name, "client_unreachable"), 0)
+        self.assertEqual(ended_counter(self.scrape_metrics(), spark.name, "client_unreachable"), 0)
 
         offset = gw.log_size()
         cut = time.monotonic()
@@ -192,8 +183,8 @@ class DeadPeerTest(harness.GatewayTestCase):
         # The connection is gone, so the idle clock runs and the spark sleeps on time.
         spark.wait_sshd_gone(SLEEP_DEADLINE)
         gw.wait_log(spark.name, "sleep", since=offset, timeout=5)
-        metrics = self.scrape()
-        self.assertEqual(ended_counter(metrics, spark.name, "client_unreachable"), 1, metrics)
+        metrics = self.scrape_metrics()
+        self.assertEqual(ended_counter(metrics, spark.name, "client_unreachable"), 1, metrics.text)
         self.assertEqual(ended_counter(metrics, spark.name, "spark_unreachable"), 0)
         return found_after
 
@@ -280,8 +271,8 @@ class DeadPeerTest(harness.GatewayTestCase):
         self.assertNotEqual(rc, 0, "ssh reported success for a session whose spark vanished")
         self.assertLessEqual(ended_after, QUICK_BOUND + SLACK)
 
-        metrics = self.scrape()
-        self.assertEqual(ended_counter(metrics, spark.name, "spark_unreachable"), 1, metrics)
+        metrics = self.scrape_metrics()
+        self.assertEqual(ended_counter(metrics, spark.name, "spark_unreachable"), 1, metrics.text)
         self.assertEqual(ended_counter(metrics, spark.name, "client_unreachable"), 0)
         # Nobody is connected: the (unreachable but running) spark is put to sleep on time.
         spark.wait_sshd_gone(SLEEP_DEADLINE)

@@ -12,7 +12,6 @@ import shutil
 import subprocess
 import sys
 import unittest
-import urllib.request
 
 import yaml
 
@@ -230,10 +229,8 @@ class WithTheGateway(KubernetesTestCase):
         self.add_deployment("busy-bee")
         self.start_k8s_gateway()
         self.assert_ssh_ok(self.ssh(Port(self.spark_port("busy-bee")), "true"))
-        with urllib.request.urlopen(self.admin["url"] + "/metrics", timeout=10) as r:
-            text = r.read().decode()
         exported = set()
-        for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M):
+        for name, kind in harness.metrics.scrape(self.admin["url"] + "/metrics", timeout=10).types.items():
             exported.add(name)
             if kind == "histogram":
                 exported.update({name + "_bucket", name + "_sum", name + "_count"})

@@ -159,7 +159,7 @@ class ProcessFaults(GatewayTestCase):
         since = gw.log_size()
         self.assert_ssh_ok(self.ssh(spark, "true"))
         gw.wait_log("cannot persist activity (will retry)", since=since)
-        failures = lambda: metric(self, 'spark_gateway_activity_persist_failures_total{store="state_file"}')
+        failures = lambda: self.metric("spark_gateway_activity_persist_failures_total", default=0.0, store="state_file")
         wait_until(lambda: failures() >= 1, 10, "the persist-failure counter")
         # The activity is kept in memory (the API still shows it) and written once possible.
         status, body = self.api("GET", "/api/v1/sparks/ink-imp")
@@ -188,15 +188,6 @@ class ProcessFaults(GatewayTestCase):
     def recorded_activity(self, name):
         with open(self.state_file()) as f:
             return json.dumps(json.load(f), sort_keys=True)
-
-
-def metric(test, series):
-    import urllib.request
-    with urllib.request.urlopen(test.admin["url"] + "/metrics", timeout=5) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith(series + " "):
-                return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 if __name__ == "__main__":

@@ -42,13 +42,9 @@ class Replica:
         status, body = self.readyz()
         return bool(body and body.get("leader"))
 
-    def metric(self, name):
-        import urllib.request
-        with urllib.request.urlopen("http://%s:%d/metrics" % (self.host, self.admin_port), timeout=2) as r:
-            for line in r.read().decode().splitlines():
-                if line.startswith(name + " ") or line.startswith(name + "{"):
-                    return float(line.rsplit(" ", 1)[1])
-        return None
+    def metric(self, name, **labels):
+        """This replica's name{labels} (None if it does not export it)."""
+        return harness.metrics.scrape("http://%s:%d/metrics" % (self.host, self.admin_port), timeout=2).get(name, **labels)
 
 
 class HighAvailability(KubernetesTestCase):

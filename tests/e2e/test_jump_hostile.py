@@ -225,18 +225,6 @@ class JumpHostile(GatewayTestCase):
         except subprocess.TimeoutExpired:
             self.fail("ssh to the jump host did not finish within %gs" % timeout)
 
-    def metric(self, name, **labels):
-        status, text = self.api("GET", "/metrics")
-        self.assertEqual(status, 200)
-        want = "{" + ",".join('%s="%s"' % kv for kv in sorted(labels.items())) + "}"
-        for line in text.splitlines():
-            if line.startswith(name + "{"):
-                series, value = line.rsplit(" ", 1)
-                got = "{" + ",".join(sorted(series[len(name) + 1:-1].split(","))) + "}"
-                if got == want:
-                    return float(value)
-        return 0.0
-
     # -- the idle pre-auth flood ---------------------------------------------------------
 
     def test_an_idle_flood_from_one_source_does_not_keep_a_login_out(self):

@@ -156,14 +156,12 @@ class WhatOperatorsSee(KubernetesTestCase):
         self.assertNotRegex(row[0], r"\d{4,}d", "an idle time of decades")
         r = self.admin_cli("status", "fresh-fern", "-o", "json")
         self.assertIn('"last_activity": null', r.stdout)
-        _, metrics = self.api("GET", "/metrics")
-        self.assertNotIn('spark_gateway_last_activity_timestamp_seconds{spark="fresh-fern"}', metrics)
+        self.assertIsNone(self.metric("spark_gateway_last_activity_timestamp_seconds", spark="fresh-fern"))
         # Used once: a real time everywhere.
         self.assert_ssh_ok(self.ssh(Port(port), "true"))
         wait_until(lambda: self.api("GET", "/api/v1/sparks/fresh-fern")[1]["last_activity"], 10,
                    "a last activity once used")
-        _, metrics = self.api("GET", "/metrics")
-        self.assertIn('spark_gateway_last_activity_timestamp_seconds{spark="fresh-fern"}', metrics)
+        self.assertIsNotNone(self.metric("spark_gateway_last_activity_timestamp_seconds", spark="fresh-fern"))
         row = [line for line in self.admin_cli("status").stdout.splitlines() if line.startswith("fresh-fern ")]
         self.assertNotIn("never used", row[0])
 

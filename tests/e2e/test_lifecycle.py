@@ -132,12 +132,9 @@ class Replica:
         s = self.spark(name)
         return s and s.get("state")
 
-    def metric(self, name):
-        with urllib.request.urlopen("http://%s:%d/metrics" % (self.host, self.admin_port), timeout=2) as r:
-            for line in r.read().decode().splitlines():
-                if line.startswith(name + " ") or line.startswith(name + "{"):
-                    return float(line.rsplit(" ", 1)[1])
-        return None
+    def metric(self, name, **labels):
+        """This replica's name{labels} (None if it does not export it)."""
+        return harness.metrics.scrape("http://%s:%d/metrics" % (self.host, self.admin_port), timeout=2).get(name, **labels)
 
     def log_lines(self, *parts, since=0):
         return self.gateway.log_lines(*parts, since=since)

@@ -6,7 +6,6 @@ bytes it carried, an idle sleep, a failed wake, a refused connection, a keep-awa
 real Prometheus server scrapes the gateway and sees a session open and close."""
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -54,108 +53,14 @@ WAKE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
 # --------------------------------------------------------------------------------------------
-# A small parser for the Prometheus text format 0.0.4
-
-
-_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
-_SAMPLE = re.compile(r"^(%s)(?:\{(.*)\})?[ \t]+(\S+)(?:[ \t]+(-?\d+))?[ \t]*$" % _NAME)
-
-
-def _parse_labels(text, line):
-    labels = {}
-    i, n = 0, len(text)
-    while i < n:
-        m = re.compile(r"[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*\"").match(text, i)
-        if not m:
-            raise ValueError("bad labels in line %r" % line)
-        name, i = m.group(1), m.end()
-        value = []
-        while True:
-            if i >= n:
-                raise ValueError("unterminated label value in line %r" % line)
-            c = text[i]
-            if c == "\\":
-                nxt = text[i + 1:i + 2]
-                value.append({"n": "\n", "\\": "\\", '"': '"'}.get(nxt, "\\" + nxt))
-                i += 2
-            elif c == '"':
-                i += 1
-                break
-            else:
-                value.append(c)
-                i += 1
-        if name in labels:
-            raise ValueError("duplicate label %r in line %r" % (name, line))
-        labels[name] = "".join(value)
-        m = re.compile(r"[ \t]*(,|$)").match(text, i)
-        if not m:
-            raise ValueError("bad labels in line %r" % line)
-        i = m.end()
-    return labels
-
-
-def _parse_value(text):
-    special = {"+Inf": float("inf"), "-Inf": float("-inf"), "NaN": float("nan")}
-    return special[text] if text in special else float(text)
-
-
-class Exposition:
-    """A parsed scrape: TYPE per family and every sample as (name, labels dict, value)."""
-
-    def __init__(self, text):
-        self.text = text
-        self.types = {}
-        self.samples = []
-        for line in text.splitlines():
-            if not line.strip():
-                continue
-            if line.startswith("#"):
-                parts = line.split(None, 3)
-                if len(parts) >= 4 and parts[1] == "TYPE":
-                    if parts[2] in self.types:
-                        raise ValueError("second TYPE line for %s" % parts[2])
-                    self.types[parts[2]] = parts[3].strip()
-                continue
-            m = _SAMPLE.match(line)
-            if not m:
-                raise ValueError("unparsable sample line %r" % line)
-            labels = _parse_labels(m.group(2), line) if m.group(2) else {}
-            self.samples.append((m.group(1), labels, _parse_value(m.group(3))))
-
-    def family_of(self, sample_name):
-        if sample_name in self.types:
-            return sample_name
-        for suffix in ("_bucket", "_sum", "_count"):
-            base = sample_name[:-len(suffix)]
-            if sample_name.endswith(suffix) and self.types.get(base) in ("histogram", "summary"):
-                return base
-        return None
-
-    def find(self, name, **labels):
-        """Samples named `name` whose labels include `labels`."""
-        return [(n, l, v) for n, l, v in self.samples
-                if n == name and all(l.get(k) == v2 for k, v2 in labels.items())]
-
-    def value(self, name, **labels):
-        """The one sample named `name` with exactly these labels (fails if there is not one)."""
-        hits = [v for n, l, v in self.samples if n == name and l == labels]
-        if len(hits) != 1:
-            raise AssertionError("expected exactly one sample %s%s, found %d; samples of that "
-                                 "name: %s" % (name, labels, len(hits), self.find(name)))
-        return hits[0]
-
-
-# --------------------------------------------------------------------------------------------
 
 
 class MetricsTestCase(harness.GatewayTestCase):
     REAPER_INTERVAL = "200ms"
 
     def scrape(self):
-        status, text = self.api("GET", "/metrics", token="")
-        self.assertEqual(status, 200, "GET /metrics answered %s: %r" % (status, text))
-        self.assertIsInstance(text, str)
-        return Exposition(text)
+        """A scrape without a token (/metrics needs none); harness.metrics parses it."""
+        return self.scrape_metrics(token="")
 
     def wait_metric(self, name, labels, predicate, timeout, what):
         """Scrapes until the sample name{labels} satisfies predicate(value); returns the

@@ -22,6 +22,8 @@ Modules, by job (this file re-exports what tests use, so `import harness` is eno
   sshd        keys, Spark (a real sshd per spark), the ssh/scp clients (SshMixin)
   gateway     the binary (SPARK_GATEWAY_BIN), Gateway (a running `serve`, its log), config
               writing, admin API and CLI (GatewayMixin)
+  metrics     the one /metrics scraper: Exposition (parsed text format), scrape(url),
+              metric(name, **labels) -> value or None when the series is absent (MetricsMixin)
   kubernetes  the Kubernetes API double and fake kubelet (KubernetesDoubleMixin)
   testcase    GatewayTestCase: the per-test environment and teardown, with the mixins above
 
@@ -30,9 +32,11 @@ Standard library only.
 
 import unittest
 
+from . import metrics
 from .files import count_lines, sha256_file, write_atomically, write_random_file
 from .gateway import DEFAULT_GATEWAY_BIN, READY_TIMEOUT, REPO_ROOT, Gateway, gateway_bin
 from .kubernetes import K8sDoubleHandle, import_k8s_double
+from .metrics import Exposition
 from .processes import (SSH_TIMEOUT, TAG_VAR, BackgroundProcess, EchoServer, describe_pids, find_pids,
                         free_port, is_alive, proc_cmdline, proc_state, random_loopback_host,
                         tcp_connect_refused, wait_until)
@@ -40,10 +44,10 @@ from .sshd import SSHD, Spark
 from .testcase import GatewayTestCase
 
 __all__ = [
-    "BackgroundProcess", "DEFAULT_GATEWAY_BIN", "EchoServer", "Gateway", "GatewayTestCase",
+    "BackgroundProcess", "DEFAULT_GATEWAY_BIN", "EchoServer", "Exposition", "Gateway", "GatewayTestCase",
     "K8sDoubleHandle", "READY_TIMEOUT", "REPO_ROOT", "SSHD", "SSH_TIMEOUT", "Spark", "TAG_VAR",
     "count_lines", "describe_pids", "find_pids", "free_port", "gateway_bin", "import_k8s_double",
-    "is_alive", "main", "proc_cmdline", "proc_state", "random_loopback_host", "sha256_file",
+    "is_alive", "main", "metrics", "proc_cmdline", "proc_state", "random_loopback_host", "sha256_file",
     "tcp_connect_refused", "wait_until", "write_atomically", "write_random_file",
 ]
 

@@ -1,6 +1,6 @@
 """GatewayTestCase, the base class of every e2e test: a fresh environment per test (temp dir,
 keys, loopback address) and a teardown that always runs. The test-facing methods come from the
-mixins of the other modules (sshd, gateway, kubernetes)."""
+mixins of the other modules (sshd, gateway, metrics, kubernetes)."""
 
 import getpass
 import os
@@ -10,11 +10,12 @@ import unittest
 
 from .gateway import GatewayMixin, gateway_bin
 from .kubernetes import KubernetesDoubleMixin
+from .metrics import MetricsMixin
 from .processes import TAG_VAR, kill_tagged, make_tmpdir, random_loopback_host, remove_tmpdir, tagged_pids
 from .sshd import SshMixin, make_keys
 
 
-class GatewayTestCase(SshMixin, GatewayMixin, KubernetesDoubleMixin, unittest.TestCase):
+class GatewayTestCase(SshMixin, GatewayMixin, MetricsMixin, KubernetesDoubleMixin, unittest.TestCase):
     """Base class: a fresh environment (temp dir, keys, loopback address) per test."""
 
     NEEDS_GATEWAY = True  # False only for the harness self-check
