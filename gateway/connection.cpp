@@ -59,11 +59,11 @@ tcp::socket on_executor(tcp::socket s, const asio::any_io_executor& executor) {
 }  // namespace
 
 Connection::Connection(std::shared_ptr<Spark> spark, tcp::socket client, tcp::endpoint peer,
-                       ConnectionRegistry& registry, DataWorker& worker)
-    : spark_(std::move(spark)),
+                       SessionCore& sessions, DataWorker& worker)
+    : LiveSession(std::move(spark)),
       client_(std::move(client)),
       peer_(std::move(peer)),
-      registry_(registry),
+      sessions_(sessions),
       worker_(worker) {}
 
 void Connection::close_sockets() {
@@ -83,9 +83,8 @@ void Connection::force_close() {
 
 awaitable<void> Connection::run() {
   auto self = shared_from_this();
-  registry_.add(this);
+  sessions_.open(*this);
   opened_ = std::chrono::steady_clock::now();
-  spark_->connection_opened();
   spdlog::info("spark {}: connection from {}:{} ({})", spark_->name(), address_of(peer_), peer_.port(),
                to_string(spark_->state()));
   error_code ignored;
@@ -94,33 +93,35 @@ awaitable<void> Connection::run() {
   keepalive_ = spark_->config().keepalive;
   apply_keepalive(client_, keepalive_, spark_->name(), "client");
 
+  // "woken by a connection from 100.101.102.103": an Event needs no port.
+  std::string cause = "a connection from " + peer_.address().to_string();
+  const asio::any_io_executor data_executor = worker_.executor();
+  Reached reached = co_await SessionCore::reach(*spark_, std::move(cause), data_executor);
   std::string outcome;
-  auto& metrics = spark_->metrics();
-  try {
-    // "woken by a connection from 100.101.102.103": an Event needs no port.
-    std::string cause = "a connection from " + peer_.address().to_string();
-    const asio::any_io_executor data_executor = worker_.executor();
-    auto upstream = co_await spark_->connect_upstream(std::move(cause), data_executor);
-    upstream.set_option(tcp::no_delay(true), ignored);
-    apply_keepalive(upstream, keepalive_, spark_->name(), "upstream");
-    upstream_.emplace(on_executor(std::move(upstream), data_executor));
-    if (client_.is_open()) {
-      metrics.count_connection(ConnectionOutcome::spliced);
-      start_splice(co_await asio::this_coro::executor);
-      co_return;
+  if (reached.socket) {
+    try {
+      reached.socket->set_option(tcp::no_delay(true), ignored);
+      apply_keepalive(*reached.socket, keepalive_, spark_->name(), "upstream");
+      upstream_.emplace(on_executor(std::move(*reached.socket), data_executor));
+    } catch (const boost::system::system_error& e) {
+      reached.error = e.code().message();
     }
-    outcome = "closed during shutdown";
-  } catch (const UpstreamError& e) {
-    metrics.count_connection(ConnectionOutcome::upstream_failed);
-    outcome = std::string("closed: upstream unreachable: ") + e.what();
-  } catch (const WakeError& e) {
-    metrics.count_connection(ConnectionOutcome::wake_failed);
-    outcome = std::string("closed: wake failed: ") + e.what();
-  } catch (const boost::system::system_error& e) {
-    outcome = std::string("closed: ") + e.code().message();
   }
+  if (upstream_ && client_.is_open()) {
+    SessionCore::spliced(*this);
+    start_splice(co_await asio::this_coro::executor);
+    co_return;
+  }
+  if (upstream_)
+    outcome = "closed during shutdown";
+  else if (reached.failure == ConnectionOutcome::upstream_failed)
+    outcome = "closed: upstream unreachable: " + reached.error;
+  else if (reached.failure == ConnectionOutcome::wake_failed)
+    outcome = "closed: wake failed: " + reached.error;
+  else
+    outcome = "closed: " + reached.error;
   close_sockets();
-  finish(outcome);
+  finish(outcome, std::nullopt);
 }
 
 // Nothing waits on the splice: an idle session costs only the splice's own frames, not this
@@ -135,15 +136,13 @@ void Connection::start_splice(asio::any_io_executor main) {
                  [self = shared_from_this(), main = std::move(main)](std::exception_ptr error) {
                    auto ended = describe_end(error, self->keepalive_);
                    asio::post(main, [self, end = ended.first, outcome = std::move(ended.second)] {
-                     self->spark_->metrics().count_end(end);
-                     self->finish(outcome);
+                     self->finish(outcome, end);
                    });
                  });
 }
 
-void Connection::finish(std::string_view outcome) {
-  spark_->connection_closed();
-  registry_.remove(this);
+void Connection::finish(std::string_view outcome, std::optional<ConnectionEnd> end) {
+  sessions_.close(*this, end);
   const auto lasted = std::chrono::duration_cast<std::chrono::milliseconds>(
       std::chrono::steady_clock::now() - opened_);
   spdlog::info("spark {}: connection from {}:{} {} after {}, {} in, {} out", spark_->name(),

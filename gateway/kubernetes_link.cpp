@@ -55,6 +55,12 @@ void KubernetesLink::serve(std::map<std::string, int> ports) {
   if (services_) services_->set_sparks(std::move(ports));
 }
 
+void KubernetesLink::report_port_unavailable(const std::string& spark, int port, const std::string& why) {
+  if (const auto d = cluster_->deployment(spark))
+    cluster_->record_event(*d, "Warning", "PortUnavailable",
+                           cluster_->annotation("port") + " \"" + std::to_string(port) + "\": " + why + "; not served");
+}
+
 void KubernetesLink::release_lease() {
   if (elector_) elector_->stop();
 }

@@ -35,6 +35,10 @@ class KubernetesLink {
   // The discovered sparks served, name -> gateway port: their tailnet Services follow (with
   // manage_services).
   void serve(std::map<std::string, int> ports);
+  // A discovered spark's annotated port cannot be served: said on its Deployment too (a
+  // PortUnavailable Warning Event, for kubectl describe), where whoever set the port looks.
+  // Blocking: an API call.
+  void report_port_unavailable(const std::string& spark, int port, const std::string& why);
   // Hands the Lease to another replica now (blocking: an API call).
   void release_lease();
   // Stops discovery, the Services and the election (before the sparks go); the cluster's
