@@ -17,8 +17,7 @@ import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import wait_until  # noqa: E402
-from test_kubernetes import PREFIX, KubernetesTestCase, Port  # noqa: E402
+from harness import KubernetesTestCase, Port, wait_until  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEPLOY = os.path.join(REPO, "deploy")

@@ -13,8 +13,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import GatewayTestCase, wait_until  # noqa: E402
-from test_kubernetes import KubernetesTestCase, Port  # noqa: E402
+from harness import GatewayTestCase, KubernetesTestCase, Port, wait_until  # noqa: E402
 
 
 class ApiServerFaults(KubernetesTestCase):

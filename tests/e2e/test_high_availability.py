@@ -16,8 +16,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import BackgroundProcess, free_port, random_loopback_host, wait_until, write_atomically  # noqa: E402
-from test_kubernetes import KubernetesTestCase, Port  # noqa: E402
+from harness import (BackgroundProcess, KubernetesTestCase, Port, free_port, random_loopback_host,  # noqa: E402
+                     wait_until, write_atomically)
 
 LEASE = "spark-gateway-reaper"
 LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD = 3.0, 2.0, 0.5

@@ -20,8 +20,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import wait_until  # noqa: E402
-from test_kubernetes import PREFIX, KubernetesTestCase, Port, rfc3339  # noqa: E402
+from harness import PREFIX, KubernetesTestCase, Port, rfc3339, wait_until  # noqa: E402
 
 
 class Events(KubernetesTestCase):

@@ -25,8 +25,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import free_port, wait_until, write_atomically  # noqa: E402
-from test_kubernetes import PREFIX, TARGET_PORT, KubernetesTestCase, Port  # noqa: E402
+from harness import (TARGET_PORT, KubernetesTestCase, Port, free_port, wait_until,  # noqa: E402
+                     write_atomically)
 
 k8s_double = harness.import_k8s_double()
 

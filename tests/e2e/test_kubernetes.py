@@ -6,7 +6,6 @@ Each test runs its own API double on the test's loopback address; pods get their
 addresses. Waits go through wait_until with deadlines; nothing sleeps to hide a race.
 """
 
-import datetime
 import json
 import os
 import sys
@@ -15,114 +14,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import GatewayTestCase, free_port, wait_until, write_atomically  # noqa: E402
+# KubernetesTestCase and Port are imported from here by tests/soak/soak.py too.
+from harness import (PREFIX, TARGET_PORT, KubernetesTestCase, Port, parse_rfc3339, rfc3339,  # noqa: E402
+                     wait_until, write_atomically)
 
-TARGET_PORT = 2222  # the pods' sshd (each pod has its own address, so one port for all)
-PREFIX = "spark-gateway/"
-
-
-class Port:
-    """What the harness's ssh helpers need to reach a port."""
-
-    def __init__(self, port):
-        self.listen_port = port
-
-
-def rfc3339(t):
-    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def parse_rfc3339(text):
-    # With or without fractional seconds (the API server writes whole seconds, the gateway ms).
-    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
-class KubernetesTestCase(GatewayTestCase):
-
-    def start_cluster(self, tls=False, **kw):
-        self.k8s = self.start_k8s_double(tls=tls, **kw)
-        self.kube = self.k8s.api
-        return self.k8s
-
-    def add_deployment(self, name, port=None, replicas=0, **annotations):
-        ann = {PREFIX + "target-port": str(TARGET_PORT)}
-        if port is not None:
-            ann[PREFIX + "port"] = str(port)
-        ann.update({PREFIX + k.replace("_", "-"): v for k, v in annotations.items()})
-        self.kube.create_deployment(name, annotations=ann, replicas=replicas, target_port=TARGET_PORT)
-
-    def write_k8s_config(self, defaults=None, auth="token", sparks=(), flush_interval=None, **k8s_kw):
-        cfg = self.config_dict(sparks=list(sparks), defaults=defaults, flush_interval=flush_interval)
-        section = {"namespace": self.k8s.namespace, "listen_host": self.host,
-                   "api_server": self.k8s.url, "port_range": "%d-%d" % self.port_range(),
-                   "request_timeout": "3s"}
-        if auth == "token":
-            section["token_file"] = self.k8s.token_file
-        if self.k8s.ca_file:
-            section["ca_file"] = self.k8s.ca_file
-        section.update(k8s_kw)
-        cfg["kubernetes"] = section
-        write_atomically(self.config_path, json.dumps(cfg, indent=2) + "\n")
-        return self.config_path
-
-    def port_range(self):
-        if not hasattr(self, "_range"):
-            base = free_port(self.host)
-            base = min(base, 65000)
-            self._range = (base, base + 20)
-        return self._range
-
-    def start_k8s_gateway(self, **kw):
-        self.write_k8s_config(**kw)
-        gw = self.start_gateway()
-        wait_until(lambda: self.readyz() == 200, 20, "the gateway to list the cluster (/readyz 200)")
-        return gw
-
-    def readyz(self):
-        status, _ = self.api_call("GET", "/readyz")
-        return status
-
-    def api_call(self, method, path):
-        if not getattr(self, "admin", None):
-            return 200, None
-        return self.api(method, path)
-
-    def deployment(self, name):
-        return self.kube.get("deployments", name)
-
-    def annotation(self, name, key):
-        return (self.deployment(name)["metadata"].get("annotations") or {}).get(PREFIX + key)
-
-    def replicas(self, name):
-        return self.deployment(name)["spec"].get("replicas", 0)
-
-    def spark_port(self, name, timeout=15):
-        """The port the gateway gave `name`, once a running gateway listens on it: the
-        annotation is written before the listener opens, so a connect right after seeing it
-        could be refused."""
-        port = int(wait_until(lambda: self.annotation(name, "port"), timeout,
-                              "the gateway to give %s a port annotation" % name))
-        running = [gw for gw in self.gateways if gw.proc.poll() is None]
-        if running:
-            wait_until(lambda: any(gw.log_lines("spark %s: listening on" % name, ":%d " % port)
-                                   for gw in running),
-                       timeout, "a gateway to listen for %s on port %d" % (name, port))
-        return port
-
-    def wait_listening(self, port, timeout=15):
-        def up():
-            import socket
-            try:
-                with socket.create_connection((self.host, port), timeout=1):
-                    return True
-            except OSError:
-                return False
-        # A bare TCP connect to a sleeping spark would wake it; only call this for running ones
-        # or right before a connect anyway.
-        return wait_until(up, timeout, "a listener on %s:%d" % (self.host, port))
-
-    def log_line(self, gw, *parts, timeout=15):
-        return gw.wait_log(*parts, timeout=timeout)
 
 
 class WakeAndSleep(KubernetesTestCase):

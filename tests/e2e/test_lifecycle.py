@@ -35,8 +35,8 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import REPO_ROOT, BackgroundProcess, free_port, random_loopback_host, wait_until, write_atomically  # noqa: E402
-from test_kubernetes import PREFIX, KubernetesTestCase, Port, rfc3339  # noqa: E402
+from harness import (PREFIX, REPO_ROOT, BackgroundProcess, KubernetesTestCase, Port, free_port,  # noqa: E402
+                     random_loopback_host, rfc3339, wait_until, write_atomically)
 
 DEPLOY_CONFIG = os.path.join(REPO_ROOT, "deploy", "base", "gateway.json")
 FAST_REAPER = "500ms"  # the setting; anyone who wants sparks to sleep promptly sets it below 30 s

@@ -10,8 +10,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import wait_until  # noqa: E402
-from test_kubernetes import PREFIX, KubernetesTestCase, Port  # noqa: E402
+from harness import PREFIX, KubernetesTestCase, Port, wait_until  # noqa: E402
 
 GATEWAY_LABELS = {"app.kubernetes.io/name": "spark-gateway", "app.kubernetes.io/instance": "e2e"}
 

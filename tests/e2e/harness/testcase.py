@@ -9,7 +9,7 @@ import sys
 import unittest
 
 from .gateway import GatewayMixin, gateway_bin
-from .kubernetes import KubernetesDoubleMixin
+from .kubernetes import KubernetesDoubleMixin, KubernetesMixin
 from .metrics import MetricsMixin
 from .processes import TAG_VAR, kill_tagged, make_tmpdir, random_loopback_host, remove_tmpdir, tagged_pids
 from .sshd import SshMixin, make_keys
@@ -100,3 +100,7 @@ class GatewayTestCase(SshMixin, GatewayMixin, MetricsMixin, KubernetesDoubleMixi
                 sys.stderr.write("==== background %r: rc=%s\nstdout=%r\nstderr=%r\n"
                                  % (p.args[-1], p.proc.returncode, p.stdout, p.stderr))
         remove_tmpdir(self.tmpdir)
+
+
+class KubernetesTestCase(KubernetesMixin, GatewayTestCase):
+    """A GatewayTestCase whose sparks are Deployments in the Kubernetes API double."""
