@@ -9,8 +9,8 @@
 
 namespace spark::gateway {
 
-// Bytes moved, per connection (for its log line) and per spark (a lock-free metric increment
-// per write, no allocation).
+// Bytes moved, per connection (for its log line; written once, when splice() ends, whichever
+// way it ends) and per spark (a lock-free metric increment per write, no allocation).
 struct SpliceCounters {
   std::uint64_t& client_to_upstream;
   std::uint64_t& upstream_to_client;
