@@ -130,12 +130,14 @@ awaitable<void> Connection::run() {
 void Connection::start_splice(asio::any_io_executor main) {
   on_worker_ = true;
   auto& metrics = spark_->metrics();
-  const SpliceCounters counters{bytes_in_, bytes_out_, metrics.bytes_client_to_spark,
-                                metrics.bytes_spark_to_client};
-  asio::co_spawn(worker_.executor(), splice(client_, *upstream_, counters, worker_.pipes()),
-                 [self = shared_from_this(), main = std::move(main)](std::exception_ptr error) {
-                   auto ended = describe_end(error, self->keepalive_);
-                   asio::post(main, [self, end = ended.first, outcome = std::move(ended.second)] {
+  asio::co_spawn(worker_.executor(),
+                 splice(client_, *upstream_, {metrics.bytes_client_to_spark, metrics.bytes_spark_to_client},
+                        worker_.pipes()),
+                 [self = shared_from_this(), main = std::move(main)](std::exception_ptr error, SpliceResult moved) {
+                   auto ended = describe_end(error ? error : moved.error, self->keepalive_);
+                   asio::post(main, [self, moved, end = ended.first, outcome = std::move(ended.second)] {
+                     self->bytes_in_ += moved.client_to_upstream;
+                     self->bytes_out_ += moved.upstream_to_client;
                      self->finish(outcome, end);
                    });
                  });

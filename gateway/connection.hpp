@@ -40,7 +40,7 @@ class Connection final : public std::enable_shared_from_this<Connection>, public
   std::chrono::steady_clock::time_point opened_;
   config::TcpKeepalive keepalive_;  // as set on both sockets
   bool on_worker_ = false;  // the sockets now belong to worker_'s thread
-  // Written on the worker while spliced, read by finish() after the splice has posted it.
+  // Bytes moved, for the close's log line (main loop: the splice returns its counts home).
   std::uint64_t bytes_in_ = 0, bytes_out_ = 0;
 };
 

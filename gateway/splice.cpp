@@ -231,16 +231,16 @@ class Direction {
 
 }  // namespace
 
-awaitable<void> splice(tcp::socket& client, tcp::socket& upstream, SpliceCounters counters,
-                       PipePool& pipes) {
+awaitable<SpliceResult> splice(tcp::socket& client, tcp::socket& upstream, SpliceMetrics spark_bytes,
+                               PipePool& pipes) {
   client.native_non_blocking(true);
   upstream.native_non_blocking(true);
   // Both directions run together; the first error cancels the other one. Asio's `&&` would then
   // report the *first operand's* exception (often just "operation canceled"), so we keep the
   // completion order and rethrow the error that actually ended the splice.
   const auto executor = co_await asio::this_coro::executor;
-  Direction up(client, upstream, SpliceSide::client, counters.spark_client_to_upstream, pipes);
-  Direction down(upstream, client, SpliceSide::upstream, counters.spark_upstream_to_client, pipes);
+  Direction up(client, upstream, SpliceSide::client, spark_bytes.client_to_upstream, pipes);
+  Direction down(upstream, client, SpliceSide::upstream, spark_bytes.upstream_to_client, pipes);
   auto both = asio::experimental::make_parallel_group(
       asio::co_spawn(executor, up.run(), asio::deferred),
       asio::co_spawn(executor, down.run(), asio::deferred));
@@ -249,16 +249,14 @@ awaitable<void> splice(tcp::socket& client, tcp::socket& upstream, SpliceCounter
   error_code ignored;
   client.close(ignored);
   upstream.close(ignored);
-  counters.client_to_upstream = up.moved();
-  counters.upstream_to_client = down.moved();
   const std::exception_ptr first = order[0] == 0 ? up_error : down_error;
   const std::exception_ptr second = order[0] == 0 ? down_error : up_error;
+  SpliceResult result{up.moved(), down.moved(), first ? first : second};
   // A dead peer's ETIMEDOUT is reported once, to whichever call touched its socket first; the
   // other direction may have failed on the same socket meanwhile with a plainer error (EPIPE).
   // The reason the connection ended is the dead peer.
-  if (!peer_unreachable(first) && peer_unreachable(second)) std::rethrow_exception(second);
-  if (first) std::rethrow_exception(first);
-  if (second) std::rethrow_exception(second);
+  if (!peer_unreachable(first) && peer_unreachable(second)) result.error = second;
+  co_return result;
 }
 
 }  // namespace spark::gateway

@@ -3,19 +3,28 @@
 #include <prometheus/counter.h>
 
 #include <cstdint>
+#include <exception>
 
 #include "gateway/asio.hpp"
 #include "gateway/pipe_pool.hpp"
 
 namespace spark::gateway {
 
-// Bytes moved, per connection (for its log line; written once, when splice() ends, whichever
-// way it ends) and per spark (a lock-free metric increment per write, no allocation).
-struct SpliceCounters {
-  std::uint64_t& client_to_upstream;
-  std::uint64_t& upstream_to_client;
-  prometheus::Counter& spark_client_to_upstream;
-  prometheus::Counter& spark_upstream_to_client;
+// The spark's byte counters, incremented as bytes move (a lock-free metric increment per write,
+// no allocation), so a long session shows in rate() while it lasts.
+struct SpliceMetrics {
+  prometheus::Counter& client_to_upstream;
+  prometheus::Counter& upstream_to_client;
+};
+
+// What a splice moved, and how it ended.
+struct SpliceResult {
+  std::uint64_t client_to_upstream = 0;
+  std::uint64_t upstream_to_client = 0;
+  // Empty when both directions ended cleanly; else a SpliceError for an error on a socket
+  // (preferring one that says a peer is unreachable, tcp_keepalive.hpp), or another
+  // boost::system::system_error.
+  std::exception_ptr error;
 };
 
 // Which socket of a splice failed.
@@ -40,9 +49,8 @@ class SpliceError : public boost::system::system_error {
 // Half-close is propagated: when one side finishes sending, the other side's write half is shut
 // down and the opposite direction keeps running. An error in either direction (a reset) ends
 // both. Either way both sockets are closed on the way out, on the executor splice() runs on
-// (a data worker: data_plane.hpp). Throws SpliceError for an error on a socket (preferring one
-// that says a peer is unreachable, tcp_keepalive.hpp), boost::system::system_error otherwise.
-awaitable<void> splice(tcp::socket& client, tcp::socket& upstream, SpliceCounters counters,
-                       PipePool& pipes);
+// (a data worker: data_plane.hpp). Returns what moved and the error that ended it, if any.
+awaitable<SpliceResult> splice(tcp::socket& client, tcp::socket& upstream, SpliceMetrics spark_bytes,
+                               PipePool& pipes);
 
 }  // namespace spark::gateway
