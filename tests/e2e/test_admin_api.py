@@ -4,7 +4,6 @@ gateway with real sshd sparks: health and readiness, the spark list, wake (with 
 keep-awake, bearer-token auth, and bad requests that must change nothing and break nothing.
 """
 
-import datetime
 import json
 import os
 import socket
@@ -14,15 +13,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import GatewayTestCase, wait_until  # noqa: E402
+from harness import GatewayTestCase, parse_rfc3339, wait_until  # noqa: E402
 
 TOKEN = "admin-e2e-" + "k" * 24
 FIELDS = {"name", "state", "backend", "listen", "open_connections", "last_activity",
           "idle_timeout_seconds", "sleeps_at", "keep_awake_until"}
-
-
-def parse_time(text):
-    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 class AdminApi(GatewayTestCase):
@@ -52,8 +47,8 @@ class AdminApi(GatewayTestCase):
         self.assertEqual(by_name["brave-dolphin"]["listen"], "%s:%d" % (self.host, a.listen_port))
         self.assertEqual(by_name["brave-dolphin"]["idle_timeout_seconds"], 7200)
         self.assertIsNone(by_name["calm-otter"]["idle_timeout_seconds"], "never is null")
-        self.assertLess(abs(parse_time(by_name["brave-dolphin"]["last_activity"]) - time.time()), 60)
-        self.assertEqual(self.api("GET", "/api/v1/sparks/calm-otter")[1]["name"], b.name)
+        self.assertLess(abs(parse_rfc3339(by_name["brave-dolphin"]["last_activity"]) - time.time()), 60)
+        self.assertEqual(self.spark_status("calm-otter")["name"], b.name)
 
     def test_wake_wait_sleep_and_the_state_they_leave(self):
         spark = self.add_spark("quick-quail", idle_timeout="1h")
@@ -63,7 +58,7 @@ class AdminApi(GatewayTestCase):
         self.assertEqual(body["state"], "running")
         self.assertTrue(spark.sshd_running(), "running means its sshd answers")
         self.assertIsNotNone(body["sleeps_at"], "a running idle spark has a sleep time")
-        self.assertLess(abs(parse_time(body["sleeps_at"]) - (parse_time(body["last_activity"]) + 3600)), 2)
+        self.assertLess(abs(parse_rfc3339(body["sleeps_at"]) - (parse_rfc3339(body["last_activity"]) + 3600)), 2)
         status, body = self.api("POST", "/api/v1/sparks/quick-quail/sleep")
         self.assertEqual((status, body["state"]), (200, "sleeping"), body)
         spark.wait_sshd_gone(10)
@@ -72,7 +67,7 @@ class AdminApi(GatewayTestCase):
         self.assertIn(status, (200, 202), body)
         wait_until(lambda: spark.starts() == 2, 15, "the second start")
         spark.wait_sshd_running(15)
-        wait_until(lambda: self.api("GET", "/api/v1/sparks/quick-quail")[1]["state"] == "running", 15,
+        wait_until(lambda: self.spark_status("quick-quail")["state"] == "running", 15,
                    "the spark to be running")
         self.assertEqual(spark.starts(), 2)
 
@@ -122,11 +117,11 @@ class AdminApi(GatewayTestCase):
         self.start()
         status, body = self.api("POST", "/api/v1/sparks/night-owl/keep-awake", {"for": "4h"})
         self.assertEqual(status, 200, body)
-        self.assertLess(abs(parse_time(body["keep_awake_until"]) - (time.time() + 4 * 3600)), 60)
+        self.assertLess(abs(parse_rfc3339(body["keep_awake_until"]) - (time.time() + 4 * 3600)), 60)
         self.assertIsNone(body["sleeps_at"], "no sleep while the hold lasts")
         self.assert_ssh_ok(self.ssh(spark, "true"))
         # Several reaper passes past the idle timeout: still awake.
-        wait_until(lambda: self.api("GET", "/api/v1/sparks/night-owl")[1]["open_connections"] == 0, 10,
+        wait_until(lambda: self.spark_status("night-owl")["open_connections"] == 0, 10,
                    "the session to close")
         deadline = time.monotonic() + 5  # idle 2s + reaper 1s, twice over
         while time.monotonic() < deadline:
@@ -148,7 +143,7 @@ class AdminApi(GatewayTestCase):
                 self.assertEqual(answer["spark"], "safe-seal")
                 self.assertIn("Bearer", answer["error"])
         self.assertEqual(spark.starts(), 0)
-        self.assertIsNone(self.api("GET", "/api/v1/sparks/safe-seal")[1]["keep_awake_until"])
+        self.assertIsNone(self.spark_status("safe-seal")["keep_awake_until"])
         self.assertNotIn(TOKEN, gw.log(), "the token must never be logged")
         # Reads need no token.
         self.assertEqual(self.api("GET", "/api/v1/sparks", token="")[0], 200)
@@ -181,7 +176,7 @@ class AdminApi(GatewayTestCase):
             self.assertEqual(self.api("GET", "/healthz")[0], 200)
         # The gateway still serves and nothing was woken or held by the bad calls.
         self.assertEqual(spark.starts(), 0)
-        self.assertIsNone(self.api("GET", "/api/v1/sparks/sturdy-stag")[1]["keep_awake_until"])
+        self.assertIsNone(self.spark_status("sturdy-stag")["keep_awake_until"])
         self.assert_ssh_ok(self.ssh(spark, "echo fine"), "fine\n")
 
     def test_non_loopback_admin_without_a_token_refuses_to_start(self):

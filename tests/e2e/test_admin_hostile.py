@@ -27,7 +27,7 @@ import urllib.parse
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cdp  # noqa: E402
 import harness  # noqa: E402
-from harness import GatewayTestCase, wait_until  # noqa: E402
+from harness import GatewayTestCase, proc_fd_count, wait_until  # noqa: E402
 
 TOKEN = "hostile-e2e-" + "h" * 24
 PROBE_TIMEOUT = 1.0  # the kubelet's default timeoutSeconds
@@ -41,10 +41,6 @@ def proc_status(pid, key):
             if line.startswith(key + ":"):
                 return int(line.split()[1])
     raise KeyError(key)
-
-
-def open_fds(pid):
-    return len(os.listdir("/proc/%d/fd" % pid))
 
 
 def measured(what, value):
@@ -149,7 +145,7 @@ class AdminHostile(GatewayTestCase):
         self.enable_admin(token=token)
         cfg = self.config_dict()
         cfg["admin"].update(admin_extra or {})
-        harness.write_atomically(self.config_path, json.dumps(cfg, indent=2) + "\n")
+        self.write_config_dict(cfg)
         gw = self.start_gateway()
         self.port = int(self.admin["listen"].rsplit(":", 1)[1])
         return gw
@@ -331,7 +327,7 @@ class AdminHostile(GatewayTestCase):
     def test_a_flood_of_silent_connections_cannot_keep_the_probes_out(self):
         self.add_spark("crowded-crane")
         gw = self.start()
-        fds_before = open_fds(gw.pid)
+        fds_before = proc_fd_count(gw.pid)
         peak_before = proc_status(gw.pid, "VmHWM")
         flood = []
         try:
@@ -345,7 +341,7 @@ class AdminHostile(GatewayTestCase):
                     latencies.append(seconds)
             status, body = self.api("GET", "/api/v1/sparks")
             self.assertEqual(status, 200, body)
-            fds_during = open_fds(gw.pid)
+            fds_during = proc_fd_count(gw.pid)
             peak = proc_status(gw.pid, "VmHWM")
         finally:
             for s in flood:
@@ -357,16 +353,16 @@ class AdminHostile(GatewayTestCase):
                  (fds_before, fds_during, peak_before, peak))
         self.assertLess(latencies[-1], PROBE_TIMEOUT)
         self.assertLessEqual(fds_during - fds_before, 64 + 4 + 2, "admin connections are capped")
-        wait_until(lambda: open_fds(gw.pid) <= fds_before + 2, 15, "the flood's fds to be closed")
+        wait_until(lambda: proc_fd_count(gw.pid) <= fds_before + 2, 15, "the flood's fds to be closed")
 
     def test_the_connection_cap_and_request_deadline_are_configurable(self):
         self.add_spark("tight-tern")
         gw = self.start(admin_extra={"max_connections": 4, "request_timeout": "2s"})
-        fds_before = open_fds(gw.pid)
+        fds_before = proc_fd_count(gw.pid)
         conns = [self.connect() for _ in range(12)]
         try:
-            wait_until(lambda: open_fds(gw.pid) <= fds_before + 4 + 1, 5,
-                       lambda: "at most 4 admin connections (+1 in flight): %d fds over" % (open_fds(gw.pid) - fds_before))
+            wait_until(lambda: proc_fd_count(gw.pid) <= fds_before + 4 + 1, 5,
+                       lambda: "at most 4 admin connections (+1 in flight): %d fds over" % (proc_fd_count(gw.pid) - fds_before))
             self.assertEqual(self.probe("/healthz")[0], 200)
             # The oldest silent connections made room; the newest ones go at the deadline.
             started = time.monotonic()

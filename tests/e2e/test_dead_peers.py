@@ -132,7 +132,7 @@ class DeadPeerTest(harness.GatewayTestCase):
             entry["listen"] = listen
         if target:
             entry["process"]["target"] = target
-        harness.write_atomically(self.config_path, json.dumps(cfg, indent=2) + "\n")
+        self.write_config_dict(cfg)
 
     def assert_keepalive_on(self, gw, port):
         """The gateway's socket(s) on `port` run a keepalive timer (ss -o). A socket shows it
@@ -206,7 +206,7 @@ class DeadPeerTest(harness.GatewayTestCase):
         with open(self.config_path) as f:
             cfg = json.load(f)
         cfg["jump"] = {"listen": "%s:%d" % (ns.outer, jump_port), "authorized_keys": self.authorized_keys}
-        harness.write_atomically(self.config_path, json.dumps(cfg, indent=2) + "\n")
+        self.write_config_dict(cfg)
         gw = self.start_gateway()
 
         # ProxyJump's inner ssh reads its options only from a config file, not from -o.

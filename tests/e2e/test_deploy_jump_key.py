@@ -4,14 +4,13 @@ docs/jump-host.md and docs/deploy.md say how to create. The rendered Deployment 
 (optional, so `kubectl apply -k deploy/` works without it), and two gateways ("replicas") with
 their own state dirs but that key present one host key."""
 
-import json
 import os
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import free_port, write_atomically  # noqa: E402
+from harness import free_port  # noqa: E402
 from test_deploy import DEPLOY, REPO, by_kind, kustomize  # noqa: E402
 from test_jump_host_key import key_fingerprint, served_fingerprint  # noqa: E402
 
@@ -50,9 +49,7 @@ class DeployJumpKey(harness.GatewayTestCase):
         subprocess.run(["ssh-keygen", "-t", "ed25519", "-N", "", "-C", "spark-gw", "-f", key], check=True,
                        timeout=30, stdout=subprocess.DEVNULL)
         os.chmod(key, 0o440)
-        authorized = os.path.join(self.tmpdir, "jump_authorized_keys")
-        with open(self.user_key + ".pub") as src, open(authorized, "w") as dst:
-            dst.write(src.read())
+        authorized = self.jump_authorized_keys()
         ports = []
         for replica in ("a", "b"):
             port = free_port(self.host)
@@ -60,7 +57,7 @@ class DeployJumpKey(harness.GatewayTestCase):
             cfg["state_dir"] = "state-" + replica  # an emptyDir each
             cfg["jump"] = {"listen": "%s:%d" % (self.host, port), "host_keys": [key], "authorized_keys": authorized}
             path = os.path.join(self.tmpdir, "config-%s.json" % replica)
-            write_atomically(path, json.dumps(cfg, indent=2) + "\n")
+            self.write_config_dict(cfg, path)
             self.start_gateway(config_path=path)
             ports.append(port)
         fingerprint = key_fingerprint(key)

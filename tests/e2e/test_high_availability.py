@@ -17,7 +17,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import (BackgroundProcess, KubernetesTestCase, Port, free_port, random_loopback_host,  # noqa: E402
-                     wait_until, write_atomically)
+                     wait_until)
 
 LEASE = "spark-gateway-reaper"
 LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD = 3.0, 2.0, 0.5
@@ -70,7 +70,7 @@ class HighAvailability(KubernetesTestCase):
             "leader_election": {"enabled": True, "identity": name, "lease_duration": "%gs" % LEASE_DURATION,
                                 "renew_deadline": "%gs" % RENEW_DEADLINE, "retry_period": "%gms" % (RETRY_PERIOD * 1000)}}
         path = os.path.join(rdir, "config.json")
-        write_atomically(path, json.dumps(cfg, indent=2) + "\n")
+        self.write_config_dict(cfg, path)
         replica = Replica(name, host, admin_port, token)
         replica.gateway = self.start_gateway(config_path=path)
         wait_until(lambda: replica.readyz()[0] == 200, 20, "replica %s to be ready" % name)

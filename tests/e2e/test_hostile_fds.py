@@ -55,16 +55,13 @@ class HostileFds(harness.GatewayTestCase):
     def setUp(self):
         super().setUp()
         self.jump_port = free_port(self.host)
-        self.jump_authorized = os.path.join(self.tmpdir, "jump_authorized_keys")
-        with open(self.user_key + ".pub") as src, open(self.jump_authorized, "w") as dst:
-            dst.write(src.read())
         self.enable_admin()
 
     def write_full_config(self):
         """Every kind of listener the gateway has: sparks, jump host, admin."""
         cfg = self.config_dict()
-        cfg["jump"] = {"listen": "%s:%d" % (self.host, self.jump_port), "authorized_keys": self.jump_authorized}
-        write_atomically(self.config_path, json.dumps(cfg, indent=2) + "\n")
+        cfg["jump"] = {"listen": "%s:%d" % (self.host, self.jump_port), "authorized_keys": self.jump_authorized_keys()}
+        self.write_config_dict(cfg)
 
     def fd_list_file(self, spark):
         return os.path.join(spark.dir, "fds")

@@ -4,7 +4,6 @@ connections is a line at once and then one count per 10 s, not a line per connec
 Loopback only; every wait has a deadline."""
 
 import ctypes
-import json
 import os
 import re
 import socket
@@ -14,7 +13,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import free_port, wait_until, write_atomically  # noqa: E402
+from harness import free_port, wait_until  # noqa: E402
 
 # The gateway's text format: every line starts with its timestamp and level.
 LINE_START = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}[+-]\d{2}:\d{2} "
@@ -63,12 +62,10 @@ def libssh_login_attempt(host, port, user, public_key_file, timeout=20):
 class HostileLogs(harness.GatewayTestCase):
 
     def write_config_with(self, sparks, spark_limits=None, jump=None):
-        cfg = self.config_dict(sparks=sparks)
-        for entry in cfg["sparks"]:
-            entry.update((spark_limits or {}).get(entry["name"], {}))
+        cfg = self.config_dict(sparks=sparks, spark_limits=spark_limits)
         if jump:
             cfg["jump"] = jump
-        write_atomically(self.config_path, json.dumps(cfg, indent=2) + "\n")
+        self.write_config_dict(cfg)
 
     def assert_every_line_is_a_log_line(self, gw):
         for line in gw.log().splitlines():
@@ -77,11 +74,8 @@ class HostileLogs(harness.GatewayTestCase):
     def test_a_user_name_with_a_newline_stays_on_one_line(self):
         spark = self.add_spark("brave-dolphin")
         jump_port = free_port(self.host)
-        authorized = os.path.join(self.tmpdir, "jump_authorized_keys")
-        with open(self.user_key + ".pub") as src, open(authorized, "w") as dst:
-            dst.write(src.read())
         self.write_config_with([spark], jump={"listen": "%s:%d" % (self.host, jump_port),
-                                              "authorized_keys": authorized})
+                                              "authorized_keys": self.jump_authorized_keys()})
         gw = self.start_gateway()
         for login in ("x\n" + FORGED, "y\r\x1b[2K" + FORGED, "z\x1b]0;pwned\x07"):
             libssh_login_attempt(self.host, jump_port, login, self.user_key + ".pub")
@@ -131,10 +125,8 @@ class HostileLogs(harness.GatewayTestCase):
 
     def test_a_flood_of_refused_jump_logins_is_one_line_and_a_count(self):
         jump_port = free_port(self.host)
-        authorized = os.path.join(self.tmpdir, "jump_authorized_keys")
-        with open(self.user_key + ".pub") as src, open(authorized, "w") as dst:
-            dst.write(src.read())
-        self.write_config_with([], jump={"listen": "%s:%d" % (self.host, jump_port), "authorized_keys": authorized,
+        self.write_config_with([], jump={"listen": "%s:%d" % (self.host, jump_port),
+                                         "authorized_keys": self.jump_authorized_keys(),
                                          "max_sessions": 1})
         gw = self.start_gateway()
         holder = socket.create_connection((self.host, jump_port), timeout=10)  # takes the one session

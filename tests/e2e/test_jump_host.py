@@ -13,25 +13,15 @@ import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import GatewayTestCase, free_port, wait_until, write_random_file, sha256_file  # noqa: E402
+from harness import (GatewayTestCase, free_port, proc_fd_count, proc_thread_count, sha256_file,  # noqa: E402
+                     wait_until, write_random_file)
 
 
 class JumpHost(GatewayTestCase):
 
     def setUp(self):
         super().setUp()
-        self.jump_port = free_port(self.host)
-        self.authorized = os.path.join(self.tmpdir, "jump_authorized_keys")
-        with open(self.user_key + ".pub") as src, open(self.authorized, "w") as dst:
-            dst.write(src.read())
-
-    def start_jump_gateway(self, sparks, jump_extra=None, **kw):
-        import json
-        cfg = self.config_dict(sparks=sparks, **kw)
-        cfg["jump"] = {"listen": "%s:%d" % (self.host, self.jump_port), "authorized_keys": self.authorized}
-        cfg["jump"].update(jump_extra or {})
-        harness.write_atomically(self.config_path, json.dumps(cfg, indent=2) + "\n")
-        return self.start_gateway()
+        self.jump_port = free_port(self.host)  # start_jump_gateway() puts the jump host there
 
     def ssh_config(self, identity=None, extra=""):
         """An ssh_config file: ProxyJump's inner ssh reads options only from -F, not from -o.
@@ -178,7 +168,7 @@ class JumpHost(GatewayTestCase):
                          % (spark.starts_file, harness.SSHD, spark.sshd_config)]
         self.enable_admin()
         gw = self.start_jump_gateway([spark])
-        baseline_fds, baseline_threads = self.fds(gw), self.threads(gw)
+        baseline_fds, baseline_threads = proc_fd_count(gw.pid), proc_thread_count(gw.pid)
         cfg = self.ssh_config()
         # Its own process group: ProxyJump runs a second ssh, and both must go.
         err_path = os.path.join(self.tmpdir, "leaver.err")
@@ -199,13 +189,14 @@ class JumpHost(GatewayTestCase):
         # connections back to 0, so an operator's sleep is not refused), and once the spark
         # sleeps again the gateway has exactly the fds and threads it had before.
         spark.wait_sshd_running(20)
-        wait_until(lambda: self.api("GET", "/api/v1/sparks/slow-sloth")[1]["open_connections"] == 0, 10,
+        wait_until(lambda: self.spark_status("slow-sloth")["open_connections"] == 0, 10,
                    "the abandoned login's connection to close")
         status, body = self.api("POST", "/api/v1/sparks/slow-sloth/sleep")
         self.assertEqual(status, 200, body)
         spark.wait_sshd_gone(20)
-        wait_until(lambda: self.fds(gw) <= baseline_fds and self.threads(gw) <= baseline_threads, 20,
-                   lambda: "fds %d->%d, threads %d->%d" % (baseline_fds, self.fds(gw), baseline_threads, self.threads(gw)))
+        wait_until(lambda: proc_fd_count(gw.pid) <= baseline_fds and proc_thread_count(gw.pid) <= baseline_threads,
+                   20, lambda: "fds %d->%d, threads %d->%d" % (baseline_fds, proc_fd_count(gw.pid), baseline_threads,
+                                                                proc_thread_count(gw.pid)))
         r = self.jump(spark, "echo still-fine")
         self.assertEqual((r.returncode, r.stdout), (0, "still-fine\n"), r.stderr)
 
@@ -243,7 +234,7 @@ class JumpHost(GatewayTestCase):
         self.assertEqual(status, 200, body)
         self.assertNotEqual(session.wait(timeout=20), 0, "the forced sleep ended the jump session")
         self.assertNotIn("done", session.stdout)
-        wait_until(lambda: self.api("GET", "/api/v1/sparks/late-lark")[1]["open_connections"] == 0, 10,
+        wait_until(lambda: self.spark_status("late-lark")["open_connections"] == 0, 10,
                    "the ended jump session to be counted closed")
 
         session = self.jump_background(spark, "echo started; sleep 120; echo done")
@@ -264,14 +255,6 @@ class JumpHost(GatewayTestCase):
 
     def authorized_keys_of_sparks(self):
         return os.path.join(self.tmpdir, "authorized_keys")
-
-    @staticmethod
-    def fds(gw):
-        return len(os.listdir("/proc/%d/fd" % gw.pid))
-
-    @staticmethod
-    def threads(gw):
-        return len(os.listdir("/proc/%d/task" % gw.pid))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ says so, and a key that cannot be had is reported with the command that fixes it
 The full disk is a 16 KiB tmpfs this test mounts (root only, as CI runs; skipped otherwise) and
 unmounts in its cleanup. Loopback only; every wait has a deadline."""
 
-import json
 import os
 import re
 import subprocess
@@ -15,7 +14,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import free_port, write_atomically  # noqa: E402
+from harness import free_port  # noqa: E402
 
 KEY_NAME = "jump_host_ed25519_key"
 
@@ -44,17 +43,14 @@ class JumpHostKey(harness.GatewayTestCase):
     def setUp(self):
         super().setUp()
         self.jump_port = free_port(self.host)
-        self.jump_authorized = os.path.join(self.tmpdir, "jump_authorized_keys")
-        with open(self.user_key + ".pub") as src, open(self.jump_authorized, "w") as dst:
-            dst.write(src.read())
 
     def write_jump_config(self, state_dir="state", host_keys=None):
         cfg = self.config_dict(sparks=[])
         cfg["state_dir"] = state_dir
-        cfg["jump"] = {"listen": "%s:%d" % (self.host, self.jump_port), "authorized_keys": self.jump_authorized}
+        cfg["jump"] = {"listen": "%s:%d" % (self.host, self.jump_port), "authorized_keys": self.jump_authorized_keys()}
         if host_keys:
             cfg["jump"]["host_keys"] = host_keys
-        write_atomically(self.config_path, json.dumps(cfg, indent=2) + "\n")
+        self.write_config_dict(cfg)
 
     def start_and_fail(self):
         gw = self.start_gateway(wait_ready=False)

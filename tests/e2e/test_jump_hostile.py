@@ -15,7 +15,6 @@ client, on loopback only, with bounded loops and deadlines; the numbers measured
     explanation as a plain `ssh NAME@jump`.
 """
 
-import json
 import os
 import re
 import resource
@@ -28,7 +27,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import GatewayTestCase, free_port, wait_until, write_atomically  # noqa: E402
+from harness import GatewayTestCase, free_port, proc_fd_count, proc_thread_count, wait_until  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
@@ -40,10 +39,6 @@ def report(what):
     sys.stderr.flush()
 
 
-def proc_threads(pid):
-    return len(os.listdir("/proc/%d/task" % pid))
-
-
 def proc_rss_kib(pid):
     with open("/proc/%d/statm" % pid) as f:
         return int(f.read().split()[1]) * PAGE_KIB
@@ -53,10 +48,6 @@ def proc_cpu_seconds(pid):
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
-
-
-def proc_fds(pid):
-    return len(os.listdir("/proc/%d/fd" % pid))
 
 
 def sanitized(pid):
@@ -159,9 +150,9 @@ class Sampler:
     def _run(self):
         while not self._stop.is_set():
             try:
-                self.peak_threads = max(self.peak_threads, proc_threads(self.pid))
+                self.peak_threads = max(self.peak_threads, proc_thread_count(self.pid))
                 self.peak_rss_kib = max(self.peak_rss_kib, proc_rss_kib(self.pid))
-                self.peak_fds = max(self.peak_fds, proc_fds(self.pid))
+                self.peak_fds = max(self.peak_fds, proc_fd_count(self.pid))
             except (FileNotFoundError, ProcessLookupError):
                 return
             self._stop.wait(self.interval)
@@ -171,21 +162,9 @@ class JumpHostile(GatewayTestCase):
 
     def setUp(self):
         super().setUp()
-        self.jump_port = free_port(self.host)
-        self.authorized = os.path.join(self.tmpdir, "jump_authorized_keys")
-        with open(self.user_key + ".pub") as src, open(self.authorized, "w") as dst:
-            dst.write(src.read())
+        self.jump_port = free_port(self.host)  # start_jump_gateway() puts the jump host there
 
     # -- helpers ---------------------------------------------------------------------------
-
-    def start_jump_gateway(self, sparks, jump_extra=None, spark_limits=None, **kw):
-        cfg = self.config_dict(sparks=sparks, **kw)
-        for entry in cfg["sparks"]:
-            entry.update((spark_limits or {}).get(entry["name"], {}))
-        cfg["jump"] = {"listen": "%s:%d" % (self.host, self.jump_port), "authorized_keys": self.authorized}
-        cfg["jump"].update(jump_extra or {})
-        write_atomically(self.config_path, json.dumps(cfg, indent=2) + "\n")
-        return self.start_gateway()
 
     def ssh_config(self):
         """OpenSSH's defaults, but for this test's key and its throwaway host keys. ProxyJump's
@@ -232,7 +211,7 @@ class JumpHostile(GatewayTestCase):
         gw = self.start_jump_gateway([spark])  # the jump host's defaults: nothing tuned
         ok, _ = self.jump(spark, "echo warm")  # the spark awake and the client's files warm
         self.assertEqual(ok.returncode, 0, ok.stderr)
-        base_threads, base_rss = proc_threads(gw.pid), proc_rss_kib(gw.pid)
+        base_threads, base_rss = proc_thread_count(gw.pid), proc_rss_kib(gw.pid)
         log_lines_before = len(gw.log().splitlines())
 
         source = flood_source()
@@ -287,7 +266,7 @@ class JumpHostile(GatewayTestCase):
         # Every accepted connection is held (no early drop), so the descriptors run out.
         gw = self.start_jump_gateway([spark], jump_extra={"max_startups": "200"})
         soft, hard = resource.prlimit(gw.pid, resource.RLIMIT_NOFILE)
-        in_use = proc_fds(gw.pid)
+        in_use = proc_fd_count(gw.pid)
         resource.prlimit(gw.pid, resource.RLIMIT_NOFILE, (in_use + 8, hard))
         self.addCleanup(lambda: gw.running() and resource.prlimit(gw.pid, resource.RLIMIT_NOFILE, (soft, hard)))
         held = []
@@ -346,7 +325,7 @@ class JumpHostile(GatewayTestCase):
 
         # And the other way: a jump session counts against the cap the TCP path checks.
         sessions[0].kill()
-        wait_until(lambda: self.api("GET", "/api/v1/sparks/brave-dolphin")[1]["open_connections"] == 1, 15,
+        wait_until(lambda: self.spark_status("brave-dolphin")["open_connections"] == 1, 15,
                    "one session to close")
         cfg = self.ssh_config()
         holder = harness.BackgroundProcess(

@@ -158,7 +158,7 @@ class WhatOperatorsSee(KubernetesTestCase):
         self.assertIsNone(self.metric("spark_gateway_last_activity_timestamp_seconds", spark="fresh-fern"))
         # Used once: a real time everywhere.
         self.assert_ssh_ok(self.ssh(Port(port), "true"))
-        wait_until(lambda: self.api("GET", "/api/v1/sparks/fresh-fern")[1]["last_activity"], 10,
+        wait_until(lambda: self.spark_status("fresh-fern")["last_activity"], 10,
                    "a last activity once used")
         self.assertIsNotNone(self.metric("spark_gateway_last_activity_timestamp_seconds", spark="fresh-fern"))
         row = [line for line in self.admin_cli("status").stdout.splitlines() if line.startswith("fresh-fern ")]

@@ -25,8 +25,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import (TARGET_PORT, KubernetesTestCase, Port, free_port, wait_until,  # noqa: E402
-                     write_atomically)
+from harness import TARGET_PORT, KubernetesTestCase, Port, free_port, wait_until  # noqa: E402
 
 k8s_double = harness.import_k8s_double()
 
@@ -74,7 +73,7 @@ class KubernetesTrust(KubernetesTestCase):
             with open(path) as f:
                 cfg = json.load(f)
             cfg["limits"] = limits
-            write_atomically(path, json.dumps(cfg, indent=2) + "\n")
+            self.write_config_dict(cfg, path)
         return path
 
     def start_gateway_with(self, limits=None, **kw):

@@ -23,7 +23,6 @@ request timeout of a write that was applied (answer_late), a request held until 
 up (hold), the API server down (down/up), a crash-looping pod (the kubelet's scenarios).
 """
 
-import datetime
 import json
 import os
 import re
@@ -36,7 +35,7 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import (PREFIX, REPO_ROOT, BackgroundProcess, KubernetesTestCase, Port, free_port,  # noqa: E402
-                     random_loopback_host, rfc3339, wait_until, write_atomically)
+                     parse_rfc3339, random_loopback_host, rfc3339, wait_until)
 
 DEPLOY_CONFIG = os.path.join(REPO_ROOT, "deploy", "base", "gateway.json")
 FAST_REAPER = "500ms"  # the issue's setting; anyone who wants sparks to sleep promptly sets it below 30 s
@@ -51,12 +50,6 @@ def parse_duration(text):
     if not m:
         raise ValueError(text)
     return float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[m.group(2)]
-
-
-def parse_time(text):
-    """RFC 3339 (with or without fractional seconds, Z or an offset) -> epoch seconds."""
-    t = text.replace("Z", "+00:00")
-    return datetime.datetime.fromisoformat(t).timestamp()
 
 
 def deploy_config():
@@ -191,8 +184,7 @@ class LifecycleTestCase(KubernetesTestCase):
             f.write(token + "\n")
         replica = Replica(name, host, free_port(host), token, os.path.join(rdir, "config.json"),
                           os.path.join(rdir, "state"))
-        write_atomically(replica.config_path,
-                         json.dumps(self.replica_config(replica, reaper_interval, defaults), indent=2) + "\n")
+        self.write_config_dict(self.replica_config(replica, reaper_interval, defaults), replica.config_path)
         self.replica_list.append(replica)
         self.run_replica(replica)
         return replica
@@ -259,7 +251,7 @@ class LifecycleTestCase(KubernetesTestCase):
         self.assertIsNotNone(s, "%s knows spark %s" % (replica.name, name))
         self.assertEqual(s["state"], "running", "%s shows %s running: %s" % (replica.name, name, s))
         self.assertIsNotNone(s["sleeps_at"], "%s gives %s a sleeps_at: %s" % (replica.name, name, s))
-        return parse_time(s["sleeps_at"])
+        return parse_rfc3339(s["sleeps_at"])
 
     def assert_sleeps_at_between(self, replica, name, earliest, latest, why):
         at = self.sleeps_at(replica, name)
@@ -398,7 +390,7 @@ class WakeThroughTheFollower(LifecycleTestCase):
             self.assertEqual(self.annotation(name, "sleep-reason"), "idle")
             # The Deployment records the activity the sleep was decided on: the session's.
             last = self.annotation(name, "last-activity")
-            self.assertTrue(last and parse_time(last) >= session_started - 1,
+            self.assertTrue(last and parse_rfc3339(last) >= session_started - 1,
                             "%s's last-activity after its sleep: %s" % (name, last))
             # The Event is written after the scale to 0.
             wait_until(lambda: self.kube.events(name, reason="Slept"), 10, "a Slept Event for %s" % name)
@@ -526,7 +518,7 @@ class KillAfterWake(LifecycleTestCase):
         # The wake wrote last-activity with the scale-up (one conditional PATCH), before the first
         # byte was spliced: that is what a restarted replica with no state reads.
         self.assertIsNotNone(last_after_wake, "no last-activity annotation when the wake's session ran")
-        self.assertGreaterEqual(parse_time(last_after_wake), woke - 1.0, "last-activity older than the wake")
+        self.assertGreaterEqual(parse_rfc3339(last_after_wake), woke - 1.0, "last-activity older than the wake")
         (up,) = self.scale_ups("phoenix", status=200)
         meta = up.json.get("metadata") or {}
         self.assertIn(PREFIX + "last-activity", meta.get("annotations") or {},
@@ -760,7 +752,7 @@ class OperatorThroughTheFollower(LifecycleTestCase):
         status, body = follower.call("POST", "/api/v1/sparks/held-newt/keep-awake", body={"for": "1h"})
         self.assertEqual(status, 200, body)
         until = self.annotation("held-newt", "keep-awake-until")
-        self.assertTrue(until and parse_time(until) > time.time() + 3500,
+        self.assertTrue(until and parse_rfc3339(until) > time.time() + 3500,
                         "the hold is on the Deployment when the API answers: %r" % until)
         # Idle timeout + several reaper ticks + the watch: the leader would have slept it by now.
         self.hold(3.0 + 10 * FAST_REAPER_S,

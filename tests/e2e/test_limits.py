@@ -1,14 +1,12 @@
 #!/usr/bin/env python3
 """Connection limits: a connection beyond a cap is refused at once (closed, logged, counted),
 never queued forever, and the connections already open are not disturbed."""
-import json
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import wait_until, write_atomically  # noqa: E402
 
 REFUSED_WITHIN = 10.0  # a refused ssh must end well before its ConnectTimeout (30 s)
 
@@ -16,12 +14,7 @@ REFUSED_WITHIN = 10.0  # a refused ssh must end well before its ConnectTimeout (
 class LimitsTest(harness.GatewayTestCase):
 
     def write_config_with(self, spark_limits=None, global_limits=None):
-        cfg = self.config_dict()
-        for entry in cfg["sparks"]:
-            entry.update((spark_limits or {}).get(entry["name"], {}))
-        if global_limits:
-            cfg["limits"] = global_limits
-        write_atomically(self.config_path, json.dumps(cfg, indent=2) + "\n")
+        self.write_config(spark_limits=spark_limits, limits=global_limits)
 
     def assert_refused(self, spark, gw, since):
         started = time.monotonic()

@@ -283,7 +283,7 @@ class MetricsScrapeTest(MetricsTestCase):
         for entry in cfg["sparks"]:
             if entry["name"] == full.name:
                 entry["max_connections"] = 1
-        harness.write_atomically(self.config_path, json.dumps(cfg, indent=2) + "\n")
+        self.write_config_dict(cfg)
         gw = self.start_gateway()
 
         result = self.ssh(broken, "echo should-not-run", timeout=60)

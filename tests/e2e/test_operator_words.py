@@ -34,7 +34,7 @@ class OperatorWords(GatewayTestCase):
         self.assertEqual(body["error"], "the spark is waking (a wake is in progress); try again once it runs")
         gw.wait_log("spark slow-sloth: sleep requested through the admin API while it is waking; not put to sleep")
         # The wake was not disturbed; once it runs, the sleep works.
-        wait_until(lambda: self.api("GET", "/api/v1/sparks/slow-sloth")[1]["state"] == "running", 30,
+        wait_until(lambda: self.spark_status("slow-sloth")["state"] == "running", 30,
                    "slow-sloth to run")
         status, body = self.api("POST", "/api/v1/sparks/slow-sloth/sleep")
         self.assertEqual((status, body["state"]), (200, "sleeping"), body)

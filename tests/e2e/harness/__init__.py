@@ -40,7 +40,8 @@ from .gateway import DEFAULT_GATEWAY_BIN, READY_TIMEOUT, REPO_ROOT, Gateway, gat
 from .kubernetes import PREFIX, TARGET_PORT, K8sDoubleHandle, Port, import_k8s_double, parse_rfc3339, rfc3339
 from .metrics import Exposition
 from .processes import (SSH_TIMEOUT, TAG_VAR, BackgroundProcess, EchoServer, describe_pids, find_pids,
-                        free_port, is_alive, proc_cmdline, proc_state, random_loopback_host,
+                        free_port, is_alive, proc_cmdline, proc_fd_count, proc_state, proc_thread_count,
+                        random_loopback_host,
                         tcp_connect_refused, wait_until)
 from .sshd import SSHD, Spark
 from .testcase import GatewayTestCase, KubernetesTestCase
@@ -49,7 +50,8 @@ __all__ = [
     "BackgroundProcess", "DEFAULT_GATEWAY_BIN", "EchoServer", "Exposition", "Gateway", "GatewayTestCase",
     "K8sDoubleHandle", "KubernetesTestCase", "PREFIX", "Port", "READY_TIMEOUT", "REPO_ROOT", "SSHD", "SSH_TIMEOUT", "Spark", "TAG_VAR", "TARGET_PORT",
     "count_lines", "describe_pids", "find_pids", "free_port", "gateway_bin", "import_k8s_double",
-    "is_alive", "main", "metrics", "parse_rfc3339", "proc_cmdline", "proc_state", "random_loopback_host",
+    "is_alive", "main", "metrics", "parse_rfc3339", "proc_cmdline", "proc_fd_count", "proc_state",
+    "proc_thread_count", "random_loopback_host",
     "rfc3339", "sha256_file",
     "tcp_connect_refused", "wait_until", "write_atomically", "write_random_file",
 ]

@@ -133,7 +133,9 @@ class GatewayMixin:
     # -- config ----------------------------------------------------------------------------
 
     def config_dict(self, sparks=None, defaults=None, reaper_interval=None, flush_interval=None,
-                    drain_timeout=None, limits=None):
+                    drain_timeout=None, limits=None, spark_limits=None):
+        """The gateway config for `sparks` (default: every spark added) as a dict. spark_limits
+        ({spark name: {key: value}}) adds keys to those sparks' entries (max_connections...)."""
         d = dict(self.DEFAULTS)
         d.update(defaults or {})
         if drain_timeout is not None:
@@ -144,6 +146,8 @@ class GatewayMixin:
             "reaper": {"interval": reaper_interval or self.REAPER_INTERVAL},
             "sparks": [s.entry() for s in (self.sparks if sparks is None else sparks)],
         }
+        for entry in cfg["sparks"]:
+            entry.update((spark_limits or {}).get(entry["name"], {}))
         flush = flush_interval or self.FLUSH_INTERVAL
         if flush:
             cfg["activity"] = {"flush_interval": flush}
@@ -154,9 +158,35 @@ class GatewayMixin:
         return cfg
 
     def write_config(self, sparks=None, path=None, **kw):
+        return self.write_config_dict(self.config_dict(sparks, **kw), path)
+
+    def write_config_dict(self, cfg, path=None):
+        """Writes a config dict (config_dict() with a test's changes) as JSON, atomically (a
+        gateway reloading on SIGHUP never reads half of it), to `path` or the test's config
+        path; returns the path."""
         path = path or self.config_path
-        write_atomically(path, json.dumps(self.config_dict(sparks, **kw), indent=2) + "\n")
+        write_atomically(path, json.dumps(cfg, indent=2) + "\n")
         return path
+
+    # -- jump host -------------------------------------------------------------------------
+
+    def jump_authorized_keys(self):
+        """tmpdir/jump_authorized_keys, holding the test user's key (the jump host's
+        authorized_keys; written on the first call); returns its path."""
+        path = os.path.join(self.tmpdir, "jump_authorized_keys")
+        if not os.path.exists(path):
+            with open(self.user_key + ".pub") as src, open(path, "w") as dst:
+                dst.write(src.read())
+        return path
+
+    def start_jump_gateway(self, sparks, jump_extra=None, **kw):
+        """Writes config_dict(sparks, **kw) with a jump host on self.jump_port (which the test
+        set) taking jump_authorized_keys(), plus `jump_extra`; starts the gateway."""
+        cfg = self.config_dict(sparks=sparks, **kw)
+        cfg["jump"] = {"listen": "%s:%d" % (self.host, self.jump_port), "authorized_keys": self.jump_authorized_keys()}
+        cfg["jump"].update(jump_extra or {})
+        self.write_config_dict(cfg)
+        return self.start_gateway()
 
     # -- admin API -----------------------------------------------------------------------
 
@@ -196,6 +226,11 @@ class GatewayMixin:
             return status, json.loads(text)
         except ValueError:
             return status, text
+
+    def spark_status(self, name):
+        """The admin API's view of spark `name`: the body of GET /api/v1/sparks/NAME (its status
+        code not checked; use api() for that)."""
+        return self.api("GET", "/api/v1/sparks/" + name)[1]
 
     def admin_cli(self, *args, env_extra=None, timeout=60):
         """Runs an admin subcommand of the binary against this test's gateway."""

@@ -4,12 +4,10 @@ fake kubelet whose pods are real sshds of this test; KubernetesMixin (Kubernetes
 gateway configured for it: Deployments as sparks, their ports, /readyz."""
 
 import datetime
-import json
 import os
 import socket
 import sys
 
-from .files import write_atomically
 from .processes import TAG_VAR, free_port, wait_until
 
 TESTS_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -149,7 +147,7 @@ class KubernetesMixin:
             section["ca_file"] = self.k8s.ca_file
         section.update(k8s_kw)
         cfg["kubernetes"] = section
-        write_atomically(self.config_path, json.dumps(cfg, indent=2) + "\n")
+        self.write_config_dict(cfg)
         return self.config_path
 
     def port_range(self):

@@ -104,6 +104,16 @@ def describe_pids(pids):
     return ", ".join("%d: %s" % (p, proc_cmdline(p)) for p in pids) or "none"
 
 
+def proc_fd_count(pid):
+    """How many fds the process has open (/proc/PID/fd)."""
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def proc_thread_count(pid):
+    """How many threads the process has (/proc/PID/task)."""
+    return len(os.listdir("/proc/%d/task" % pid))
+
+
 # --------------------------------------------------------------------------------------------
 # What a test leaves behind: its processes (the tree, found by the temp dir or the tag) and its
 # temp dir
