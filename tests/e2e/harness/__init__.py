@@ -41,19 +41,17 @@ from .kubernetes import PREFIX, TARGET_PORT, K8sDoubleHandle, Port, import_k8s_d
 from .metrics import Exposition
 from .processes import (SSH_TIMEOUT, TAG_VAR, BackgroundProcess, EchoServer, describe_pids, find_pids,
                         free_port, is_alive, proc_cmdline, proc_fd_count, proc_state, proc_thread_count,
-                        random_loopback_host,
-                        tcp_connect_refused, wait_until)
+                        random_loopback_host, tcp_connect_refused, wait_until)
 from .sshd import SSHD, Spark
 from .testcase import GatewayTestCase, KubernetesTestCase
 
 __all__ = [
     "BackgroundProcess", "DEFAULT_GATEWAY_BIN", "EchoServer", "Exposition", "Gateway", "GatewayTestCase",
-    "K8sDoubleHandle", "KubernetesTestCase", "PREFIX", "Port", "READY_TIMEOUT", "REPO_ROOT", "SSHD", "SSH_TIMEOUT", "Spark", "TAG_VAR", "TARGET_PORT",
-    "count_lines", "describe_pids", "find_pids", "free_port", "gateway_bin", "import_k8s_double",
-    "is_alive", "main", "metrics", "parse_rfc3339", "proc_cmdline", "proc_fd_count", "proc_state",
-    "proc_thread_count", "random_loopback_host",
-    "rfc3339", "sha256_file",
-    "tcp_connect_refused", "wait_until", "write_atomically", "write_random_file",
+    "K8sDoubleHandle", "KubernetesTestCase", "PREFIX", "Port", "READY_TIMEOUT", "REPO_ROOT", "SSHD",
+    "SSH_TIMEOUT", "Spark", "TAG_VAR", "TARGET_PORT", "count_lines", "describe_pids", "find_pids",
+    "free_port", "gateway_bin", "import_k8s_double", "is_alive", "main", "metrics", "parse_rfc3339",
+    "proc_cmdline", "proc_fd_count", "proc_state", "proc_thread_count", "random_loopback_host", "rfc3339",
+    "sha256_file", "tcp_connect_refused", "wait_until", "write_atomically", "write_random_file",
 ]
 
 
