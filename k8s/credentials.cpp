@@ -7,6 +7,8 @@
 
 #include <cstdlib>
 
+#include "gateway/backend/unique_fd.hpp"
+
 namespace spark::k8s {
 namespace {
 
@@ -41,10 +43,10 @@ std::filesystem::path write_private(const std::filesystem::path& dir, const std:
   std::filesystem::create_directories(dir);
   ::chmod(dir.c_str(), 0700);
   const auto path = dir / name;
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) throw CredentialsError("cannot write " + path.string());
-  const bool ok = ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size());
-  ::close(fd);
+  gateway::UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!fd) throw CredentialsError("cannot write " + path.string());
+  const bool ok = ::write(fd.get(), content.data(), content.size()) == static_cast<ssize_t>(content.size());
+  fd.reset();
   if (!ok) throw CredentialsError("cannot write " + path.string());
   return path;
 }

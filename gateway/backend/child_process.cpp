@@ -15,6 +15,8 @@
 #include <spdlog/spdlog.h>
 #include <stdexcept>
 
+#include "gateway/backend/unique_fd.hpp"
+
 namespace spark::gateway {
 namespace {
 
@@ -26,9 +28,16 @@ int pidfd_send_signal(int pidfd, int sig) {
   return static_cast<int>(::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0));
 }
 
-void close_fd(int& fd) {
-  if (fd >= 0) ::close(fd);
-  fd = -1;
+// Both ends of a pipe, owned.
+struct FdPair {
+  UniqueFd read;
+  UniqueFd write;
+};
+
+FdPair make_pipe() {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error(std::string("pipe: ") + std::strerror(errno));
+  return {UniqueFd(fds[0]), UniqueFd(fds[1])};
 }
 
 // The linux_dirent64 records getdents64 fills in (glibc 2.36 has no wrapper for it).
@@ -55,6 +64,8 @@ int parse_fd(const char* name) {
 
 namespace detail {
 
+// Raw descriptors and ::close here, no UniqueFd: this runs in the child between fork and exec,
+// where only async-signal-safe calls belong, and plain syscalls keep that plain to see.
 void close_descriptors_by_listing(int first) {
   const int dir = ::open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dir < 0) {
@@ -112,22 +123,18 @@ ChildProcess::ChildProcess(const std::vector<std::string>& argv, const std::file
   args.push_back(nullptr);
   const std::string dir = cwd.string();
 
-  int out[2];       // the child's stdout and stderr, relayed to the log
-  int err_pipe[2];  // reports an exec failure's errno; closed by a successful exec (CLOEXEC)
-  if (::pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error(std::string("pipe: ") + std::strerror(errno));
-  if (::pipe2(err_pipe, O_CLOEXEC) != 0) {
-    ::close(out[0]);
-    ::close(out[1]);
-    throw std::runtime_error(std::string("pipe: ") + std::strerror(errno));
-  }
+  FdPair out = make_pipe();       // the child's stdout and stderr, relayed to the log
+  FdPair err_pipe = make_pipe();  // reports an exec failure's errno; closed by a successful exec (CLOEXEC)
   const pid_t parent = ::getpid();
   const pid_t pid = ::fork();
   if (pid < 0) {
     const int e = errno;
-    for (int fd : {out[0], out[1], err_pipe[0], err_pipe[1]}) ::close(fd);
     throw std::runtime_error(std::string("fork: ") + std::strerror(e));
   }
   if (pid == 0) {
+    // The child, until exec: async-signal-safe calls only (the gateway is multithreaded), on raw
+    // descriptors with ::close. It never leaves this block (exec or _exit), so no destructor runs
+    // here, the UniqueFds above included.
     ::setpgid(0, 0);
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (::getppid() != parent) ::_exit(127);  // the gateway died before prctl took effect
@@ -148,8 +155,8 @@ ChildProcess::ChildProcess(const std::vector<std::string>& argv, const std::file
       return moved >= 0 ? moved : fd;
     };
     const int in = above_stderr(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-    const int output = above_stderr(out[1]);
-    int report = above_stderr(err_pipe[1]);
+    const int output = above_stderr(out.write.get());
+    int report = above_stderr(err_pipe.write.get());
     if (in >= 0) ::dup2(in, STDIN_FILENO);  // dup2 clears close-on-exec on 0..2
     ::dup2(output, STDOUT_FILENO);
     ::dup2(output, STDERR_FILENO);
@@ -172,31 +179,32 @@ ChildProcess::ChildProcess(const std::vector<std::string>& argv, const std::file
     (void)ignored;
     ::_exit(127);
   }
-  ::close(out[1]);
-  ::close(err_pipe[1]);
+  out.write.reset();
+  err_pipe.write.reset();
   int child_errno = 0;
   ssize_t n;
   do {
-    n = ::read(err_pipe[0], &child_errno, sizeof child_errno);
+    n = ::read(err_pipe.read.get(), &child_errno, sizeof child_errno);
   } while (n < 0 && errno == EINTR);
-  ::close(err_pipe[0]);
+  err_pipe.read.reset();
   if (n == static_cast<ssize_t>(sizeof child_errno)) {
-    ::close(out[0]);
+    out.read.reset();
     ::waitpid(pid, nullptr, 0);
     throw std::runtime_error("cannot run " + argv[0] + " in " + dir + ": " +
                              std::strerror(child_errno));
   }
   pid_ = pid;
   ::setpgid(pid, pid);  // also from the parent, so signal_group() works from the first instant
-  output_fd_ = out[0];
-  pidfd_ = pidfd_open(pid);
-  if (pidfd_ < 0) {
+  output_fd_ = std::move(out.read);
+  const int pidfd = pidfd_open(pid);
+  if (pidfd < 0) {
     const int e = errno;
     ::kill(pid, SIGKILL);
     ::waitpid(pid, nullptr, 0);
-    close_fd(output_fd_);
+    output_fd_.reset();
     throw std::runtime_error(std::string("pidfd_open: ") + std::strerror(e));
   }
+  pidfd_.reset(pidfd);
   spdlog::debug("{}: started pid {}", log_name_, pid_);
   supervisor_ = std::thread([this] { supervise(); });
 }
@@ -204,8 +212,7 @@ ChildProcess::ChildProcess(const std::vector<std::string>& argv, const std::file
 ChildProcess::~ChildProcess() {
   if (running()) terminate(std::chrono::milliseconds(0));
   if (supervisor_.joinable()) supervisor_.join();
-  close_fd(output_fd_);
-  close_fd(pidfd_);
+  // output_fd_ and pidfd_ close with the members, now that the supervisor reading them is done.
 }
 
 void ChildProcess::supervise() {
@@ -220,7 +227,7 @@ void ChildProcess::supervise() {
   auto drain = [&](bool block) {
     char buf[4096];
     for (;;) {
-      const ssize_t n = ::read(output_fd_, buf, sizeof buf);
+      const ssize_t n = ::read(output_fd_.get(), buf, sizeof buf);
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) return n == 0;  // true: end of output
       partial.append(buf, static_cast<std::size_t>(n));
@@ -234,7 +241,7 @@ void ChildProcess::supervise() {
   };
   bool output_open = true;
   for (;;) {
-    pollfd fds[2] = {{pidfd_, POLLIN, 0}, {output_open ? output_fd_ : -1, POLLIN, 0}};
+    pollfd fds[2] = {{pidfd_.get(), POLLIN, 0}, {output_open ? output_fd_.get() : -1, POLLIN, 0}};
     if (::poll(fds, 2, -1) < 0) {
       if (errno == EINTR) continue;
       break;
@@ -247,13 +254,13 @@ void ChildProcess::supervise() {
   // The child has exited. Take what is already buffered, but do not wait for grandchildren that
   // may still hold the pipe open.
   if (output_open) {
-    ::fcntl(output_fd_, F_SETFL, ::fcntl(output_fd_, F_GETFL) | O_NONBLOCK);
+    ::fcntl(output_fd_.get(), F_SETFL, ::fcntl(output_fd_.get(), F_GETFL) | O_NONBLOCK);
     drain(false);
   }
   if (!partial.empty()) emit(partial);
   siginfo_t info{};
   int status = 0;
-  if (::waitid(P_PIDFD, static_cast<id_t>(pidfd_), &info, WEXITED) == 0) {
+  if (::waitid(P_PIDFD, static_cast<id_t>(pidfd_.get()), &info, WEXITED) == 0) {
     status = info.si_code == CLD_EXITED ? W_EXITCODE(info.si_status, 0) : info.si_status;
   }
   spdlog::debug("{}: pid {} {}", log_name_, pid_, describe_wait_status(status));
@@ -282,7 +289,7 @@ bool ChildProcess::wait_for_exit(std::chrono::milliseconds timeout) const {
 void ChildProcess::signal_group(int sig) const {
   // The group may already be gone; the pid itself is still ours until reaped, so also signal it.
   ::kill(-pid_, sig);
-  pidfd_send_signal(pidfd_, sig);
+  pidfd_send_signal(pidfd_.get(), sig);
 }
 
 void ChildProcess::terminate(std::chrono::milliseconds grace) {

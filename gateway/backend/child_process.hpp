@@ -15,6 +15,8 @@
 #include <thread>
 #include <vector>
 
+#include "gateway/backend/unique_fd.hpp"
+
 namespace spark::gateway {
 
 // "exited with status 1", "killed by signal 9 (Killed)".
@@ -56,8 +58,8 @@ class ChildProcess {
 
   std::string log_name_;
   pid_t pid_ = -1;
-  int pidfd_ = -1;
-  int output_fd_ = -1;
+  UniqueFd pidfd_;
+  UniqueFd output_fd_;  // the read end of the child's stdout and stderr
   mutable std::mutex mu_;
   mutable std::condition_variable exited_cv_;
   std::optional<int> status_;

@@ -17,6 +17,7 @@
 #include <system_error>
 
 #include "config/duration.hpp"
+#include "gateway/backend/unique_fd.hpp"
 #include "gateway/jump/jump_session.hpp"
 #include "gateway/observability/rate_limited_log.hpp"
 
@@ -100,21 +101,21 @@ ssh_key load_host_key(const std::filesystem::path& file, bool configured) {
 // ssh_pki_export_privkey_file into place: it ignores fclose() failing, which is how a full disk
 // left a 0-byte key. libssh writes into a memory file instead, and the text is read back.
 std::string export_private_key(ssh_key key) {
-  const int fd = ::memfd_create("jump-host-key", MFD_CLOEXEC);
-  if (fd < 0) throw std::runtime_error(std::string("memfd_create: ") + std::strerror(errno));
+  UniqueFd fd(::memfd_create("jump-host-key", MFD_CLOEXEC));
+  if (!fd) throw std::runtime_error(std::string("memfd_create: ") + std::strerror(errno));
   std::string text;
-  const std::string path = "/proc/self/fd/" + std::to_string(fd);
+  const std::string path = "/proc/self/fd/" + std::to_string(fd.get());
   if (ssh_pki_export_privkey_file(key, nullptr, nullptr, nullptr, path.c_str()) == SSH_OK) {
     char buf[4096];
     for (off_t at = 0;;) {
-      const ssize_t n = ::pread(fd, buf, sizeof buf, at);
+      const ssize_t n = ::pread(fd.get(), buf, sizeof buf, at);
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) break;
       text.append(buf, static_cast<std::size_t>(n));
       at += n;
     }
   }
-  ::close(fd);
+  fd.reset();
   if (text.empty()) throw std::runtime_error("libssh could not export the key");
   return text;
 }
@@ -123,31 +124,31 @@ std::string export_private_key(ssh_key key) {
 // a temp file in the same directory (0600 from its creation), fsync, rename, fsync the directory.
 void write_file_atomically(const std::filesystem::path& file, const std::string& text) {
   const auto tmp = std::filesystem::path(file.string() + ".tmp");
-  auto fail = [&](const std::string& step, int fd) {
+  UniqueFd fd;
+  auto fail = [&](const std::string& step) {
     const int e = errno;
-    if (fd >= 0) ::close(fd);
+    fd.reset();
     ::unlink(tmp.c_str());
     throw std::runtime_error(step + " " + tmp.string() + ": " + std::strerror(e));
   };
   ::unlink(tmp.c_str());  // a leftover of an earlier attempt, whatever its mode
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd < 0) fail("cannot create", -1);
+  fd.reset(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!fd) fail("cannot create");
   for (std::size_t done = 0; done < text.size();) {
-    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    const ssize_t n = ::write(fd.get(), text.data() + done, text.size() - done);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       if (n == 0) errno = ENOSPC;
-      fail("cannot write", fd);
+      fail("cannot write");
     }
     done += static_cast<std::size_t>(n);
   }
-  if (::fsync(fd) != 0) fail("cannot write", fd);
-  if (::close(fd) != 0) fail("cannot write", -1);
-  if (::rename(tmp.c_str(), file.c_str()) != 0) fail("cannot rename into place", -1);
+  if (::fsync(fd.get()) != 0) fail("cannot write");
+  if (fd.close() != 0) fail("cannot write");
+  if (::rename(tmp.c_str(), file.c_str()) != 0) fail("cannot rename into place");
   const auto dir = file.has_parent_path() ? file.parent_path() : std::filesystem::path(".");
-  if (const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dfd >= 0) {
-    ::fsync(dfd);  // the rename itself survives a crash
-    ::close(dfd);
+  if (const UniqueFd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)); dfd) {
+    ::fsync(dfd.get());  // the rename itself survives a crash
   }
 }
 

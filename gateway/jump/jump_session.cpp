@@ -14,6 +14,7 @@
 
 #include "config/duration.hpp"
 #include "config/spark_name.hpp"
+#include "gateway/backend/unique_fd.hpp"
 #include "gateway/tcp_keepalive.hpp"
 
 namespace spark::gateway {
@@ -139,18 +140,17 @@ void JumpSession::refuse(const std::string& message) {
   // arriving with it could end its loop before it prints the message ("closed by remote host").
   // So keep a duplicate of the socket open past libssh's close, and read until the client
   // closes (bounded); reading also avoids the reset unread bytes would cause.
-  const int fd = ::dup(ssh_get_fd(session_));
+  const UniqueFd fd(::dup(ssh_get_fd(session_)));
   ssh_blocking_flush(session_, 1000);  // anything queued goes first
   ssh_disconnect(session_);
-  if (fd < 0) return;
+  if (!fd) return;
   const auto until = Clock::now() + kLingerAfterRefusal;
   char sink[4096];
-  for (pollfd p{fd, POLLIN, 0}; Clock::now() < until && ::poll(&p, 1, 100) >= 0;) {
+  for (pollfd p{fd.get(), POLLIN, 0}; Clock::now() < until && ::poll(&p, 1, 100) >= 0;) {
     if (!p.revents) continue;
-    const auto n = ::recv(fd, sink, sizeof sink, MSG_DONTWAIT);
+    const auto n = ::recv(fd.get(), sink, sizeof sink, MSG_DONTWAIT);
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) break;
   }
-  ::close(fd);
 }
 
 // -- channels ---------------------------------------------------------------------------------

@@ -9,6 +9,7 @@
 
 #include <memory>
 
+#include "gateway/backend/unique_fd.hpp"
 #include "gateway/connection.hpp"
 #include "gateway/spark.hpp"
 
@@ -18,21 +19,18 @@ class JumpUpstream final : public LiveSession {
  public:
   // Duplicates `fd` now: call before the session may own (and close) it.
   JumpUpstream(std::shared_ptr<Spark> spark, int fd) : spark_(std::move(spark)), fd_(::dup(fd)) {}
-  ~JumpUpstream() override {
-    if (fd_ >= 0) ::close(fd_);
-  }
   JumpUpstream(const JumpUpstream&) = delete;
   JumpUpstream& operator=(const JumpUpstream&) = delete;
 
   const Spark& spark() const override { return *spark_; }
   Spark& owner() { return *spark_; }
   void force_close() override {
-    if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);
+    if (fd_) ::shutdown(fd_.get(), SHUT_RDWR);
   }
 
  private:
   std::shared_ptr<Spark> spark_;
-  int fd_;  // -1 if dup failed (out of descriptors): then only the session ends it
+  UniqueFd fd_;  // empty if dup failed (out of descriptors): then only the session ends it
 };
 
 }  // namespace spark::gateway
