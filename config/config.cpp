@@ -124,6 +124,40 @@ class Reader {
     return d;
   }
 
+  // wake_on, wake_grace, proxy_protocol in `parent` (a spark or `defaults`), over `inherited`.
+  ClientRules client_rules(const json& parent, const std::string& path, ClientRules inherited, bool& ok) {
+    if (auto text = string(parent, "wake_on", path + ".wake_on", false)) {
+      if (*text == "data")
+        inherited.wake_on = WakeOn::data;
+      else if (*text == "connect")
+        inherited.wake_on = WakeOn::connect;
+      else
+        problem(path + ".wake_on", "\"" + *text + "\" is not one of \"data\", \"connect\""), ok = false;
+    }
+    if (parent.contains("wake_grace")) {
+      auto grace = duration(parent, "wake_grace", path + ".wake_grace");
+      if (grace && *grace > std::chrono::minutes(1))
+        problem(path + ".wake_grace", "at most 1m (a silent client waits this long before its spark wakes)"),
+            grace.reset();
+      if (grace)
+        inherited.wake_grace = *grace;
+      else
+        ok = false;
+    }
+    if (auto text = string(parent, "proxy_protocol", path + ".proxy_protocol", false)) {
+      if (*text == "off")
+        inherited.proxy_protocol = ProxyProtocol::off;
+      else if (*text == "optional")
+        inherited.proxy_protocol = ProxyProtocol::optional;
+      else if (*text == "required")
+        inherited.proxy_protocol = ProxyProtocol::required;
+      else
+        problem(path + ".proxy_protocol", "\"" + *text + "\" is not one of \"off\", \"optional\", \"required\""),
+            ok = false;
+    }
+    return inherited;
+  }
+
   std::optional<MaybeNever> idle_timeout(const json& parent, const std::string& key,
                                          const std::string& path) {
     auto text = string(parent, key, path, false);
@@ -478,6 +512,40 @@ KubernetesConfig read_kubernetes(Reader& r, const json& k, const Config& cfg) {
   return out;
 }
 
+void read_trusted_proxies(Reader& r, const json& root, Config& cfg) {
+  const auto it = root.find("trusted_proxies");
+  if (it == root.end()) return;
+  if (!it->is_array()) {
+    r.problem("trusted_proxies", "expected an array of address blocks, e.g. [\"10.42.0.0/16\"]");
+    return;
+  }
+  for (std::size_t i = 0; i < it->size(); ++i) {
+    const std::string path = "trusted_proxies[" + std::to_string(i) + "]";
+    const json& v = (*it)[i];
+    std::string why;
+    if (!v.is_string())
+      r.problem(path, "expected a string");
+    else if (auto cidr = parse_cidr(v.get<std::string>(), &why))
+      cfg.trusted_proxies.push_back(*cidr);
+    else
+      r.problem(path, why);
+  }
+}
+
+// A PROXY header is believed only from trusted_proxies: with none, "required" refuses every
+// connection and "optional" every header.
+void check_proxy_protocol(Reader& r, const Config& cfg) {
+  if (!cfg.trusted_proxies.empty()) return;
+  const auto check = [&](const ClientRules& rules, const std::string& path) {
+    if (rules.proxy_protocol != ProxyProtocol::off)
+      r.problem(path + ".proxy_protocol",
+                "needs trusted_proxies (the proxies' addresses): a PROXY header is believed only from them");
+  };
+  check(cfg.default_clients, "defaults");
+  for (std::size_t i = 0; i < cfg.sparks.size(); ++i)
+    if (cfg.sparks[i].clients != cfg.default_clients) check(cfg.sparks[i].clients, "sparks[" + std::to_string(i) + "]");
+}
+
 void read_sparks(Reader& r, const json& root, Config& cfg) {
   auto it = root.find("sparks");
   if (it == root.end()) return;
@@ -497,7 +565,8 @@ void read_sparks(Reader& r, const json& root, Config& cfg) {
     }
     r.reject_unknown_keys(s, path,
                           {"name", "listen", "idle_timeout", "wake_timeout", "max_connections",
-                           "max_waiting", "keepalive", "process", "exec"});
+                           "max_waiting", "keepalive", "wake_on", "wake_grace", "proxy_protocol", "process",
+                           "exec"});
     SparkConfig spark;
     bool ok = true;
     if (auto name = r.string(s, "name", path + ".name", true)) {
@@ -548,6 +617,7 @@ void read_sparks(Reader& r, const json& root, Config& cfg) {
       else
         ok = false;
     }
+    spark.clients = r.client_rules(s, path, cfg.default_clients, ok);
     spark.max_connections = r.count(s, "max_connections", path + ".max_connections");
     spark.max_waiting = r.count(s, "max_waiting", path + ".max_waiting");
     auto backend = read_backend(r, s, path);
@@ -614,7 +684,7 @@ Config parse_config(const std::string& json_text, const std::filesystem::path& s
   cfg.base_dir = cfg.source.parent_path();
   Reader r;
   r.reject_unknown_keys(root, "",
-                        {"state_dir", "defaults", "reaper", "activity", "limits", "admin", "jump",
+                        {"state_dir", "defaults", "trusted_proxies", "reaper", "activity", "limits", "admin", "jump",
                          "kubernetes", "sparks"});
 
   std::filesystem::path state_dir = "state";
@@ -630,7 +700,7 @@ Config parse_config(const std::string& json_text, const std::filesystem::path& s
   if (const json* d = r.object(root, "defaults", "defaults")) {
     r.reject_unknown_keys(*d, "defaults",
                           {"idle_timeout", "wake_timeout", "drain_timeout", "keepalive", "max_connections",
-                           "max_waiting"});
+                           "max_waiting", "wake_on", "wake_grace", "proxy_protocol"});
     default_max_connections = r.count(*d, "max_connections", "defaults.max_connections");
     default_max_waiting = r.count(*d, "max_waiting", "defaults.max_waiting");
     if (auto t = r.idle_timeout(*d, "idle_timeout", "defaults.idle_timeout"))
@@ -640,7 +710,10 @@ Config parse_config(const std::string& json_text, const std::filesystem::path& s
     if (auto t = r.duration(*d, "drain_timeout", "defaults.drain_timeout")) cfg.drain_timeout = *t;
     if (auto k = r.keepalive(*d, "keepalive", "defaults.keepalive", cfg.default_keepalive))
       cfg.default_keepalive = *k;
+    bool ok = true;
+    cfg.default_clients = r.client_rules(*d, "defaults", cfg.default_clients, ok);
   }
+  read_trusted_proxies(r, root, cfg);
   if (const json* reaper = r.object(root, "reaper", "reaper")) {
     r.reject_unknown_keys(*reaper, "reaper", {"interval"});
     if (auto t = r.duration(*reaper, "interval", "reaper.interval")) cfg.reaper_interval = *t;
@@ -692,6 +765,7 @@ Config parse_config(const std::string& json_text, const std::filesystem::path& s
   if (const json* k = r.object(root, "kubernetes", "kubernetes")) cfg.kubernetes = read_kubernetes(r, *k, cfg);
   read_sparks(r, root, cfg);
   check_idle_timeouts(r, cfg);
+  check_proxy_protocol(r, cfg);
 
   if (!r.problems.empty()) throw ConfigError(std::move(r.problems));
   return cfg;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "config/address.hpp"
+#include "config/cidr.hpp"
 #include "config/duration.hpp"
 
 namespace spark::config {
@@ -57,6 +58,24 @@ struct TcpKeepalive {
   friend bool operator==(const TcpKeepalive&, const TcpKeepalive&) = default;
 };
 
+// When a connection wakes a sleeping spark (docs/configuration.md, "Who wakes a spark").
+enum class WakeOn {
+  data,     // once the client has sent its first bytes, or stayed silent for wake_grace
+  connect,  // at the TCP connect, as soon as it is accepted
+};
+// A PROXY protocol header (v1 or v2) before the client's bytes, from a trusted proxy.
+enum class ProxyProtocol { off, optional, required };
+
+// How a spark's listener treats a new client before waking the spark for it.
+struct ClientRules {
+  WakeOn wake_on = WakeOn::data;
+  // A client that sends nothing (one that waits for the server's banner first) wakes the spark
+  // after this long; one that leaves before never wakes anything.
+  Duration wake_grace{std::chrono::seconds(1)};
+  ProxyProtocol proxy_protocol = ProxyProtocol::off;
+  friend bool operator==(const ClientRules&, const ClientRules&) = default;
+};
+
 struct SparkConfig {
   std::string name;  // RFC 1123 label
   Address listen;
@@ -69,6 +88,7 @@ struct SparkConfig {
   std::optional<int> max_connections;  // open connections, waiting or spliced
   std::optional<int> max_waiting;      // connections waiting for a wake
   TcpKeepalive keepalive;              // effective: the spark's own, else `defaults`
+  ClientRules clients;                 // effective: the spark's own keys, else `defaults`
 
   const Address& target() const;
   std::string backend_kind() const;  // "process", "exec" or "kubernetes"
@@ -184,6 +204,10 @@ struct Config {
   Duration default_wake_timeout{std::chrono::minutes(5)};
   Duration drain_timeout{std::chrono::seconds(30)};
   TcpKeepalive default_keepalive;
+  ClientRules default_clients;
+  // The peers whose PROXY protocol header is believed (proxy_protocol); from anyone else a
+  // header refuses the connection.
+  std::vector<Cidr> trusted_proxies;
   Duration reaper_interval{std::chrono::seconds(30)};
   Duration activity_flush_interval{std::chrono::seconds(30)};
   // Gateway-wide caps; a connection beyond them is refused (closed at once, logged, counted).

@@ -35,6 +35,7 @@ SparkDiscovery::SparkDiscovery(Cluster& cluster, const config::Config& defaults,
       default_wake_timeout_(defaults.default_wake_timeout),
       reaper_interval_(std::chrono::duration_cast<std::chrono::milliseconds>(defaults.reaper_interval)),
       default_keepalive_(defaults.default_keepalive),
+      default_clients_(defaults.default_clients),
       publish_(std::move(publish)) {}
 
 SparkDiscovery::~SparkDiscovery() { stop(); }
@@ -110,6 +111,7 @@ DiscoveredSparks SparkDiscovery::compute() {
     s.listen = config::Address{k.listen_host, static_cast<std::uint16_t>(port)};
     s.idle_timeout = default_idle_timeout_;
     s.keepalive = default_keepalive_;
+    s.clients = default_clients_;
     if (auto text = d.annotation(cluster_.annotation("idle-timeout"))) {
       std::string why;
       auto t = config::parse_duration_or_never(*text, &why);

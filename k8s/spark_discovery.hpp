@@ -51,6 +51,7 @@ class SparkDiscovery {
   config::Duration default_wake_timeout_;
   std::chrono::milliseconds reaper_interval_;  // the shortest idle timeout that can be kept
   config::TcpKeepalive default_keepalive_;
+  config::ClientRules default_clients_;  // wake_on, wake_grace, proxy_protocol from `defaults`
   Publish publish_;
   std::set<std::string> warned_;    // the problems the previous pass found (logged)
   std::set<std::string> this_pass_;  // those this pass has found so far

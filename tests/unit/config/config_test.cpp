@@ -675,6 +675,53 @@ TEST(ParseConfig, EveryProblemHasKeyPathPrefix) {
 }
 
 // ===========================================================================
+// Who wakes a spark (issue 19): wake_on, wake_grace, proxy_protocol, trusted_proxies
+
+TEST(ParseConfig, ClientRulesDefaultToWakeOnDataWithOneSecondGraceAndNoProxyProtocol) {
+  Config cfg = ParseOk(Sparks({Spark("a", "127.0.0.1:2201")}));
+  EXPECT_EQ(cfg.default_clients.wake_on, WakeOn::data);
+  EXPECT_EQ(cfg.default_clients.wake_grace, Duration(1s));
+  EXPECT_EQ(cfg.default_clients.proxy_protocol, ProxyProtocol::off);
+  EXPECT_EQ(cfg.sparks[0].clients, cfg.default_clients);
+  EXPECT_TRUE(cfg.trusted_proxies.empty());
+}
+
+TEST(ParseConfig, ClientRulesAreInheritedFromDefaultsAndOverriddenPerSpark) {
+  Config cfg = ParseOk(R"({"trusted_proxies": ["10.42.0.0/16", "127.0.0.1"],
+    "defaults": {"wake_on": "connect", "wake_grace": "3s", "proxy_protocol": "optional"},
+    "sparks": [)" + Spark("a", "127.0.0.1:2201") + ", " +
+                       Spark("b", "127.0.0.1:2202", kProcess, R"("wake_on": "data", "proxy_protocol": "required")") +
+                       "]}");
+  EXPECT_EQ(cfg.sparks[0].clients.wake_on, WakeOn::connect);
+  EXPECT_EQ(cfg.sparks[0].clients.wake_grace, Duration(3s));
+  EXPECT_EQ(cfg.sparks[0].clients.proxy_protocol, ProxyProtocol::optional);
+  EXPECT_EQ(cfg.sparks[1].clients.wake_on, WakeOn::data);
+  EXPECT_EQ(cfg.sparks[1].clients.wake_grace, Duration(3s));
+  EXPECT_EQ(cfg.sparks[1].clients.proxy_protocol, ProxyProtocol::required);
+  ASSERT_THAT(cfg.trusted_proxies, SizeIs(2));
+  EXPECT_EQ(cfg.trusted_proxies[0].to_string(), "10.42.0.0/16");
+  EXPECT_EQ(cfg.trusted_proxies[1].to_string(), "127.0.0.1/32");
+}
+
+TEST(ParseConfig, BadClientRulesAreProblemsNamingTheKeys) {
+  auto problems = Problems(R"({"defaults": {"wake_on": "syn", "wake_grace": "2m"},
+    "trusted_proxies": ["10.42.1.0/16", "bogus", 7],
+    "sparks": [)" + Spark("a", "127.0.0.1:2201", kProcess, R"("proxy_protocol": "v2")") + "]}");
+  EXPECT_THAT(problems, Contains(Problem("defaults.wake_on", "\"syn\" is not one of")));
+  EXPECT_THAT(problems, Contains(Problem("defaults.wake_grace", "at most 1m")));
+  EXPECT_THAT(problems, Contains(Problem("trusted_proxies[0]", "did you mean 10.42.0.0/16?")));
+  EXPECT_THAT(problems, Contains(Problem("trusted_proxies[1]", "is not an address block")));
+  EXPECT_THAT(problems, Contains(Problem("trusted_proxies[2]", "expected a string")));
+  EXPECT_THAT(problems, Contains(Problem("sparks[0].proxy_protocol", "\"v2\" is not one of")));
+}
+
+TEST(ParseConfig, ProxyProtocolWithoutTrustedProxiesIsAProblem) {
+  EXPECT_THAT(Problems(R"({"defaults": {"proxy_protocol": "required"}})"),
+              Contains(Problem("defaults.proxy_protocol", "needs trusted_proxies")));
+  EXPECT_THAT(Problems(Sparks({Spark("a", "127.0.0.1:2201", kProcess, R"("proxy_protocol": "optional")")})),
+              Contains(Problem("sparks[0].proxy_protocol", "needs trusted_proxies")));
+}
+
 // keepalive (docs/dead-peers.md)
 // ===========================================================================
 
