@@ -12,6 +12,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <spdlog/spdlog.h>
 #include <stdexcept>
 
@@ -103,6 +104,80 @@ void close_descriptors_from(int first) {
   detail::close_descriptors_by_listing(first);  // ENOSYS: a kernel before 5.9
 }
 
+namespace {
+
+// -- the child, from fork to exec ------------------------------------------------------------
+// Async-signal-safe calls only: the gateway is multithreaded, and another thread may have held a
+// lock (malloc's, the logger's) at the fork. Raw descriptors and ::close, no UniqueFd. The child
+// never returns (exec or _exit), so no destructor of the parent's objects, UniqueFds included,
+// runs in it.
+
+// The child gets stdin (/dev/null), stdout and stderr (the output pipe) and nothing else: not
+// the spark listeners, the jump and admin listeners, other users' client and upstream sockets
+// (which a daemonizing start script would otherwise hold across a gateway restart). Most of
+// those fds are not close-on-exec (Asio and libssh open sockets without SOCK_CLOEXEC), so
+// everything above 2 is closed here, which covers every fd however it was opened.
+// What is kept must not be 0..2 before those are replaced (it is only if the gateway was
+// started with them closed), so it moves up first. Returns where the exec-failure report is now.
+int keep_only_stdio(int output_pipe, int report_pipe) {
+  auto above_stderr = [](int fd) {
+    if (fd < 0 || fd > STDERR_FILENO) return fd;
+    const int moved = ::fcntl(fd, F_DUPFD_CLOEXEC, STDERR_FILENO + 1);
+    return moved >= 0 ? moved : fd;
+  };
+  const int in = above_stderr(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  const int output = above_stderr(output_pipe);
+  int report = above_stderr(report_pipe);
+  if (in >= 0) ::dup2(in, STDIN_FILENO);  // dup2 clears close-on-exec on 0..2
+  ::dup2(output, STDOUT_FILENO);
+  ::dup2(output, STDERR_FILENO);
+  // The exec-failure report (close-on-exec) becomes fd 3, then 4 and up are closed.
+  if (report != 3 && ::dup3(report, 3, O_CLOEXEC) == 3) report = 3;
+  if (report == 3) {
+    close_descriptors_from(4);
+  } else {  // dup3 failed: keep `report` where it is
+    for (int fd = 3; fd < report; ++fd) ::close(fd);
+    close_descriptors_from(report > STDERR_FILENO ? report + 1 : STDERR_FILENO + 1);
+  }
+  return report;
+}
+
+// Runs `args` in `dir`; if that fails, writes the errno to `report_pipe` and exits 127.
+[[noreturn]] void exec_child(pid_t parent, int output_pipe, int report_pipe, const char* dir, char* const* args) {
+  ::setpgid(0, 0);
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != parent) ::_exit(127);  // the gateway died before prctl took effect
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  ::signal(SIGPIPE, SIG_DFL);  // the gateway ignores SIGPIPE; exec would pass that on
+  const int report = keep_only_stdio(output_pipe, report_pipe);
+  int e = 0;
+  if (::chdir(dir) != 0) {
+    e = errno;
+  } else {
+    ::execvp(args[0], args);
+    e = errno;
+  }
+  ssize_t ignored = ::write(report, &e, sizeof e);
+  (void)ignored;
+  ::_exit(127);
+}
+
+// The errno the child reported before it could exec, or nullopt: it did exec (which closed its
+// end of `report`, close-on-exec) and is running.
+std::optional<int> exec_failure(UniqueFd report) {
+  int child_errno = 0;
+  ssize_t n;
+  do {
+    n = ::read(report.get(), &child_errno, sizeof child_errno);
+  } while (n < 0 && errno == EINTR);
+  if (n == static_cast<ssize_t>(sizeof child_errno)) return child_errno;
+  return std::nullopt;
+}
+
+}  // namespace
+
 std::string describe_wait_status(int status) {
   if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
   if (WIFSIGNALED(status)) {
@@ -131,71 +206,22 @@ ChildProcess::ChildProcess(const std::vector<std::string>& argv, const std::file
     const int e = errno;
     throw std::runtime_error(std::string("fork: ") + std::strerror(e));
   }
-  if (pid == 0) {
-    // The child, until exec: async-signal-safe calls only (the gateway is multithreaded), on raw
-    // descriptors with ::close. It never leaves this block (exec or _exit), so no destructor runs
-    // here, the UniqueFds above included.
-    ::setpgid(0, 0);
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent) ::_exit(127);  // the gateway died before prctl took effect
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    ::signal(SIGPIPE, SIG_DFL);  // the gateway ignores SIGPIPE; exec would pass that on
-    // The child gets stdin (/dev/null), stdout and stderr (the output pipe) and nothing else: not
-    // the spark listeners, the jump and admin listeners, other users' client and upstream sockets
-    // (which a daemonizing start script would otherwise hold across a gateway restart). Most of
-    // those fds are not close-on-exec (Asio and libssh open sockets without SOCK_CLOEXEC), so
-    // everything above 2 is closed here, which covers every fd however it was opened.
-    // What is kept must not be 0..2 before those are replaced (it is only if the gateway was
-    // started with them closed), so it moves up first.
-    auto above_stderr = [](int fd) {
-      if (fd < 0 || fd > STDERR_FILENO) return fd;
-      const int moved = ::fcntl(fd, F_DUPFD_CLOEXEC, STDERR_FILENO + 1);
-      return moved >= 0 ? moved : fd;
-    };
-    const int in = above_stderr(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-    const int output = above_stderr(out.write.get());
-    int report = above_stderr(err_pipe.write.get());
-    if (in >= 0) ::dup2(in, STDIN_FILENO);  // dup2 clears close-on-exec on 0..2
-    ::dup2(output, STDOUT_FILENO);
-    ::dup2(output, STDERR_FILENO);
-    // The exec-failure report (close-on-exec) becomes fd 3, then 4 and up are closed.
-    if (report != 3 && ::dup3(report, 3, O_CLOEXEC) == 3) report = 3;
-    if (report == 3) {
-      close_descriptors_from(4);
-    } else {  // dup3 failed: keep `report` where it is
-      for (int fd = 3; fd < report; ++fd) ::close(fd);
-      close_descriptors_from(report > STDERR_FILENO ? report + 1 : STDERR_FILENO + 1);
-    }
-    int e = 0;
-    if (::chdir(dir.c_str()) != 0) {
-      e = errno;
-    } else {
-      ::execvp(args[0], args.data());
-      e = errno;
-    }
-    ssize_t ignored = ::write(report, &e, sizeof e);
-    (void)ignored;
-    ::_exit(127);
-  }
+  if (pid == 0) exec_child(parent, out.write.get(), err_pipe.write.get(), dir.c_str(), args.data());
   out.write.reset();
   err_pipe.write.reset();
-  int child_errno = 0;
-  ssize_t n;
-  do {
-    n = ::read(err_pipe.read.get(), &child_errno, sizeof child_errno);
-  } while (n < 0 && errno == EINTR);
-  err_pipe.read.reset();
-  if (n == static_cast<ssize_t>(sizeof child_errno)) {
+  if (const auto child_errno = exec_failure(std::move(err_pipe.read))) {
     out.read.reset();
     ::waitpid(pid, nullptr, 0);
     throw std::runtime_error("cannot run " + argv[0] + " in " + dir + ": " +
-                             std::strerror(child_errno));
+                             std::strerror(*child_errno));
   }
+  adopt(pid, std::move(out.read));
+}
+
+void ChildProcess::adopt(pid_t pid, UniqueFd output) {
   pid_ = pid;
   ::setpgid(pid, pid);  // also from the parent, so signal_group() works from the first instant
-  output_fd_ = std::move(out.read);
+  output_fd_ = std::move(output);
   const int pidfd = pidfd_open(pid);
   if (pidfd < 0) {
     const int e = errno;

@@ -53,6 +53,7 @@ class ChildProcess {
   std::string recent_output() const;
 
  private:
+  void adopt(pid_t pid, UniqueFd output);  // the child is running: take it over
   void supervise();  // the child's own thread: relays output, reaps on exit
   void signal_group(int sig) const;
 
