@@ -546,6 +546,98 @@ void check_proxy_protocol(Reader& r, const Config& cfg) {
     if (cfg.sparks[i].clients != cfg.default_clients) check(cfg.sparks[i].clients, "sparks[" + std::to_string(i) + "]");
 }
 
+// Who already has each spark name and each listen address ("sparks[i]", "admin.listen"): both
+// must be unique.
+struct Owners {
+  std::map<std::string, std::string> names;
+  std::map<std::string, std::string> listens;
+};
+
+bool read_spark_name(Reader& r, const json& s, const std::string& path, Owners& owners, SparkConfig& spark) {
+  auto name = r.string(s, "name", path + ".name", true);
+  if (!name) return false;
+  spark.name = *name;
+  if (!is_valid_spark_name(*name)) {
+    r.problem(path + ".name", "\"" + *name +
+                                  "\" is not a valid spark name: it must be an RFC 1123 label "
+                                  "(1-63 of a-z, 0-9 and '-', starting and ending with a "
+                                  "letter or digit)");
+    return false;
+  }
+  if (auto [owner, fresh] = owners.names.emplace(*name, path); !fresh) {
+    r.problem(path + ".name", "\"" + *name + "\" is already used by " + owner->second);
+    return false;
+  }
+  return true;
+}
+
+bool read_spark_listen(Reader& r, const json& s, const std::string& path, Owners& owners, SparkConfig& spark) {
+  auto listen = r.address(s, "listen", path + ".listen");
+  if (!listen) return false;
+  spark.listen = *listen;
+  if (auto [owner, fresh] = owners.listens.emplace(listen->to_string(), path); !fresh) {
+    // Built with append: GCC 12 warns falsely (-Wrestrict, bug 105329) on "\"" + string.
+    std::string why = "\"";
+    why.append(listen->to_string()).append("\" is already used by ").append(owner->second);
+    r.problem(path + ".listen", why);
+    return false;
+  }
+  return true;
+}
+
+// The settings a spark takes from `defaults` unless it gives its own. False if one it gives is
+// invalid.
+bool read_spark_overrides(Reader& r, const json& s, const std::string& path, const Config& cfg,
+                          SparkConfig& spark) {
+  bool ok = true;
+  spark.idle_timeout = cfg.default_idle_timeout;
+  if (s.contains("idle_timeout")) {
+    if (auto t = r.idle_timeout(s, "idle_timeout", path + ".idle_timeout"))
+      spark.idle_timeout = *t;
+    else
+      ok = false;
+  }
+  spark.wake_timeout = cfg.default_wake_timeout;
+  if (s.contains("wake_timeout")) {
+    if (auto t = r.duration(s, "wake_timeout", path + ".wake_timeout"))
+      spark.wake_timeout = *t;
+    else
+      ok = false;
+  }
+  spark.keepalive = cfg.default_keepalive;
+  if (s.contains("keepalive")) {
+    if (auto k = r.keepalive(s, "keepalive", path + ".keepalive", cfg.default_keepalive))
+      spark.keepalive = *k;
+    else
+      ok = false;
+  }
+  spark.clients = r.client_rules(s, path, cfg.default_clients, ok);
+  return ok;
+}
+
+// One entry of "sparks". Every key is read even after a problem, so all of them are reported.
+std::optional<SparkConfig> read_spark(Reader& r, const json& s, const std::string& path, const Config& cfg,
+                                      Owners& owners) {
+  if (!s.is_object()) {
+    r.problem(path, "expected an object");
+    return std::nullopt;
+  }
+  r.reject_unknown_keys(s, path,
+                        {"name", "listen", "idle_timeout", "wake_timeout", "max_connections",
+                         "max_waiting", "keepalive", "wake_on", "wake_grace", "proxy_protocol", "process",
+                         "exec"});
+  SparkConfig spark;
+  const bool named = read_spark_name(r, s, path, owners, spark);
+  const bool listening = read_spark_listen(r, s, path, owners, spark);
+  const bool overrides_ok = read_spark_overrides(r, s, path, cfg, spark);
+  spark.max_connections = r.count(s, "max_connections", path + ".max_connections");
+  spark.max_waiting = r.count(s, "max_waiting", path + ".max_waiting");
+  auto backend = read_backend(r, s, path);
+  if (!named || !listening || !overrides_ok || !backend) return std::nullopt;
+  spark.backend = std::move(*backend);
+  return spark;
+}
+
 void read_sparks(Reader& r, const json& root, Config& cfg) {
   auto it = root.find("sparks");
   if (it == root.end()) return;
@@ -553,80 +645,97 @@ void read_sparks(Reader& r, const json& root, Config& cfg) {
     r.problem("sparks", "expected an array");
     return;
   }
-  std::map<std::string, std::string> name_owner;    // name -> "sparks[i]"
-  std::map<std::string, std::string> listen_owner;  // listen -> "sparks[i]"
-  if (cfg.admin) listen_owner.emplace(cfg.admin->listen.to_string(), "admin.listen");
+  Owners owners;
+  if (cfg.admin) owners.listens.emplace(cfg.admin->listen.to_string(), "admin.listen");
   for (std::size_t i = 0; i < it->size(); ++i) {
-    const json& s = (*it)[i];
-    const std::string path = "sparks[" + std::to_string(i) + "]";
-    if (!s.is_object()) {
-      r.problem(path, "expected an object");
-      continue;
-    }
-    r.reject_unknown_keys(s, path,
-                          {"name", "listen", "idle_timeout", "wake_timeout", "max_connections",
-                           "max_waiting", "keepalive", "wake_on", "wake_grace", "proxy_protocol", "process",
-                           "exec"});
-    SparkConfig spark;
-    bool ok = true;
-    if (auto name = r.string(s, "name", path + ".name", true)) {
-      if (!is_valid_spark_name(*name)) {
-        r.problem(path + ".name", "\"" + *name +
-                                      "\" is not a valid spark name: it must be an RFC 1123 label "
-                                      "(1-63 of a-z, 0-9 and '-', starting and ending with a "
-                                      "letter or digit)");
-        ok = false;
-      } else if (auto [owner, fresh] = name_owner.emplace(*name, path); !fresh) {
-        r.problem(path + ".name", "\"" + *name + "\" is already used by " + owner->second);
-        ok = false;
-      }
-      spark.name = *name;
-    } else {
-      ok = false;
-    }
-    if (auto listen = r.address(s, "listen", path + ".listen")) {
-      if (auto [owner, fresh] = listen_owner.emplace(listen->to_string(), path); !fresh) {
-        // Built with append: GCC 12 warns falsely (-Wrestrict, bug 105329) on "\"" + string.
-        std::string why = "\"";
-        why.append(listen->to_string()).append("\" is already used by ").append(owner->second);
-        r.problem(path + ".listen", why);
-        ok = false;
-      }
-      spark.listen = *listen;
-    } else {
-      ok = false;
-    }
-    spark.idle_timeout = cfg.default_idle_timeout;
-    if (s.contains("idle_timeout")) {
-      if (auto t = r.idle_timeout(s, "idle_timeout", path + ".idle_timeout"))
-        spark.idle_timeout = *t;
-      else
-        ok = false;
-    }
-    spark.wake_timeout = cfg.default_wake_timeout;
-    if (s.contains("wake_timeout")) {
-      if (auto t = r.duration(s, "wake_timeout", path + ".wake_timeout"))
-        spark.wake_timeout = *t;
-      else
-        ok = false;
-    }
-    spark.keepalive = cfg.default_keepalive;
-    if (s.contains("keepalive")) {
-      if (auto k = r.keepalive(s, "keepalive", path + ".keepalive", cfg.default_keepalive))
-        spark.keepalive = *k;
-      else
-        ok = false;
-    }
-    spark.clients = r.client_rules(s, path, cfg.default_clients, ok);
-    spark.max_connections = r.count(s, "max_connections", path + ".max_connections");
-    spark.max_waiting = r.count(s, "max_waiting", path + ".max_waiting");
-    auto backend = read_backend(r, s, path);
-    if (!backend) ok = false;
-    if (ok) {
-      spark.backend = std::move(*backend);
-      cfg.sparks.push_back(std::move(spark));
-    }
+    if (auto spark = read_spark(r, (*it)[i], "sparks[" + std::to_string(i) + "]", cfg, owners))
+      cfg.sparks.push_back(std::move(*spark));
   }
+}
+
+json parse_json(const std::string& json_text, const std::filesystem::path& source) {
+  json root;
+  try {
+    root = json::parse(json_text);
+  } catch (const json::parse_error& e) {
+    throw ConfigError({source.string() + ": invalid JSON: " + e.what()});
+  }
+  if (!root.is_object()) throw ConfigError({source.string() + ": expected an object at the top"});
+  return root;
+}
+
+std::filesystem::path read_state_dir(Reader& r, const json& root, const std::filesystem::path& base_dir) {
+  std::filesystem::path state_dir = "state";
+  if (auto s = r.string(root, "state_dir", "state_dir", false)) {
+    if (s->empty())
+      r.problem("state_dir", "must not be empty");
+    else
+      state_dir = *s;
+  }
+  return (base_dir / state_dir).lexically_normal();
+}
+
+// The per-spark caps "defaults" gives, if it does (left out, they are a share of "limits",
+// which is read after it).
+struct DefaultCaps {
+  std::optional<int> max_connections;
+  std::optional<int> max_waiting;
+};
+
+DefaultCaps read_defaults(Reader& r, const json& d, Config& cfg) {
+  r.reject_unknown_keys(d, "defaults",
+                        {"idle_timeout", "wake_timeout", "drain_timeout", "keepalive", "max_connections",
+                         "max_waiting", "wake_on", "wake_grace", "proxy_protocol"});
+  DefaultCaps caps;
+  caps.max_connections = r.count(d, "max_connections", "defaults.max_connections");
+  caps.max_waiting = r.count(d, "max_waiting", "defaults.max_waiting");
+  if (auto t = r.idle_timeout(d, "idle_timeout", "defaults.idle_timeout"))
+    cfg.default_idle_timeout = *t;
+  if (auto t = r.duration(d, "wake_timeout", "defaults.wake_timeout"))
+    cfg.default_wake_timeout = *t;
+  if (auto t = r.duration(d, "drain_timeout", "defaults.drain_timeout")) cfg.drain_timeout = *t;
+  if (auto k = r.keepalive(d, "keepalive", "defaults.keepalive", cfg.default_keepalive))
+    cfg.default_keepalive = *k;
+  bool ok = true;
+  cfg.default_clients = r.client_rules(d, "defaults", cfg.default_clients, ok);
+  return caps;
+}
+
+void read_limits(Reader& r, const json& limits, Config& cfg) {
+  r.reject_unknown_keys(limits, "limits", {"max_connections", "max_waiting", "data_threads"});
+  if (auto n = r.count(limits, "max_connections", "limits.max_connections")) cfg.max_connections = *n;
+  if (auto n = r.count(limits, "max_waiting", "limits.max_waiting")) cfg.max_waiting = *n;
+  cfg.data_threads = r.count(limits, "data_threads", "limits.data_threads", 0, 64);
+}
+
+// nullopt without a valid admin.listen (its problem is recorded).
+std::optional<AdminConfig> read_admin(Reader& r, const json& admin, const std::filesystem::path& base_dir) {
+  r.reject_unknown_keys(admin, "admin", {"listen", "token_file", "max_connections", "request_timeout"});
+  auto listen = r.address(admin, "listen", "admin.listen");
+  std::optional<std::filesystem::path> token_file;
+  if (auto t = r.string(admin, "token_file", "admin.token_file", false)) {
+    if (t->empty())
+      r.problem("admin.token_file", "must not be empty");
+    else
+      token_file = (base_dir / *t).lexically_normal();
+  }
+  const auto max_connections = r.count(admin, "max_connections", "admin.max_connections", 1, 10'000);
+  auto request_timeout = r.duration(admin, "request_timeout", "admin.request_timeout");
+  if (request_timeout && *request_timeout > std::chrono::minutes(10)) {
+    r.problem("admin.request_timeout", "at most 10m (it bounds how long a client may take to send a request)");
+    request_timeout.reset();
+  }
+  if (!listen) return std::nullopt;
+  if (!is_loopback(*listen) && !token_file)
+    r.problem("admin.token_file",
+              "is required when admin.listen (\"" + listen->to_string() +
+                  "\") is not a loopback address: mutating calls must be authenticated");
+  AdminConfig out;
+  out.listen = *listen;
+  out.token_file = token_file;
+  if (max_connections) out.max_connections = *max_connections;
+  if (request_timeout) out.request_timeout = *request_timeout;
+  return out;
 }
 
 }  // namespace
@@ -671,14 +780,7 @@ void check_idle_timeouts(Reader& r, const Config& cfg) {
 }
 
 Config parse_config(const std::string& json_text, const std::filesystem::path& source) {
-  json root;
-  try {
-    root = json::parse(json_text);
-  } catch (const json::parse_error& e) {
-    throw ConfigError({source.string() + ": invalid JSON: " + e.what()});
-  }
-  if (!root.is_object()) throw ConfigError({source.string() + ": expected an object at the top"});
-
+  const json root = parse_json(json_text, source);
   Config cfg;
   cfg.source = std::filesystem::absolute(source).lexically_normal();
   cfg.base_dir = cfg.source.parent_path();
@@ -687,32 +789,9 @@ Config parse_config(const std::string& json_text, const std::filesystem::path& s
                         {"state_dir", "defaults", "trusted_proxies", "reaper", "activity", "limits", "admin", "jump",
                          "kubernetes", "sparks"});
 
-  std::filesystem::path state_dir = "state";
-  if (auto s = r.string(root, "state_dir", "state_dir", false)) {
-    if (s->empty())
-      r.problem("state_dir", "must not be empty");
-    else
-      state_dir = *s;
-  }
-  cfg.state_dir = (cfg.base_dir / state_dir).lexically_normal();
-
-  std::optional<int> default_max_connections, default_max_waiting;
-  if (const json* d = r.object(root, "defaults", "defaults")) {
-    r.reject_unknown_keys(*d, "defaults",
-                          {"idle_timeout", "wake_timeout", "drain_timeout", "keepalive", "max_connections",
-                           "max_waiting", "wake_on", "wake_grace", "proxy_protocol"});
-    default_max_connections = r.count(*d, "max_connections", "defaults.max_connections");
-    default_max_waiting = r.count(*d, "max_waiting", "defaults.max_waiting");
-    if (auto t = r.idle_timeout(*d, "idle_timeout", "defaults.idle_timeout"))
-      cfg.default_idle_timeout = *t;
-    if (auto t = r.duration(*d, "wake_timeout", "defaults.wake_timeout"))
-      cfg.default_wake_timeout = *t;
-    if (auto t = r.duration(*d, "drain_timeout", "defaults.drain_timeout")) cfg.drain_timeout = *t;
-    if (auto k = r.keepalive(*d, "keepalive", "defaults.keepalive", cfg.default_keepalive))
-      cfg.default_keepalive = *k;
-    bool ok = true;
-    cfg.default_clients = r.client_rules(*d, "defaults", cfg.default_clients, ok);
-  }
+  cfg.state_dir = read_state_dir(r, root, cfg.base_dir);
+  DefaultCaps default_caps;
+  if (const json* d = r.object(root, "defaults", "defaults")) default_caps = read_defaults(r, *d, cfg);
   read_trusted_proxies(r, root, cfg);
   if (const json* reaper = r.object(root, "reaper", "reaper")) {
     r.reject_unknown_keys(*reaper, "reaper", {"interval"});
@@ -723,44 +802,12 @@ Config parse_config(const std::string& json_text, const std::filesystem::path& s
     if (auto t = r.duration(*activity, "flush_interval", "activity.flush_interval"))
       cfg.activity_flush_interval = *t;
   }
-  if (const json* limits = r.object(root, "limits", "limits")) {
-    r.reject_unknown_keys(*limits, "limits", {"max_connections", "max_waiting", "data_threads"});
-    if (auto n = r.count(*limits, "max_connections", "limits.max_connections")) cfg.max_connections = *n;
-    if (auto n = r.count(*limits, "max_waiting", "limits.max_waiting")) cfg.max_waiting = *n;
-    cfg.data_threads = r.count(*limits, "data_threads", "limits.data_threads", 0, 64);
-  }
+  if (const json* limits = r.object(root, "limits", "limits")) read_limits(r, *limits, cfg);
   // A fair share by default: a quarter of the gateway-wide caps, so one spark (say, someone
   // connecting over and over to a spark that never gets ready) leaves room for the others.
-  cfg.default_max_connections = default_max_connections.value_or(std::max(1, cfg.max_connections / 4));
-  cfg.default_max_waiting = default_max_waiting.value_or(std::max(1, cfg.max_waiting / 4));
-  if (const json* admin = r.object(root, "admin", "admin")) {
-    r.reject_unknown_keys(*admin, "admin", {"listen", "token_file", "max_connections", "request_timeout"});
-    auto listen = r.address(*admin, "listen", "admin.listen");
-    std::optional<std::filesystem::path> token_file;
-    if (auto t = r.string(*admin, "token_file", "admin.token_file", false)) {
-      if (t->empty())
-        r.problem("admin.token_file", "must not be empty");
-      else
-        token_file = (cfg.base_dir / *t).lexically_normal();
-    }
-    const auto max_connections = r.count(*admin, "max_connections", "admin.max_connections", 1, 10'000);
-    auto request_timeout = r.duration(*admin, "request_timeout", "admin.request_timeout");
-    if (request_timeout && *request_timeout > std::chrono::minutes(10)) {
-      r.problem("admin.request_timeout", "at most 10m (it bounds how long a client may take to send a request)");
-      request_timeout.reset();
-    }
-    if (listen) {
-      if (!is_loopback(*listen) && !token_file)
-        r.problem("admin.token_file",
-                  "is required when admin.listen (\"" + listen->to_string() +
-                      "\") is not a loopback address: mutating calls must be authenticated");
-      cfg.admin = AdminConfig{};
-      cfg.admin->listen = *listen;
-      cfg.admin->token_file = token_file;
-      if (max_connections) cfg.admin->max_connections = *max_connections;
-      if (request_timeout) cfg.admin->request_timeout = *request_timeout;
-    }
-  }
+  cfg.default_max_connections = default_caps.max_connections.value_or(std::max(1, cfg.max_connections / 4));
+  cfg.default_max_waiting = default_caps.max_waiting.value_or(std::max(1, cfg.max_waiting / 4));
+  if (const json* admin = r.object(root, "admin", "admin")) cfg.admin = read_admin(r, *admin, cfg.base_dir);
   if (const json* j = r.object(root, "jump", "jump")) cfg.jump = read_jump(r, *j, cfg);
   if (const json* k = r.object(root, "kubernetes", "kubernetes")) cfg.kubernetes = read_kubernetes(r, *k, cfg);
   read_sparks(r, root, cfg);
