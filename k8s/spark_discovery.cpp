@@ -94,7 +94,6 @@ DiscoveredSparks SparkDiscovery::compute() {
     SparkDiscovery& d;
     ~PassEnd() { d.warned_ = std::exchange(d.this_pass_, {}); }
   } pass_end{*this};
-  const auto& k = cluster_.config();
   auto deployments = cluster_.deployments();
   // Older claims win a port: sort by creation time, then name.
   std::sort(deployments.begin(), deployments.end(), [](const Deployment& a, const Deployment& b) {
@@ -103,69 +102,14 @@ DiscoveredSparks SparkDiscovery::compute() {
 
   std::map<int, std::string> port_owner;
   DiscoveredSparks found;
-  auto& out = found.sparks;
   std::vector<const Deployment*> unassigned;
-  auto make = [&](const Deployment& d, int port) {
-    config::SparkConfig s;
-    s.name = d.name;
-    s.listen = config::Address{k.listen_host, static_cast<std::uint16_t>(port)};
-    s.idle_timeout = default_idle_timeout_;
-    s.keepalive = default_keepalive_;
-    s.clients = default_clients_;
-    if (auto text = d.annotation(cluster_.annotation("idle-timeout"))) {
-      std::string why;
-      auto t = config::parse_duration_or_never(*text, &why);
-      if (t && !t->is_never() && *t->value < reaper_interval_) {
-        // The reaper looks only every reaper.interval: a shorter idle timeout cannot be kept
-        // (and other replicas could not keep its sessions' activity fresh in time).
-        warn(d, "InvalidAnnotation",
-                  cluster_.annotation("idle-timeout") + " \"" + *text + "\" is shorter than reaper.interval " +
-                      config::format_duration(reaper_interval_) + "; using " + config::format_duration(reaper_interval_));
-        s.idle_timeout = config::MaybeNever{reaper_interval_};
-      } else if (t)
-        s.idle_timeout = *t;
-      else
-        warn(d, "InvalidAnnotation",
-                  cluster_.annotation("idle-timeout") + " \"" + *text + "\": " + why + "; using the default");
-    }
-    s.wake_timeout = default_wake_timeout_;
-    int target_port = k.target_port;
-    if (auto text = d.annotation(cluster_.annotation("target-port"))) {
-      if (auto p = parse_port(*text))
-        target_port = *p;
-      else
-        warn(d, "InvalidAnnotation",
-                  cluster_.annotation("target-port") + " \"" + *text + "\" is not a port; using " +
-                      std::to_string(k.target_port));
-    }
-    s.backend = config::KubernetesBackendConfig{
-        d.name, config::Address{"pod", static_cast<std::uint16_t>(target_port)}};
-    out.push_back(std::move(s));
-    std::vector<std::string> unusable;
-    found.activity[d.name] = read_activity(cluster_, d, &unusable);
-    for (const auto& why : unusable) warn(d, "InvalidAnnotation", why);
-  };
-
   for (const auto& d : deployments) {
     if (!config::is_valid_spark_name(d.name)) {
       warn(d, "InvalidName", "\"" + d.name + "\" is not an RFC 1123 label; not served");
       continue;
     }
-    const auto annotated = d.annotation(cluster_.annotation("port"));
-    if (!annotated) {
-      unassigned.push_back(&d);
-      continue;
-    }
-    // Whoever can annotate a Deployment must not pick any port of the gateway's host (another
-    // service's, a privileged one, the admin or jump port): only port_range is handed out. A
-    // port outside it is replaced by one from the range, written back like a new spark's.
-    const auto port = parse_port(*annotated);
-    if (!port || *port < k.port_min || *port > k.port_max) {
-      warn(d, "InvalidPort",
-                cluster_.annotation("port") + " \"" + *annotated + "\" is " +
-                    (port ? "outside kubernetes.port_range " : "not a port of kubernetes.port_range ") +
-                    std::to_string(k.port_min) + "-" + std::to_string(k.port_max) +
-                    "; giving it a port from the range instead");
+    const auto port = annotated_port(d);
+    if (!port) {
       unassigned.push_back(&d);
       continue;
     }
@@ -174,11 +118,36 @@ DiscoveredSparks SparkDiscovery::compute() {
                 "port " + std::to_string(*port) + " is already served for " + owner->second + "; not served");
       continue;
     }
-    make(d, *port);
+    serve(d, *port, found);
   }
+  assign_free_ports(unassigned, port_owner, found);
+  return found;
+}
 
-  // New sparks: the lowest free port in the range, claimed by writing the annotation
-  // conditionally (two gateway replicas racing for one port: the second gets a 409).
+std::optional<int> SparkDiscovery::annotated_port(const Deployment& d) {
+  const auto& k = cluster_.config();
+  const auto annotated = d.annotation(cluster_.annotation("port"));
+  if (!annotated) return std::nullopt;
+  // Whoever can annotate a Deployment must not pick any port of the gateway's host (another
+  // service's, a privileged one, the admin or jump port): only port_range is handed out. A
+  // port outside it is replaced by one from the range, written back like a new spark's.
+  const auto port = parse_port(*annotated);
+  if (!port || *port < k.port_min || *port > k.port_max) {
+    warn(d, "InvalidPort",
+              cluster_.annotation("port") + " \"" + *annotated + "\" is " +
+                  (port ? "outside kubernetes.port_range " : "not a port of kubernetes.port_range ") +
+                  std::to_string(k.port_min) + "-" + std::to_string(k.port_max) +
+                  "; giving it a port from the range instead");
+    return std::nullopt;
+  }
+  return port;
+}
+
+// New sparks: the lowest free port in the range, claimed by writing the annotation
+// conditionally (two gateway replicas racing for one port: the second gets a 409).
+void SparkDiscovery::assign_free_ports(const std::vector<const Deployment*>& unassigned,
+                                       std::map<int, std::string>& port_owner, DiscoveredSparks& found) {
+  const auto& k = cluster_.config();
   int next = k.port_min;
   for (const Deployment* d : unassigned) {
     while (next <= k.port_max && port_owner.contains(next)) ++next;
@@ -187,22 +156,72 @@ DiscoveredSparks SparkDiscovery::compute() {
                                       std::to_string(k.port_max) + "; not served");
       continue;
     }
-    const json patch = {{"metadata",
-                         {{"resourceVersion", d->resource_version},
-                          {"annotations", {{cluster_.annotation("port"), std::to_string(next)}}}}}};
-    try {
-      cluster_.api().merge_patch(cluster_.deployment_path(d->name), patch);
-    } catch (const ApiError& e) {
-      // A conflict means it changed (maybe another replica gave it a port): the watch brings
-      // the new version and we look again.
-      spdlog::warn("spark {}: cannot record its port {}: {}", d->name, next, e.what());
-      continue;
-    }
+    if (!claim_port(*d, next)) continue;
     spdlog::info("spark {}: given port {}", d->name, next);
     port_owner.emplace(next, d->name);
-    make(*d, next);
+    serve(*d, next, found);
   }
-  return found;
+}
+
+bool SparkDiscovery::claim_port(const Deployment& d, int port) {
+  const json patch = {{"metadata",
+                       {{"resourceVersion", d.resource_version},
+                        {"annotations", {{cluster_.annotation("port"), std::to_string(port)}}}}}};
+  try {
+    cluster_.api().merge_patch(cluster_.deployment_path(d.name), patch);
+  } catch (const ApiError& e) {
+    // A conflict means it changed (maybe another replica gave it a port): the watch brings
+    // the new version and we look again.
+    spdlog::warn("spark {}: cannot record its port {}: {}", d.name, port, e.what());
+    return false;
+  }
+  return true;
+}
+
+// The spark a Deployment is, served on `port`, and the activity its annotations record.
+void SparkDiscovery::serve(const Deployment& d, int port, DiscoveredSparks& found) {
+  config::SparkConfig s;
+  s.name = d.name;
+  s.listen = config::Address{cluster_.config().listen_host, static_cast<std::uint16_t>(port)};
+  s.idle_timeout = idle_timeout_of(d);
+  s.keepalive = default_keepalive_;
+  s.clients = default_clients_;
+  s.wake_timeout = default_wake_timeout_;
+  s.backend = config::KubernetesBackendConfig{d.name, config::Address{"pod", target_port_of(d)}};
+  found.sparks.push_back(std::move(s));
+  std::vector<std::string> unusable;
+  found.activity[d.name] = read_activity(cluster_, d, &unusable);
+  for (const auto& why : unusable) warn(d, "InvalidAnnotation", why);
+}
+
+config::MaybeNever SparkDiscovery::idle_timeout_of(const Deployment& d) {
+  const auto text = d.annotation(cluster_.annotation("idle-timeout"));
+  if (!text) return default_idle_timeout_;
+  std::string why;
+  auto t = config::parse_duration_or_never(*text, &why);
+  if (t && !t->is_never() && *t->value < reaper_interval_) {
+    // The reaper looks only every reaper.interval: a shorter idle timeout cannot be kept
+    // (and other replicas could not keep its sessions' activity fresh in time).
+    warn(d, "InvalidAnnotation",
+              cluster_.annotation("idle-timeout") + " \"" + *text + "\" is shorter than reaper.interval " +
+                  config::format_duration(reaper_interval_) + "; using " + config::format_duration(reaper_interval_));
+    return config::MaybeNever{reaper_interval_};
+  }
+  if (t) return *t;
+  warn(d, "InvalidAnnotation",
+            cluster_.annotation("idle-timeout") + " \"" + *text + "\": " + why + "; using the default");
+  return default_idle_timeout_;
+}
+
+std::uint16_t SparkDiscovery::target_port_of(const Deployment& d) {
+  const int fallback = cluster_.config().target_port;
+  const auto text = d.annotation(cluster_.annotation("target-port"));
+  if (!text) return static_cast<std::uint16_t>(fallback);
+  if (auto p = parse_port(*text)) return static_cast<std::uint16_t>(*p);
+  warn(d, "InvalidAnnotation",
+            cluster_.annotation("target-port") + " \"" + *text + "\" is not a port; using " +
+                std::to_string(fallback));
+  return static_cast<std::uint16_t>(fallback);
 }
 
 }  // namespace spark::k8s

@@ -4,9 +4,11 @@
 // port_range written back as that annotation so it stays stable), its idle timeout and its target port. Runs on its own
 // thread, woken by cache changes; hands each new set to `publish`.
 #include <condition_variable>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <stop_token>
@@ -42,6 +44,18 @@ class SparkDiscovery {
 
  private:
   void run(std::stop_token stop);
+  // The steps of compute().
+  // The port a Deployment's annotation claims, if that is one of port_range (else nullopt, with
+  // a warning if it has the annotation at all).
+  std::optional<int> annotated_port(const Deployment& d);
+  // Gives each of `unassigned` the lowest free port and writes it back to its Deployment.
+  void assign_free_ports(const std::vector<const Deployment*>& unassigned, std::map<int, std::string>& port_owner,
+                         DiscoveredSparks& found);
+  bool claim_port(const Deployment& d, int port);  // false if the write failed (logged)
+  void serve(const Deployment& d, int port, DiscoveredSparks& found);
+  // Its annotation's values, or the defaults (with a warning for one that cannot be used).
+  config::MaybeNever idle_timeout_of(const Deployment& d);
+  std::uint16_t target_port_of(const Deployment& d);
   // A problem this pass found: a Warning Event every pass (one Event whose count grows: the
   // cluster aggregates them), a log line only when it is new (not seen by the previous pass).
   void warn(const Deployment& d, const std::string& reason, const std::string& message);
