@@ -7,6 +7,7 @@
 
 #include "config/duration.hpp"
 #include "config/plural.hpp"
+#include "gateway/observability/rate_limited_log.hpp"
 #include "gateway/splice.hpp"
 #include "gateway/tcp_keepalive.hpp"
 
@@ -83,15 +84,24 @@ void Connection::force_close() {
 
 awaitable<void> Connection::run() {
   auto self = shared_from_this();
-  sessions_.open(*this);
+  sessions_.track(*this);
   opened_ = std::chrono::steady_clock::now();
-  spdlog::info("spark {}: connection from {}:{} ({})", spark_->name(), address_of(peer_), peer_.port(),
-               to_string(spark_->state()));
   error_code ignored;
   client_.set_option(tcp::no_delay(true), ignored);
   // Set once, at accept: a reload changes it for new connections only (like every socket option).
   keepalive_ = spark_->config().keepalive;
   apply_keepalive(client_, keepalive_, spark_->name(), "client");
+
+  // Before anything counts as activity: is this a person's client, and who (a PROXY header)?
+  Greeting greeting = co_await read_client_greeting();
+  if (greeting.turned_away) {
+    turn_away(greeting);
+    co_return;
+  }
+  if (greeting.client) peer_ = *greeting.client;
+  sessions_.open(*this);
+  spdlog::info("spark {}: connection from {}:{} ({})", spark_->name(), address_of(peer_), peer_.port(),
+               to_string(spark_->state()));
 
   // "woken by a connection from 100.101.102.103": an Event needs no port.
   std::string cause = "a connection from " + peer_.address().to_string();
@@ -106,6 +116,13 @@ awaitable<void> Connection::run() {
     } catch (const boost::system::system_error& e) {
       reached.error = e.code().message();
     }
+  }
+  if (upstream_ && client_.is_open() && !greeting.bytes.empty()) {
+    // The client's first bytes, read before the wake, go first and unchanged.
+    auto [ec, n] = co_await asio::async_write(*upstream_, asio::buffer(greeting.bytes), asio::as_tuple(use_awaitable));
+    bytes_in_ += n;
+    spark_->metrics().bytes_client_to_spark.Increment(static_cast<double>(n));
+    if (ec) reached.error = ec.message(), upstream_.reset();
   }
   if (upstream_ && client_.is_open()) {
     SessionCore::spliced(*this);
@@ -122,6 +139,30 @@ awaitable<void> Connection::run() {
     outcome = "closed: " + reached.error;
   close_sockets();
   finish(outcome, std::nullopt);
+}
+
+awaitable<Greeting> Connection::read_client_greeting() {
+  const auto& rules = spark_->config().clients;
+  GreetingRules read;
+  read.proxy = rules.proxy_protocol;
+  read.proxy_trusted = sessions_.trusted_proxy(peer_.address());
+  // A running spark needs no wake: its sshd answers at once (and a client that waits for the
+  // server's banner is not kept waiting for wake_grace).
+  read.wait_for_data = rules.wake_on == config::WakeOn::data && spark_->state() != SparkState::running;
+  read.wake_grace = std::chrono::duration_cast<std::chrono::milliseconds>(rules.wake_grace);
+  spark_->greeting_started();  // counts against max_waiting, but is not activity
+  Greeting greeting = co_await read_greeting(client_, read);
+  spark_->greeting_ended();
+  co_return greeting;
+}
+
+void Connection::turn_away(const Greeting& greeting) {
+  const bool closed_by_gateway = !client_.is_open();  // a drain or forced sleep, meanwhile
+  close_sockets();
+  sessions_.close(*this, std::nullopt);
+  if (closed_by_gateway) return;
+  spark_->metrics().count_turned_away(*greeting.turned_away);
+  log_turned_away("spark " + spark_->name(), address_of(greeting.client.value_or(peer_)), greeting.reason);
 }
 
 // Nothing waits on the splice: an idle session costs only the splice's own frames, not this

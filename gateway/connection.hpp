@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "gateway/asio.hpp"
+#include "gateway/client_greeting.hpp"
 #include "gateway/data_plane.hpp"
 #include "gateway/splice.hpp"
 #include "gateway/session_core.hpp"
@@ -28,6 +29,10 @@ class Connection final : public std::enable_shared_from_this<Connection>, public
   void force_close() override;
 
  private:
+  // Reads what the client says before its spark is woken (client_greeting.hpp).
+  awaitable<Greeting> read_client_greeting();
+  // Closes a connection that must not wake its spark: counted and logged (rate-limited).
+  void turn_away(const Greeting& greeting);
   void start_splice(asio::any_io_executor main);
   void close_sockets();
   void finish(std::string_view outcome, std::optional<ConnectionEnd> end);  // main loop, once

@@ -22,4 +22,14 @@ std::string_view to_string(ConnectionEnd e) {
   return "unknown";
 }
 
+std::string_view to_string(TurnedAway t) {
+  switch (t) {
+    case TurnedAway::closed_silent: return "closed_silent";
+    case TurnedAway::not_ssh: return "not_ssh";
+    case TurnedAway::proxy_local: return "proxy_local";
+    case TurnedAway::proxy_refused: return "proxy_refused";
+  }
+  return "unknown";
+}
+
 }  // namespace spark::gateway

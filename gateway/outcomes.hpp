@@ -15,6 +15,14 @@ enum class ConnectionOutcome { spliced, wake_failed, upstream_failed, rejected }
 enum class ConnectionEnd { closed, error, client_unreachable, spark_unreachable };
 std::string_view to_string(ConnectionEnd e);
 
+// Why a connection was closed before its spark was woken for it (issue 19): not a person's
+// client. `closed_silent`: it left without sending a byte (a bare connect, a port scan);
+// `not_ssh`: its first bytes are not an SSH identification; `proxy_local`: a proxy's own health
+// check (PROXY LOCAL); `proxy_refused`: a PROXY header from an untrusted peer, none where one is
+// required, or a broken one.
+enum class TurnedAway { closed_silent, not_ssh, proxy_local, proxy_refused };
+std::string_view to_string(TurnedAway t);
+
 // Why a spark was put to sleep.
 enum class SleepReason { idle, api, shutdown, removed };
 std::string_view to_string(SleepReason r);

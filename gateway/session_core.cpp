@@ -3,15 +3,35 @@
 namespace spark::gateway {
 
 SessionCore::SessionCore(const config::Config& cfg, std::function<int()> waiting_for_wakes)
-    : admission_(cfg, {[this] { return live_.size(); }, std::move(waiting_for_wakes)}) {}
+    : cfg_(cfg), admission_(cfg, {[this] { return live_.size(); }, std::move(waiting_for_wakes)}) {}
 
 std::optional<std::string> SessionCore::refuse(Spark& spark, const std::string& from) {
   if (stopping_) return "the gateway is shutting down";
   return admission_.refuse(spark, from);
 }
 
+bool SessionCore::trusted_proxy(const asio::ip::address& peer) const {
+  // An IPv4 client on a dual-stack listener arrives as ::ffff:a.b.c.d: matched as IPv4.
+  const auto v6 = peer.is_v6() ? peer.to_v6() : asio::ip::address_v6();
+  const bool as_v4 = peer.is_v4() || v6.is_v4_mapped();
+  if (as_v4) {
+    const auto bytes = peer.is_v4() ? peer.to_v4().to_bytes() : asio::ip::make_address_v4(asio::ip::v4_mapped, v6).to_bytes();
+    for (const auto& block : cfg_.trusted_proxies)
+      if (block.contains(bytes.data(), false)) return true;
+    return false;
+  }
+  const auto bytes = v6.to_bytes();
+  for (const auto& block : cfg_.trusted_proxies)
+    if (block.contains(bytes.data(), true)) return true;
+  return false;
+}
+
+void SessionCore::track(LiveSession& session) { live_.insert(&session); }
+
 void SessionCore::open(LiveSession& session) {
-  live_.insert(&session);
+  track(session);
+  if (session.counted_open_) return;
+  session.counted_open_ = true;
   session.spark().connection_opened();  // activity, and awake while it is open
 }
 
@@ -39,7 +59,7 @@ void SessionCore::spliced(LiveSession& session) { session.spark().metrics().coun
 
 void SessionCore::close(LiveSession& session, std::optional<ConnectionEnd> end) {
   if (end) session.spark().metrics().count_end(*end);
-  session.spark().connection_closed();
+  if (session.counted_open_) session.spark().connection_closed();
   live_.erase(&session);
   ++closed_;
 }

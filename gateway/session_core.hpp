@@ -3,8 +3,10 @@
 // listener and a jump session alike (DESIGN.md: "one admission path for every way in").
 //
 //   refuse()   the caps (ConnectionAdmission); a refusal is counted and logged
-//   open()     from then on the session counts against the caps, is activity on its spark and
-//              is in the registry the drain waits for and a forced sleep ends
+//   track()    from then on the session counts against the caps and is in the registry the
+//              drain waits for and a forced sleep ends
+//   open()     tracked, and activity on its spark (a TCP connection only once its client has
+//              shown it is a person's: client_greeting.hpp)
 //   reach()    the spark's upstream through its single-flight wake; a failure counted by outcome
 //   spliced()  the bytes flow
 //   close()    how it ended counted, the spark's connection closed, out of the registry
@@ -39,6 +41,10 @@ class LiveSession {
 
  protected:
   std::shared_ptr<Spark> spark_;
+
+ private:
+  friend class SessionCore;
+  bool counted_open_ = false;  // activity on its spark (open() was called)
 };
 
 // What reaching a spark gave: the socket, or why there is none.
@@ -59,9 +65,12 @@ class SessionCore {
   // logged; nullopt when it may. Decide and open() in one turn of the main loop: no other
   // session can slip in between.
   std::optional<std::string> refuse(Spark& spark, const std::string& from);
+  // Whether `peer` may say who its client is (a PROXY header): it is in trusted_proxies.
+  bool trusted_proxy(const asio::ip::address& peer) const;
   // Once draining, every new session is refused.
   void stop_admitting() { stopping_ = true; }
 
+  void track(LiveSession& session);
   void open(LiveSession& session);
   // The upstream, waking the spark if needed (`cause`: who asked, for the wake's record; the
   // socket opened on `socket_executor` when connected warm).
@@ -77,6 +86,7 @@ class SessionCore {
   void close_spark(const Spark& spark);
 
  private:
+  const config::Config& cfg_;
   ConnectionAdmission admission_;
   std::set<LiveSession*> live_;
   std::uint64_t closed_ = 0;

@@ -71,6 +71,7 @@ SparkStatus Spark::status(activity::TimePoint now) const {
   if (a.keep_awake_until && *a.keep_awake_until > now) s.keep_awake_until = a.keep_awake_until;
   s.wakes = wakes_started_;
   s.last_wake_error = last_wake_error_;
+  s.turned_away = metrics_.turned_away();
   return s;
 }
 

@@ -50,8 +50,9 @@ class Spark : public std::enable_shared_from_this<Spark> {
   const config::SparkConfig& config() const { return cfg_; }
   SparkState state() const { return state_; }
   int open_connections() const { return open_connections_; }
-  // Connections inside connect_upstream(): waiting for a wake (or a sleep) to finish.
-  int waiting_connections() const { return waiting_connections_; }
+  // Connections inside connect_upstream(): waiting for a wake (or a sleep) to finish; and those
+  // still reading their client's greeting before a wake (they count against the same caps).
+  int waiting_connections() const { return waiting_connections_ + greeting_connections_; }
   std::uint64_t wakes_started() const { return wakes_started_; }
   // Since when it sleeps (meaningful while sleeping): for "waking X (asleep for 3h12m)".
   std::chrono::system_clock::time_point asleep_since() const { return asleep_since_; }
@@ -67,6 +68,9 @@ class Spark : public std::enable_shared_from_this<Spark> {
   // A connection opened/closed: counts as activity and keeps the spark awake while open.
   void connection_opened();
   void connection_closed();
+  // A connection reading its client's greeting (client_greeting.hpp): not activity yet.
+  void greeting_started() { ++greeting_connections_; }
+  void greeting_ended() { --greeting_connections_; }
 
   // Returns a connected socket to the spark's sshd, waking the spark first if needed. Every
   // caller during one wake shares it (one backend start); the probe's first successful
@@ -171,6 +175,7 @@ class Spark : public std::enable_shared_from_this<Spark> {
   std::shared_ptr<ShareAttempt> share_;          // set while activity is being recorded
   int open_connections_ = 0;
   int waiting_connections_ = 0;
+  int greeting_connections_ = 0;
   std::uint64_t wakes_started_ = 0;
   bool retired_ = false;
   bool recorded_in_this_run_ = false;  // this replica wrote activity since the spark last started

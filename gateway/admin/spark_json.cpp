@@ -22,6 +22,7 @@ nlohmann::json to_json(const SparkStatus& s) {
       {"keep_awake_until", time_or_null(s.keep_awake_until)},
       {"wakes", s.wakes},
       {"last_wake_error", s.last_wake_error.empty() ? json(nullptr) : json(s.last_wake_error)},
+      {"turned_away", s.turned_away},
   };
 }
 

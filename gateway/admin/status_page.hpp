@@ -33,8 +33,8 @@ inline constexpr const char* kStatusPageHtml = R"HTML(<!doctype html>
 </div>
 <table>
   <thead><tr><th>Spark</th><th>State</th><th>Connections</th><th>Idle for</th><th>Sleeps in</th>
-  <th>Keep-awake until</th><th>Listen</th><th></th></tr></thead>
-  <tbody id="sparks"><tr><td colspan="8" class="muted">loading…</td></tr></tbody>
+  <th>Keep-awake until</th><th title="connections closed before waking it: bare connects, scans, health checks, not SSH">Turned away</th><th>Listen</th><th></th></tr></thead>
+  <tbody id="sparks"><tr><td colspan="9" class="muted">loading…</td></tr></tbody>
 </table>
 <script>
 "use strict";
@@ -74,7 +74,7 @@ async function refresh() {
   const now = Date.now() / 1000;
   const rows = document.getElementById("sparks");
   rows.replaceChildren();
-  if (!data.sparks.length) rows.appendChild(Object.assign(document.createElement("tr"), { innerHTML: '<td colspan="8" class="muted">no sparks configured</td>' }));
+  if (!data.sparks.length) rows.appendChild(Object.assign(document.createElement("tr"), { innerHTML: '<td colspan="9" class="muted">no sparks configured</td>' }));
   for (const s of data.sparks) {
     const tr = document.createElement("tr");
     tr.dataset.spark = s.name;
@@ -83,7 +83,8 @@ async function refresh() {
     tr.append(cell(s.name), cell(s.state, "state " + s.state), cell(String(s.open_connections)),
               cell(s.open_connections > 0 ? "active" : s.last_activity ? human(idle) : "never used"),
               cell(s.sleeps_at ? human(sleepsIn) : "—"),
-              cell(s.keep_awake_until ? new Date(s.keep_awake_until).toLocaleString() : "—"), cell(s.listen));
+              cell(s.keep_awake_until ? new Date(s.keep_awake_until).toLocaleString() : "—"),
+              cell(String(s.turned_away ?? 0)), cell(s.listen));
     const actions = document.createElement("td");
     if (tokenInput.value) {
       for (const action of ["wake", "sleep"]) {

@@ -156,7 +156,7 @@ double seconds_until(const json& rfc3339, activity::TimePoint now) {
 void print_table(const json& sparks) {
   const auto now = std::chrono::system_clock::now();
   std::vector<std::vector<std::string>> rows = {
-      {"NAME", "STATE", "CONNECTIONS", "IDLE FOR", "SLEEPS IN", "KEEP-AWAKE"}};
+      {"NAME", "STATE", "CONNECTIONS", "IDLE FOR", "SLEEPS IN", "KEEP-AWAKE", "TURNED AWAY"}};
   for (const auto& s : sparks) {
     const int open = s.value("open_connections", 0);
     std::string idle = open > 0                        ? "active"
@@ -167,8 +167,10 @@ void print_table(const json& sparks) {
     std::string keep = s["keep_awake_until"].is_null()
                            ? "-"
                            : human_seconds(seconds_until(s["keep_awake_until"], now)) + " left";
+    // Connections closed before waking it: bare connects, port scans, health checks, not SSH.
+    const auto turned_away = std::to_string(s.value("turned_away", 0));
     rows.push_back({s["name"].get<std::string>(), s["state"].get<std::string>(), std::to_string(open),
-                    idle, sleeps_in, keep});
+                    idle, sleeps_in, keep, turned_away});
   }
   std::vector<std::size_t> width(rows[0].size(), 0);
   for (const auto& r : rows)

@@ -82,12 +82,34 @@ void SparkMetrics::count_sleep(SleepReason reason) {
   }
 }
 
+void SparkMetrics::count_turned_away(TurnedAway why) {
+  switch (why) {
+    case TurnedAway::closed_silent: turned_away_closed_silent.Increment(); break;
+    case TurnedAway::not_ssh: turned_away_not_ssh.Increment(); break;
+    case TurnedAway::proxy_local: turned_away_proxy_local.Increment(); break;
+    case TurnedAway::proxy_refused: turned_away_proxy_refused.Increment(); break;
+  }
+}
+
+std::uint64_t SparkMetrics::turned_away() const {
+  const double total = turned_away_closed_silent.Value() + turned_away_not_ssh.Value() +
+                       turned_away_proxy_local.Value() + turned_away_proxy_refused.Value();
+  return static_cast<std::uint64_t>(total);
+}
+
 Metrics::Metrics(std::string version)
     : registry_(std::make_shared<prometheus::Registry>()),
       connections_(BuildCounter()
                        .Name("spark_gateway_connections_total")
                        .Help("Client connections accepted, by how they ended up: spliced, "
                              "wake_failed, upstream_failed, rejected.")
+                       .Register(*registry_)),
+      turned_away_(BuildCounter()
+                       .Name("spark_gateway_connections_turned_away_total")
+                       .Help("Connections closed before their spark was woken, by reason: closed_silent "
+                             "(left without a byte: a bare connect, a port scan), not_ssh (first bytes "
+                             "not an SSH identification), proxy_local (a proxy's health check), "
+                             "proxy_refused (a PROXY header untrusted, missing or broken).")
                        .Register(*registry_)),
       ended_(BuildCounter()
                  .Name("spark_gateway_connections_ended_total")
@@ -151,6 +173,10 @@ SparkMetrics& Metrics::spark(const std::string& name) {
       connections_.Add({{"spark", name}, {"outcome", "wake_failed"}}),
       connections_.Add({{"spark", name}, {"outcome", "upstream_failed"}}),
       connections_.Add({{"spark", name}, {"outcome", "rejected"}}),
+      turned_away_.Add({{"spark", name}, {"reason", "closed_silent"}}),
+      turned_away_.Add({{"spark", name}, {"reason", "not_ssh"}}),
+      turned_away_.Add({{"spark", name}, {"reason", "proxy_local"}}),
+      turned_away_.Add({{"spark", name}, {"reason", "proxy_refused"}}),
       ended_.Add({{"spark", name}, {"outcome", "closed"}}),
       ended_.Add({{"spark", name}, {"outcome", "error"}}),
       ended_.Add({{"spark", name}, {"outcome", "client_unreachable"}}),

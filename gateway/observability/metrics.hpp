@@ -10,6 +10,7 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
@@ -30,6 +31,10 @@ struct SparkMetrics {
   prometheus::Counter& connections_wake_failed;
   prometheus::Counter& connections_upstream_failed;
   prometheus::Counter& connections_rejected;
+  prometheus::Counter& turned_away_closed_silent;
+  prometheus::Counter& turned_away_not_ssh;
+  prometheus::Counter& turned_away_proxy_local;
+  prometheus::Counter& turned_away_proxy_refused;
   prometheus::Counter& ended_closed;
   prometheus::Counter& ended_error;
   prometheus::Counter& ended_client_unreachable;
@@ -44,6 +49,8 @@ struct SparkMetrics {
 
   void count_connection(ConnectionOutcome outcome);
   void count_end(ConnectionEnd end);
+  void count_turned_away(TurnedAway why);
+  std::uint64_t turned_away() const;  // every reason, for the status view
   void count_sleep(SleepReason reason);
 };
 
@@ -75,6 +82,7 @@ class Metrics {
  private:
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Counter>& connections_;
+  prometheus::Family<prometheus::Counter>& turned_away_;
   prometheus::Family<prometheus::Counter>& ended_;
   prometheus::Family<prometheus::Counter>& bytes_;
   prometheus::Family<prometheus::Counter>& wakes_;

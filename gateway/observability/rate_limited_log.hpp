@@ -164,4 +164,17 @@ inline void log_refusal(const std::string& subject, const std::string& from, con
                        "last from " + from + ": " + why);
 }
 
+// Connections closed before their spark was woken (issue 19: bare connects, port scans, health
+// checks, not SSH), at info level: routine on a port a monitor or scanner reaches.
+inline RateLimitedLog& turned_away_log() {
+  static RateLimitedLog log("turned away", "connection", kRefusalLogInterval,
+                            [](const std::string& line) { spdlog::info("{}", line); });
+  return log;
+}
+
+inline void log_turned_away(const std::string& subject, const std::string& from, const std::string& why) {
+  turned_away_log().record(subject, subject + ": turned away a connection from " + from + " without waking it: " + why,
+                           "last from " + from + ": " + why);
+}
+
 }  // namespace spark::gateway
