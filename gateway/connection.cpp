@@ -35,12 +35,9 @@ std::pair<ConnectionEnd, std::string> describe_end(const std::exception_ptr& err
     std::rethrow_exception(error);
   } catch (const SpliceError& e) {
     if (!is_peer_unreachable(e.code())) return {ConnectionEnd::error, "closed: " + e.code().message()};
-    const bool client = e.side() == SpliceSide::client;
-    // The words the issue and docs/dead-peers.md promise operators: "peer unreachable (keepalive)".
-    return {client ? ConnectionEnd::client_unreachable : ConnectionEnd::spark_unreachable,
-            std::string("closed: peer unreachable (keepalive): no answer from the ") +
-                (client ? "client" : "spark") + " within " + config::format_duration(keepalive.bound()) + " (" +
-                e.code().message() + ")"};
+    const auto end = e.side() == SpliceSide::client ? ConnectionEnd::client_unreachable : ConnectionEnd::spark_unreachable;
+    const auto bound = std::chrono::duration_cast<std::chrono::milliseconds>(keepalive.bound());
+    return {end, unreachable_words(end, bound) + " (" + e.code().message() + ")"};
   } catch (const boost::system::system_error& e) {
     return {ConnectionEnd::error, "closed: " + e.code().message()};
   } catch (const std::exception& e) {

@@ -31,24 +31,19 @@ ControlOutcome not_found() { return {ControlOutcome::Kind::not_found, "no such s
 class ControlBridge::JumpSession final : public LiveSession {
  public:
   using LiveSession::LiveSession;
-  ~JumpSession() override {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  JumpSession(const JumpSession&) = delete;
-  JumpSession& operator=(const JumpSession&) = delete;
 
   // Duplicates `fd` now: call before the session may own (and close) it. If dup fails (out of
   // descriptors), only the session itself can end it.
-  void attach(int fd) { fd_ = ::dup(fd); }
+  void attach(int fd) { fd_.reset(::dup(fd)); }
   // Ended by the gateway while still waiting for its upstream: it must not be delivered.
   bool closed_by_gateway() const { return closed_; }
   void force_close() override {
     closed_ = true;
-    if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);
+    if (fd_) ::shutdown(fd_.get(), SHUT_RDWR);
   }
 
  private:
-  int fd_ = -1;
+  UniqueFd fd_;
   bool closed_ = false;
 };
 
@@ -238,10 +233,13 @@ awaitable<void> ControlBridge::jump_connect(std::shared_ptr<Spark> spark, std::s
   }
   if (reached.socket) {
     SessionCore::spliced(session);
-    const int fd = reached.socket->release();
-    session.attach(fd);
-    if (handoff->deliver(fd, {})) co_return;  // the session owns it now; upstream_ended() ends it
-    ::close(fd);  // the login went away meanwhile
+    UniqueFd fd(reached.socket->release());
+    session.attach(fd.get());
+    if (handoff->deliver(fd.get(), {})) {
+      (void)fd.release();  // the session owns it now; upstream_ended() ends it
+      co_return;
+    }
+    // The login went away meanwhile: `fd` closes here.
   } else {
     handoff->deliver(-1, reached.error);
   }

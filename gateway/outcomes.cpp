@@ -1,5 +1,7 @@
 #include "gateway/outcomes.hpp"
 
+#include "config/duration.hpp"
+
 namespace spark::gateway {
 
 std::string_view to_string(SleepReason r) {
@@ -20,6 +22,12 @@ std::string_view to_string(ConnectionEnd e) {
     case ConnectionEnd::spark_unreachable: return "spark_unreachable";
   }
   return "unknown";
+}
+
+std::string unreachable_words(ConnectionEnd end, std::chrono::milliseconds keepalive_bound) {
+  return std::string("closed: peer unreachable (keepalive): no answer from the ") +
+         (end == ConnectionEnd::client_unreachable ? "client" : "spark") + " within " +
+         config::format_duration(keepalive_bound);
 }
 
 std::string_view to_string(TurnedAway t) {

@@ -1,6 +1,8 @@
 #pragma once
 // What happened to a connection or a spark, in the words the logs, the metrics' labels and the
 // admin API share (docs/metrics.md). Domain vocabulary: metrics count these, they do not define them.
+#include <chrono>
+#include <string>
 #include <string_view>
 
 namespace spark::gateway {
@@ -14,6 +16,10 @@ enum class ConnectionOutcome { spliced, wake_failed, upstream_failed, rejected }
 // it (drain, forced sleep).
 enum class ConnectionEnd { closed, error, client_unreachable, spark_unreachable };
 std::string_view to_string(ConnectionEnd e);
+// The close's words for a peer found dead, the same for TCP connections and jump sessions (the
+// words docs/dead-peers.md promises operators): "closed: peer unreachable (keepalive): no
+// answer from the client within 2m".
+std::string unreachable_words(ConnectionEnd end, std::chrono::milliseconds keepalive_bound);
 
 // Why a connection was closed before its spark was woken for it (issue 19): not a person's
 // client. `closed_silent`: it left without sending a byte (a bare connect, a port scan);

@@ -11,26 +11,6 @@ namespace {
 constexpr std::size_t kMaxIdle = 64;
 }  // namespace
 
-Pipe::Pipe(Pipe&& other) noexcept
-    : read_fd_(std::exchange(other.read_fd_, -1)), write_fd_(std::exchange(other.write_fd_, -1)) {}
-
-Pipe& Pipe::operator=(Pipe&& other) noexcept {
-  if (this != &other) {
-    close();
-    read_fd_ = std::exchange(other.read_fd_, -1);
-    write_fd_ = std::exchange(other.write_fd_, -1);
-  }
-  return *this;
-}
-
-Pipe::~Pipe() { close(); }
-
-void Pipe::close() {
-  if (read_fd_ >= 0) ::close(read_fd_);
-  if (write_fd_ >= 0) ::close(write_fd_);
-  read_fd_ = write_fd_ = -1;
-}
-
 PipePool::PipePool(std::size_t max_pipes, std::size_t pipe_bytes)
     : max_pipes_(max_pipes), pipe_bytes_(pipe_bytes) {}
 

@@ -6,24 +6,21 @@
 #include <optional>
 #include <vector>
 
+#include "gateway/backend/unique_fd.hpp"
+
 namespace spark::gateway {
 
+// Both ends of one pipe, closed with it. Move-only.
 class Pipe {
  public:
-  Pipe(int read_fd, int write_fd) : read_fd_(read_fd), write_fd_(write_fd) {}
-  Pipe(Pipe&& other) noexcept;
-  Pipe& operator=(Pipe&& other) noexcept;
-  Pipe(const Pipe&) = delete;
-  Pipe& operator=(const Pipe&) = delete;
-  ~Pipe();
+  Pipe(int read_fd, int write_fd) : read_(read_fd), write_(write_fd) {}
 
-  int read_fd() const { return read_fd_; }
-  int write_fd() const { return write_fd_; }
+  int read_fd() const { return read_.get(); }
+  int write_fd() const { return write_.get(); }
 
  private:
-  void close();
-  int read_fd_ = -1;
-  int write_fd_ = -1;
+  UniqueFd read_;
+  UniqueFd write_;
 };
 
 class PipePool {

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "config/config.hpp"
+#include "gateway/backend/unique_fd.hpp"
 #include "gateway/observability/metrics.hpp"
 
 namespace spark::gateway {
@@ -20,7 +21,6 @@ namespace spark::gateway {
 // admission's answer (the same caps as a TCP connection), then the socket or the reason.
 class UpstreamHandoff {
  public:
-  ~UpstreamHandoff();
   // Main loop: the connection passed admission; it counts as open and waits for its spark.
   void admit();
   // Main loop: the admission refused it (`why`: which cap); nothing was opened or counted.
@@ -49,7 +49,7 @@ class UpstreamHandoff {
   bool refused_ = false;
   bool done_ = false;
   bool abandoned_ = false;
-  int fd_ = -1;
+  UniqueFd fd_;  // delivered, not yet taken
   std::string error_;
 };
 

@@ -105,13 +105,13 @@ bool JumpSession::wait_for_upstream() {
       next_progress += kProgressEvery;
     }
   }
-  upstream_ = handoff_->take_fd();
-  if (upstream_ < 0) {
+  upstream_.reset(handoff_->take_fd());
+  if (!upstream_) {
     refuse("spark-gateway: cannot wake " + spark_ + ": " + handoff_->error());
     return false;
   }
   upstream_keepalive_ = info_.keepalive ? *info_.keepalive : cfg_.keepalive;
-  apply_keepalive(upstream_, upstream_keepalive_, "the upstream of " + spark_);
+  apply_keepalive(upstream_.get(), upstream_keepalive_, "the upstream of " + spark_);
   if (asleep) banner("spark-gateway: " + spark_ + " ready in " + config::format_duration(Clock::now() - started) + "\n");
   return true;
 }
@@ -297,7 +297,7 @@ int JumpSession::on_upstream_ready(socket_t fd, int revents, void* self) {
 
 void JumpSession::flush_to_upstream() {
   while (!to_upstream_.empty()) {
-    const auto n = ::send(upstream_, to_upstream_.data(), to_upstream_.size(), MSG_NOSIGNAL);
+    const auto n = ::send(upstream_.get(), to_upstream_.data(), to_upstream_.size(), MSG_NOSIGNAL);
     if (n > 0) {
       to_upstream_.erase(0, static_cast<std::size_t>(n));
     } else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
@@ -311,24 +311,24 @@ void JumpSession::flush_to_upstream() {
 }
 
 void JumpSession::relay() {
-  const int flags = ::fcntl(upstream_, F_GETFL);
-  ::fcntl(upstream_, F_SETFL, flags | O_NONBLOCK);
+  const int flags = ::fcntl(upstream_.get(), F_GETFL);
+  ::fcntl(upstream_.get(), F_SETFL, flags | O_NONBLOCK);
   const int one = 1;
-  ::setsockopt(upstream_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  ::setsockopt(upstream_.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   const int poll_ms = static_cast<int>(std::chrono::milliseconds(kPoll).count());
   while (!stopping_ && !upstream_failed_ && !channel_closed_ && !(client_eof_ && upstream_eof_ && to_upstream_.empty())) {
     // Read the upstream only while the client's window has room (and until it ends).
     const bool want_read = !upstream_eof_ && ssh_channel_window_size(channel_) > 0;
     if (want_read != reading_upstream_) {
       if (want_read)
-        ssh_event_add_fd(event_, upstream_, POLLIN, &JumpSession::on_upstream_ready, this);
+        ssh_event_add_fd(event_, upstream_.get(), POLLIN, &JumpSession::on_upstream_ready, this);
       else
-        ssh_event_remove_fd(event_, upstream_);
+        ssh_event_remove_fd(event_, upstream_.get());
       reading_upstream_ = want_read;
     }
     if (to_upstream_.size() > kMaxBacklog) {
       // The spark reads slowly: stop taking client data (its window closes) until it catches up.
-      pollfd p{upstream_, POLLOUT, 0};
+      pollfd p{upstream_.get(), POLLOUT, 0};
       ::poll(&p, 1, poll_ms);
     } else if (ssh_event_dopoll(event_, poll_ms) == SSH_ERROR) {
       break;
@@ -337,7 +337,7 @@ void JumpSession::relay() {
     if (ssh_channel_is_closed(channel_)) channel_closed_ = true;
     if (ssh_channel_is_eof(channel_)) client_eof_ = true;
     if (client_eof_ && to_upstream_.empty() && !upstream_shut_) {
-      ::shutdown(upstream_, SHUT_WR);  // half-close: the spark sees the client's EOF
+      ::shutdown(upstream_.get(), SHUT_WR);  // half-close: the spark sees the client's EOF
       upstream_shut_ = true;
     }
     if (upstream_eof_ && !eof_sent_) {
@@ -345,7 +345,7 @@ void JumpSession::relay() {
       eof_sent_ = true;
     }
   }
-  if (reading_upstream_) ssh_event_remove_fd(event_, upstream_);
+  if (reading_upstream_) ssh_event_remove_fd(event_, upstream_.get());
   reading_upstream_ = false;
   decide_end();
   if (!channel_closed_) ssh_channel_close(channel_);
@@ -361,17 +361,15 @@ void JumpSession::decide_end() {
     const bool client = !spark_unreachable;
     end_ = client ? ConnectionEnd::client_unreachable : ConnectionEnd::spark_unreachable;
     const auto& keepalive = client ? cfg_.keepalive : upstream_keepalive_;
-    end_text_ = std::string("closed: peer unreachable (keepalive): no answer from the ") +
-                (client ? "client" : "spark") + " within " + config::format_duration(keepalive.bound());
+    end_text_ = unreachable_words(end_, std::chrono::duration_cast<std::chrono::milliseconds>(keepalive.bound()));
   } else if (upstream_failed_) {
     end_ = ConnectionEnd::error;  // a reset: the log line stays the plain "closed" it always was
   }
 }
 
 void JumpSession::finish() {
-  if (upstream_ >= 0) {
-    ::close(upstream_);
-    upstream_ = -1;
+  if (upstream_) {
+    upstream_.reset();
     gateway_.upstream_ended(handoff_, bytes_up_, bytes_down_, end_);
     spdlog::info("spark {}: jump connection from {} {} after {}, {} bytes in, {} bytes out", spark_, peer_, end_text_,
                  config::format_duration(Clock::now() - opened_), bytes_up_, bytes_down_);

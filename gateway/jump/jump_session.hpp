@@ -21,6 +21,7 @@
 #include <string>
 
 #include "config/config.hpp"
+#include "gateway/backend/unique_fd.hpp"
 #include "gateway/jump/jump_gateway.hpp"
 
 namespace spark::gateway {
@@ -91,7 +92,7 @@ class JumpSession {
   bool refused_ = false;
   bool authenticated_ = false;
   std::shared_ptr<UpstreamHandoff> handoff_;
-  int upstream_ = -1;
+  UniqueFd upstream_;
   ssh_channel channel_ = nullptr;        // the direct-tcpip channel to the spark
   ssh_channel shell_channel_ = nullptr;  // a session channel, only to explain the refusal
   std::chrono::steady_clock::time_point opened_ = std::chrono::steady_clock::now();

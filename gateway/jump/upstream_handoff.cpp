@@ -1,12 +1,6 @@
-#include <unistd.h>
-
 #include "gateway/jump/jump_gateway.hpp"
 
 namespace spark::gateway {
-
-UpstreamHandoff::~UpstreamHandoff() {
-  if (fd_ >= 0) ::close(fd_);
-}
 
 void UpstreamHandoff::admit() {
   {
@@ -32,7 +26,7 @@ bool UpstreamHandoff::deliver(int fd, std::string error) {
     if (abandoned_) return false;
     admitted_ = true;
     done_ = true;
-    fd_ = fd;
+    fd_.reset(fd);
     error_ = std::move(error);
   }
   changed_.notify_all();
@@ -51,9 +45,7 @@ bool UpstreamHandoff::wait_for(std::chrono::milliseconds timeout) {
 
 int UpstreamHandoff::take_fd() {
   std::lock_guard lock(mu_);
-  const int fd = fd_;
-  fd_ = -1;
-  return fd;
+  return fd_.release();
 }
 
 std::string UpstreamHandoff::error() const {
@@ -69,9 +61,8 @@ bool UpstreamHandoff::refused() const {
 bool UpstreamHandoff::abandon() {
   std::lock_guard lock(mu_);
   abandoned_ = true;
-  if (fd_ < 0) return false;
-  ::close(fd_);
-  fd_ = -1;
+  if (!fd_) return false;
+  fd_.reset();
   return true;
 }
 
