@@ -97,6 +97,7 @@ awaitable<void> Connection::run() {
   }
   if (greeting.client) peer_ = *greeting.client;
   sessions_.open(*this);
+  spark_->connection_from(peer_.address().to_string());
   spdlog::info("spark {}: connection from {}:{} ({})", spark_->name(), address_of(peer_), peer_.port(),
                to_string(spark_->state()));
 

@@ -214,6 +214,7 @@ void ControlBridge::connect_upstream(const std::string& name, const std::string&
     }
     auto session = std::make_unique<JumpSession>(spark);
     p_.sessions.open(*session);
+    spark->connection_from(peer + " (jump host)");
     jump_sessions_[handoff.get()] = std::move(session);
     handoff->admit();
     asio::co_spawn(p_.main, jump_connect(spark, peer, std::move(handoff)), asio::detached);

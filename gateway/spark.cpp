@@ -72,6 +72,7 @@ SparkStatus Spark::status(activity::TimePoint now) const {
   s.wakes = wakes_started_;
   s.last_wake_error = last_wake_error_;
   s.turned_away = metrics_.turned_away();
+  s.last_client = last_client_;
   return s;
 }
 

@@ -23,6 +23,7 @@ nlohmann::json to_json(const SparkStatus& s) {
       {"wakes", s.wakes},
       {"last_wake_error", s.last_wake_error.empty() ? json(nullptr) : json(s.last_wake_error)},
       {"turned_away", s.turned_away},
+      {"last_client", s.last_client.empty() ? json(nullptr) : json(s.last_client)},
   };
 }
 

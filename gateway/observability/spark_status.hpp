@@ -23,7 +23,8 @@ struct SparkStatus {
   std::optional<activity::TimePoint> keep_awake_until;
   std::uint64_t wakes = 0;
   std::string last_wake_error;  // empty unless the last wake failed
-  std::uint64_t turned_away = 0;  // connections closed before waking it (not a person's client)
+  std::uint64_t turned_away = 0;
+  std::string last_client;  // who opened the latest connection (the real client behind a proxy)  // connections closed before waking it (not a person's client)
 };
 
 }  // namespace spark::gateway

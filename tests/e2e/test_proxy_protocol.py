@@ -107,6 +107,7 @@ class ProxyProtocol(harness.GatewayTestCase):
         gw.wait_log("waking for a connection from %s" % self.client_addr)
         self.assertEqual(gw.log_lines("connection from %s:" % self.proxy_addr), [],
                          "the gateway named the proxy, not the client")
+        self.assertEqual(self.spark_status("brave-dolphin")["last_client"], self.client_addr)
 
     def test_haproxy_send_proxy_v2_names_the_client(self):
         spark, gw = self.start("required")
