@@ -125,24 +125,22 @@ class Reader {
   }
 
   // wake_on, wake_grace, proxy_protocol in `parent` (a spark or `defaults`), over `inherited`.
-  ClientRules client_rules(const json& parent, const std::string& path, ClientRules inherited, bool& ok) {
+  // A bad value is a problem (the config is refused) and keeps the inherited one.
+  ClientRules client_rules(const json& parent, const std::string& path, ClientRules inherited) {
     if (auto text = string(parent, "wake_on", path + ".wake_on", false)) {
       if (*text == "data")
         inherited.wake_on = WakeOn::data;
       else if (*text == "connect")
         inherited.wake_on = WakeOn::connect;
       else
-        problem(path + ".wake_on", "\"" + *text + "\" is not one of \"data\", \"connect\""), ok = false;
+        problem(path + ".wake_on", "\"" + *text + "\" is not one of \"data\", \"connect\"");
     }
     if (parent.contains("wake_grace")) {
       auto grace = duration(parent, "wake_grace", path + ".wake_grace");
       if (grace && *grace > std::chrono::minutes(1))
-        problem(path + ".wake_grace", "at most 1m (a silent client waits this long before its spark wakes)"),
-            grace.reset();
-      if (grace)
+        problem(path + ".wake_grace", "at most 1m (a silent client waits this long before its spark wakes)");
+      else if (grace)
         inherited.wake_grace = *grace;
-      else
-        ok = false;
     }
     if (auto text = string(parent, "proxy_protocol", path + ".proxy_protocol", false)) {
       if (*text == "off")
@@ -152,8 +150,7 @@ class Reader {
       else if (*text == "required")
         inherited.proxy_protocol = ProxyProtocol::required;
       else
-        problem(path + ".proxy_protocol", "\"" + *text + "\" is not one of \"off\", \"optional\", \"required\""),
-            ok = false;
+        problem(path + ".proxy_protocol", "\"" + *text + "\" is not one of \"off\", \"optional\", \"required\"");
     }
     return inherited;
   }
@@ -611,7 +608,7 @@ bool read_spark_overrides(Reader& r, const json& s, const std::string& path, con
     else
       ok = false;
   }
-  spark.clients = r.client_rules(s, path, cfg.default_clients, ok);
+  spark.clients = r.client_rules(s, path, cfg.default_clients);
   return ok;
 }
 
@@ -696,8 +693,7 @@ DefaultCaps read_defaults(Reader& r, const json& d, Config& cfg) {
   if (auto t = r.duration(d, "drain_timeout", "defaults.drain_timeout")) cfg.drain_timeout = *t;
   if (auto k = r.keepalive(d, "keepalive", "defaults.keepalive", cfg.default_keepalive))
     cfg.default_keepalive = *k;
-  bool ok = true;
-  cfg.default_clients = r.client_rules(d, "defaults", cfg.default_clients, ok);
+  cfg.default_clients = r.client_rules(d, "defaults", cfg.default_clients);
   return caps;
 }
 
