@@ -6,7 +6,8 @@ import shutil
 import subprocess
 
 from .files import count_lines
-from .processes import SSH_TIMEOUT, TAG_VAR, BackgroundProcess, describe_pids, find_pids, free_port, wait_until
+from .processes import (SSH_TIMEOUT, TAG_VAR, BackgroundProcess, describe_pids, find_pids, free_port,
+                        proc_cmdline, wait_until)
 
 SSHD = "/usr/sbin/sshd"
 
@@ -106,7 +107,11 @@ class Spark:
         return count_lines(self.starts_file)
 
     def sshd_pids(self):
-        return find_pids(cmdline_contains=self.sshd_config)
+        """The spark's sshd processes. Not the /bin/sh that starts it: its command line names the
+        same sshd_config, and counting it made "sshd running" true before the start was
+        recorded (a test then saw starts() == 0 with sshd "running")."""
+        return [p for p in find_pids(cmdline_contains=self.sshd_config)
+                if not (proc_cmdline(p) or "").startswith("/bin/sh ")]
 
     def sshd_running(self):
         return bool(self.sshd_pids())
