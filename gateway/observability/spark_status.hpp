@@ -18,13 +18,13 @@ struct SparkStatus {
   int open_connections = 0;
   // nullopt: no activity recorded yet (a Deployment never used through any gateway).
   std::optional<activity::TimePoint> last_activity;
-  std::optional<double> idle_timeout_seconds;  // nullopt: never
+  std::optional<double> idle_timeout_seconds;    // nullopt: never
   std::optional<activity::TimePoint> sleeps_at;  // when the reaper may act; nullopt if not due
   std::optional<activity::TimePoint> keep_awake_until;
   std::uint64_t wakes = 0;
-  std::string last_wake_error;  // empty unless the last wake failed
-  std::uint64_t turned_away = 0;
-  std::string last_client;  // who opened the latest connection (the real client behind a proxy)  // connections closed before waking it (not a person's client)
+  std::string last_wake_error;    // empty unless the last wake failed
+  std::uint64_t turned_away = 0;  // connections closed before waking it (not a person's client)
+  std::string last_client;        // who opened the latest connection (the real client behind a proxy)
 };
 
 }  // namespace spark::gateway
