@@ -8,7 +8,7 @@ import os
 import socket
 import sys
 
-from .processes import TAG_VAR, free_port, wait_until
+from .processes import TAG_VAR, free_port_range, wait_until
 
 TESTS_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -152,9 +152,7 @@ class KubernetesMixin:
 
     def port_range(self):
         if not hasattr(self, "_range"):
-            base = free_port(self.host)
-            base = min(base, 65000)
-            self._range = (base, base + 20)
+            self._range = free_port_range(self.host, 21)
         return self._range
 
     def start_k8s_gateway(self, **kw):

@@ -177,18 +177,32 @@ _ports_handed_out = set()
 
 
 def free_port(host):
-    """A port on `host` nobody is bound to right now, and never one handed out before: the kernel
-    often gives a port just bound and closed again at once, and a spark whose listen and target
-    ports are the same dials its own listener in a loop. The host is private to the test, so the
-    usual bind-close-reuse race with other tests does not matter."""
+    """A port on `host` nobody is bound to right now, and never a number handed out before, on
+    any host: the kernel often gives a port just bound and closed again at once, and a spark whose
+    listen and target ports are the same dials its own listener in a loop. Numbers are unique
+    across hosts because a replica on another loopback address serves the same port_range: an
+    admin port inside it would take a spark's port there. The host is private to the test, so
+    the usual bind-close-reuse race with other tests does not matter."""
     for _ in range(1000):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.bind((host, 0))
             port = s.getsockname()[1]
-        if (host, port) not in _ports_handed_out:
-            _ports_handed_out.add((host, port))
+        if port not in _ports_handed_out:
+            _ports_handed_out.add(port)
             return port
     raise RuntimeError("no fresh port on %s" % host)
+
+
+def free_port_range(host, count):
+    """`count` consecutive port numbers starting at a free port on `host`, none handed out
+    before, all reserved so free_port never returns one of them."""
+    for _ in range(1000):
+        base = min(free_port(host), 65535 - count)
+        span = set(range(base, base + count))
+        if not (span - {base}) & _ports_handed_out:
+            _ports_handed_out.update(span)
+            return base, base + count - 1
+    raise RuntimeError("no fresh range of %d ports on %s" % (count, host))
 
 
 def tcp_connect_refused(host, port, timeout=2.0):
