@@ -52,6 +52,9 @@ ActivitySnapshot ActivityStore::load() const {
         if (!until) throw std::runtime_error("bad keep_awake_until for " + name);
         p.keep_awake_until = *until;
       }
+      // Added later (issue 19): older files have none.
+      if (const auto client = entry.find("last_client"); client != entry.end() && client->is_string())
+        p.last_client = client->get<std::string>();
       out.emplace(name, p);
     }
   } catch (const std::exception& e) {
@@ -72,6 +75,7 @@ void ActivityStore::save(const ActivitySnapshot& snapshot) const {
                     {"keep_awake_until", p.keep_awake_until
                                              ? json(format_rfc3339(*p.keep_awake_until))
                                              : json(nullptr)}};
+    if (!p.last_client.empty()) sparks[name]["last_client"] = p.last_client;
   }
   const std::string data = json{{"version", 1}, {"sparks", sparks}}.dump(2) + "\n";
 

@@ -77,6 +77,18 @@ void ActivityTracker::refresh_open(TimePoint now, const std::set<std::string>& e
   }
 }
 
+void ActivityTracker::connection_from(const std::string& spark, std::string client, TimePoint now) {
+  auto& e = entry(spark, now);
+  if (e.persisted.last_client == client) return;
+  e.persisted.last_client = std::move(client);
+  dirty_ = true;
+}
+
+std::string ActivityTracker::last_client(const std::string& spark) const {
+  const auto it = entries_.find(spark);
+  return it == entries_.end() ? std::string() : it->second.persisted.last_client;
+}
+
 SparkActivity ActivityTracker::get(const std::string& spark) const {
   auto it = entries_.find(spark);
   if (it == entries_.end()) return {};

@@ -12,6 +12,10 @@ namespace spark::activity {
 struct PersistedActivity {
   TimePoint last_activity{};
   std::optional<TimePoint> keep_awake_until;
+  // Who opened the spark's last connection through this gateway: "100.101.102.103",
+  // "10.0.0.7 (jump login brave-dolphin, key SHA256:...)". Empty: nobody yet. Local only: other
+  // replicas' activity (merge_remote) does not carry it.
+  std::string last_client;
   friend bool operator==(const PersistedActivity&, const PersistedActivity&) = default;
 };
 
@@ -28,6 +32,9 @@ class ActivityTracker {
   void connection_opened(const std::string& spark, TimePoint now);
   void connection_closed(const std::string& spark, TimePoint now);
   void touch(const std::string& spark, TimePoint now);  // e.g. a wake by the API
+  // A connection from `client` (the spark view's last_client; persisted with the activity).
+  void connection_from(const std::string& spark, std::string client, TimePoint now);
+  std::string last_client(const std::string& spark) const;
   void set_keep_awake(const std::string& spark, std::optional<TimePoint> until, TimePoint now);
 
   // Activity recorded elsewhere (the Deployment's annotations, written by this or another

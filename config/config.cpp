@@ -142,17 +142,19 @@ class Reader {
       else if (grace)
         inherited.wake_grace = *grace;
     }
-    if (auto text = string(parent, "proxy_protocol", path + ".proxy_protocol", false)) {
-      if (*text == "off")
-        inherited.proxy_protocol = ProxyProtocol::off;
-      else if (*text == "optional")
-        inherited.proxy_protocol = ProxyProtocol::optional;
-      else if (*text == "required")
-        inherited.proxy_protocol = ProxyProtocol::required;
-      else
-        problem(path + ".proxy_protocol", "\"" + *text + "\" is not one of \"off\", \"optional\", \"required\"");
-    }
+    if (auto mode = proxy_protocol(parent, path + ".proxy_protocol")) inherited.proxy_protocol = *mode;
     return inherited;
+  }
+
+  // "proxy_protocol" in `parent` (a spark, `defaults` or `jump`), if given and valid.
+  std::optional<ProxyProtocol> proxy_protocol(const json& parent, const std::string& path) {
+    auto text = string(parent, "proxy_protocol", path, false);
+    if (!text) return std::nullopt;
+    if (*text == "off") return ProxyProtocol::off;
+    if (*text == "optional") return ProxyProtocol::optional;
+    if (*text == "required") return ProxyProtocol::required;
+    problem(path, "\"" + *text + "\" is not one of \"off\", \"optional\", \"required\"");
+    return std::nullopt;
   }
 
   std::optional<MaybeNever> idle_timeout(const json& parent, const std::string& key,
@@ -386,9 +388,11 @@ std::optional<SourcePenalties> read_penalties(Reader& r, const json& j, const st
 std::optional<JumpConfig> read_jump(Reader& r, const json& j, const Config& cfg) {
   const std::string p = "jump";
   r.reject_unknown_keys(j, p, {"listen", "host_keys", "authorized_keys", "sparks", "max_sessions", "login_grace",
-                               "max_startups", "per_source_penalties"});
+                               "max_startups", "per_source_penalties", "proxy_protocol"});
   JumpConfig out;
   out.keepalive = cfg.default_keepalive;
+  out.trusted_proxies = cfg.trusted_proxies;
+  if (auto mode = r.proxy_protocol(j, p + ".proxy_protocol")) out.proxy_protocol = *mode;
   auto listen = r.address(j, "listen", p + ".listen");
   auto path_of = [&](const std::string& text) { return (cfg.base_dir / expand_home(text)).lexically_normal(); };
   if (j.contains("host_keys")) {
@@ -533,14 +537,16 @@ void read_trusted_proxies(Reader& r, const json& root, Config& cfg) {
 // connection and "optional" every header.
 void check_proxy_protocol(Reader& r, const Config& cfg) {
   if (!cfg.trusted_proxies.empty()) return;
-  const auto check = [&](const ClientRules& rules, const std::string& path) {
-    if (rules.proxy_protocol != ProxyProtocol::off)
+  const auto check = [&](ProxyProtocol mode, const std::string& path) {
+    if (mode != ProxyProtocol::off)
       r.problem(path + ".proxy_protocol",
                 "needs trusted_proxies (the proxies' addresses): a PROXY header is believed only from them");
   };
-  check(cfg.default_clients, "defaults");
+  check(cfg.default_clients.proxy_protocol, "defaults");
+  if (cfg.jump) check(cfg.jump->proxy_protocol, "jump");
   for (std::size_t i = 0; i < cfg.sparks.size(); ++i)
-    if (cfg.sparks[i].clients != cfg.default_clients) check(cfg.sparks[i].clients, "sparks[" + std::to_string(i) + "]");
+    if (cfg.sparks[i].clients != cfg.default_clients)
+      check(cfg.sparks[i].clients.proxy_protocol, "sparks[" + std::to_string(i) + "]");
 }
 
 // Who already has each spark name and each listen address ("sparks[i]", "admin.listen"): both

@@ -145,6 +145,10 @@ struct JumpConfig {
   // A copy of `defaults.keepalive`, for the login's own connection (it names its spark only
   // after authentication), and for its upstream unless the gateway gives the spark's own.
   TcpKeepalive keepalive;
+  // A PROXY header before the client's SSH bytes, believed only from `trusted_proxies` (a copy
+  // of the top-level list).
+  ProxyProtocol proxy_protocol = ProxyProtocol::off;
+  std::vector<Cidr> trusted_proxies;
   friend bool operator==(const JumpConfig&, const JumpConfig&) = default;
 };
 

@@ -1,5 +1,7 @@
 #include "gateway/client_greeting.hpp"
 
+#include <sys/socket.h>
+
 #include <variant>
 
 #include "config/duration.hpp"
@@ -38,14 +40,38 @@ Greeting ended(TurnedAway why, std::string reason) {
   return g;
 }
 
+// Under `optional` on the jump host: whether the client's first byte could begin a header,
+// peeked so that it stays in the socket. A client silent for `grace` has none (it waits for
+// the server's banner).
+enum class Peek { header, no_header, closed };
+awaitable<Peek> peek_for_header(tcp::socket& socket, std::chrono::milliseconds grace) {
+  asio::steady_timer timer(co_await asio::this_coro::executor, grace);
+  auto readable = socket.async_wait(tcp::socket::wait_read, asio::as_tuple(use_awaitable));
+  auto wait = timer.async_wait(asio::as_tuple(use_awaitable));
+  const auto first = co_await (std::move(readable) || std::move(wait));
+  if (first.index() == 1) co_return Peek::no_header;
+  char byte = 0;
+  if (::recv(socket.native_handle(), &byte, 1, MSG_PEEK) <= 0) co_return Peek::closed;
+  co_return looks_like_proxy_header(std::string_view(&byte, 1)) ? Peek::header : Peek::no_header;
+}
+
 // The PROXY header, when the rules look for one. Returns the end if the connection must not go
 // on; otherwise `g` holds the client's address (if the header named it) and its bytes after it.
-awaitable<std::optional<Greeting>> read_proxy_header(tcp::socket& socket, const GreetingRules& rules, Greeting& g) {
+// With `leave_the_rest`, not a byte past the header is read (the descriptor goes to libssh
+// next): each read asks for what the header still lacks at least, and under `optional` the
+// first byte is peeked.
+awaitable<std::optional<Greeting>> read_proxy_header(tcp::socket& socket, const GreetingRules& rules, Greeting& g,
+                                                     bool leave_the_rest) {
   const auto deadline = Clock::now() + rules.header_timeout;
   if (!rules.proxy_trusted) {
     if (rules.proxy == config::ProxyProtocol::required)
       co_return ended(TurnedAway::proxy_refused, "not in trusted_proxies, and a PROXY header is required");
     co_return std::nullopt;  // optional: its first bytes are checked below (a header is refused)
+  }
+  if (leave_the_rest && rules.proxy == config::ProxyProtocol::optional) {
+    const Peek peek = co_await peek_for_header(socket, rules.wake_grace);
+    if (peek == Peek::closed) co_return ended(TurnedAway::closed_silent, "closed before sending a byte");
+    if (peek == Peek::no_header) co_return std::nullopt;  // the client's bytes stay for libssh
   }
   std::string bytes;
   for (;;) {
@@ -63,7 +89,8 @@ awaitable<std::optional<Greeting>> read_proxy_header(tcp::socket& socket, const 
       }
       co_return ended(TurnedAway::proxy_refused, error->reason);
     }
-    const auto at_most = std::get<ProxyHeaderIncomplete>(parsed).at_most;
+    const auto& incomplete = std::get<ProxyHeaderIncomplete>(parsed);
+    const auto at_most = leave_the_rest ? incomplete.at_least : incomplete.at_most;
     switch (co_await read_more(socket, bytes, at_most, deadline)) {
       case ReadEnd::data:
         continue;
@@ -82,7 +109,7 @@ awaitable<std::optional<Greeting>> read_proxy_header(tcp::socket& socket, const 
 awaitable<Greeting> read_greeting(tcp::socket& client, GreetingRules rules) {
   Greeting g;
   if (rules.proxy != config::ProxyProtocol::off) {
-    if (auto end = co_await read_proxy_header(client, rules, g)) co_return std::move(*end);
+    if (auto end = co_await read_proxy_header(client, rules, g, false)) co_return std::move(*end);
   }
   const bool check_untrusted_header = rules.proxy != config::ProxyProtocol::off && !rules.proxy_trusted;
   if (!rules.wait_for_data && !check_untrusted_header) co_return g;
@@ -112,6 +139,16 @@ awaitable<Greeting> read_greeting(tcp::socket& client, GreetingRules rules) {
     if (more == ReadEnd::closed) co_return ended(TurnedAway::not_ssh, "closed inside its identification line");
     if (more == ReadEnd::timed_out) co_return ended(TurnedAway::not_ssh, "its identification line did not end in time");
   }
+}
+
+awaitable<Greeting> read_proxy_header_alone(tcp::socket& client, GreetingRules rules) {
+  Greeting g;
+  if (rules.proxy == config::ProxyProtocol::off) co_return g;
+  if (auto end = co_await read_proxy_header(client, rules, g, true)) co_return std::move(*end);
+  // Under `optional`, bytes that began like a header and were not one: taken from the socket,
+  // and not SSH either (an SSH client's first byte is 'S').
+  if (!g.bytes.empty()) co_return ended(TurnedAway::proxy_refused, "neither a PROXY header nor an SSH client");
+  co_return g;
 }
 
 }  // namespace spark::gateway

@@ -36,4 +36,10 @@ struct Greeting {
 // Reads the greeting from `client` (nothing at all when neither rule needs a byte).
 awaitable<Greeting> read_greeting(tcp::socket& client, GreetingRules rules);
 
+// Only the PROXY header, for the jump host, whose descriptor goes to libssh next: not a byte
+// past the header is read (under `optional`, the first byte is peeked; a client silent for
+// `wake_grace` has none). `bytes` stays empty. A LOCAL header ends it as proxy_local; the
+// caller decides what that means.
+awaitable<Greeting> read_proxy_header_alone(tcp::socket& client, GreetingRules rules);
+
 }  // namespace spark::gateway

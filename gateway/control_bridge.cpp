@@ -214,7 +214,7 @@ void ControlBridge::connect_upstream(const std::string& name, const std::string&
     }
     auto session = std::make_unique<JumpSession>(spark);
     p_.sessions.open(*session);
-    spark->connection_from(peer + " (jump host)");
+    spark->connection_from(peer);
     jump_sessions_[handoff.get()] = std::move(session);
     handoff->admit();
     asio::co_spawn(p_.main, jump_connect(spark, peer, std::move(handoff)), asio::detached);
@@ -223,7 +223,7 @@ void ControlBridge::connect_upstream(const std::string& name, const std::string&
 
 awaitable<void> ControlBridge::jump_connect(std::shared_ptr<Spark> spark, std::string peer,
                                             std::shared_ptr<UpstreamHandoff> handoff) {
-  std::string cause = "a jump login from " + peer;
+  std::string cause = "a connection from " + peer;
   Reached reached = co_await SessionCore::reach(*spark, std::move(cause));
   // Still there: only upstream_ended() removes it, after a delivery.
   const auto it = jump_sessions_.find(handoff.get());

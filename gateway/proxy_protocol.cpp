@@ -332,4 +332,15 @@ bool looks_like_proxy_header(std::string_view first_bytes) {
   return !first_bytes.empty() && (agrees_with(first_bytes, kV1Prefix) || agrees_with(first_bytes, kV2Signature));
 }
 
+bool is_trusted_proxy(const std::vector<config::Cidr>& trusted, const boost::asio::ip::address& peer) {
+  const auto v6 = peer.is_v6() ? peer.to_v6() : boost::asio::ip::address_v6();
+  if (peer.is_v4() || v6.is_v4_mapped()) {
+    const auto bytes = peer.is_v4() ? peer.to_v4().to_bytes()
+                                    : boost::asio::ip::make_address_v4(boost::asio::ip::v4_mapped, v6).to_bytes();
+    return std::any_of(trusted.begin(), trusted.end(), [&](const auto& block) { return block.contains(bytes.data(), false); });
+  }
+  const auto bytes = v6.to_bytes();
+  return std::any_of(trusted.begin(), trusted.end(), [&](const auto& block) { return block.contains(bytes.data(), true); });
+}
+
 }  // namespace spark::gateway

@@ -12,8 +12,11 @@
 #include <string>
 #include <string_view>
 #include <variant>
+#include <vector>
 
 #include <boost/asio/ip/tcp.hpp>
+
+#include "config/cidr.hpp"
 
 namespace spark::gateway {
 
@@ -79,5 +82,9 @@ ProxyHeaderParse parse_proxy_header(std::string_view bytes);
 // where a client without a header must pass untouched: an SSH client's "SSH-" already differs
 // at the first byte ('S' against 'P' and '\r'). False for empty input.
 bool looks_like_proxy_header(std::string_view first_bytes);
+
+// Whether `peer` is in one of the `trusted` blocks (trusted_proxies): only then is its header
+// believed. An IPv4 client on a dual-stack listener (::ffff:a.b.c.d) is matched as IPv4.
+bool is_trusted_proxy(const std::vector<config::Cidr>& trusted, const boost::asio::ip::address& peer);
 
 }  // namespace spark::gateway

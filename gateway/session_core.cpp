@@ -1,5 +1,7 @@
 #include "gateway/session_core.hpp"
 
+#include "gateway/proxy_protocol.hpp"
+
 namespace spark::gateway {
 
 SessionCore::SessionCore(const config::Config& cfg, std::function<int()> waiting_for_wakes)
@@ -11,19 +13,7 @@ std::optional<std::string> SessionCore::refuse(Spark& spark, const std::string& 
 }
 
 bool SessionCore::trusted_proxy(const asio::ip::address& peer) const {
-  // An IPv4 client on a dual-stack listener arrives as ::ffff:a.b.c.d: matched as IPv4.
-  const auto v6 = peer.is_v6() ? peer.to_v6() : asio::ip::address_v6();
-  const bool as_v4 = peer.is_v4() || v6.is_v4_mapped();
-  if (as_v4) {
-    const auto bytes = peer.is_v4() ? peer.to_v4().to_bytes() : asio::ip::make_address_v4(asio::ip::v4_mapped, v6).to_bytes();
-    for (const auto& block : cfg_.trusted_proxies)
-      if (block.contains(bytes.data(), false)) return true;
-    return false;
-  }
-  const auto bytes = v6.to_bytes();
-  for (const auto& block : cfg_.trusted_proxies)
-    if (block.contains(bytes.data(), true)) return true;
-  return false;
+  return is_trusted_proxy(cfg_.trusted_proxies, peer);
 }
 
 void SessionCore::track(LiveSession& session) { live_.insert(&session); }

@@ -72,7 +72,7 @@ SparkStatus Spark::status(activity::TimePoint now) const {
   s.wakes = wakes_started_;
   s.last_wake_error = last_wake_error_;
   s.turned_away = metrics_.turned_away();
-  s.last_client = last_client_;
+  s.last_client = env_.activity.last_client(name());
   return s;
 }
 
@@ -81,6 +81,10 @@ void Spark::set_state(SparkState s) {
   if (s == SparkState::sleeping) recorded_in_this_run_ = false;
   spdlog::debug("spark {}: {} -> {}", name(), to_string(state_), to_string(s));
   state_ = s;
+}
+
+void Spark::connection_from(std::string client) {
+  env_.activity.connection_from(name(), std::move(client), std::chrono::system_clock::now());
 }
 
 void Spark::connection_opened() {

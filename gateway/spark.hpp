@@ -68,9 +68,10 @@ class Spark : public std::enable_shared_from_this<Spark> {
   // A connection opened/closed: counts as activity and keeps the spark awake while open.
   void connection_opened();
   void connection_closed();
-  // Who opened the latest connection ("100.101.102.103", a jump login's address): the status
-  // view's last_client, so an operator sees who keeps a spark awake.
-  void connection_from(std::string client) { last_client_ = std::move(client); }
+  // Who opened the latest connection ("100.101.102.103", a jump login's address, key and
+  // name): the status view's last_client, so an operator sees who keeps a spark awake. Kept with
+  // the activity, so it outlives a restart.
+  void connection_from(std::string client);
   // A connection reading its client's greeting (client_greeting.hpp): not activity yet.
   void greeting_started() { ++greeting_connections_; }
   void greeting_ended() { --greeting_connections_; }
@@ -183,7 +184,6 @@ class Spark : public std::enable_shared_from_this<Spark> {
   bool retired_ = false;
   bool recorded_in_this_run_ = false;  // this replica wrote activity since the spark last started
   std::string last_wake_error_;
-  std::string last_client_;
   std::chrono::system_clock::time_point asleep_since_ = std::chrono::system_clock::now();
 };
 

@@ -74,7 +74,8 @@ class JumpGateway {
 
   // Opens a connection to the spark as the TCP path does: the same admission (caps, a refusal
   // counted and logged the same way), then it counts as an open connection, waking the spark if
-  // needed. `peer` is the client's address. The answers arrive in `handoff`.
+  // needed. `peer` says who the client is, for the wake's cause and the spark's last client:
+  // "10.0.0.7 (jump login brave-dolphin.alice, key SHA256:...)". The answers arrive in `handoff`.
   virtual void connect_upstream(const std::string& name, const std::string& peer,
                                 std::shared_ptr<UpstreamHandoff> handoff) = 0;
   // A session whose upstream was delivered (through `handoff`) has ended: the connection

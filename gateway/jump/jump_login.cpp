@@ -210,7 +210,8 @@ void JumpLogin::finish(StartupGate::End how, ssh_message proven) {
   }
   std::optional<ProvenLogin> login;
   if (proven) {
-    login = ProvenLogin{session_, proven, peer_, spark_, *info_, fingerprint(ssh_message_auth_pubkey(proven))};
+    const std::string user = user_.value_or("").substr(0, 64);
+    login = ProvenLogin{session_, proven, peer_, user, spark_, *info_, fingerprint(ssh_message_auth_pubkey(proven))};
     session_ = nullptr;  // the session's thread owns it now
   } else if (session_) {
     ssh_free(session_);  // closes the connection

@@ -14,10 +14,13 @@
 #include <cstring>
 #include <optional>
 #include <stdexcept>
+#include <utility>
 #include <system_error>
 
 #include "config/duration.hpp"
 #include "gateway/backend/unique_fd.hpp"
+#include "gateway/client_greeting.hpp"
+#include "gateway/proxy_protocol.hpp"
 #include "gateway/jump/jump_session.hpp"
 #include "gateway/observability/rate_limited_log.hpp"
 
@@ -46,6 +49,13 @@ std::string address_text(const sockaddr_storage& addr) {
     ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in&>(addr).sin_addr, host, sizeof host);
   }
   return host;
+}
+
+// The same for an address named in a PROXY header.
+std::string address_text(const asio::ip::address& address) {
+  if (address.is_v6() && address.to_v6().is_v4_mapped())
+    return asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6()).to_string();
+  return address.to_string();
 }
 
 // Sources whose penalty became active: a line at once, then a count per 10 s.
@@ -268,6 +278,10 @@ void JumpServer::start() {
 void JumpServer::close_logins() {
   auto logins = logins_;  // each close() removes itself from logins_
   for (auto& login : logins) login->close(StartupGate::End::dropped);
+  for (auto* socket : reading_headers_) {
+    error_code ignored;
+    socket->close(ignored);  // its reader wakes, sees the listener closed, and ends
+  }
 }
 
 void JumpServer::stop_accepting() {
@@ -341,7 +355,7 @@ awaitable<void> JumpServer::accept_loop() {
                        config::format_duration(std::chrono::steady_clock::now() - *failing_since));
           failing_since.reset();
         }
-        admit(fd, address_text(addr));
+        accepted(fd, addr);
         continue;
       }
       const int err = errno;
@@ -360,11 +374,55 @@ awaitable<void> JumpServer::accept_loop() {
   }
 }
 
-void JumpServer::admit(int fd, const std::string& peer) {
+void JumpServer::accepted(int fd, const sockaddr_storage& addr) {
+  tcp::socket socket(io_);
+  error_code ec;
+  socket.assign(addr.ss_family == AF_INET6 ? tcp::v6() : tcp::v4(), fd, ec);
+  if (ec) {
+    ::close(fd);
+    return;
+  }
+  const std::string peer = address_text(addr);
+  const auto remote = socket.remote_endpoint(ec);
+  if (cfg_.proxy_protocol == config::ProxyProtocol::off || ec ||
+      !is_trusted_proxy(cfg_.trusted_proxies, remote.address()))
+    return admit(std::move(socket), peer);
+  // From a trusted proxy: the client is named in its header, and the gate weighs the client, not
+  // the proxy that all of them come through. Headers arrive at once; a proxy holding many
+  // connections without one is cut at max_startups' `full`.
+  if (std::cmp_greater_equal(reading_headers_.size(), cfg_.max_startups.full)) {
+    log_refusal("jump", peer, "max_startups " + std::to_string(cfg_.max_startups.full) +
+                                  " connections from proxies are still sending their PROXY header");
+    return;
+  }
+  asio::co_spawn(io_, admit_after_proxy_header(std::move(socket), peer), asio::detached);
+}
+
+awaitable<void> JumpServer::admit_after_proxy_header(tcp::socket socket, std::string proxy) {
+  GreetingRules rules;
+  rules.proxy = cfg_.proxy_protocol;
+  rules.proxy_trusted = true;
+  rules.wait_for_data = false;
+  rules.header_timeout = std::min<std::chrono::milliseconds>(rules.header_timeout, cfg_.login_grace);
+  reading_headers_.insert(&socket);
+  const Greeting greeting = co_await read_proxy_header_alone(socket, rules);
+  reading_headers_.erase(&socket);
+  if (stopping_ || !acceptor_.is_open()) co_return;
+  // LOCAL (the proxy's health check) and UNKNOWN name no client: the proxy's own connection,
+  // which may log in like any other (nothing wakes before a login).
+  if (greeting.turned_away && *greeting.turned_away != TurnedAway::proxy_local) {
+    log_refusal("jump", proxy, greeting.reason);
+    co_return;
+  }
+  const std::string client = greeting.client ? address_text(greeting.client->address()) : proxy;
+  if (greeting.client) spdlog::debug("jump: a connection from {} through the proxy at {}", client, proxy);
+  admit(std::move(socket), client);
+}
+
+void JumpServer::admit(tcp::socket socket, const std::string& peer) {
   const auto now = StartupGate::Clock::now();
   const auto decision = gate_.decide(peer, sessions_, now);
   if (decision.kind == StartupGate::Decision::Kind::refuse) {
-    ::close(fd);
     log_refusal("jump", peer, decision.why);  // a line at once, then a count per 10 s
     return;
   }
@@ -378,16 +436,6 @@ void JumpServer::admit(int fd, const std::string& peer) {
       const auto victim = *oldest;  // close() takes it out of logins_
       victim->close(StartupGate::End::evicted);
     }
-  }
-  tcp::socket socket(io_);
-  error_code ec;
-  sockaddr_storage local{};
-  socklen_t len = sizeof local;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len);
-  socket.assign(local.ss_family == AF_INET6 ? tcp::v6() : tcp::v4(), fd, ec);
-  if (ec) {
-    ::close(fd);
-    return;
   }
   gate_.started(peer);
   auto login = std::make_shared<JumpLogin>(shared_, std::move(socket), peer,

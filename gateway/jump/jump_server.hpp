@@ -9,12 +9,14 @@
 //     no libssh session is ever used from two threads at once.
 #include <libssh/libssh.h>
 #include <libssh/server.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <filesystem>
 #include <list>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "config/config.hpp"
@@ -51,7 +53,11 @@ class JumpServer {
   };
   awaitable<void> accept_loop();
   awaitable<void> reap_loop();
-  void admit(int fd, const std::string& peer);
+  // A socket just accepted: admitted at once, or after its PROXY header (jump.proxy_protocol).
+  void accepted(int fd, const sockaddr_storage& addr);
+  awaitable<void> admit_after_proxy_header(tcp::socket socket, std::string proxy);
+  // Through the gate (`peer` is the client's address), then logging in.
+  void admit(tcp::socket socket, const std::string& peer);
   void login_ended(JumpLogin& login, StartupGate::End how, std::optional<ProvenLogin> proven);
   void start_session(ProvenLogin login);
   void close_logins();  // login thread
@@ -73,6 +79,7 @@ class JumpServer {
   StartupGate gate_;
   JumpLogin::Shared shared_;
   std::list<std::shared_ptr<JumpLogin>> logins_;  // not logged in yet, oldest first
+  std::set<tcp::socket*> reading_headers_;         // from trusted proxies, before their PROXY header
   std::thread login_thread_;
   std::mutex workers_mu_;
   std::list<Worker> workers_;

@@ -65,6 +65,7 @@ JumpSession::JumpSession(ProvenLogin login, JumpGateway& gateway, const config::
       spark_(std::move(login.spark)),
       info_(std::move(login.info)),
       key_(std::move(login.key)),
+      who_(peer_ + " (jump login " + login.user + ", key " + key_ + ")"),
       target_port_(info_.target_port) {}
 
 JumpSession::~JumpSession() {
@@ -80,7 +81,7 @@ JumpSession::~JumpSession() {
 bool JumpSession::wait_for_upstream() {
   const auto started = Clock::now();
   handoff_ = std::make_shared<UpstreamHandoff>();
-  gateway_.connect_upstream(spark_, peer_, handoff_);
+  gateway_.connect_upstream(spark_, who_, handoff_);
   auto give_up = [this] {
     if (handoff_->abandon()) gateway_.upstream_ended(handoff_, 0, 0, ConnectionEnd::closed);
     spdlog::info("spark {}: jump login from {} gone while waking", spark_, peer_);
@@ -235,7 +236,7 @@ void JumpSession::run() {
   ssh_message_free(auth_);
   auth_ = nullptr;
   authenticated_ = true;
-  spdlog::info("spark {}: jump login from {} (key {})", spark_, peer_, key_);
+  spdlog::info("spark {}: jump login from {}", spark_, who_);
   ssh_set_message_callback(session_, &JumpSession::on_message, this);
   event_ = ssh_event_new();
   ssh_event_add_session(event_, session_);

@@ -39,7 +39,8 @@ bool channel_reaches(const std::string& spark, const std::string& host, int port
 struct ProvenLogin {
   ssh_session session = nullptr;  // key exchange done; authentication answered here
   ssh_message auth = nullptr;     // the signed USERAUTH_REQUEST, to be answered
-  std::string peer;               // the client's address
+  std::string peer;               // the client's address (from a trusted proxy's PROXY header)
+  std::string user;               // the login name as given: "brave-dolphin", "brave-dolphin.alice"
   std::string spark;
   JumpGateway::SparkInfo info;    // as found at the login
   std::string key;                // the key's fingerprint
@@ -87,6 +88,9 @@ class JumpSession {
   std::string spark_;  // named by the login
   JumpGateway::SparkInfo info_;
   std::string key_;
+  // Who this is, for the wake Event and the spark's view:
+  // "10.0.0.7 (jump login brave-dolphin.alice, key SHA256:...)".
+  std::string who_;
   int target_port_ = 22;
   bool pty_ = false;  // a session channel asked for a terminal: lines end in \r\n
   bool refused_ = false;

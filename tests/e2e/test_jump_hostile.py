@@ -318,7 +318,8 @@ class JumpHostile(GatewayTestCase):
         self.assertIn("spark-gateway: brave-dolphin refuses new connections: 2 connections open "
                       "(sparks[].max_connections 2)", r.stderr)
         self.assertLess(took, 10)
-        gw.wait_log("spark brave-dolphin: refusing connection from 127.0.0.1: 2 connections open", timeout=5)
+        gw.wait_log("spark brave-dolphin: refusing connection from 127.0.0.1 (jump login brave-dolphin, key SHA256:",
+                    "): 2 connections open", timeout=5)
         self.assertEqual(self.metric("spark_gateway_connections_total", spark="brave-dolphin", outcome="rejected"), 1)
         for s in sessions:
             self.assertTrue(s.running(), "an open session was disturbed by the refused login")
@@ -355,7 +356,8 @@ class JumpHostile(GatewayTestCase):
                       "gateway (limits.max_waiting 1)", r.stderr)
         self.assertLess(took, 10)
         self.assertEqual(other.starts(), 0, "a refused jump login woke its spark")
-        gw.wait_log("spark calm-cat: refusing connection from 127.0.0.1: 1 connection waiting for wakes", timeout=5)
+        gw.wait_log("spark calm-cat: refusing connection from 127.0.0.1 (jump login calm-cat, key SHA256:",
+                    "): 1 connection waiting for wakes", timeout=5)
         self.assertEqual(self.metric("spark_gateway_connections_total", spark="calm-cat", outcome="rejected"), 1)
         self.assertEqual(waiting.wait(timeout=60), 0, "the waiting connection failed: %s" % waiting.stderr)
 

@@ -60,9 +60,10 @@ class ActivityStoreTest : public ::testing::Test {
 
 TEST_F(ActivityStoreTest, SaveThenLoadRoundTrips) {
   const ActivitySnapshot snap{
-      {"alpha", PersistedActivity{kT0 + 123ms, std::nullopt}},
-      {"beta", PersistedActivity{kT0 - 3h, kT0 + 8h + 7ms}},
-      {"gamma-2", PersistedActivity{TimePoint{}, std::nullopt}},
+      {"alpha", PersistedActivity{kT0 + 123ms, std::nullopt, {}}},
+      {"beta", PersistedActivity{kT0 - 3h, kT0 + 8h + 7ms, {}}},
+      {"gamma-2", PersistedActivity{TimePoint{}, std::nullopt, {}}},
+      {"delta", PersistedActivity{kT0, std::nullopt, "10.0.0.7 (jump login delta.alice, key SHA256:abc)"}},
   };
   ActivityStore store(root_);
   store.save(snap);
@@ -78,8 +79,8 @@ TEST_F(ActivityStoreTest, EmptySnapshotRoundTrips) {
 
 TEST_F(ActivityStoreTest, SaveOverwritesPreviousContent) {
   ActivityStore store(root_);
-  store.save({{"old", PersistedActivity{kT0, kT0 + 1h}}});
-  const ActivitySnapshot newer{{"new", PersistedActivity{kT0 + 1s, std::nullopt}}};
+  store.save({{"old", PersistedActivity{kT0, kT0 + 1h, {}}}});
+  const ActivitySnapshot newer{{"new", PersistedActivity{kT0 + 1s, std::nullopt, {}}}};
   store.save(newer);
   EXPECT_EQ(store.load(), newer);
 }
@@ -87,7 +88,7 @@ TEST_F(ActivityStoreTest, SaveOverwritesPreviousContent) {
 TEST_F(ActivityStoreTest, FileIsActivityJsonInStateDir) {
   ActivityStore store(root_);
   EXPECT_EQ(store.file(), root_ / "activity.json");
-  store.save({{"a", PersistedActivity{kT0, std::nullopt}}});
+  store.save({{"a", PersistedActivity{kT0, std::nullopt, {}}}});
   ASSERT_TRUE(fs::exists(root_ / "activity.json"));
   const auto text = read_text(root_ / "activity.json");
   EXPECT_THAT(text, HasSubstr("2026-11-22T15:04:05.000Z"));
@@ -105,9 +106,9 @@ TEST_F(ActivityStoreTest, LoadsHandWrittenFileWithOffsetsAndMissingKeepAwake) {
   })");
   const auto snap = ActivityStore(root_).load();
   ASSERT_EQ(snap.size(), 3u);
-  EXPECT_EQ(snap.at("a"), (PersistedActivity{kT0, std::nullopt}));
-  EXPECT_EQ(snap.at("b"), (PersistedActivity{kT0, std::nullopt}));
-  EXPECT_EQ(snap.at("c"), (PersistedActivity{kT0, kT0 + 1h + 500ms}));
+  EXPECT_EQ(snap.at("a"), (PersistedActivity{kT0, std::nullopt, {}}));
+  EXPECT_EQ(snap.at("b"), (PersistedActivity{kT0, std::nullopt, {}}));
+  EXPECT_EQ(snap.at("c"), (PersistedActivity{kT0, kT0 + 1h + 500ms, {}}));
 }
 
 // ---------------------------------------------------------------------------
@@ -116,7 +117,7 @@ TEST_F(ActivityStoreTest, LoadsHandWrittenFileWithOffsetsAndMissingKeepAwake) {
 
 TEST_F(ActivityStoreTest, FileIsMode0600) {
   ActivityStore store(root_);
-  store.save({{"a", PersistedActivity{kT0, std::nullopt}}});
+  store.save({{"a", PersistedActivity{kT0, std::nullopt, {}}}});
   struct stat st {};
   ASSERT_EQ(::stat(store.file().c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 07777, 0600u) << std::oct << (st.st_mode & 07777);
@@ -124,8 +125,8 @@ TEST_F(ActivityStoreTest, FileIsMode0600) {
 
 TEST_F(ActivityStoreTest, FileStaysMode0600AfterOverwrite) {
   ActivityStore store(root_);
-  store.save({{"a", PersistedActivity{kT0, std::nullopt}}});
-  store.save({{"a", PersistedActivity{kT0 + 1s, std::nullopt}}});
+  store.save({{"a", PersistedActivity{kT0, std::nullopt, {}}}});
+  store.save({{"a", PersistedActivity{kT0 + 1s, std::nullopt, {}}}});
   struct stat st {};
   ASSERT_EQ(::stat(store.file().c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 07777, 0600u) << std::oct << (st.st_mode & 07777);
@@ -134,7 +135,7 @@ TEST_F(ActivityStoreTest, FileStaysMode0600AfterOverwrite) {
 TEST_F(ActivityStoreTest, SaveCreatesMissingStateDir) {
   const fs::path dir = root_ / "nested" / "state";
   ASSERT_FALSE(fs::exists(dir));
-  const ActivitySnapshot snap{{"a", PersistedActivity{kT0, kT0 + 1h}}};
+  const ActivitySnapshot snap{{"a", PersistedActivity{kT0, kT0 + 1h, {}}}};
   ActivityStore store(dir);
   store.save(snap);
   EXPECT_TRUE(fs::is_directory(dir));
@@ -144,8 +145,8 @@ TEST_F(ActivityStoreTest, SaveCreatesMissingStateDir) {
 
 TEST_F(ActivityStoreTest, NoTempFileLeftAfterSuccessfulSave) {
   ActivityStore store(root_);
-  store.save({{"a", PersistedActivity{kT0, std::nullopt}}});
-  store.save({{"a", PersistedActivity{kT0 + 1s, std::nullopt}}});
+  store.save({{"a", PersistedActivity{kT0, std::nullopt, {}}}});
+  store.save({{"a", PersistedActivity{kT0 + 1s, std::nullopt, {}}}});
   EXPECT_FALSE(fs::exists(root_ / "activity.json.tmp"));
   // Nothing but the file itself in the state dir.
   int entries = 0;
@@ -222,7 +223,7 @@ TEST_F(ActivityStoreTest, SaveAfterCorruptLoadDoesNotTouchTheCorruptCopy) {
   write_text(root_ / "activity.json", junk);
   ActivityStore store(root_);
   EXPECT_THROW(store.load(), std::runtime_error);
-  const ActivitySnapshot snap{{"a", PersistedActivity{kT0, std::nullopt}}};
+  const ActivitySnapshot snap{{"a", PersistedActivity{kT0, std::nullopt, {}}}};
   store.save(snap);
   EXPECT_EQ(store.load(), snap);
   EXPECT_EQ(read_text(root_ / "activity.json.corrupt"), junk);
@@ -238,7 +239,7 @@ TEST_F(ActivityStoreTest, SaveIntoUnwritableLocationThrowsNamingThePath) {
   const fs::path dir = blocker / "state";
   ActivityStore store(dir);
   try {
-    store.save({{"a", PersistedActivity{kT0, std::nullopt}}});
+    store.save({{"a", PersistedActivity{kT0, std::nullopt, {}}}});
     ADD_FAILURE() << "save() under a regular file did not throw";
   } catch (const std::runtime_error& e) {
     EXPECT_THAT(e.what(), HasSubstr(dir.string()));
@@ -251,7 +252,7 @@ TEST_F(ActivityStoreTest, SaveWhenStateDirIsARegularFileThrowsNamingThePath) {
   write_text(dir, "not a dir");
   ActivityStore store(dir);
   try {
-    store.save({{"a", PersistedActivity{kT0, std::nullopt}}});
+    store.save({{"a", PersistedActivity{kT0, std::nullopt, {}}}});
     ADD_FAILURE() << "save() into a regular file did not throw";
   } catch (const std::runtime_error& e) {
     EXPECT_THAT(e.what(), HasSubstr(dir.string()));
@@ -264,7 +265,7 @@ TEST_F(ActivityStoreTest, FailedRenameLeavesNoTempFileAndKeepsOldData) {
   ActivityStore store(root_);
   fs::create_directories(root_ / "activity.json" / "occupied");
   try {
-    store.save({{"a", PersistedActivity{kT0, std::nullopt}}});
+    store.save({{"a", PersistedActivity{kT0, std::nullopt, {}}}});
     ADD_FAILURE() << "save() onto a directory did not throw";
   } catch (const std::runtime_error& e) {
     EXPECT_THAT(e.what(), HasSubstr((root_ / "activity.json").string()));

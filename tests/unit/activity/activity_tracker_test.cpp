@@ -177,7 +177,7 @@ TEST(ActivityTracker, RefreshOpenDoesNotMoveBack) {
 TEST(ActivityTracker, RestoredTimestampIsKeptNotReset) {
   const TimePoint restart = kT0;
   ActivityTracker t;
-  t.restore({{"a", PersistedActivity{restart - 1h, std::nullopt}}});
+  t.restore({{"a", PersistedActivity{restart - 1h, std::nullopt, {}}}});
   t.ensure("a", restart);  // the gateway sees its configured spark at start-up
   EXPECT_EQ(t.get("a").last_activity, restart - 1h);
   // Idle one hour after the restart (2h after the persisted activity), not two.
@@ -187,7 +187,7 @@ TEST(ActivityTracker, RestoredTimestampIsKeptNotReset) {
 
 TEST(ActivityTracker, RestoredKeepAwakeStillHolds) {
   ActivityTracker t;
-  t.restore({{"a", PersistedActivity{kT0 - 3h, kT0 + 1h}}});
+  t.restore({{"a", PersistedActivity{kT0 - 3h, kT0 + 1h, {}}}});
   EXPECT_EQ(t.get("a").keep_awake_until, kT0 + 1h);
   EXPECT_FALSE(t.is_idle("a", k2h, kT0));
   EXPECT_FALSE(t.is_idle("a", k2h, kT0 + 1h - 1ms));
@@ -195,8 +195,8 @@ TEST(ActivityTracker, RestoredKeepAwakeStillHolds) {
 }
 
 TEST(ActivityTracker, RestoredSparksAppearInSnapshot) {
-  const ActivitySnapshot persisted{{"a", PersistedActivity{kT0 - 1h, std::nullopt}},
-                                   {"retired", PersistedActivity{kT0 - 48h, kT0 + 1h}}};
+  const ActivitySnapshot persisted{{"a", PersistedActivity{kT0 - 1h, std::nullopt, {}}},
+                                   {"retired", PersistedActivity{kT0 - 48h, kT0 + 1h, {}}}};
   ActivityTracker t;
   t.restore(persisted);
   t.ensure("b", kT0);
@@ -298,9 +298,9 @@ TEST(ActivityTracker, KeepAwakeOnUnseenSparkStartsItsClock) {
 // annotations: merge_remote replaces the hold, it does not keep the later one.
 TEST(ActivityTracker, RemoteHoldReplacesOursOnceOursWasSeenRecorded) {
   ActivityTracker t;
-  t.merge_remote("a", PersistedActivity{kT0, kT0 + 8h});
+  t.merge_remote("a", PersistedActivity{kT0, kT0 + 8h, {}});
   EXPECT_EQ(t.get("a").keep_awake_until, kT0 + 8h);
-  t.merge_remote("a", PersistedActivity{kT0, std::nullopt});  // cleared elsewhere
+  t.merge_remote("a", PersistedActivity{kT0, std::nullopt, {}});  // cleared elsewhere
   EXPECT_EQ(t.get("a").keep_awake_until, std::nullopt);
   EXPECT_TRUE(t.is_idle("a", k2h, kT0 + 2h));
 }
@@ -309,12 +309,12 @@ TEST(ActivityTracker, RemoteHoldReplacesOursOnceOursWasSeenRecorded) {
 // watch), until the recorded one says the same; after that the recorded one rules again.
 TEST(ActivityTracker, OurUnrecordedHoldSurvivesStaleReads) {
   ActivityTracker t;
-  t.merge_remote("a", PersistedActivity{kT0, std::nullopt});
+  t.merge_remote("a", PersistedActivity{kT0, std::nullopt, {}});
   t.set_keep_awake("a", kT0 + 4h, kT0);
-  t.merge_remote("a", PersistedActivity{kT0, std::nullopt});  // read before our write landed
+  t.merge_remote("a", PersistedActivity{kT0, std::nullopt, {}});  // read before our write landed
   EXPECT_EQ(t.get("a").keep_awake_until, kT0 + 4h);
-  t.merge_remote("a", PersistedActivity{kT0, kT0 + 4h});  // our write, as recorded (milliseconds)
-  t.merge_remote("a", PersistedActivity{kT0, std::nullopt});  // then cleared elsewhere
+  t.merge_remote("a", PersistedActivity{kT0, kT0 + 4h, {}});  // our write, as recorded (milliseconds)
+  t.merge_remote("a", PersistedActivity{kT0, std::nullopt, {}});  // then cleared elsewhere
   EXPECT_EQ(t.get("a").keep_awake_until, std::nullopt);
 }
 
@@ -322,6 +322,34 @@ TEST(ActivityTracker, NeverTimeoutIsNeverIdle) {
   ActivityTracker t;
   t.ensure("a", kT0);
   EXPECT_FALSE(t.is_idle("a", kNever, kT0 + 24h * 3650));
+}
+
+// last_client (issue 19): who opened the last connection, persisted with the activity.
+
+TEST(ActivityTracker, LastClientIsRecordedPersistedAndRestored) {
+  ActivityTracker t;
+  EXPECT_EQ(t.last_client("a"), "");
+  t.ensure("a", kT0);
+  t.mark_persisted(t.snapshot());
+  t.connection_from("a", "100.101.102.103", kT0);
+  EXPECT_EQ(t.last_client("a"), "100.101.102.103");
+  EXPECT_TRUE(t.dirty());  // a new client alone is worth a write
+  const auto snapshot = t.snapshot();
+  EXPECT_EQ(snapshot.at("a").last_client, "100.101.102.103");
+  t.mark_persisted(snapshot);
+  t.connection_from("a", "100.101.102.103", kT0 + 1s);
+  EXPECT_FALSE(t.dirty());  // the same client again changes nothing to write
+  ActivityTracker restarted;
+  restarted.restore(snapshot);
+  EXPECT_EQ(restarted.last_client("a"), "100.101.102.103");
+}
+
+TEST(ActivityTracker, RemoteActivityKeepsOurLastClient) {
+  ActivityTracker t;
+  t.connection_from("a", "10.0.0.7", kT0);
+  t.merge_remote("a", PersistedActivity{kT0 + 1h, std::nullopt, {}});  // another replica's, no client
+  EXPECT_EQ(t.get("a").last_activity, kT0 + 1h);
+  EXPECT_EQ(t.last_client("a"), "10.0.0.7");
 }
 
 }  // namespace

@@ -720,6 +720,24 @@ TEST(ParseConfig, ProxyProtocolWithoutTrustedProxiesIsAProblem) {
               Contains(Problem("defaults.proxy_protocol", "needs trusted_proxies")));
   EXPECT_THAT(Problems(Sparks({Spark("a", "127.0.0.1:2201", kProcess, R"("proxy_protocol": "optional")")})),
               Contains(Problem("sparks[0].proxy_protocol", "needs trusted_proxies")));
+  EXPECT_THAT(Problems(R"({"jump": {"listen": "127.0.0.1:2222", "authorized_keys": "keys",
+                                   "proxy_protocol": "required"}})"),
+              Contains(Problem("jump.proxy_protocol", "needs trusted_proxies")));
+}
+
+TEST(ParseConfig, TheJumpHostTakesProxyProtocolAndACopyOfTrustedProxies) {
+  Config off = ParseOk(R"({"jump": {"listen": "127.0.0.1:2222", "authorized_keys": "keys"}})");
+  ASSERT_TRUE(off.jump);
+  EXPECT_EQ(off.jump->proxy_protocol, ProxyProtocol::off);
+  Config on = ParseOk(R"({"trusted_proxies": ["10.42.0.0/16"], "defaults": {"proxy_protocol": "required"},
+    "jump": {"listen": "127.0.0.1:2222", "authorized_keys": "keys", "proxy_protocol": "optional"}})");
+  ASSERT_TRUE(on.jump);
+  EXPECT_EQ(on.jump->proxy_protocol, ProxyProtocol::optional);  // its own, not the sparks' defaults
+  ASSERT_THAT(on.jump->trusted_proxies, SizeIs(1));
+  EXPECT_EQ(on.jump->trusted_proxies[0].to_string(), "10.42.0.0/16");
+  EXPECT_THAT(Problems(R"({"trusted_proxies": ["10.42.0.0/16"],
+    "jump": {"listen": "127.0.0.1:2222", "authorized_keys": "keys", "proxy_protocol": "yes"}})"),
+              Contains(Problem("jump.proxy_protocol", "\"yes\" is not one of")));
 }
 
 // keepalive (docs/dead-peers.md)

@@ -436,5 +436,30 @@ TEST(ProxyProtocol, ErrorsAreDecidedOnceAndStay) {
   }
 }
 
+std::vector<config::Cidr> Blocks(std::initializer_list<const char*> texts) {
+  std::vector<config::Cidr> out;
+  for (const char* text : texts) out.push_back(*config::parse_cidr(text));
+  return out;
+}
+
+TEST(TrustedProxy, AnAddressIsTrustedOnlyInsideABlock) {
+  const auto trusted = Blocks({"10.42.0.0/16", "127.0.0.1/32", "fd7a:115c:a1e0::/48"});
+  EXPECT_TRUE(is_trusted_proxy(trusted, ip::make_address("10.42.7.9")));
+  EXPECT_TRUE(is_trusted_proxy(trusted, ip::make_address("127.0.0.1")));
+  EXPECT_TRUE(is_trusted_proxy(trusted, ip::make_address("fd7a:115c:a1e0::12")));
+  EXPECT_FALSE(is_trusted_proxy(trusted, ip::make_address("10.43.0.1")));
+  EXPECT_FALSE(is_trusted_proxy(trusted, ip::make_address("127.0.0.2")));
+  EXPECT_FALSE(is_trusted_proxy(trusted, ip::make_address("fd7a:115c:a1e1::12")));
+  EXPECT_FALSE(is_trusted_proxy({}, ip::make_address("127.0.0.1")));
+}
+
+TEST(TrustedProxy, AnIpv4ClientOnADualStackListenerIsMatchedAsIpv4) {
+  const auto trusted = Blocks({"10.42.0.0/16"});
+  EXPECT_TRUE(is_trusted_proxy(trusted, ip::make_address("::ffff:10.42.1.2")));
+  EXPECT_FALSE(is_trusted_proxy(trusted, ip::make_address("::ffff:10.43.1.2")));
+  // Not mapped: an IPv6 address whose last bytes look like 10.42.x.y is not in an IPv4 block.
+  EXPECT_FALSE(is_trusted_proxy(trusted, ip::make_address("::a2a:102")));
+}
+
 }  // namespace
 }  // namespace spark::gateway
