@@ -6,9 +6,10 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
-#include <nlohmann/json.hpp>
 #include <sstream>
 #include <stdexcept>
+
+#include <nlohmann/json.hpp>
 
 namespace spark::activity {
 namespace {
@@ -62,8 +63,8 @@ ActivitySnapshot ActivityStore::load() const {
     aside += ".corrupt";
     std::error_code ec;
     std::filesystem::rename(file_, aside, ec);
-    throw std::runtime_error(file_.string() + " is unreadable (" + e.what() + "); moved to " +
-                             aside.string() + ", starting with no persisted activity");
+    throw std::runtime_error(file_.string() + " is unreadable (" + e.what() + "); moved to " + aside.string() +
+                             ", starting with no persisted activity");
   }
   return out;
 }
@@ -72,9 +73,8 @@ void ActivityStore::save(const ActivitySnapshot& snapshot) const {
   json sparks = json::object();
   for (const auto& [name, p] : snapshot) {
     sparks[name] = {{"last_activity", format_rfc3339(p.last_activity)},
-                    {"keep_awake_until", p.keep_awake_until
-                                             ? json(format_rfc3339(*p.keep_awake_until))
-                                             : json(nullptr)}};
+                    {"keep_awake_until",
+                     p.keep_awake_until ? json(format_rfc3339(*p.keep_awake_until)) : json(nullptr)}};
     if (!p.last_client.empty()) sparks[name]["last_client"] = p.last_client;
   }
   const std::string data = json{{"version", 1}, {"sparks", sparks}}.dump(2) + "\n";

@@ -37,8 +37,7 @@ void ActivityTracker::connection_closed(const std::string& spark, TimePoint now)
   touch(spark, now);
 }
 
-void ActivityTracker::set_keep_awake(const std::string& spark, std::optional<TimePoint> until,
-                                     TimePoint now) {
+void ActivityTracker::set_keep_awake(const std::string& spark, std::optional<TimePoint> until, TimePoint now) {
   auto& e = entry(spark, now);
   e.persisted.keep_awake_until = until;
   e.hold_unconfirmed = true;
@@ -92,8 +91,7 @@ std::string ActivityTracker::last_client(const std::string& spark) const {
 SparkActivity ActivityTracker::get(const std::string& spark) const {
   auto it = entries_.find(spark);
   if (it == entries_.end()) return {};
-  return {it->second.persisted.last_activity, it->second.persisted.keep_awake_until,
-          it->second.open_connections};
+  return {it->second.persisted.last_activity, it->second.persisted.keep_awake_until, it->second.open_connections};
 }
 
 bool ActivityTracker::is_idle(const std::string& spark, const config::MaybeNever& idle_timeout,

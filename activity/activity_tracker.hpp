@@ -54,8 +54,7 @@ class ActivityTracker {
   void refresh_open(TimePoint now, const std::set<std::string>& except = {});
 
   SparkActivity get(const std::string& spark) const;
-  bool is_idle(const std::string& spark, const config::MaybeNever& idle_timeout,
-               TimePoint now) const;
+  bool is_idle(const std::string& spark, const config::MaybeNever& idle_timeout, TimePoint now) const;
 
   bool dirty() const { return dirty_; }
   // Everything known (also sparks no longer configured: nothing is forgotten).

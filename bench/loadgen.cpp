@@ -36,8 +36,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <cmath>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -259,8 +259,10 @@ int connrate(const char* host, int port, double seconds, int workers) {
           continue;
         }
         set_timeout(fd, 5);
-        if (write_all(fd, &c, 1) && read_exact(fd, &c, 1)) ++ok;
-        else ++bad;
+        if (write_all(fd, &c, 1) && read_exact(fd, &c, 1))
+          ++ok;
+        else
+          ++bad;
         ::close(fd);
       }
       done += ok;
@@ -297,8 +299,8 @@ int latency(const char* host, int port, int rounds, int bytes) {
   }
   ::close(fd);
   std::sort(us.begin(), us.end());
-  std::printf("%.1f %.1f %.1f %.1f %.1f\n", percentile(us, 50), percentile(us, 90),
-              percentile(us, 99), percentile(us, 99.9), us.empty() ? 0.0 : us.back());
+  std::printf("%.1f %.1f %.1f %.1f %.1f\n", percentile(us, 50), percentile(us, 90), percentile(us, 99),
+              percentile(us, 99.9), us.empty() ? 0.0 : us.back());
   return 0;
 }
 
@@ -364,10 +366,14 @@ int main(int argc, char** argv) {
     std::string stamp;
     for (int i = 3; i < argc; ++i) {
       const std::string a = argv[i];
-      if (a == "--banner") banner = true;
-      else if (a == "--delay-ms" && i + 1 < argc) delay_ms = std::atoi(argv[++i]);
-      else if (a == "--jitter-ms" && i + 1 < argc) jitter_ms = std::atoi(argv[++i]);
-      else if (a == "--stamp" && i + 1 < argc) stamp = argv[++i];
+      if (a == "--banner")
+        banner = true;
+      else if (a == "--delay-ms" && i + 1 < argc)
+        delay_ms = std::atoi(argv[++i]);
+      else if (a == "--jitter-ms" && i + 1 < argc)
+        jitter_ms = std::atoi(argv[++i]);
+      else if (a == "--stamp" && i + 1 < argc)
+        stamp = argv[++i];
       else {
         std::fprintf(stderr, "loadgen serve: unknown option %s\n", a.c_str());
         return 2;

@@ -5,9 +5,10 @@
 #include <fstream>
 #include <limits>
 #include <map>
-#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+
+#include <nlohmann/json.hpp>
 
 #include "config/spark_name.hpp"
 
@@ -23,9 +24,7 @@ class Reader {
  public:
   std::vector<std::string> problems;
 
-  void problem(const std::string& path, const std::string& reason) {
-    problems.push_back(path + ": " + reason);
-  }
+  void problem(const std::string& path, const std::string& reason) { problems.push_back(path + ": " + reason); }
 
   // Returns the object at `path` or nullptr (after recording a problem if it has the wrong type).
   const json* object(const json& parent, const std::string& key, const std::string& path) {
@@ -37,8 +36,8 @@ class Reader {
     return v;
   }
 
-  std::optional<std::string> string(const json& parent, const std::string& key,
-                                    const std::string& path, bool required) {
+  std::optional<std::string> string(const json& parent, const std::string& key, const std::string& path,
+                                    bool required) {
     const json* v = member(parent, key);
     if (!v) {
       if (required) problem(path, "is required");
@@ -103,8 +102,8 @@ class Reader {
   }
 
   // A positive whole number.
-  std::optional<int> count(const json& parent, const std::string& key, const std::string& path,
-                           int min = 1, int max = 1'000'000) {
+  std::optional<int> count(const json& parent, const std::string& key, const std::string& path, int min = 1,
+                           int max = 1'000'000) {
     const json* v = member(parent, key);
     if (!v) return std::nullopt;
     if (!v->is_number_integer() || v->get<long long>() < min || v->get<long long>() > max) {
@@ -114,8 +113,7 @@ class Reader {
     return v->get<int>();
   }
 
-  std::optional<Duration> duration(const json& parent, const std::string& key,
-                                   const std::string& path) {
+  std::optional<Duration> duration(const json& parent, const std::string& key, const std::string& path) {
     auto text = string(parent, key, path, false);
     if (!text) return std::nullopt;
     std::string why;
@@ -157,8 +155,7 @@ class Reader {
     return std::nullopt;
   }
 
-  std::optional<MaybeNever> idle_timeout(const json& parent, const std::string& key,
-                                         const std::string& path) {
+  std::optional<MaybeNever> idle_timeout(const json& parent, const std::string& key, const std::string& path) {
     auto text = string(parent, key, path, false);
     if (!text) return std::nullopt;
     std::string why;
@@ -170,8 +167,8 @@ class Reader {
   // "off", "on", or {"idle": "60s", "interval": "10s", "count": 6}. Keys left out keep the
   // values of `inherited` (a spark's from `defaults`, `defaults`' from the built-in ones); an
   // object or "on" turns keepalive on even where `inherited` has it off.
-  std::optional<TcpKeepalive> keepalive(const json& parent, const std::string& key,
-                                        const std::string& path, const TcpKeepalive& inherited) {
+  std::optional<TcpKeepalive> keepalive(const json& parent, const std::string& key, const std::string& path,
+                                        const TcpKeepalive& inherited) {
     const json* v = member(parent, key);
     if (!v) return std::nullopt;
     TcpKeepalive out = inherited;
@@ -200,8 +197,7 @@ class Reader {
     return out;
   }
 
-  std::optional<Address> address(const json& parent, const std::string& key,
-                                 const std::string& path) {
+  std::optional<Address> address(const json& parent, const std::string& key, const std::string& path) {
     auto text = string(parent, key, path, true);
     if (!text) return std::nullopt;
     std::string why;
@@ -223,8 +219,7 @@ class Reader {
  private:
   // A keepalive time: whole seconds (the kernel counts them so) up to TCP_KEEPIDLE's and
   // TCP_KEEPINTVL's limit of 32767 s.
-  std::optional<Duration> keepalive_seconds(const json& parent, const std::string& key,
-                                            const std::string& path) {
+  std::optional<Duration> keepalive_seconds(const json& parent, const std::string& key, const std::string& path) {
     auto d = duration(parent, key, path);
     if (!d) return std::nullopt;
     // Built with append: GCC 12 warns falsely (-Wrestrict, bug 105329) on "\"" + string.
@@ -247,9 +242,7 @@ class Reader {
   }
 };
 
-bool is_loopback(const Address& a) {
-  return a.host.rfind("127.", 0) == 0 || a.host == "::1";
-}
+bool is_loopback(const Address& a) { return a.host.rfind("127.", 0) == 0 || a.host == "::1"; }
 
 std::optional<BackendConfig> read_backend(Reader& r, const json& spark, const std::string& path) {
   const bool has_process = spark.contains("process");
@@ -308,7 +301,8 @@ std::filesystem::path expand_home(const std::string& path) {
 }
 
 ServicesConfig read_services(Reader& r, const json& s, const std::string& p) {
-  r.reject_unknown_keys(s, p, {"gateway_selector", "name_suffix", "load_balancer_class", "tailscale_tags", "port"});
+  r.reject_unknown_keys(s, p,
+                        {"gateway_selector", "name_suffix", "load_balancer_class", "tailscale_tags", "port"});
   ServicesConfig out;
   if (const json* sel = r.object(s, "gateway_selector", p + ".gateway_selector")) {
     out.gateway_selector.clear();
@@ -327,7 +321,8 @@ ServicesConfig read_services(Reader& r, const json& s, const std::string& p) {
       r.problem(p + ".name_suffix", "\"" + *suffix + "\" would not make a valid Service name");
     out.name_suffix = *suffix;
   }
-  if (auto cls = r.string(s, "load_balancer_class", p + ".load_balancer_class", false)) out.load_balancer_class = *cls;
+  if (auto cls = r.string(s, "load_balancer_class", p + ".load_balancer_class", false))
+    out.load_balancer_class = *cls;
   if (auto tags = r.string(s, "tailscale_tags", p + ".tailscale_tags", false)) out.tailscale_tags = *tags;
   if (auto port = r.port(s, "port", p + ".port")) out.port = *port;
   return out;
@@ -351,7 +346,8 @@ std::optional<MaxStartups> read_max_startups(Reader& r, const json& j, const std
     parts.push_back(std::stoi(part));
     at = colon + 1;
   }
-  if (parts.size() != 1 && parts.size() != 3) return bad("expected start:rate:full (like \"10:30:100\") or one number");
+  if (parts.size() != 1 && parts.size() != 3)
+    return bad("expected start:rate:full (like \"10:30:100\") or one number");
   MaxStartups m{parts[0], 100, parts[0]};
   if (parts.size() == 3) m = MaxStartups{parts[0], parts[1], parts[2]};
   if (m.start < 1) return bad("start must be at least 1");
@@ -371,7 +367,9 @@ std::optional<SourcePenalties> read_penalties(Reader& r, const json& j, const st
     return out;
   }
   if (!v->is_object()) {
-    r.problem(path, R"(expected false, true or an object like {"authfail": "5s", "noauth": "1s", "grace_exceeded": "10s", "min": "15s", "max": "10m"})");
+    r.problem(
+        path,
+        R"(expected false, true or an object like {"authfail": "5s", "noauth": "1s", "grace_exceeded": "10s", "min": "15s", "max": "10m"})");
     return std::nullopt;
   }
   r.reject_unknown_keys(*v, path, {"authfail", "noauth", "grace_exceeded", "min", "max"});
@@ -387,8 +385,9 @@ std::optional<SourcePenalties> read_penalties(Reader& r, const json& j, const st
 
 std::optional<JumpConfig> read_jump(Reader& r, const json& j, const Config& cfg) {
   const std::string p = "jump";
-  r.reject_unknown_keys(j, p, {"listen", "host_keys", "authorized_keys", "sparks", "max_sessions", "login_grace",
-                               "max_startups", "per_source_penalties", "proxy_protocol"});
+  r.reject_unknown_keys(j, p,
+                        {"listen", "host_keys", "authorized_keys", "sparks", "max_sessions", "login_grace",
+                         "max_startups", "per_source_penalties", "proxy_protocol"});
   JumpConfig out;
   out.keepalive = cfg.default_keepalive;
   out.trusted_proxies = cfg.trusted_proxies;
@@ -431,7 +430,8 @@ std::optional<JumpConfig> read_jump(Reader& r, const json& j, const Config& cfg)
 }
 
 LeaderElectionConfig read_leader_election(Reader& r, const json& l, const std::string& p) {
-  r.reject_unknown_keys(l, p, {"enabled", "lease_name", "identity", "lease_duration", "renew_deadline", "retry_period"});
+  r.reject_unknown_keys(l, p,
+                        {"enabled", "lease_name", "identity", "lease_duration", "renew_deadline", "retry_period"});
   LeaderElectionConfig out;
   if (auto on = r.boolean(l, "enabled", p + ".enabled")) out.enabled = *on;
   if (auto name = r.string(l, "lease_name", p + ".lease_name", false)) {
@@ -457,9 +457,9 @@ LeaderElectionConfig read_leader_election(Reader& r, const json& l, const std::s
 KubernetesConfig read_kubernetes(Reader& r, const json& k, const Config& cfg) {
   const std::string p = "kubernetes";
   r.reject_unknown_keys(k, p,
-                        {"namespace", "selector", "listen_host", "port_range", "target_port",
-                         "annotation_prefix", "api_server", "token_file", "ca_file", "kubeconfig",
-                         "request_timeout", "manage_services", "services", "leader_election"});
+                        {"namespace", "selector", "listen_host", "port_range", "target_port", "annotation_prefix",
+                         "api_server", "token_file", "ca_file", "kubeconfig", "request_timeout", "manage_services",
+                         "services", "leader_election"});
   KubernetesConfig out;
   if (auto ns = r.string(k, "namespace", p + ".namespace", false)) {
     if (!is_valid_spark_name(*ns))
@@ -503,11 +503,11 @@ KubernetesConfig read_kubernetes(Reader& r, const json& k, const Config& cfg) {
   std::filesystem::path kubeconfig;
   file("kubeconfig", kubeconfig, nullptr);
   if (!kubeconfig.empty()) out.kubeconfig = kubeconfig;
-  if (out.api_server && out.kubeconfig)
-    r.problem(p, "give api_server or kubeconfig, not both");
+  if (out.api_server && out.kubeconfig) r.problem(p, "give api_server or kubeconfig, not both");
   if (auto t = r.duration(k, "request_timeout", p + ".request_timeout")) out.request_timeout = *t;
   if (auto on = r.boolean(k, "manage_services", p + ".manage_services")) out.manage_services = *on;
-  if (const json* s = r.object(k, "services", p + ".services")) out.services = read_services(r, *s, p + ".services");
+  if (const json* s = r.object(k, "services", p + ".services"))
+    out.services = read_services(r, *s, p + ".services");
   if (const json* l = r.object(k, "leader_election", p + ".leader_election"))
     out.leader_election = read_leader_election(r, *l, p + ".leader_election");
   return out;
@@ -626,9 +626,8 @@ std::optional<SparkConfig> read_spark(Reader& r, const json& s, const std::strin
     return std::nullopt;
   }
   r.reject_unknown_keys(s, path,
-                        {"name", "listen", "idle_timeout", "wake_timeout", "max_connections",
-                         "max_waiting", "keepalive", "wake_on", "wake_grace", "proxy_protocol", "process",
-                         "exec"});
+                        {"name", "listen", "idle_timeout", "wake_timeout", "max_connections", "max_waiting",
+                         "keepalive", "wake_on", "wake_grace", "proxy_protocol", "process", "exec"});
   SparkConfig spark;
   const bool named = read_spark_name(r, s, path, owners, spark);
   const bool listening = read_spark_listen(r, s, path, owners, spark);
@@ -692,10 +691,8 @@ DefaultCaps read_defaults(Reader& r, const json& d, Config& cfg) {
   DefaultCaps caps;
   caps.max_connections = r.count(d, "max_connections", "defaults.max_connections");
   caps.max_waiting = r.count(d, "max_waiting", "defaults.max_waiting");
-  if (auto t = r.idle_timeout(d, "idle_timeout", "defaults.idle_timeout"))
-    cfg.default_idle_timeout = *t;
-  if (auto t = r.duration(d, "wake_timeout", "defaults.wake_timeout"))
-    cfg.default_wake_timeout = *t;
+  if (auto t = r.idle_timeout(d, "idle_timeout", "defaults.idle_timeout")) cfg.default_idle_timeout = *t;
+  if (auto t = r.duration(d, "wake_timeout", "defaults.wake_timeout")) cfg.default_wake_timeout = *t;
   if (auto t = r.duration(d, "drain_timeout", "defaults.drain_timeout")) cfg.drain_timeout = *t;
   if (auto k = r.keepalive(d, "keepalive", "defaults.keepalive", cfg.default_keepalive))
     cfg.default_keepalive = *k;
@@ -729,9 +726,8 @@ std::optional<AdminConfig> read_admin(Reader& r, const json& admin, const std::f
   }
   if (!listen) return std::nullopt;
   if (!is_loopback(*listen) && !token_file)
-    r.problem("admin.token_file",
-              "is required when admin.listen (\"" + listen->to_string() +
-                  "\") is not a loopback address: mutating calls must be authenticated");
+    r.problem("admin.token_file", "is required when admin.listen (\"" + listen->to_string() +
+                                      "\") is not a loopback address: mutating calls must be authenticated");
   AdminConfig out;
   out.listen = *listen;
   out.token_file = token_file;
@@ -788,8 +784,8 @@ Config parse_config(const std::string& json_text, const std::filesystem::path& s
   cfg.base_dir = cfg.source.parent_path();
   Reader r;
   r.reject_unknown_keys(root, "",
-                        {"state_dir", "defaults", "trusted_proxies", "reaper", "activity", "limits", "admin", "jump",
-                         "kubernetes", "sparks"});
+                        {"state_dir", "defaults", "trusted_proxies", "reaper", "activity", "limits", "admin",
+                         "jump", "kubernetes", "sparks"});
 
   cfg.state_dir = read_state_dir(r, root, cfg.base_dir);
   DefaultCaps default_caps;

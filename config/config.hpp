@@ -17,8 +17,8 @@ namespace spark::config {
 
 // `process` backend: the gateway runs `command` as its own child on wake and stops it on sleep.
 struct ProcessBackendConfig {
-  std::vector<std::string> command;  // argv, no shell
-  Address target;                    // where the child's sshd listens
+  std::vector<std::string> command;               // argv, no shell
+  Address target;                                 // where the child's sshd listens
   Duration stop_grace{std::chrono::seconds(10)};  // SIGTERM, then SIGKILL after this
   friend bool operator==(const ProcessBackendConfig&, const ProcessBackendConfig&) = default;
 };
@@ -112,7 +112,7 @@ struct AdminConfig {
 // one is refused with probability `rate`% rising linearly to 100% at `full` (docs/jump-host.md).
 struct MaxStartups {
   int start = 10;
-  int rate = 30;   // percent
+  int rate = 30;  // percent
   int full = 100;
   friend bool operator==(const MaxStartups&, const MaxStartups&) = default;
 };
@@ -134,14 +134,14 @@ struct SourcePenalties {
 // a key opens the sparks of the global list plus those whose own list has it.
 struct JumpConfig {
   Address listen;
-  std::vector<std::filesystem::path> host_keys;  // empty: one ed25519 key made in state_dir
-  std::optional<std::filesystem::path> authorized_keys;  // keys allowed for every spark
+  std::vector<std::filesystem::path> host_keys;                        // empty: one ed25519 key made in state_dir
+  std::optional<std::filesystem::path> authorized_keys;                // keys allowed for every spark
   std::map<std::string, std::filesystem::path> spark_authorized_keys;  // per spark
   // Jump connections at once, logging in or logged in (a thread each only once logged in).
   int max_sessions = 256;
   Duration login_grace{std::chrono::seconds(30)};  // key exchange + authentication, wake excluded
-  MaxStartups max_startups;        // unauthenticated connections (all on one thread)
-  SourcePenalties penalties;       // "per_source_penalties"
+  MaxStartups max_startups;                        // unauthenticated connections (all on one thread)
+  SourcePenalties penalties;                       // "per_source_penalties"
   // A copy of `defaults.keepalive`, for the login's own connection (it names its spark only
   // after authentication), and for its upstream unless the gateway gives the spark's own.
   TcpKeepalive keepalive;

@@ -17,7 +17,8 @@ enum class ReadEnd { data, closed, timed_out };
 
 // Appends what arrives (at most `at_most` bytes) to `bytes`, or says why nothing did before
 // `deadline`.
-awaitable<ReadEnd> read_more(tcp::socket& socket, std::string& bytes, std::size_t at_most, Clock::time_point deadline) {
+awaitable<ReadEnd> read_more(tcp::socket& socket, std::string& bytes, std::size_t at_most,
+                             Clock::time_point deadline) {
   const std::size_t had = bytes.size();
   bytes.resize(had + at_most);
   asio::steady_timer timer(co_await asio::this_coro::executor, deadline);
@@ -92,14 +93,13 @@ awaitable<std::optional<Greeting>> read_proxy_header(tcp::socket& socket, const 
     const auto& incomplete = std::get<ProxyHeaderIncomplete>(parsed);
     const auto at_most = leave_the_rest ? incomplete.at_least : incomplete.at_most;
     switch (co_await read_more(socket, bytes, at_most, deadline)) {
-      case ReadEnd::data:
-        continue;
+      case ReadEnd::data: continue;
       case ReadEnd::closed:
         co_return ended(bytes.empty() ? TurnedAway::closed_silent : TurnedAway::proxy_refused,
                         bytes.empty() ? "closed before sending a byte" : "closed inside its PROXY header");
       case ReadEnd::timed_out:
-        co_return ended(TurnedAway::proxy_refused, "no complete PROXY header within " +
-                                                       config::format_duration(rules.header_timeout));
+        co_return ended(TurnedAway::proxy_refused,
+                        "no complete PROXY header within " + config::format_duration(rules.header_timeout));
     }
   }
 }
@@ -116,12 +116,9 @@ awaitable<Greeting> read_greeting(tcp::socket& client, GreetingRules rules) {
   // The first bytes: a person's SSH client sends its identification at once.
   if (g.bytes.empty()) {
     switch (co_await read_more(client, g.bytes, kSshIdentificationMaxLength, Clock::now() + rules.wake_grace)) {
-      case ReadEnd::closed:
-        co_return ended(TurnedAway::closed_silent, "closed before sending a byte");
-      case ReadEnd::timed_out:
-        co_return g;  // silent past wake_grace: a client that waits for the server's banner
-      case ReadEnd::data:
-        break;
+      case ReadEnd::closed: co_return ended(TurnedAway::closed_silent, "closed before sending a byte");
+      case ReadEnd::timed_out: co_return g;  // silent past wake_grace: a client that waits for the server's banner
+      case ReadEnd::data: break;
     }
   }
   if (check_untrusted_header && looks_like_proxy_header(g.bytes))
@@ -137,7 +134,8 @@ awaitable<Greeting> read_greeting(tcp::socket& client, GreetingRules rules) {
     const auto at_most = std::get<SshIdentificationIncomplete>(check).at_most;
     const auto more = co_await read_more(client, g.bytes, at_most, deadline);
     if (more == ReadEnd::closed) co_return ended(TurnedAway::not_ssh, "closed inside its identification line");
-    if (more == ReadEnd::timed_out) co_return ended(TurnedAway::not_ssh, "its identification line did not end in time");
+    if (more == ReadEnd::timed_out)
+      co_return ended(TurnedAway::not_ssh, "its identification line did not end in time");
   }
 }
 

@@ -1,8 +1,8 @@
 #include "gateway/control_bridge.hpp"
 
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <unistd.h>
-#include <spdlog/spdlog.h>
 
 #include <future>
 
@@ -102,8 +102,7 @@ ControlOutcome ControlBridge::wake(const std::string& name, bool wait) {
   if (!wait) return {ControlOutcome::Kind::accepted, {}, spark(name)};
   if (finished.wait_for(*started + kMainLoopTimeout) != std::future_status::ready)
     return {ControlOutcome::Kind::failed, "the wake did not finish in time", spark(name)};
-  if (auto error = finished.get())
-    return {ControlOutcome::Kind::failed, "wake failed: " + *error, spark(name)};
+  if (auto error = finished.get()) return {ControlOutcome::Kind::failed, "wake failed: " + *error, spark(name)};
   return {ControlOutcome::Kind::ok, {}, spark(name)};
 }
 
@@ -141,7 +140,8 @@ ControlOutcome ControlBridge::sleep(const std::string& name, bool force) {
     // the moment it slept.
     const std::string why = after->state == "waking"
                                 ? "it was woken again right away (a connection or wake came in)"
-                                : "it is " + after->state + " (the sleep was declined or failed; see the gateway log)";
+                                : "it is " + after->state +
+                                      " (the sleep was declined or failed; see the gateway log)";
     spdlog::warn("spark {}: the sleep requested through the admin API did not leave it asleep: {}", name, why);
     return {ControlOutcome::Kind::failed, "the spark did not go to sleep: " + why, after};
   }
@@ -172,7 +172,6 @@ ControlOutcome ControlBridge::keep_awake(const std::string& name, std::optional<
   return outcome;
 }
 
-
 std::optional<JumpGateway::SparkInfo> ControlBridge::find_spark(const std::string& name) {
   try {
     return on_main_loop([this, name] { return spark_info(name); });
@@ -181,7 +180,7 @@ std::optional<JumpGateway::SparkInfo> ControlBridge::find_spark(const std::strin
   }
 }
 
-std::optional<JumpGateway::SparkInfo> ControlBridge::spark_info(const std::string& name) {
+std::optional<JumpGateway::SparkInfo> ControlBridge::spark_info(const std::string& name) const {
   const auto spark = p_.sparks.find(name);
   if (!spark) return std::nullopt;
   SparkInfo info;

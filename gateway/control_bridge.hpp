@@ -56,7 +56,7 @@ class ControlBridge final : public GatewayControl, public JumpGateway {
   // Runs `f` on the main loop and returns its result to the calling (admin) thread.
   template <typename F>
   auto on_main_loop(F f) -> decltype(f());
-  std::optional<SparkInfo> spark_info(const std::string& name);  // main loop
+  std::optional<SparkInfo> spark_info(const std::string& name) const;  // main loop
   awaitable<void> jump_connect(std::shared_ptr<Spark> spark, std::string peer,
                                std::shared_ptr<UpstreamHandoff> handoff);
 

@@ -337,10 +337,12 @@ bool is_trusted_proxy(const std::vector<config::Cidr>& trusted, const boost::asi
   if (peer.is_v4() || v6.is_v4_mapped()) {
     const auto bytes = peer.is_v4() ? peer.to_v4().to_bytes()
                                     : boost::asio::ip::make_address_v4(boost::asio::ip::v4_mapped, v6).to_bytes();
-    return std::any_of(trusted.begin(), trusted.end(), [&](const auto& block) { return block.contains(bytes.data(), false); });
+    return std::any_of(trusted.begin(), trusted.end(),
+                       [&](const auto& block) { return block.contains(bytes.data(), false); });
   }
   const auto bytes = v6.to_bytes();
-  return std::any_of(trusted.begin(), trusted.end(), [&](const auto& block) { return block.contains(bytes.data(), true); });
+  return std::any_of(trusted.begin(), trusted.end(),
+                     [&](const auto& block) { return block.contains(bytes.data(), true); });
 }
 
 }  // namespace spark::gateway

@@ -45,7 +45,9 @@ awaitable<Reached> SessionCore::reach(Spark& spark, std::string cause, asio::any
   co_return reached;
 }
 
-void SessionCore::spliced(LiveSession& session) { session.spark().metrics().count_connection(ConnectionOutcome::spliced); }
+void SessionCore::spliced(LiveSession& session) {
+  session.spark().metrics().count_connection(ConnectionOutcome::spliced);
+}
 
 void SessionCore::close(LiveSession& session, std::optional<ConnectionEnd> end) {
   if (end) session.spark().metrics().count_end(*end);

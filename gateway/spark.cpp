@@ -100,8 +100,7 @@ void Spark::connection_closed() {
   }
 }
 
-awaitable<std::optional<tcp::socket>> Spark::try_connect(const config::Address& target,
-                                                         milliseconds timeout,
+awaitable<std::optional<tcp::socket>> Spark::try_connect(const config::Address& target, milliseconds timeout,
                                                          std::string& error,
                                                          asio::any_io_executor socket_executor) {
   error_code ec;
@@ -113,8 +112,7 @@ awaitable<std::optional<tcp::socket>> Spark::try_connect(const config::Address& 
   const tcp::endpoint endpoint(address, target.port);
   tcp::socket socket(socket_executor ? socket_executor : env_.executor);
   asio::steady_timer timer(env_.executor, timeout);
-  auto result = co_await (socket.async_connect(endpoint,
-                                               asio::redirect_error(use_awaitable, ec)) ||
+  auto result = co_await (socket.async_connect(endpoint, asio::redirect_error(use_awaitable, ec)) ||
                           timer.async_wait(use_awaitable));
   if (result.index() == 1) {
     error = "connect to " + target.to_string() + " timed out";
@@ -127,8 +125,7 @@ awaitable<std::optional<tcp::socket>> Spark::try_connect(const config::Address& 
   co_return std::optional<tcp::socket>(std::move(socket));
 }
 
-awaitable<tcp::socket> Spark::connect_upstream(std::string cause,
-                                               asio::any_io_executor socket_executor) {
+awaitable<tcp::socket> Spark::connect_upstream(std::string cause, asio::any_io_executor socket_executor) {
   struct WaitingGuard {  // counts this caller as waiting for as long as it is in here
     int& n;
     explicit WaitingGuard(int& count) : n(count) { ++n; }
@@ -157,8 +154,7 @@ awaitable<tcp::socket> Spark::connect_upstream(std::string cause,
     if (state_ == SparkState::running) {
       const auto obs = backend_->observe();
       if (obs.state == Observation::State::started && obs.upstream) {
-        if (auto s = co_await try_connect(*obs.upstream, kWarmConnectTimeout, last_error,
-                                         socket_executor))
+        if (auto s = co_await try_connect(*obs.upstream, kWarmConnectTimeout, last_error, socket_executor))
           co_return std::move(*s);
       } else if (!obs.reason.empty()) {
         last_error = obs.reason;
@@ -219,8 +215,8 @@ awaitable<void> Spark::run_wake(std::shared_ptr<WakeAttempt> attempt, std::strin
   // replica, or before this gateway started).
   if (const auto seen = backend->observe(); seen.state == Observation::State::asleep && seen.asleep_since)
     asleep_since_ = *seen.asleep_since;
-  const auto asleep_for = std::chrono::duration_cast<milliseconds>(
-      std::chrono::system_clock::now() - asleep_since_);
+  const auto asleep_for = std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now() -
+                                                                   asleep_since_);
   spdlog::info("spark {}: waking for {} (asleep for {}, {} backend)", name(), cause,
                config::format_duration(asleep_for), backend->kind());
 
@@ -241,8 +237,7 @@ awaitable<void> Spark::run_wake(std::shared_ptr<WakeAttempt> attempt, std::strin
   if (error) co_await stop_after_failed_wake(*backend, *error, woken_for);
 }
 
-awaitable<std::optional<std::string>> Spark::start_backend(Backend& backend,
-                                                           const WakeRequest& request,
+awaitable<std::optional<std::string>> Spark::start_backend(Backend& backend, const WakeRequest& request,
                                                            steady_clock::time_point deadline) {
   Backend* const target = &backend;
   asio::steady_timer timer(env_.executor);
@@ -276,8 +271,7 @@ awaitable<std::optional<std::string>> Spark::wait_until_ready(Backend& backend, 
     if (obs.state == Observation::State::failed) co_return obs.reason;
     if (obs.state == Observation::State::asleep) co_return "the spark was stopped while waking";
     if (obs.upstream) {
-      const auto remaining =
-          std::chrono::duration_cast<milliseconds>(deadline - steady_clock::now());
+      const auto remaining = std::chrono::duration_cast<milliseconds>(deadline - steady_clock::now());
       if (auto s = co_await try_connect(*obs.upstream,
                                         std::max(milliseconds(1), std::min(remaining, kProbeConnectTimeout)),
                                         last_error)) {
@@ -289,8 +283,7 @@ awaitable<std::optional<std::string>> Spark::wait_until_ready(Backend& backend, 
     }
     const auto now = steady_clock::now();
     if (now >= deadline) break;
-    timer.expires_after(std::min<steady_clock::duration>(probe_interval(now - started),
-                                                         deadline - now));
+    timer.expires_after(std::min<steady_clock::duration>(probe_interval(now - started), deadline - now));
     co_await timer.async_wait(use_awaitable);
   }
   co_return "not ready within wake_timeout " + config::format_duration(cfg_.wake_timeout) +
@@ -345,8 +338,8 @@ awaitable<void> Spark::stop_after_failed_wake(Backend& backend, const std::strin
   }
 }
 
-void Spark::finish_wake(const std::shared_ptr<WakeAttempt>& attempt,
-                        std::optional<std::string> error, steady_clock::time_point started) {
+void Spark::finish_wake(const std::shared_ptr<WakeAttempt>& attempt, std::optional<std::string> error,
+                        steady_clock::time_point started) {
   attempt->error = std::move(error);
   if (wake_ == attempt) wake_.reset();
   const auto took = config::format_duration(steady_clock::now() - started);
@@ -417,8 +410,10 @@ awaitable<bool> Spark::record_before_splice() {
     const auto outcome = co_await share_activity(std::chrono::system_clock::now());
     if (outcome != ShareOutcome::failed) co_return outcome == ShareOutcome::recorded;
     if (steady_clock::now() + backoff >= give_up) {
-      spdlog::warn("spark {}: spliced without recording its activity for the other gateway replicas (the API "
-                   "keeps failing); retried while the session lasts", name());
+      spdlog::warn(
+          "spark {}: spliced without recording its activity for the other gateway replicas (the API "
+          "keeps failing); retried while the session lasts",
+          name());
       co_return true;
     }
     timer.expires_after(backoff);
@@ -446,24 +441,24 @@ awaitable<void> Spark::refresh_shared_activity(activity::TimePoint now) {
                  config::counted(open_connections_, "connection"), open_connections_ == 1 ? "was" : "were");
 }
 
-awaitable<void> Spark::sleep(SleepReason why, bool forced) {
+awaitable<void> Spark::sleep(SleepReason reason, bool forced) {
   if (state_ != SparkState::running && state_ != SparkState::failed) co_return;
-  SleepRequest request{std::string(to_string(why)), std::string(to_string(why)),
+  SleepRequest request{std::string(to_string(reason)), std::string(to_string(reason)),
                        env_.activity.get(name()).last_activity};
-  if (why == SleepReason::idle) {
+  if (reason == SleepReason::idle) {
     if (request.last_activity == activity::TimePoint{}) {
       request.description = "idle, no activity recorded";
     } else {
-      const auto idle_for = std::chrono::duration_cast<milliseconds>(
-          std::chrono::system_clock::now() - request.last_activity);
+      const auto idle_for = std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now() -
+                                                                     request.last_activity);
       request.description = "idle for " + config::format_duration(idle_for);
     }
-  } else if (why == SleepReason::api) {
+  } else if (reason == SleepReason::api) {
     request.description = "an operator (admin API)";
     if (!forced && backend_->shares_activity())
       request.unless_active_after = std::chrono::system_clock::now() - share_period();
   }
-  const std::string& reason = request.description;
+  const std::string& why = request.description;
   auto self = shared_from_this();
   auto backend = backend_;
   const auto was = state_;
@@ -471,7 +466,7 @@ awaitable<void> Spark::sleep(SleepReason why, bool forced) {
   auto finished = std::make_shared<AsyncEvent>(env_.executor);
   sleep_finished_ = finished;
   const auto started = steady_clock::now();
-  spdlog::info("spark {}: going to sleep ({})", name(), reason);
+  spdlog::info("spark {}: going to sleep ({})", name(), why);
   bool stopped = false;
   try {
     const auto stop = [backend, request] { backend->sleep(request); };
@@ -481,13 +476,13 @@ awaitable<void> Spark::sleep(SleepReason why, bool forced) {
     // Another replica's session or a keep-awake: the normal way replicas agree, not an error.
     spdlog::info("spark {}: stays awake: {}", name(), e.what());
   } catch (const std::exception& e) {
-    spdlog::error("spark {}: sleep failed ({}), it stays awake: {}", name(), reason, e.what());
+    spdlog::error("spark {}: sleep failed ({}), it stays awake: {}", name(), why, e.what());
   }
   if (stopped) {
     spdlog::info("spark {}: asleep after {} ({})", name(), config::format_duration(steady_clock::now() - started),
-                 reason);
+                 why);
     asleep_since_ = std::chrono::system_clock::now();
-    metrics_.count_sleep(why);
+    metrics_.count_sleep(reason);
     set_state(SparkState::sleeping);
     apply_pending_backend();
   } else if (state_ == SparkState::stopping) {
@@ -585,8 +580,10 @@ void Spark::update(config::SparkConfig cfg, std::unique_ptr<Backend> backend) {
   cfg_ = std::move(cfg);
   if (!backend_changed) return;
   pending_backend_ = std::move(backend);
-  if (state_ == SparkState::sleeping || state_ == SparkState::failed) apply_pending_backend();
-  else spdlog::info("spark {}: backend changed; the new one takes over after its next sleep", name());
+  if (state_ == SparkState::sleeping || state_ == SparkState::failed)
+    apply_pending_backend();
+  else
+    spdlog::info("spark {}: backend changed; the new one takes over after its next sleep", name());
 }
 
 void Spark::apply_pending_backend() {
@@ -595,8 +592,7 @@ void Spark::apply_pending_backend() {
 
 void Spark::retire() {
   retired_ = true;
-  if (open_connections_ == 0)
-    asio::co_spawn(env_.executor, sleep(SleepReason::removed), asio::detached);
+  if (open_connections_ == 0) asio::co_spawn(env_.executor, sleep(SleepReason::removed), asio::detached);
 }
 
 }  // namespace spark::gateway

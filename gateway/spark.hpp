@@ -82,8 +82,7 @@ class Spark : public std::enable_shared_from_this<Spark> {
   // `cause` says who asked ("a connection from 1.2.3.4") for the wake's record. A warm
   // connect opens the socket on `socket_executor` (a data worker; empty: the spark's own), so
   // it need not move there afterwards; a socket from a wake's probe may be on either.
-  awaitable<tcp::socket> connect_upstream(std::string cause,
-                                          asio::any_io_executor socket_executor = {});
+  awaitable<tcp::socket> connect_upstream(std::string cause, asio::any_io_executor socket_executor = {});
 
   // Wakes the spark if needed (joining a wake in progress) and returns once it is running, or
   // the reason it could not be woken. An operator's wake counts as activity.
@@ -138,15 +137,14 @@ class Spark : public std::enable_shared_from_this<Spark> {
   // Issues the backend's start, retrying transient failures until `deadline`. Returns the
   // reason it could not.
   awaitable<std::optional<std::string>> start_backend(Backend& backend, const WakeRequest& request,
-                                                       std::chrono::steady_clock::time_point deadline);
+                                                      std::chrono::steady_clock::time_point deadline);
   // Waits for the started spark's sshd to answer; returns the reason it did not.
   awaitable<std::optional<std::string>> wait_until_ready(Backend& backend, WakeAttempt& attempt,
-                                                          std::chrono::steady_clock::time_point started,
-                                                          std::chrono::steady_clock::time_point deadline);
+                                                         std::chrono::steady_clock::time_point started,
+                                                         std::chrono::steady_clock::time_point deadline);
   // A failed wake leaves nothing running: stops the spark, retried until it is stopped or a
   // new wake takes over.
-  awaitable<void> stop_after_failed_wake(Backend& backend, const std::string& why,
-                                         activity::TimePoint woken_for);
+  awaitable<void> stop_after_failed_wake(Backend& backend, const std::string& why, activity::TimePoint woken_for);
   // Records this replica's activity for the others (Backend::share_activity), single-flight.
   awaitable<ShareOutcome> share_activity(activity::TimePoint at);
   // A connection's activity, recorded before it is spliced (retried a little while the API
@@ -162,8 +160,7 @@ class Spark : public std::enable_shared_from_this<Spark> {
   void finish_wake(const std::shared_ptr<WakeAttempt>& attempt, std::optional<std::string> error,
                    std::chrono::steady_clock::time_point started);
   awaitable<std::optional<tcp::socket>> try_connect(const config::Address& target,
-                                                    std::chrono::milliseconds timeout,
-                                                    std::string& error,
+                                                    std::chrono::milliseconds timeout, std::string& error,
                                                     asio::any_io_executor socket_executor = {});
   void set_state(SparkState s);
   void apply_pending_backend();
@@ -176,7 +173,7 @@ class Spark : public std::enable_shared_from_this<Spark> {
   SparkState state_ = SparkState::sleeping;
   std::shared_ptr<WakeAttempt> wake_;           // set while waking
   std::shared_ptr<AsyncEvent> sleep_finished_;  // set while stopping
-  std::shared_ptr<ShareAttempt> share_;          // set while activity is being recorded
+  std::shared_ptr<ShareAttempt> share_;         // set while activity is being recorded
   int open_connections_ = 0;
   int waiting_connections_ = 0;
   int greeting_connections_ = 0;

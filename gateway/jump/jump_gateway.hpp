@@ -58,9 +58,9 @@ class JumpGateway {
   virtual ~JumpGateway() = default;
 
   struct SparkInfo {
-    int target_port = 22;        // the spark's sshd port (a channel may ask for it or for 22)
-    bool running = false;        // awake and answering now
-    std::string asleep_for;      // "3h12m" when asleep, for the progress line
+    int target_port = 22;    // the spark's sshd port (a channel may ask for it or for 22)
+    bool running = false;    // awake and answering now
+    std::string asleep_for;  // "3h12m" when asleep, for the progress line
     // The spark's own keepalive for its upstream socket; nullopt: the jump host's (defaults).
     std::optional<config::TcpKeepalive> keepalive;
   };

@@ -134,7 +134,8 @@ void JumpLogin::publickey(ssh_message message) {
   if (!spark) return decide(message);
   spark_ = *spark;
   waiting_ = message;
-  shared_.gateway.find_spark_async(*spark, [self = shared_from_this()](std::optional<JumpGateway::SparkInfo> info) {
+  shared_.gateway.find_spark_async(*spark, [self = shared_from_this()](
+                                               std::optional<JumpGateway::SparkInfo> info) {
     asio::post(self->shared_.io, [self, info = std::move(info)]() mutable { self->spark_found(std::move(info)); });
   });
 }
@@ -156,7 +157,8 @@ void JumpLogin::decide(ssh_message message) {
       login_refusal_log().record("jump: no spark named \"" + user + "\"",
                                  "jump: login from " + peer_ + " as \"" + user + "\": no such spark",
                                  "last from " + peer_);
-      banner("spark-gateway: no spark named \"" + user + "\" (log in as the spark's name: ssh -J NAME@gateway NAME)\n");
+      banner("spark-gateway: no spark named \"" + user +
+             "\" (log in as the spark's name: ssh -J NAME@gateway NAME)\n");
     }
     return fail(message);
   }
@@ -166,7 +168,8 @@ void JumpLogin::decide(ssh_message message) {
       key_told_ = true;
       const auto print = fingerprint(key);
       login_refusal_log().record("jump: key " + print + " not authorized for " + spark_,
-                                 "jump: login from " + peer_ + " to " + spark_ + ": key " + print + " is not authorized for it",
+                                 "jump: login from " + peer_ + " to " + spark_ + ": key " + print +
+                                     " is not authorized for it",
                                  "last from " + peer_);
       banner("spark-gateway: key " + print + " may not open " + spark_ + "\n");
     }
@@ -211,7 +214,8 @@ void JumpLogin::finish(StartupGate::End how, ssh_message proven) {
   std::optional<ProvenLogin> login;
   if (proven) {
     const std::string user = user_.value_or("").substr(0, 64);
-    login = ProvenLogin{session_, proven, peer_, user, spark_, *info_, fingerprint(ssh_message_auth_pubkey(proven))};
+    login =
+        ProvenLogin{session_, proven, peer_, user, spark_, *info_, fingerprint(ssh_message_auth_pubkey(proven))};
     session_ = nullptr;  // the session's thread owns it now
   } else if (session_) {
     ssh_free(session_);  // closes the connection

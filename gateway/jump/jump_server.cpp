@@ -1,11 +1,11 @@
 #include "gateway/jump/jump_server.hpp"
 
 #include <arpa/inet.h>
-#include <sys/mman.h>
-#include <sys/socket.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <spdlog/spdlog.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,15 +14,15 @@
 #include <cstring>
 #include <optional>
 #include <stdexcept>
-#include <utility>
 #include <system_error>
+#include <utility>
 
 #include "config/duration.hpp"
 #include "gateway/backend/unique_fd.hpp"
 #include "gateway/client_greeting.hpp"
-#include "gateway/proxy_protocol.hpp"
 #include "gateway/jump/jump_session.hpp"
 #include "gateway/observability/rate_limited_log.hpp"
+#include "gateway/proxy_protocol.hpp"
 
 namespace spark::gateway {
 namespace {
@@ -71,7 +71,7 @@ std::string keygen_command(const std::filesystem::path& file) {
 
 // The private key in `file`, or nullptr with `why` saying what is wrong with it.
 ssh_key import_host_key(const std::filesystem::path& file, std::string& why) {
-  struct stat st{};
+  struct stat st {};
   if (::stat(file.c_str(), &st) != 0) {
     why = std::strerror(errno);
     return nullptr;
@@ -98,9 +98,10 @@ ssh_key load_host_key(const std::filesystem::path& file, bool configured) {
   ssh_key key = import_host_key(file, why);
   if (!key) {
     throw std::runtime_error("jump: cannot use host key " + file.string() + ": " + why + "; " +
-                             (configured ? "make one with `" + keygen_command(file) +
-                                               "` (in Kubernetes: the Secret, docs/jump-host.md), or fix jump.host_keys"
-                                         : "delete it to have a new one generated"));
+                             (configured
+                                  ? "make one with `" + keygen_command(file) +
+                                        "` (in Kubernetes: the Secret, docs/jump-host.md), or fix jump.host_keys"
+                                  : "delete it to have a new one generated"));
   }
   spdlog::info("jump: host key {} {}", ssh_key_type_to_char(ssh_key_type(key)), fingerprint(key));
   return key;
@@ -167,7 +168,8 @@ void write_file_atomically(const std::filesystem::path& file, const std::string&
 void ensure_generated_host_key(const std::filesystem::path& file) {
   std::string why;
   std::error_code ignored;
-  const bool exists = std::filesystem::symlink_status(file, ignored).type() != std::filesystem::file_type::not_found &&
+  const bool exists = std::filesystem::symlink_status(file, ignored).type() !=
+                          std::filesystem::file_type::not_found &&
                       !ignored;
   if (exists) {
     if (ssh_key key = import_host_key(file, why)) {
@@ -176,10 +178,10 @@ void ensure_generated_host_key(const std::filesystem::path& file) {
     }
   }
   auto cannot = [&](const std::string& what) {
-    return std::runtime_error("jump: " + (exists ? "host key " + file.string() + " is unusable (" + why + ") and " : "") +
-                              "cannot write a new host key to " + file.string() + ": " + what +
-                              "; free space in (or make writable) " + file.parent_path().string() +
-                              ", or set jump.host_keys to a key made with `" + keygen_command(file) + "`");
+    return std::runtime_error(
+        "jump: " + (exists ? "host key " + file.string() + " is unusable (" + why + ") and " : "") +
+        "cannot write a new host key to " + file.string() + ": " + what + "; free space in (or make writable) " +
+        file.parent_path().string() + ", or set jump.host_keys to a key made with `" + keygen_command(file) + "`");
   };
   ssh_key key = nullptr;
   try {
@@ -197,9 +199,10 @@ void ensure_generated_host_key(const std::filesystem::path& file) {
     throw;
   }
   if (exists) {
-    spdlog::warn("jump: host key {} was unusable ({}): generated a new one in its place; clients that "
-                 "knew the old key will see a host key change (its fingerprint follows)",
-                 file.string(), why);
+    spdlog::warn(
+        "jump: host key {} was unusable ({}): generated a new one in its place; clients that "
+        "knew the old key will see a host key change (its fingerprint follows)",
+        file.string(), why);
   } else {
     spdlog::info("jump: generated host key {}", file.string());
   }
@@ -391,8 +394,9 @@ void JumpServer::accepted(int fd, const sockaddr_storage& addr) {
   // the proxy that all of them come through. Headers arrive at once; a proxy holding many
   // connections without one is cut at max_startups' `full`.
   if (std::cmp_greater_equal(reading_headers_.size(), cfg_.max_startups.full)) {
-    log_refusal("jump", peer, "max_startups " + std::to_string(cfg_.max_startups.full) +
-                                  " connections from proxies are still sending their PROXY header");
+    log_refusal("jump", peer,
+                "max_startups " + std::to_string(cfg_.max_startups.full) +
+                    " connections from proxies are still sending their PROXY header");
     return;
   }
   asio::co_spawn(io_, admit_after_proxy_header(std::move(socket), peer), asio::detached);
@@ -439,7 +443,8 @@ void JumpServer::admit(tcp::socket socket, const std::string& peer) {
   }
   gate_.started(peer);
   auto login = std::make_shared<JumpLogin>(shared_, std::move(socket), peer,
-                                           [this](JumpLogin& l, StartupGate::End how, std::optional<ProvenLogin> proven) {
+                                           [this](JumpLogin& l, StartupGate::End how,
+                                                  std::optional<ProvenLogin> proven) {
                                              login_ended(l, how, std::move(proven));
                                            });
   logins_.push_back(login);
@@ -456,7 +461,8 @@ void JumpServer::login_ended(JumpLogin& login, StartupGate::End how, std::option
                      config::format_duration(std::chrono::round<std::chrono::seconds>(left)) +
                      ": they keep failing to log in (the last one " + std::string(to_string(how)) +
                      "; jump.per_source_penalties)";
-    penalty_log().record("jump", "jump: penalizing " + login.peer() + ": " + why, "last " + login.peer() + ": " + why);
+    penalty_log().record("jump", "jump: penalizing " + login.peer() + ": " + why,
+                         "last " + login.peer() + ": " + why);
   }
   if (proven) start_session(std::move(*proven));
 }
@@ -478,7 +484,8 @@ void JumpServer::start_session(ProvenLogin login) {
                               }),
                               done});
   } catch (const std::system_error& e) {
-    spdlog::error("jump: cannot start a thread for the session of {} ({}): {}", session->peer, session->spark, e.what());
+    spdlog::error("jump: cannot start a thread for the session of {} ({}): {}", session->peer, session->spark,
+                  e.what());
     ssh_message_free(session->auth);
     ssh_free(session->session);
     --sessions_;

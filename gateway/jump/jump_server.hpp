@@ -79,7 +79,7 @@ class JumpServer {
   StartupGate gate_;
   JumpLogin::Shared shared_;
   std::list<std::shared_ptr<JumpLogin>> logins_;  // not logged in yet, oldest first
-  std::set<tcp::socket*> reading_headers_;         // from trusted proxies, before their PROXY header
+  std::set<tcp::socket*> reading_headers_;        // from trusted proxies, before their PROXY header
   std::thread login_thread_;
   std::mutex workers_mu_;
   std::list<Worker> workers_;

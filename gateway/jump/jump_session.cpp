@@ -23,9 +23,9 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-constexpr auto kProgressEvery = 2s;        // a progress line this often while the spark wakes
-constexpr auto kPoll = 200ms;              // how often loops look at the stop flag
-constexpr std::size_t kMaxBacklog = 1 <<20;  // client bytes held for a slow upstream
+constexpr auto kProgressEvery = 2s;           // a progress line this often while the spark wakes
+constexpr auto kPoll = 200ms;                 // how often loops look at the stop flag
+constexpr std::size_t kMaxBacklog = 1 << 20;  // client bytes held for a slow upstream
 constexpr std::size_t kReadChunk = 64 * 1024;
 constexpr auto kLingerAfterRefusal = 2s;  // waiting for the client to close after a refusal
 
@@ -97,12 +97,14 @@ bool JumpSession::wait_for_upstream() {
   }
   const bool asleep = !info_.running;
   if (asleep)
-    banner("spark-gateway: waking " + spark_ + (!info_.asleep_for.empty() ? " (asleep for " + info_.asleep_for + ")" : "") + "...\n");
+    banner("spark-gateway: waking " + spark_ +
+           (!info_.asleep_for.empty() ? " (asleep for " + info_.asleep_for + ")" : "") + "...\n");
   auto next_progress = started + kProgressEvery;
   while (!handoff_->wait_for(std::chrono::duration_cast<std::chrono::milliseconds>(kPoll))) {
     if (stopping_ || client_gone()) return give_up();
     if (Clock::now() >= next_progress) {
-      banner("spark-gateway: " + spark_ + " still waking (" + config::format_duration(Clock::now() - started) + ")...\n");
+      banner("spark-gateway: " + spark_ + " still waking (" + config::format_duration(Clock::now() - started) +
+             ")...\n");
       next_progress += kProgressEvery;
     }
   }
@@ -113,7 +115,8 @@ bool JumpSession::wait_for_upstream() {
   }
   upstream_keepalive_ = info_.keepalive ? *info_.keepalive : cfg_.keepalive;
   apply_keepalive(upstream_.get(), upstream_keepalive_, "the upstream of " + spark_);
-  if (asleep) banner("spark-gateway: " + spark_ + " ready in " + config::format_duration(Clock::now() - started) + "\n");
+  if (asleep)
+    banner("spark-gateway: " + spark_ + " ready in " + config::format_duration(Clock::now() - started) + "\n");
   return true;
 }
 
@@ -196,7 +199,8 @@ int JumpSession::channel_open(ssh_message message) {
   }
   if (ssh_message_subtype(message) != SSH_CHANNEL_DIRECT_TCPIP || !authenticated_ || channel_) {
     refuse("spark-gateway: this is a jump host: no shell, commands or other channels (use ssh -J " +
-           (spark_.empty() ? std::string("NAME") : spark_) + "@gateway " + (spark_.empty() ? "NAME" : spark_) + ")");
+           (spark_.empty() ? std::string("NAME") : spark_) + "@gateway " + (spark_.empty() ? "NAME" : spark_) +
+           ")");
     return 0;
   }
   const char* host = ssh_message_channel_request_open_destination(message);
@@ -269,7 +273,9 @@ int JumpSession::on_channel_data(ssh_session, ssh_channel, void* data, uint32_t 
   return static_cast<int>(len);
 }
 
-void JumpSession::on_channel_eof(ssh_session, ssh_channel, void* self) { static_cast<JumpSession*>(self)->client_eof_ = true; }
+void JumpSession::on_channel_eof(ssh_session, ssh_channel, void* self) {
+  static_cast<JumpSession*>(self)->client_eof_ = true;
+}
 
 void JumpSession::on_channel_close(ssh_session, ssh_channel, void* self) {
   auto* s = static_cast<JumpSession*>(self);
@@ -317,7 +323,8 @@ void JumpSession::relay() {
   const int one = 1;
   ::setsockopt(upstream_.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   const int poll_ms = static_cast<int>(std::chrono::milliseconds(kPoll).count());
-  while (!stopping_ && !upstream_failed_ && !channel_closed_ && !(client_eof_ && upstream_eof_ && to_upstream_.empty())) {
+  while (!stopping_ && !upstream_failed_ && !channel_closed_ &&
+         !(client_eof_ && upstream_eof_ && to_upstream_.empty())) {
     // Read the upstream only while the client's window has room (and until it ends).
     const bool want_read = !upstream_eof_ && ssh_channel_window_size(channel_) > 0;
     if (want_read != reading_upstream_) {
@@ -354,8 +361,8 @@ void JumpSession::relay() {
 
 // Why the relay stopped, for the close's log line and its outcome.
 void JumpSession::decide_end() {
-  const bool spark_unreachable =
-      upstream_failed_ && is_peer_unreachable({upstream_errno_, boost::system::system_category()});
+  const bool spark_unreachable = upstream_failed_ &&
+                                 is_peer_unreachable({upstream_errno_, boost::system::system_category()});
   // A dead client's socket error ends libssh's session (nothing else does mid-relay).
   const std::string client_error = ssh_is_connected(session_) ? "" : ssh_get_error(session_);
   if (spark_unreachable || client_error_is_unreachable(client_error)) {
@@ -372,8 +379,8 @@ void JumpSession::finish() {
   if (upstream_) {
     upstream_.reset();
     gateway_.upstream_ended(handoff_, bytes_up_, bytes_down_, end_);
-    spdlog::info("spark {}: jump connection from {} {} after {}, {} bytes in, {} bytes out", spark_, peer_, end_text_,
-                 config::format_duration(Clock::now() - opened_), bytes_up_, bytes_down_);
+    spdlog::info("spark {}: jump connection from {} {} after {}, {} bytes in, {} bytes out", spark_, peer_,
+                 end_text_, config::format_duration(Clock::now() - opened_), bytes_up_, bytes_down_);
   }
   for (auto* c : {&channel_, &shell_channel_}) {
     if (*c) ssh_channel_free(*c);

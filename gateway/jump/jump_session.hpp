@@ -42,8 +42,8 @@ struct ProvenLogin {
   std::string peer;               // the client's address (from a trusted proxy's PROXY header)
   std::string user;               // the login name as given: "brave-dolphin", "brave-dolphin.alice"
   std::string spark;
-  JumpGateway::SparkInfo info;    // as found at the login
-  std::string key;                // the key's fingerprint
+  JumpGateway::SparkInfo info;  // as found at the login
+  std::string key;              // the key's fingerprint
 };
 
 class JumpSession {
@@ -109,11 +109,11 @@ class JumpSession {
   bool eof_sent_ = false;
   bool channel_closed_ = false;
   bool upstream_failed_ = false;
-  int upstream_errno_ = 0;                    // why upstream_failed_
-  config::TcpKeepalive upstream_keepalive_;   // as set on the upstream socket
+  int upstream_errno_ = 0;                     // why upstream_failed_
+  config::TcpKeepalive upstream_keepalive_;    // as set on the upstream socket
   ConnectionEnd end_ = ConnectionEnd::closed;  // decided when the relay stops
-  std::string end_text_ = "closed";           // ... and its words for the log
-  bool reading_upstream_ = false;  // the upstream fd is in the event (not paused by the window)
+  std::string end_text_ = "closed";            // ... and its words for the log
+  bool reading_upstream_ = false;              // the upstream fd is in the event (not paused by the window)
   std::uint64_t bytes_up_ = 0;
   std::uint64_t bytes_down_ = 0;
 };

@@ -42,8 +42,7 @@ class ActivityStoreTest : public ::testing::Test {
   void SetUp() override {
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
     root_ = fs::path(::testing::TempDir()) /
-            (std::string("activity_store_test.") + std::to_string(::getpid()) + "." +
-             info->name());
+            (std::string("activity_store_test.") + std::to_string(::getpid()) + "." + info->name());
     fs::remove_all(root_);
     ASSERT_TRUE(fs::create_directories(root_));
   }
@@ -161,9 +160,7 @@ TEST_F(ActivityStoreTest, NoTempFileLeftAfterSuccessfulSave) {
 // Missing and corrupt files
 // ---------------------------------------------------------------------------
 
-TEST_F(ActivityStoreTest, MissingFileLoadsAsEmpty) {
-  EXPECT_TRUE(ActivityStore(root_).load().empty());
-}
+TEST_F(ActivityStoreTest, MissingFileLoadsAsEmpty) { EXPECT_TRUE(ActivityStore(root_).load().empty()); }
 
 TEST_F(ActivityStoreTest, MissingStateDirLoadsAsEmpty) {
   EXPECT_TRUE(ActivityStore(root_ / "does-not-exist").load().empty());

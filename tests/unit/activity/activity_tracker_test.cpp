@@ -313,7 +313,7 @@ TEST(ActivityTracker, OurUnrecordedHoldSurvivesStaleReads) {
   t.set_keep_awake("a", kT0 + 4h, kT0);
   t.merge_remote("a", PersistedActivity{kT0, std::nullopt, {}});  // read before our write landed
   EXPECT_EQ(t.get("a").keep_awake_until, kT0 + 4h);
-  t.merge_remote("a", PersistedActivity{kT0, kT0 + 4h, {}});  // our write, as recorded (milliseconds)
+  t.merge_remote("a", PersistedActivity{kT0, kT0 + 4h, {}});      // our write, as recorded (milliseconds)
   t.merge_remote("a", PersistedActivity{kT0, std::nullopt, {}});  // then cleared elsewhere
   EXPECT_EQ(t.get("a").keep_awake_until, std::nullopt);
 }

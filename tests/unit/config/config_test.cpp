@@ -49,8 +49,8 @@ constexpr const char* kProcess =
     R"("process": {"command": ["/usr/sbin/sshd", "-D"], "target": "127.0.0.1:22001"})";
 
 // {"name": name, "listen": listen, <backend>, <extra>}
-std::string Spark(const std::string& name, const std::string& listen,
-                  const std::string& backend = kProcess, const std::string& extra = "") {
+std::string Spark(const std::string& name, const std::string& listen, const std::string& backend = kProcess,
+                  const std::string& extra = "") {
   std::string s = R"({"name": ")" + name + R"(", "listen": ")" + listen + R"(", )" + backend;
   if (!extra.empty()) s += ", " + extra;
   return s + "}";
@@ -128,8 +128,7 @@ TEST(ParseConfig, SpecExampleProcessSpark) {
   EXPECT_EQ(s.backend_kind(), "process");
   ASSERT_TRUE(std::holds_alternative<ProcessBackendConfig>(s.backend));
   const auto& p = std::get<ProcessBackendConfig>(s.backend);
-  EXPECT_THAT(p.command,
-              ElementsAre("/usr/sbin/sshd", "-D", "-e", "-f", "brave-dolphin/sshd_config"));
+  EXPECT_THAT(p.command, ElementsAre("/usr/sbin/sshd", "-D", "-e", "-f", "brave-dolphin/sshd_config"));
   EXPECT_EQ(p.target, (Address{"127.0.0.1", 22001}));
   EXPECT_EQ(p.stop_grace, Duration(10s));
   EXPECT_EQ(s.target(), (Address{"127.0.0.1", 22001}));
@@ -209,7 +208,8 @@ TEST(ParseConfig, AllOptionalTopLevelKeysAreHonoured) {
 
 TEST(ParseConfig, IdleTimeoutsShorterThanTheReaperIntervalAreRefusedNamingTheKeys) {
   const auto e = Problems(R"({"defaults": {"idle_timeout": "10s"}, "reaper": {"interval": "30s"},
-    "sparks": [)" + Spark("brave-dolphin", "127.0.0.1:2201", kProcess, R"("idle_timeout": "5s")") + R"(]})");
+    "sparks": [)" + Spark("brave-dolphin", "127.0.0.1:2201", kProcess, R"("idle_timeout": "5s")") +
+                          R"(]})");
   EXPECT_THAT(e, Contains(Problem("defaults.idle_timeout: 10s", "reaper.interval (30s)")));
   EXPECT_THAT(e, Contains(StartsWith("sparks[0].idle_timeout: 5s")));
   // Equal is fine, and "never" always is.
@@ -228,7 +228,8 @@ TEST(ParseConfig, PerSparkCapsDefaultToAQuarterOfTheGatewaysSoNoSparkTakesThemAl
   EXPECT_EQ(set.default_max_connections, 10);
   EXPECT_EQ(set.default_max_waiting, 5);
   EXPECT_THAT(Problems(R"({"defaults": {"max_waiting": 0}})"), Contains(StartsWith("defaults.max_waiting: ")));
-  EXPECT_THAT(Problems(R"({"defaults": {"max_conections": 1}})"), Contains(StartsWith("defaults.max_conections: ")));
+  EXPECT_THAT(Problems(R"({"defaults": {"max_conections": 1}})"),
+              Contains(StartsWith("defaults.max_conections: ")));
 }
 
 TEST(ParseConfig, LimitsDefaultsAndValues) {
@@ -244,8 +245,7 @@ TEST(ParseConfig, LimitsDefaultsAndValues) {
 
 TEST(ParseConfig, DataThreadsOutOfRangeIsAProblem) {
   for (const char* bad : {"-1", "65", "1.5", "\"2\""}) {
-    std::vector<std::string> problems =
-        Problems(std::string(R"({"limits": {"data_threads": )") + bad + "}}");
+    std::vector<std::string> problems = Problems(std::string(R"({"limits": {"data_threads": )") + bad + "}}");
     EXPECT_THAT(problems, Contains(Problem("limits.data_threads: ", "from 0 to 64"))) << bad;
   }
 }
@@ -268,8 +268,7 @@ TEST(ParseConfig, RelativeSourceYieldsAbsolutePaths) {
   EXPECT_TRUE(cfg.source.is_absolute()) << cfg.source;
   EXPECT_TRUE(cfg.base_dir.is_absolute()) << cfg.base_dir;
   EXPECT_TRUE(cfg.state_dir.is_absolute()) << cfg.state_dir;
-  EXPECT_EQ(cfg.state_dir.lexically_normal(),
-            (fs::current_path() / "some/dir/state").lexically_normal());
+  EXPECT_EQ(cfg.state_dir.lexically_normal(), (fs::current_path() / "some/dir/state").lexically_normal());
 }
 
 TEST(ParseConfig, IdleTimeoutNeverPerSpark) {
@@ -280,9 +279,8 @@ TEST(ParseConfig, IdleTimeoutNeverPerSpark) {
 }
 
 TEST(ParseConfig, IdleTimeoutNeverInDefaultsIsInherited) {
-  Config cfg = ParseOk(R"({"defaults": {"idle_timeout": "never"}, "sparks": [)" +
-                       Spark("a", "127.0.0.1:2201") + "," +
-                       Spark("b", "127.0.0.1:2202", kProcess, R"("idle_timeout": "1h")") + "]}");
+  Config cfg = ParseOk(R"({"defaults": {"idle_timeout": "never"}, "sparks": [)" + Spark("a", "127.0.0.1:2201") +
+                       "," + Spark("b", "127.0.0.1:2202", kProcess, R"("idle_timeout": "1h")") + "]}");
   EXPECT_TRUE(cfg.default_idle_timeout.is_never());
   ASSERT_THAT(cfg.sparks, SizeIs(2));
   EXPECT_TRUE(cfg.sparks[0].idle_timeout.is_never());
@@ -299,10 +297,10 @@ TEST(ParseConfig, PerSparkWakeTimeoutOverridesDefault) {
 }
 
 TEST(ParseConfig, ProcessStopGraceDefaultAndOverride) {
-  Config cfg = ParseOk(Sparks(
-      {Spark("a", "127.0.0.1:2201"),
-       Spark("b", "127.0.0.1:2202",
-             R"("process": {"command": ["/bin/x"], "target": "127.0.0.1:22002", "stop_grace": "3s"})")}));
+  Config cfg = ParseOk(
+      Sparks({Spark("a", "127.0.0.1:2201"),
+              Spark("b", "127.0.0.1:2202",
+                    R"("process": {"command": ["/bin/x"], "target": "127.0.0.1:22002", "stop_grace": "3s"})")}));
   ASSERT_THAT(cfg.sparks, SizeIs(2));
   ASSERT_TRUE(std::holds_alternative<ProcessBackendConfig>(cfg.sparks[0].backend));
   ASSERT_TRUE(std::holds_alternative<ProcessBackendConfig>(cfg.sparks[1].backend));
@@ -311,16 +309,16 @@ TEST(ParseConfig, ProcessStopGraceDefaultAndOverride) {
 }
 
 TEST(ParseConfig, Ipv6ListenAndTarget) {
-  Config cfg = ParseOk(Sparks({Spark(
-      "v6", "[::1]:2201", R"("process": {"command": ["/bin/x"], "target": "[::1]:22001"})")}));
+  Config cfg = ParseOk(
+      Sparks({Spark("v6", "[::1]:2201", R"("process": {"command": ["/bin/x"], "target": "[::1]:22001"})")}));
   ASSERT_THAT(cfg.sparks, SizeIs(1));
   EXPECT_EQ(cfg.sparks[0].listen, (Address{"::1", 2201}));
   EXPECT_EQ(cfg.sparks[0].target(), (Address{"::1", 22001}));
 }
 
 TEST(ParseConfig, SparkOrderIsPreserved) {
-  Config cfg = ParseOk(Sparks({Spark("zeta", "127.0.0.1:2203"), Spark("alpha", "127.0.0.1:2201"),
-                               Spark("mid", "127.0.0.1:2202")}));
+  Config cfg = ParseOk(
+      Sparks({Spark("zeta", "127.0.0.1:2203"), Spark("alpha", "127.0.0.1:2201"), Spark("mid", "127.0.0.1:2202")}));
   ASSERT_THAT(cfg.sparks, SizeIs(3));
   EXPECT_EQ(cfg.sparks[0].name, "zeta");
   EXPECT_EQ(cfg.sparks[1].name, "alpha");
@@ -343,7 +341,7 @@ TEST(ConfigErrorTest, KeepsProblemsInOrder) {
 // ===========================================================================
 
 struct BadConfig {
-  std::string label;   // test name suffix
+  std::string label;  // test name suffix
   std::string json;
   std::string prefix;  // the problem must start with this (the key path)
   std::string substr;  // ...and contain this
@@ -357,12 +355,11 @@ TEST_P(ParseConfigRejects, ReportsProblemAtKeyPath) {
   const BadConfig& c = GetParam();
   std::vector<std::string> problems = Problems(c.json);
   EXPECT_THAT(problems, Contains(Problem(c.prefix, c.substr)))
-      << "problems were:" << Join(problems) << "\nconfig:\n" << c.json;
+      << "problems were:" << Join(problems) << "\nconfig:\n"
+      << c.json;
 }
 
-std::string ParamName(const ::testing::TestParamInfo<BadConfig>& info) {
-  return info.param.label;
-}
+std::string ParamName(const ::testing::TestParamInfo<BadConfig>& info) { return info.param.label; }
 
 // --- unknown keys ----------------------------------------------------------
 INSTANTIATE_TEST_SUITE_P(
@@ -370,21 +367,22 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(
         BadConfig{"TopLevel", R"({"bogus": 1})", "bogus: ", "unknown key"},
         BadConfig{"InDefaults", R"({"defaults": {"foo": "1s"}})", "defaults.foo: ", "unknown key"},
-        BadConfig{"InReaper", R"({"reaper": {"intervall": "1s"}})", "reaper.intervall: ",
-                  "unknown key"},
-        BadConfig{"InActivity", R"({"activity": {"flush": "1s"}})", "activity.flush: ",
-                  "unknown key"},
-        BadConfig{"InSpark",
-                  Sparks({Spark("a", "127.0.0.1:2201", kProcess, R"("idel_timeout": "1h")")}),
+        BadConfig{"InReaper", R"({"reaper": {"intervall": "1s"}})", "reaper.intervall: ", "unknown key"},
+        BadConfig{"InActivity", R"({"activity": {"flush": "1s"}})", "activity.flush: ", "unknown key"},
+        BadConfig{"InSpark", Sparks({Spark("a", "127.0.0.1:2201", kProcess, R"("idel_timeout": "1h")")}),
                   "sparks[0].idel_timeout: ", "unknown key"},
-        BadConfig{"InProcess",
-                  Sparks({Spark("a", "127.0.0.1:2201",
-                                R"("process": {"command": ["/bin/x"], "comand": ["/bin/x"], "target": "127.0.0.1:22001"})")}),
-                  "sparks[0].process.comand: ", "unknown key"},
-        BadConfig{"InExec",
-                  Sparks({Spark("a", "127.0.0.1:2201",
-                                R"("exec": {"start": ["s"], "stop": ["t"], "target": "127.0.0.1:22001", "restart": ["r"]})")}),
-                  "sparks[0].exec.restart: ", "unknown key"},
+        BadConfig{
+            "InProcess",
+            Sparks({Spark(
+                "a", "127.0.0.1:2201",
+                R"("process": {"command": ["/bin/x"], "comand": ["/bin/x"], "target": "127.0.0.1:22001"})")}),
+            "sparks[0].process.comand: ", "unknown key"},
+        BadConfig{
+            "InExec",
+            Sparks({Spark(
+                "a", "127.0.0.1:2201",
+                R"("exec": {"start": ["s"], "stop": ["t"], "target": "127.0.0.1:22001", "restart": ["r"]})")}),
+            "sparks[0].exec.restart: ", "unknown key"},
         BadConfig{"InSecondSpark",
                   Sparks({Spark("a", "127.0.0.1:2201"),
                           Spark("b", "127.0.0.1:2202", kProcess, R"("colour": "red")")}),
@@ -392,8 +390,7 @@ INSTANTIATE_TEST_SUITE_P(
     ParamName);
 
 TEST(ParseConfig, UnknownKeyIsTheOnlyProblem) {
-  auto problems =
-      Problems(Sparks({Spark("a", "127.0.0.1:2201", kProcess, R"("idel_timeout": "1h")")}));
+  auto problems = Problems(Sparks({Spark("a", "127.0.0.1:2201", kProcess, R"("idel_timeout": "1h")")}));
   ASSERT_THAT(problems, SizeIs(1)) << Join(problems);
   EXPECT_THAT(problems[0], StartsWith("sparks[0].idel_timeout: unknown key"));
 }
@@ -407,17 +404,13 @@ INSTANTIATE_TEST_SUITE_P(
         BadConfig{"ReaperArray", R"({"reaper": []})", "reaper: ", "expected an object"},
         BadConfig{"ActivityNumber", R"({"activity": 30})", "activity: ", "expected an object"},
         BadConfig{"SparksObject", R"({"sparks": {}})", "sparks: ", "expected an array"},
-        BadConfig{"SparkString", R"({"sparks": ["brave-dolphin"]})", "sparks[0]: ",
-                  "expected an object"},
+        BadConfig{"SparkString", R"({"sparks": ["brave-dolphin"]})", "sparks[0]: ", "expected an object"},
         BadConfig{"IdleTimeoutNumber", R"({"defaults": {"idle_timeout": 7200}})",
                   "defaults.idle_timeout: ", "expected a string"},
         BadConfig{"NameNumber",
-                  R"({"sparks": [{"name": 5, "listen": "127.0.0.1:2201", )" +
-                      std::string(kProcess) + "}]}",
+                  R"({"sparks": [{"name": 5, "listen": "127.0.0.1:2201", )" + std::string(kProcess) + "}]}",
                   "sparks[0].name: ", "expected a string"},
-        BadConfig{"ListenNumber",
-                  R"({"sparks": [{"name": "a", "listen": 2201, )" + std::string(kProcess) +
-                      "}]}",
+        BadConfig{"ListenNumber", R"({"sparks": [{"name": "a", "listen": 2201, )" + std::string(kProcess) + "}]}",
                   "sparks[0].listen: ", "expected a string"},
         BadConfig{"ProcessArray", Sparks({Spark("a", "127.0.0.1:2201", R"("process": [])")}),
                   "sparks[0].process: ", "expected an object"},
@@ -436,17 +429,15 @@ INSTANTIATE_TEST_SUITE_P(
                                 R"("exec": {"start": [1, 2], "stop": ["t"], "target": "127.0.0.1:22001"})")}),
                   "sparks[0].exec.start", "string"},
         BadConfig{"TargetNumber",
-                  Sparks({Spark("a", "127.0.0.1:2201",
-                                R"("process": {"command": ["/bin/x"], "target": 22001})")}),
+                  Sparks({Spark("a", "127.0.0.1:2201", R"("process": {"command": ["/bin/x"], "target": 22001})")}),
                   "sparks[0].process.target: ", "expected a string"}),
     ParamName);
 
 TEST(ParseConfig, CommandWithNonStringElementSaysArrayOfStrings) {
-  auto problems = Problems(Sparks({Spark(
-      "a", "127.0.0.1:2201",
-      R"("process": {"command": ["/usr/sbin/sshd", 5], "target": "127.0.0.1:22001"})")}));
-  EXPECT_THAT(problems, Contains(Problem("sparks[0].process.command: ",
-                                         "expected an array of strings")))
+  auto problems = Problems(
+      Sparks({Spark("a", "127.0.0.1:2201",
+                    R"("process": {"command": ["/usr/sbin/sshd", 5], "target": "127.0.0.1:22001"})")}));
+  EXPECT_THAT(problems, Contains(Problem("sparks[0].process.command: ", "expected an array of strings")))
       << Join(problems);
 }
 
@@ -454,14 +445,11 @@ TEST(ParseConfig, CommandWithNonStringElementSaysArrayOfStrings) {
 INSTANTIATE_TEST_SUITE_P(
     Addresses, ParseConfigRejects,
     ::testing::Values(
-        BadConfig{"ListenPortTooBig",
-                  Sparks({Spark("a", "127.0.0.1:2201"), Spark("b", "127.0.0.1:99999")}),
+        BadConfig{"ListenPortTooBig", Sparks({Spark("a", "127.0.0.1:2201"), Spark("b", "127.0.0.1:99999")}),
                   "sparks[1].listen: ", "not a valid port"},
-        BadConfig{"ListenHostname", Sparks({Spark("a", "localhost:2201")}), "sparks[0].listen: ",
-                  ""},
+        BadConfig{"ListenHostname", Sparks({Spark("a", "localhost:2201")}), "sparks[0].listen: ", ""},
         BadConfig{"ListenNoPort", Sparks({Spark("a", "127.0.0.1")}), "sparks[0].listen: ", ""},
-        BadConfig{"ListenPortZero", Sparks({Spark("a", "127.0.0.1:0")}), "sparks[0].listen: ",
-                  ""},
+        BadConfig{"ListenPortZero", Sparks({Spark("a", "127.0.0.1:0")}), "sparks[0].listen: ", ""},
         BadConfig{"ProcessTargetBad",
                   Sparks({Spark("a", "127.0.0.1:2201",
                                 R"("process": {"command": ["/bin/x"], "target": "127.0.0.1:70000"})")}),
@@ -484,51 +472,42 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(
         BadConfig{"DefaultIdleGarbage", R"({"defaults": {"idle_timeout": "forever"}})",
                   "defaults.idle_timeout: ", ""},
-        BadConfig{"DefaultIdleNoUnit", R"({"defaults": {"idle_timeout": "7200"}})",
-                  "defaults.idle_timeout: ", ""},
-        BadConfig{"DefaultWakeNever", R"({"defaults": {"wake_timeout": "never"}})",
-                  "defaults.wake_timeout: ", ""},
-        BadConfig{"DrainNever", R"({"defaults": {"drain_timeout": "never"}})",
-                  "defaults.drain_timeout: ", ""},
+        BadConfig{"DefaultIdleNoUnit", R"({"defaults": {"idle_timeout": "7200"}})", "defaults.idle_timeout: ", ""},
+        BadConfig{"DefaultWakeNever", R"({"defaults": {"wake_timeout": "never"}})", "defaults.wake_timeout: ", ""},
+        BadConfig{"DrainNever", R"({"defaults": {"drain_timeout": "never"}})", "defaults.drain_timeout: ", ""},
         BadConfig{"DrainZero", R"({"defaults": {"drain_timeout": "0s"}})",
                   "defaults.drain_timeout: ", "greater than zero"},
         BadConfig{"ReaperNever", R"({"reaper": {"interval": "never"}})", "reaper.interval: ", ""},
-        BadConfig{"ReaperFraction", R"({"reaper": {"interval": "1.5s"}})", "reaper.interval: ",
-                  ""},
-        BadConfig{"FlushNever", R"({"activity": {"flush_interval": "never"}})",
-                  "activity.flush_interval: ", ""},
-        BadConfig{"FlushUppercase", R"({"activity": {"flush_interval": "30S"}})",
-                  "activity.flush_interval: ", ""},
+        BadConfig{"ReaperFraction", R"({"reaper": {"interval": "1.5s"}})", "reaper.interval: ", ""},
+        BadConfig{"FlushNever", R"({"activity": {"flush_interval": "never"}})", "activity.flush_interval: ", ""},
+        BadConfig{"FlushUppercase", R"({"activity": {"flush_interval": "30S"}})", "activity.flush_interval: ", ""},
         BadConfig{"SparkWakeFraction",
                   Sparks({Spark("a", "127.0.0.1:2201", kProcess, R"("wake_timeout": "1.5h")")}),
                   "sparks[0].wake_timeout: ", ""},
-        BadConfig{"SparkWakeNever",
-                  Sparks({Spark("a", "127.0.0.1:2201", kProcess, R"("wake_timeout": "never")")}),
+        BadConfig{"SparkWakeNever", Sparks({Spark("a", "127.0.0.1:2201", kProcess, R"("wake_timeout": "never")")}),
                   "sparks[0].wake_timeout: ", ""},
-        BadConfig{"SparkIdleZero",
-                  Sparks({Spark("a", "127.0.0.1:2201", kProcess, R"("idle_timeout": "0m")")}),
+        BadConfig{"SparkIdleZero", Sparks({Spark("a", "127.0.0.1:2201", kProcess, R"("idle_timeout": "0m")")}),
                   "sparks[0].idle_timeout: ", "greater than zero"},
-        BadConfig{"StopGraceNever",
-                  Sparks({Spark("a", "127.0.0.1:2201",
-                                R"("process": {"command": ["/bin/x"], "target": "127.0.0.1:22001", "stop_grace": "never"})")}),
-                  "sparks[0].process.stop_grace: ", ""}),
+        BadConfig{
+            "StopGraceNever",
+            Sparks({Spark(
+                "a", "127.0.0.1:2201",
+                R"("process": {"command": ["/bin/x"], "target": "127.0.0.1:22001", "stop_grace": "never"})")}),
+            "sparks[0].process.stop_grace: ", ""}),
     ParamName);
 
 // --- required keys and empty commands ---------------------------------------
 INSTANTIATE_TEST_SUITE_P(
     Required, ParseConfigRejects,
     ::testing::Values(
-        BadConfig{"Name", R"({"sparks": [{"listen": "127.0.0.1:2201", )" + std::string(kProcess) +
-                              "}]}",
+        BadConfig{"Name", R"({"sparks": [{"listen": "127.0.0.1:2201", )" + std::string(kProcess) + "}]}",
                   "sparks[0].name: ", "is required"},
         BadConfig{"Listen", R"({"sparks": [{"name": "a", )" + std::string(kProcess) + "}]}",
                   "sparks[0].listen: ", "is required"},
-        BadConfig{"ProcessTarget",
-                  Sparks({Spark("a", "127.0.0.1:2201", R"("process": {"command": ["/bin/x"]})")}),
+        BadConfig{"ProcessTarget", Sparks({Spark("a", "127.0.0.1:2201", R"("process": {"command": ["/bin/x"]})")}),
                   "sparks[0].process.target: ", "is required"},
         BadConfig{"ProcessCommand",
-                  Sparks({Spark("a", "127.0.0.1:2201",
-                                R"("process": {"target": "127.0.0.1:22001"})")}),
+                  Sparks({Spark("a", "127.0.0.1:2201", R"("process": {"target": "127.0.0.1:22001"})")}),
                   "sparks[0].process.command: ", "is required"},
         BadConfig{"ExecStart",
                   Sparks({Spark("a", "127.0.0.1:2201",
@@ -539,8 +518,7 @@ INSTANTIATE_TEST_SUITE_P(
                                 R"("exec": {"start": ["s"], "target": "127.0.0.1:22001"})")}),
                   "sparks[0].exec.stop: ", "is required"},
         BadConfig{"ExecTarget",
-                  Sparks({Spark("a", "127.0.0.1:2201",
-                                R"("exec": {"start": ["s"], "stop": ["t"]})")}),
+                  Sparks({Spark("a", "127.0.0.1:2201", R"("exec": {"start": ["s"], "stop": ["t"]})")}),
                   "sparks[0].exec.target: ", "is required"},
         BadConfig{"EmptyCommand",
                   Sparks({Spark("a", "127.0.0.1:2201",
@@ -553,8 +531,8 @@ INSTANTIATE_TEST_SUITE_P(
     ParamName);
 
 TEST(ParseConfig, EmptyCommandIsReportedOnce) {
-  auto problems = Problems(Sparks({Spark(
-      "a", "127.0.0.1:2201", R"("process": {"command": [], "target": "127.0.0.1:22001"})")}));
+  auto problems = Problems(
+      Sparks({Spark("a", "127.0.0.1:2201", R"("process": {"command": [], "target": "127.0.0.1:22001"})")}));
   ASSERT_THAT(problems, SizeIs(1)) << Join(problems);
   EXPECT_THAT(problems[0], StartsWith("sparks[0].process.command: must not be empty"));
 }
@@ -569,34 +547,28 @@ TEST(ParseConfig, MissingNameAndListenAreBothReported) {
 INSTANTIATE_TEST_SUITE_P(
     Names, ParseConfigRejects,
     ::testing::Values(
-        BadConfig{"Uppercase", Sparks({Spark("Brave", "127.0.0.1:2201")}), "sparks[0].name: ",
-                  "RFC 1123"},
-        BadConfig{"PathTraversal", Sparks({Spark("../x", "127.0.0.1:2201")}), "sparks[0].name: ",
-                  "RFC 1123"},
-        BadConfig{"Empty", Sparks({Spark("", "127.0.0.1:2201")}), "sparks[0].name: ",
-                  "RFC 1123"},
+        BadConfig{"Uppercase", Sparks({Spark("Brave", "127.0.0.1:2201")}), "sparks[0].name: ", "RFC 1123"},
+        BadConfig{"PathTraversal", Sparks({Spark("../x", "127.0.0.1:2201")}), "sparks[0].name: ", "RFC 1123"},
+        BadConfig{"Empty", Sparks({Spark("", "127.0.0.1:2201")}), "sparks[0].name: ", "RFC 1123"},
         BadConfig{"TrailingDash", Sparks({Spark("a", "127.0.0.1:2201"), Spark("b-", "127.0.0.1:2202")}),
                   "sparks[1].name: ", "RFC 1123"},
         BadConfig{"TooLong", Sparks({Spark(std::string(64, 'a'), "127.0.0.1:2201")}),
                   "sparks[0].name: ", "RFC 1123"},
-        BadConfig{"DuplicateName",
-                  Sparks({Spark("a", "127.0.0.1:2201"), Spark("a", "127.0.0.1:2202")}),
+        BadConfig{"DuplicateName", Sparks({Spark("a", "127.0.0.1:2201"), Spark("a", "127.0.0.1:2202")}),
                   "sparks[1].name: ", "already used by sparks[0]"},
         BadConfig{"DuplicateNameLater",
                   Sparks({Spark("a", "127.0.0.1:2201"), Spark("b", "127.0.0.1:2202"),
                           Spark("b", "127.0.0.1:2203")}),
                   "sparks[2].name: ", "already used by sparks[1]"},
-        BadConfig{"DuplicateListen",
-                  Sparks({Spark("a", "127.0.0.1:2201"), Spark("b", "127.0.0.1:2201")}),
+        BadConfig{"DuplicateListen", Sparks({Spark("a", "127.0.0.1:2201"), Spark("b", "127.0.0.1:2201")}),
                   "sparks[1].listen: ", "already used by sparks[0]"},
         BadConfig{"BothBackends",
                   Sparks({Spark("a", "127.0.0.1:2201",
                                 std::string(kProcess) +
                                     R"(, "exec": {"start": ["s"], "stop": ["t"], "target": "127.0.0.1:22001"})")}),
                   "sparks[0]: ", "exactly one backend"},
-        BadConfig{"NoBackend",
-                  R"({"sparks": [{"name": "a", "listen": "127.0.0.1:2201"}]})", "sparks[0]: ",
-                  "exactly one backend"}),
+        BadConfig{"NoBackend", R"({"sparks": [{"name": "a", "listen": "127.0.0.1:2201"}]})",
+                  "sparks[0]: ", "exactly one backend"}),
     ParamName);
 
 TEST(ParseConfig, DuplicateNameIsReportedOnlyOnTheLaterSpark) {
@@ -624,11 +596,9 @@ TEST(ParseConfig, TopLevelMustBeAnObject) {
 
 TEST(ParseConfig, ReportsEveryProblemInOneFile) {
   auto problems = Problems(
-      Sparks({Spark("a", "127.0.0.1:99999"),
-              Spark("b", "127.0.0.1:2202", kProcess, R"("idel_timeout": "1h")")}));
+      Sparks({Spark("a", "127.0.0.1:99999"), Spark("b", "127.0.0.1:2202", kProcess, R"("idel_timeout": "1h")")}));
   EXPECT_THAT(problems, SizeIs(::testing::Ge(2u))) << Join(problems);
-  EXPECT_THAT(problems, Contains(Problem("sparks[0].listen: ", "not a valid port")))
-      << Join(problems);
+  EXPECT_THAT(problems, Contains(Problem("sparks[0].listen: ", "not a valid port"))) << Join(problems);
   EXPECT_THAT(problems, Contains(StartsWith("sparks[1].idel_timeout: unknown key"))) << Join(problems);
 }
 
@@ -655,9 +625,9 @@ TEST(ParseConfig, ReportsProblemsAcrossSectionsAndSparks) {
 }
 
 TEST(ParseConfig, MisspelledCommandIsUnknownAndCommandIsMissing) {
-  auto problems = Problems(Sparks({Spark(
-      "a", "127.0.0.1:2201",
-      R"("process": {"comand": ["/usr/sbin/sshd"], "target": "127.0.0.1:22001"})")}));
+  auto problems = Problems(
+      Sparks({Spark("a", "127.0.0.1:2201",
+                    R"("process": {"comand": ["/usr/sbin/sshd"], "target": "127.0.0.1:22001"})")}));
   EXPECT_THAT(problems, Contains(StartsWith("sparks[0].process.comand: unknown key"))) << Join(problems);
   EXPECT_THAT(problems, Contains(StartsWith("sparks[0].process.command: is required"))) << Join(problems);
 }
@@ -687,11 +657,12 @@ TEST(ParseConfig, ClientRulesDefaultToWakeOnDataWithOneSecondGraceAndNoProxyProt
 }
 
 TEST(ParseConfig, ClientRulesAreInheritedFromDefaultsAndOverriddenPerSpark) {
-  Config cfg = ParseOk(R"({"trusted_proxies": ["10.42.0.0/16", "127.0.0.1"],
+  Config cfg = ParseOk(
+      R"({"trusted_proxies": ["10.42.0.0/16", "127.0.0.1"],
     "defaults": {"wake_on": "connect", "wake_grace": "3s", "proxy_protocol": "optional"},
-    "sparks": [)" + Spark("a", "127.0.0.1:2201") + ", " +
-                       Spark("b", "127.0.0.1:2202", kProcess, R"("wake_on": "data", "proxy_protocol": "required")") +
-                       "]}");
+    "sparks": [)" +
+      Spark("a", "127.0.0.1:2201") + ", " +
+      Spark("b", "127.0.0.1:2202", kProcess, R"("wake_on": "data", "proxy_protocol": "required")") + "]}");
   EXPECT_EQ(cfg.sparks[0].clients.wake_on, WakeOn::connect);
   EXPECT_EQ(cfg.sparks[0].clients.wake_grace, Duration(3s));
   EXPECT_EQ(cfg.sparks[0].clients.proxy_protocol, ProxyProtocol::optional);
@@ -706,7 +677,8 @@ TEST(ParseConfig, ClientRulesAreInheritedFromDefaultsAndOverriddenPerSpark) {
 TEST(ParseConfig, BadClientRulesAreProblemsNamingTheKeys) {
   auto problems = Problems(R"({"defaults": {"wake_on": "syn", "wake_grace": "2m"},
     "trusted_proxies": ["10.42.1.0/16", "bogus", 7],
-    "sparks": [)" + Spark("a", "127.0.0.1:2201", kProcess, R"("proxy_protocol": "v2")") + "]}");
+    "sparks": [)" + Spark("a", "127.0.0.1:2201", kProcess, R"("proxy_protocol": "v2")") +
+                           "]}");
   EXPECT_THAT(problems, Contains(Problem("defaults.wake_on", "\"syn\" is not one of")));
   EXPECT_THAT(problems, Contains(Problem("defaults.wake_grace", "at most 1m")));
   EXPECT_THAT(problems, Contains(Problem("trusted_proxies[0]", "did you mean 10.42.0.0/16?")));
@@ -754,7 +726,8 @@ TEST(ParseKeepalive, BuiltInDefaultsFindADeadPeerInTwoMinutes) {
 
 TEST(ParseKeepalive, DefaultsApplyToSparksWithoutTheirOwn) {
   Config cfg = ParseOk(R"({"defaults": {"keepalive": {"idle": "30s", "interval": "5s", "count": 3}},
-                           "sparks": [)" + Spark("a", "127.0.0.1:2201") + "]}");
+                           "sparks": [)" +
+                       Spark("a", "127.0.0.1:2201") + "]}");
   const TcpKeepalive expected{true, 30s, 5s, 3};
   EXPECT_EQ(cfg.default_keepalive, expected);
   ASSERT_THAT(cfg.sparks, SizeIs(1));
@@ -771,14 +744,13 @@ TEST(ParseKeepalive, KeysLeftOutComeFromTheLevelAbove) {
 }
 
 TEST(ParseKeepalive, OffPerSparkOrInDefaults) {
-  Config cfg = ParseOk(Sparks({Spark("a", "127.0.0.1:2201", kProcess, R"("keepalive": "off")"),
-                               Spark("b", "127.0.0.1:2202")}));
+  Config cfg = ParseOk(
+      Sparks({Spark("a", "127.0.0.1:2201", kProcess, R"("keepalive": "off")"), Spark("b", "127.0.0.1:2202")}));
   ASSERT_THAT(cfg.sparks, SizeIs(2));
   EXPECT_FALSE(cfg.sparks[0].keepalive.enabled);
   EXPECT_TRUE(cfg.sparks[1].keepalive.enabled);
 
-  Config off = ParseOk(R"({"defaults": {"keepalive": "off"}, "sparks": [)" +
-                       Spark("a", "127.0.0.1:2201") + "]}");
+  Config off = ParseOk(R"({"defaults": {"keepalive": "off"}, "sparks": [)" + Spark("a", "127.0.0.1:2201") + "]}");
   EXPECT_FALSE(off.default_keepalive.enabled);
   ASSERT_THAT(off.sparks, SizeIs(1));
   EXPECT_FALSE(off.sparks[0].keepalive.enabled);
@@ -801,10 +773,10 @@ TEST(ParseKeepalive, JumpHostTakesTheDefaults) {
 }
 
 TEST(ParseKeepalive, KernelLimitsAreAccepted) {
-  Config cfg = ParseOk(Sparks({Spark("a", "127.0.0.1:2201", kProcess,
-                                     R"("keepalive": {"idle": "1s", "interval": "1s", "count": 1})"),
-                               Spark("b", "127.0.0.1:2202", kProcess,
-                                     R"("keepalive": {"idle": "32767s", "interval": "1h", "count": 127})")}));
+  Config cfg = ParseOk(Sparks(
+      {Spark("a", "127.0.0.1:2201", kProcess, R"("keepalive": {"idle": "1s", "interval": "1s", "count": 1})"),
+       Spark("b", "127.0.0.1:2202", kProcess,
+             R"("keepalive": {"idle": "32767s", "interval": "1h", "count": 127})")}));
   ASSERT_THAT(cfg.sparks, SizeIs(2));
   EXPECT_EQ(cfg.sparks[0].keepalive.bound(), Duration(2s));
   EXPECT_EQ(cfg.sparks[1].keepalive, (TcpKeepalive{true, 32767s, 1h, 127}));
@@ -813,17 +785,17 @@ TEST(ParseKeepalive, KernelLimitsAreAccepted) {
 INSTANTIATE_TEST_SUITE_P(
     Keepalive, ParseConfigRejects,
     ::testing::Values(
-        BadConfig{"NotAnObjectOrOff", R"({"defaults": {"keepalive": "yes"}})", "defaults.keepalive: ",
-                  R"(expected "off", "on" or an object)"},
+        BadConfig{"NotAnObjectOrOff", R"({"defaults": {"keepalive": "yes"}})",
+                  "defaults.keepalive: ", R"(expected "off", "on" or an object)"},
         BadConfig{"ABoolean", Sparks({Spark("a", "127.0.0.1:2201", kProcess, R"("keepalive": true)")}),
                   "sparks[0].keepalive: ", R"(expected "off", "on" or an object)"},
-        BadConfig{"UnknownKey", R"({"defaults": {"keepalive": {"idel": "60s"}}})", "defaults.keepalive.idel: ",
-                  "unknown key"},
+        BadConfig{"UnknownKey", R"({"defaults": {"keepalive": {"idel": "60s"}}})",
+                  "defaults.keepalive.idel: ", "unknown key"},
         BadConfig{"IdleNotADuration", R"({"defaults": {"keepalive": {"idle": "soon"}}})",
                   "defaults.keepalive.idle: ", "soon"},
         BadConfig{"IdleZero", R"({"defaults": {"keepalive": {"idle": "0s"}}})", "defaults.keepalive.idle: ", ""},
-        BadConfig{"IdleNever", R"({"defaults": {"keepalive": {"idle": "never"}}})", "defaults.keepalive.idle: ",
-                  "only allowed for idle_timeout"},
+        BadConfig{"IdleNever", R"({"defaults": {"keepalive": {"idle": "never"}}})",
+                  "defaults.keepalive.idle: ", "only allowed for idle_timeout"},
         BadConfig{"IdleNotWholeSeconds",
                   Sparks({Spark("a", "127.0.0.1:2201", kProcess, R"("keepalive": {"idle": "1500ms"})")}),
                   "sparks[0].keepalive.idle: ", "is not whole seconds"},
@@ -833,12 +805,12 @@ INSTANTIATE_TEST_SUITE_P(
                   "defaults.keepalive.idle: ", "longer than the kernel allows (32767s"},
         BadConfig{"IntervalBeyondTheKernel", R"({"defaults": {"keepalive": {"interval": "1d"}}})",
                   "defaults.keepalive.interval: ", "longer than the kernel allows"},
-        BadConfig{"CountZero", R"({"defaults": {"keepalive": {"count": 0}}})", "defaults.keepalive.count: ",
-                  "expected a whole number from 1 to 127"},
-        BadConfig{"CountTooMany", R"({"defaults": {"keepalive": {"count": 128}}})", "defaults.keepalive.count: ",
-                  "expected a whole number from 1 to 127"},
-        BadConfig{"CountAString", R"({"defaults": {"keepalive": {"count": "6"}}})", "defaults.keepalive.count: ",
-                  "expected a whole number"},
+        BadConfig{"CountZero", R"({"defaults": {"keepalive": {"count": 0}}})",
+                  "defaults.keepalive.count: ", "expected a whole number from 1 to 127"},
+        BadConfig{"CountTooMany", R"({"defaults": {"keepalive": {"count": 128}}})",
+                  "defaults.keepalive.count: ", "expected a whole number from 1 to 127"},
+        BadConfig{"CountAString", R"({"defaults": {"keepalive": {"count": "6"}}})",
+                  "defaults.keepalive.count: ", "expected a whole number"},
         BadConfig{"BoundBeyondUserTimeout",
                   Sparks({Spark("a", "127.0.0.1:2201", kProcess,
                                 R"("keepalive": {"idle": "9h", "interval": "9h", "count": 127})")}),
@@ -913,9 +885,7 @@ TEST_F(LoadConfigTest, NonexistentFileIsConfigErrorCannotRead) {
   }
 }
 
-TEST_F(LoadConfigTest, DirectoryIsConfigError) {
-  EXPECT_THROW(load_config(dir_), ConfigError);
-}
+TEST_F(LoadConfigTest, DirectoryIsConfigError) { EXPECT_THROW(load_config(dir_), ConfigError); }
 
 TEST_F(LoadConfigTest, InvalidFileContentsAreReported) {
   fs::path file = Write("bad.json", R"({"sparks": [{"name": "a", "listen": "127.0.0.1:0"}]})");
