@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <map>
 #include <optional>
 #include <stdexcept>
 #include <system_error>
@@ -281,10 +282,11 @@ void JumpServer::start() {
 void JumpServer::close_logins() {
   auto logins = logins_;  // each close() removes itself from logins_
   for (auto& login : logins) login->close(StartupGate::End::dropped);
-  for (auto* socket : reading_headers_) {
+  for (auto& reader : reading_headers_) {
     error_code ignored;
-    socket->close(ignored);  // its reader wakes, sees the listener closed, and ends
+    reader.socket->close(ignored);  // its reader wakes, sees the socket closed, and ends
   }
+  reading_headers_.clear();
 }
 
 void JumpServer::stop_accepting() {
@@ -387,19 +389,43 @@ void JumpServer::accepted(int fd, const sockaddr_storage& addr) {
   }
   const std::string peer = address_text(addr);
   const auto remote = socket.remote_endpoint(ec);
-  if (cfg_.proxy_protocol == config::ProxyProtocol::off || ec ||
-      !is_trusted_proxy(cfg_.trusted_proxies, remote.address()))
+  const bool trusted = !ec && is_trusted_proxy(cfg_.trusted_proxies, remote.address());
+  if (cfg_.proxy_protocol == config::ProxyProtocol::off || (!trusted && cfg_.proxy_protocol == config::ProxyProtocol::optional))
     return admit(std::move(socket), peer);
-  // From a trusted proxy: the client is named in its header, and the gate weighs the client, not
-  // the proxy that all of them come through. Headers arrive at once; a proxy holding many
-  // connections without one is cut at max_startups' `full`.
-  if (std::cmp_greater_equal(reading_headers_.size(), cfg_.max_startups.full)) {
-    log_refusal("jump", peer,
-                "max_startups " + std::to_string(cfg_.max_startups.full) +
-                    " connections from proxies are still sending their PROXY header");
+  if (!trusted) {
+    log_refusal("jump", peer, "not in trusted_proxies, and a PROXY header is required");
     return;
   }
+  // From a trusted proxy: the client is named in its header, and the gate weighs the client, not
+  // the proxy that all of them come through. Headers arrive at once; at most max_startups'
+  // `full` connections may still be sending one, shared fairly among the proxies.
+  if (!make_room_for_header(peer)) return;
   asio::co_spawn(io_, admit_after_proxy_header(std::move(socket), peer), asio::detached);
+}
+
+bool JumpServer::make_room_for_header(const std::string& proxy) {
+  if (std::cmp_less(reading_headers_.size(), cfg_.max_startups.full)) return true;
+  // As StartupGate does for logins: a proxy holding fewer than the one holding the most takes
+  // that one's oldest slot, so one trusted address (a pod in a trusted pod network) flooding
+  // silent connections only ever displaces its own.
+  std::map<std::string, int> held;
+  for (const auto& reader : reading_headers_) ++held[reader.proxy];
+  const auto heaviest = std::max_element(held.begin(), held.end(),
+                                         [](const auto& a, const auto& b) { return a.second < b.second; });
+  if (heaviest->first == proxy || heaviest->second < held[proxy] + 2) {
+    log_refusal("jump", proxy,
+                "max_startups " + std::to_string(cfg_.max_startups.full) +
+                    " connections from proxies are still sending their PROXY header");
+    return false;
+  }
+  const auto oldest = std::find_if(reading_headers_.begin(), reading_headers_.end(),
+                                   [&](const auto& reader) { return reader.proxy == heaviest->first; });
+  log_refusal("jump", oldest->proxy,
+              "closed a connection still sending its PROXY header to make room for " + proxy);
+  error_code ignored;
+  oldest->socket->close(ignored);  // its reader wakes and ends
+  reading_headers_.erase(oldest);
+  return true;
 }
 
 awaitable<void> JumpServer::admit_after_proxy_header(tcp::socket socket, std::string proxy) {
@@ -408,22 +434,25 @@ awaitable<void> JumpServer::admit_after_proxy_header(tcp::socket socket, std::st
   rules.proxy_trusted = true;
   rules.wait_for_data = false;
   rules.header_timeout = std::min<std::chrono::milliseconds>(rules.header_timeout, cfg_.login_grace);
-  reading_headers_.insert(&socket);
+  const auto reader = reading_headers_.insert(reading_headers_.end(), HeaderReader{proxy, &socket});
   const Greeting greeting = co_await read_proxy_header_alone(socket, rules);
-  reading_headers_.erase(&socket);
-  if (stopping_ || !acceptor_.is_open()) co_return;
-  // LOCAL (the proxy's health check) and UNKNOWN name no client: the proxy's own connection,
-  // which may log in like any other (nothing wakes before a login).
+  // Still listed unless make_room_for_header() or close_logins() closed it (and took it out).
+  if (socket.is_open()) reading_headers_.erase(reader);
+  if (stopping_ || !acceptor_.is_open() || !socket.is_open()) co_return;
   if (greeting.turned_away && *greeting.turned_away != TurnedAway::proxy_local) {
     log_refusal("jump", proxy, greeting.reason);
     co_return;
   }
+  // LOCAL (the proxy's health check) and UNKNOWN name no client: the proxy's own connection,
+  // which may go on (a check may wait for the SSH banner; nothing wakes before a login). A
+  // health check that never logs in is no failed login: it costs the proxy no penalty.
+  const bool health_check = greeting.turned_away.has_value();
   const std::string client = greeting.client ? address_text(greeting.client->address()) : proxy;
   if (greeting.client) spdlog::debug("jump: a connection from {} through the proxy at {}", client, proxy);
-  admit(std::move(socket), client);
+  admit(std::move(socket), client, health_check);
 }
 
-void JumpServer::admit(tcp::socket socket, const std::string& peer) {
+void JumpServer::admit(tcp::socket socket, const std::string& peer, bool health_check) {
   const auto now = StartupGate::Clock::now();
   const auto decision = gate_.decide(peer, sessions_, now);
   if (decision.kind == StartupGate::Decision::Kind::refuse) {
@@ -442,11 +471,11 @@ void JumpServer::admit(tcp::socket socket, const std::string& peer) {
     }
   }
   gate_.started(peer);
-  auto login = std::make_shared<JumpLogin>(shared_, std::move(socket), peer,
-                                           [this](JumpLogin& l, StartupGate::End how,
-                                                  std::optional<ProvenLogin> proven) {
-                                             login_ended(l, how, std::move(proven));
-                                           });
+  auto ended = [this, health_check](JumpLogin& l, StartupGate::End how, std::optional<ProvenLogin> proven) {
+    if (health_check && how != StartupGate::End::logged_in) how = StartupGate::End::dropped;
+    login_ended(l, how, std::move(proven));
+  };
+  auto login = std::make_shared<JumpLogin>(shared_, std::move(socket), peer, std::move(ended));
   logins_.push_back(login);
   login->start();
 }

@@ -16,7 +16,6 @@
 #include <list>
 #include <memory>
 #include <mutex>
-#include <set>
 #include <thread>
 
 #include "config/config.hpp"
@@ -56,8 +55,12 @@ class JumpServer {
   // A socket just accepted: admitted at once, or after its PROXY header (jump.proxy_protocol).
   void accepted(int fd, const sockaddr_storage& addr);
   awaitable<void> admit_after_proxy_header(tcp::socket socket, std::string proxy);
-  // Through the gate (`peer` is the client's address), then logging in.
-  void admit(tcp::socket socket, const std::string& peer);
+  // Whether another connection from `proxy` may wait for its PROXY header (at most
+  // max_startups' `full`, shared fairly): false if it must be refused.
+  bool make_room_for_header(const std::string& proxy);
+  // Through the gate (`peer` is the client's address), then logging in. A proxy's
+  // `health_check` that ends without logging in is not penalized.
+  void admit(tcp::socket socket, const std::string& peer, bool health_check = false);
   void login_ended(JumpLogin& login, StartupGate::End how, std::optional<ProvenLogin> proven);
   void start_session(ProvenLogin login);
   void close_logins();  // login thread
@@ -79,7 +82,12 @@ class JumpServer {
   StartupGate gate_;
   JumpLogin::Shared shared_;
   std::list<std::shared_ptr<JumpLogin>> logins_;  // not logged in yet, oldest first
-  std::set<tcp::socket*> reading_headers_;        // from trusted proxies, before their PROXY header
+  // Connections from trusted proxies still sending their PROXY header, oldest first.
+  struct HeaderReader {
+    std::string proxy;
+    tcp::socket* socket;
+  };
+  std::list<HeaderReader> reading_headers_;
   std::thread login_thread_;
   std::mutex workers_mu_;
   std::list<Worker> workers_;
