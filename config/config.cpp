@@ -588,6 +588,61 @@ bool read_spark_listen(Reader& r, const json& s, const std::string& path, Owners
   return true;
 }
 
+// "ports": [{"name": "web", "listen": "127.0.0.1:2301", "port": 3000}, ...]: each name and spark
+// port once, never the SSH port, each listen address unique in the whole config.
+bool read_spark_ports(Reader& r, const json& s, const std::string& path, Owners& owners, SparkConfig& spark) {
+  const auto it = s.find("ports");
+  if (it == s.end()) return true;
+  if (!it->is_array()) {
+    r.problem(path + ".ports", R"(expected an array like [{"name": "web", "listen": "127.0.0.1:2301", "port": 3000}])");
+    return false;
+  }
+  bool ok = true;
+  std::map<std::string, std::string> names{{"ssh", "the SSH port"}};
+  std::map<int, std::string> numbers;
+  for (std::size_t i = 0; i < it->size(); ++i) {
+    const std::string pp = path + ".ports[" + std::to_string(i) + "]";
+    const json& entry = (*it)[i];
+    if (!entry.is_object()) {
+      r.problem(pp, R"(expected an object like {"name": "web", "listen": "127.0.0.1:2301", "port": 3000})");
+      ok = false;
+      continue;
+    }
+    r.reject_unknown_keys(entry, pp, {"name", "listen", "port"});
+    SparkPort port;
+    const auto name = r.string(entry, "name", pp + ".name", true);
+    const auto listen = r.address(entry, "listen", pp + ".listen");
+    const auto number = r.port(entry, "port", pp + ".port");
+    if (!entry.contains("port")) r.problem(pp + ".port", "missing: the spark's own port, e.g. 3000");
+    if (!name || !listen || !number) {
+      ok = false;
+      continue;
+    }
+    if (!is_valid_spark_name(*name)) {
+      r.problem(pp + ".name", "\"" + *name + "\" is not a valid port name: an RFC 1123 label like \"web\"");
+      ok = false;
+    } else if (auto [owner, fresh] = names.emplace(*name, pp); !fresh) {
+      r.problem(pp + ".name", "\"" + *name + "\" is already " + owner->second);
+      ok = false;
+    }
+    if (auto [owner, fresh] = numbers.emplace(*number, pp); !fresh) {
+      r.problem(pp + ".port", std::to_string(*number) + " is already " + owner->second);
+      ok = false;
+    }
+    if (auto [owner, fresh] = owners.listens.emplace(listen->to_string(), pp); !fresh) {
+      std::string why = "\"";
+      why.append(listen->to_string()).append("\" is already used by ").append(owner->second);
+      r.problem(pp + ".listen", why);
+      ok = false;
+    }
+    port.name = *name;
+    port.listen = *listen;
+    port.port = *number;
+    spark.ports.push_back(std::move(port));
+  }
+  return ok;
+}
+
 // The settings a spark takes from `defaults` unless it gives its own. False if one it gives is
 // invalid.
 bool read_spark_overrides(Reader& r, const json& s, const std::string& path, const Config& cfg,
@@ -604,6 +659,13 @@ bool read_spark_overrides(Reader& r, const json& s, const std::string& path, con
   if (s.contains("wake_timeout")) {
     if (auto t = r.duration(s, "wake_timeout", path + ".wake_timeout"))
       spark.wake_timeout = *t;
+    else
+      ok = false;
+  }
+  spark.port_grace = cfg.default_port_grace;
+  if (s.contains("port_grace")) {
+    if (auto t = r.duration(s, "port_grace", path + ".port_grace"))
+      spark.port_grace = *t;
     else
       ok = false;
   }
@@ -627,16 +689,25 @@ std::optional<SparkConfig> read_spark(Reader& r, const json& s, const std::strin
   }
   r.reject_unknown_keys(s, path,
                         {"name", "listen", "idle_timeout", "wake_timeout", "max_connections", "max_waiting",
-                         "keepalive", "wake_on", "wake_grace", "proxy_protocol", "process", "exec"});
+                         "keepalive", "wake_on", "wake_grace", "proxy_protocol", "ports", "port_grace", "process",
+                         "exec"});
   SparkConfig spark;
   const bool named = read_spark_name(r, s, path, owners, spark);
   const bool listening = read_spark_listen(r, s, path, owners, spark);
+  const bool ports_ok = read_spark_ports(r, s, path, owners, spark);
   const bool overrides_ok = read_spark_overrides(r, s, path, cfg, spark);
   spark.max_connections = r.count(s, "max_connections", path + ".max_connections");
   spark.max_waiting = r.count(s, "max_waiting", path + ".max_waiting");
   auto backend = read_backend(r, s, path);
-  if (!named || !listening || !overrides_ok || !backend) return std::nullopt;
+  if (!named || !listening || !ports_ok || !overrides_ok || !backend) return std::nullopt;
   spark.backend = std::move(*backend);
+  for (const auto& port : spark.ports) {
+    if (port.port == spark.target().port) {
+      r.problem(path + ".ports", "port " + std::to_string(port.port) + " (" + port.name +
+                                     ") is the spark's SSH port (its target): SSH needs no dev port");
+      return std::nullopt;
+    }
+  }
   return spark;
 }
 
@@ -686,13 +757,14 @@ struct DefaultCaps {
 
 DefaultCaps read_defaults(Reader& r, const json& d, Config& cfg) {
   r.reject_unknown_keys(d, "defaults",
-                        {"idle_timeout", "wake_timeout", "drain_timeout", "keepalive", "max_connections",
+                        {"idle_timeout", "wake_timeout", "port_grace", "drain_timeout", "keepalive", "max_connections",
                          "max_waiting", "wake_on", "wake_grace", "proxy_protocol"});
   DefaultCaps caps;
   caps.max_connections = r.count(d, "max_connections", "defaults.max_connections");
   caps.max_waiting = r.count(d, "max_waiting", "defaults.max_waiting");
   if (auto t = r.idle_timeout(d, "idle_timeout", "defaults.idle_timeout")) cfg.default_idle_timeout = *t;
   if (auto t = r.duration(d, "wake_timeout", "defaults.wake_timeout")) cfg.default_wake_timeout = *t;
+  if (auto t = r.duration(d, "port_grace", "defaults.port_grace")) cfg.default_port_grace = *t;
   if (auto t = r.duration(d, "drain_timeout", "defaults.drain_timeout")) cfg.drain_timeout = *t;
   if (auto k = r.keepalive(d, "keepalive", "defaults.keepalive", cfg.default_keepalive))
     cfg.default_keepalive = *k;

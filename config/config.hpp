@@ -76,6 +76,15 @@ struct ClientRules {
   friend bool operator==(const ClientRules&, const ClientRules&) = default;
 };
 
+// A dev port of a spark beside SSH (docs/configuration.md, "Dev ports"): the gateway listens on
+// `listen` and splices to the spark's own `port` on the host its SSH target is on.
+struct SparkPort {
+  std::string name;  // RFC 1123 label, not "ssh": "web", "api", "3000"
+  Address listen;
+  int port = 0;
+  friend bool operator==(const SparkPort&, const SparkPort&) = default;
+};
+
 struct SparkConfig {
   std::string name;  // RFC 1123 label
   Address listen;
@@ -89,6 +98,10 @@ struct SparkConfig {
   std::optional<int> max_waiting;      // connections waiting for a wake
   TcpKeepalive keepalive;              // effective: the spark's own, else `defaults`
   ClientRules clients;                 // effective: the spark's own keys, else `defaults`
+  std::vector<SparkPort> ports;        // dev ports beside SSH
+  // A dev port of a spark asleep, waking or awake for less than this is waited for (its dev
+  // server may still be starting); of an older spark, a port that refuses closes the connection.
+  Duration port_grace{std::chrono::seconds(30)};  // effective: the spark's own, else `defaults`
 
   const Address& target() const;
   std::string backend_kind() const;  // "process", "exec" or "kubernetes"
@@ -206,6 +219,7 @@ struct Config {
   std::filesystem::path state_dir;  // absolute
   MaybeNever default_idle_timeout{std::chrono::hours(2)};
   Duration default_wake_timeout{std::chrono::minutes(5)};
+  Duration default_port_grace{std::chrono::seconds(30)};
   Duration drain_timeout{std::chrono::seconds(30)};
   TcpKeepalive default_keepalive;
   ClientRules default_clients;

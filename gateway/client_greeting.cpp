@@ -123,7 +123,7 @@ awaitable<Greeting> read_greeting(tcp::socket& client, GreetingRules rules) {
   }
   if (check_untrusted_header && looks_like_proxy_header(g.bytes))
     co_return ended(TurnedAway::proxy_refused, "a PROXY header from a peer not in trusted_proxies");
-  if (!rules.wait_for_data) co_return g;
+  if (!rules.wait_for_data || !rules.expect_ssh) co_return g;
   const auto deadline = Clock::now() + rules.header_timeout;
   for (;;) {
     const auto check = check_ssh_identification(g.bytes);

@@ -20,6 +20,8 @@ struct GreetingRules {
   // running); a client silent for `wake_grace` goes on too (it waits for the server's banner).
   bool wait_for_data = true;
   std::chrono::milliseconds wake_grace{1000};
+  // The first bytes must be an SSH identification (a spark's SSH port); a dev port takes any.
+  bool expect_ssh = true;
   // How long a PROXY header, or an identification line already begun, may take to arrive.
   std::chrono::milliseconds header_timeout{5000};
 };

@@ -56,13 +56,32 @@ tcp::socket on_executor(tcp::socket s, const asio::any_io_executor& executor) {
 
 }  // namespace
 
-Connection::Connection(std::shared_ptr<Spark> spark, tcp::socket client, tcp::endpoint peer,
-                       SessionCore& sessions, DataWorker& worker)
+Connection::Connection(std::shared_ptr<Spark> spark, std::optional<config::SparkPort> port, tcp::socket client,
+                       tcp::endpoint peer, SessionCore& sessions, DataWorker& worker)
     : LiveSession(std::move(spark)),
+      port_(std::move(port)),
+      port_metrics_(port_ ? &spark_->port_metrics(port_->name) : nullptr),
       client_(std::move(client)),
       peer_(std::move(peer)),
       sessions_(sessions),
       worker_(worker) {}
+
+prometheus::Counter& Connection::bytes_in_counter() const {
+  return port_metrics_ ? port_metrics_->bytes_client_to_spark : spark_->metrics().bytes_client_to_spark;
+}
+
+prometheus::Counter& Connection::bytes_out_counter() const {
+  return port_metrics_ ? port_metrics_->bytes_spark_to_client : spark_->metrics().bytes_spark_to_client;
+}
+
+void Connection::count_spliced() {
+  if (port_metrics_)
+    port_metrics_->connections_spliced.Increment();
+  else
+    SessionCore::spliced(*this);
+}
+
+std::string Connection::port_words() const { return port_ ? " to port " + port_->name : std::string(); }
 
 void Connection::close_sockets() {
   error_code ignored;
@@ -97,14 +116,15 @@ awaitable<void> Connection::run() {
   }
   if (greeting.client) peer_ = *greeting.client;
   sessions_.open(*this);
-  spark_->connection_from(peer_.address().to_string());
-  spdlog::info("spark {}: connection from {}:{} ({})", spark_->name(), address_of(peer_), peer_.port(),
+  spark_->connection_from(peer_.address().to_string() + port_words());
+  spdlog::info("spark {}: connection from {}:{}{} ({})", spark_->name(), address_of(peer_), peer_.port(), port_words(),
                to_string(spark_->state()));
 
-  // "woken by a connection from 100.101.102.103": an Event needs no port.
-  std::string cause = "a connection from " + peer_.address().to_string();
+  // "woken by a connection from 100.101.102.103": an Event needs no client port.
+  std::string cause = "a connection from " + peer_.address().to_string() + port_words();
   const asio::any_io_executor data_executor = worker_.executor();
-  Reached reached = co_await SessionCore::reach(*spark_, std::move(cause), data_executor);
+  const std::optional<int> spark_port = port_ ? std::optional<int>(port_->port) : std::nullopt;
+  Reached reached = co_await SessionCore::reach(*spark_, std::move(cause), data_executor, spark_port);
   std::string outcome;
   if (reached.socket) {
     try {
@@ -119,11 +139,11 @@ awaitable<void> Connection::run() {
     // The client's first bytes, read before the wake, go first and unchanged.
     auto [ec, n] = co_await asio::async_write(*upstream_, asio::buffer(greeting.bytes), asio::as_tuple(use_awaitable));
     bytes_in_ += n;
-    spark_->metrics().bytes_client_to_spark.Increment(static_cast<double>(n));
+    bytes_in_counter().Increment(static_cast<double>(n));
     if (ec) reached.error = ec.message(), upstream_.reset();
   }
   if (upstream_ && client_.is_open()) {
-    SessionCore::spliced(*this);
+    count_spliced();
     start_splice(co_await asio::this_coro::executor);
     co_return;
   }
@@ -133,6 +153,9 @@ awaitable<void> Connection::run() {
     outcome = "closed: upstream unreachable: " + reached.error;
   else if (reached.failure == ConnectionOutcome::wake_failed)
     outcome = "closed: wake failed: " + reached.error;
+  else if (reached.failure == ConnectionOutcome::port_closed)
+    outcome = "closed: port " + std::to_string(port_->port) + " does not answer in the spark (" + reached.error + ")";
+  if (reached.failure == ConnectionOutcome::port_closed) port_metrics_->connections_port_closed.Increment();
   else
     outcome = "closed: " + reached.error;
   close_sockets();
@@ -148,6 +171,7 @@ awaitable<Greeting> Connection::read_client_greeting() {
   // server's banner is not kept waiting for wake_grace).
   read.wait_for_data = rules.wake_on == config::WakeOn::data && spark_->state() != SparkState::running;
   read.wake_grace = std::chrono::duration_cast<std::chrono::milliseconds>(rules.wake_grace);
+  read.expect_ssh = !port_;
   spark_->greeting_started();  // counts against max_waiting, but is not activity
   Greeting greeting = co_await read_greeting(client_, read);
   spark_->greeting_ended();
@@ -168,10 +192,8 @@ void Connection::turn_away(const Greeting& greeting) {
 // the worker once the splice has closed both sockets, and posts the bookkeeping home.
 void Connection::start_splice(asio::any_io_executor main) {
   on_worker_ = true;
-  auto& metrics = spark_->metrics();
   asio::co_spawn(worker_.executor(),
-                 splice(client_, *upstream_, {metrics.bytes_client_to_spark, metrics.bytes_spark_to_client},
-                        worker_.pipes()),
+                 splice(client_, *upstream_, {bytes_in_counter(), bytes_out_counter()}, worker_.pipes()),
                  [self = shared_from_this(), main = std::move(main)](std::exception_ptr error, SpliceResult moved) {
                    auto ended = describe_end(error ? error : moved.error, self->keepalive_);
                    asio::post(main, [self, moved, end = ended.first, outcome = std::move(ended.second)] {
@@ -186,8 +208,8 @@ void Connection::finish(std::string_view outcome, std::optional<ConnectionEnd> e
   sessions_.close(*this, end);
   const auto lasted = std::chrono::duration_cast<std::chrono::milliseconds>(
       std::chrono::steady_clock::now() - opened_);
-  spdlog::info("spark {}: connection from {}:{} {} after {}, {} in, {} out", spark_->name(),
-               address_of(peer_), peer_.port(), outcome, config::format_duration(lasted),
+  spdlog::info("spark {}: connection from {}:{}{} {} after {}, {} in, {} out", spark_->name(),
+               address_of(peer_), peer_.port(), port_words(), outcome, config::format_duration(lasted),
                config::counted(bytes_in_, "byte"), config::counted(bytes_out_, "byte"));
 }
 

@@ -20,8 +20,9 @@ class Connection final : public std::enable_shared_from_this<Connection>, public
  public:
   // `client` was accepted onto `worker`'s io_context and admitted by `sessions`; run() itself
   // runs on the main loop.
-  Connection(std::shared_ptr<Spark> spark, tcp::socket client, tcp::endpoint peer, SessionCore& sessions,
-             DataWorker& worker);
+  // `port`: the dev port it came in on (none: the spark's SSH port).
+  Connection(std::shared_ptr<Spark> spark, std::optional<config::SparkPort> port, tcp::socket client,
+             tcp::endpoint peer, SessionCore& sessions, DataWorker& worker);
 
   // Waits for the spark and connects to it, then hands the pair to the worker and returns:
   // the splice ends the connection on its own (finish()). A failure ends it here.
@@ -37,6 +38,15 @@ class Connection final : public std::enable_shared_from_this<Connection>, public
   void close_sockets();
   void finish(std::string_view outcome, std::optional<ConnectionEnd> end);  // main loop, once
 
+  // The bytes counters: the spark's (SSH) or the dev port's.
+  prometheus::Counter& bytes_in_counter() const;
+  prometheus::Counter& bytes_out_counter() const;
+  void count_spliced();
+  // " to port web" for a dev port's log lines; empty for SSH.
+  std::string port_words() const;
+
+  std::optional<config::SparkPort> port_;
+  PortMetrics* port_metrics_ = nullptr;  // set for a dev port
   tcp::socket client_;
   std::optional<tcp::socket> upstream_;
   tcp::endpoint peer_;

@@ -16,7 +16,9 @@ constexpr std::chrono::milliseconds kAcceptBackoff{100};
 struct FrontDoor::Listener {
   explicit Listener(tcp::acceptor a) : acceptor(std::move(a)) {}
   tcp::acceptor acceptor;
-  std::shared_ptr<Spark> spark;  // re-pointed by a reload that keeps the address
+  // Re-pointed by a reload that keeps the address.
+  std::shared_ptr<Spark> spark;
+  std::optional<config::SparkPort> port;  // one of its dev ports; none: its SSH port
 };
 
 std::shared_ptr<FrontDoor::Listener> FrontDoor::open_listener(const config::Address& address) const {
@@ -32,24 +34,38 @@ std::shared_ptr<FrontDoor::Listener> FrontDoor::open_listener(const config::Addr
 }
 
 void FrontDoor::claim(Plan& plan, const config::SparkConfig& spark) const {
-  const std::string key = spark.listen.to_string();
+  claim_address(plan, spark.name, spark.listen);
+  for (const auto& port : spark.ports) claim_address(plan, spark.name + " (port " + port.name + ")", port.listen);
+}
+
+void FrontDoor::claim_address(Plan& plan, const std::string& whose, const config::Address& address) const {
+  const std::string key = address.to_string();
   if (plan.listeners.contains(key))
-    throw std::runtime_error("spark " + spark.name + ": " + key + " is already in use by another spark");
+    throw std::runtime_error("spark " + whose + ": " + key + " is already in use by another spark");
   if (auto it = listeners_.find(key); it != listeners_.end()) {
     plan.listeners[key] = it->second;  // the address stays: so does its listener
     return;
   }
   try {
-    plan.listeners[key] = open_listener(spark.listen);
+    plan.listeners[key] = open_listener(address);
   } catch (const std::exception& e) {
-    throw std::runtime_error("spark " + spark.name + ": " + e.what());
+    throw std::runtime_error("spark " + whose + ": " + e.what());
   }
   plan.opened.push_back(plan.listeners[key]);
 }
 
 void FrontDoor::adopt(Plan plan, const std::vector<config::SparkConfig>& served,
                       const std::map<std::string, std::shared_ptr<Spark>>& sparks) {
-  for (const auto& s : served) plan.listeners.at(s.listen.to_string())->spark = sparks.at(s.name);
+  for (const auto& s : served) {
+    auto& ssh = *plan.listeners.at(s.listen.to_string());
+    ssh.spark = sparks.at(s.name);
+    ssh.port.reset();
+    for (const auto& port : s.ports) {
+      auto& listener = *plan.listeners.at(port.listen.to_string());
+      listener.spark = ssh.spark;
+      listener.port = port;
+    }
+  }
   for (auto& [key, listener] : listeners_) {
     if (plan.listeners.contains(key)) continue;
     error_code ignored;
@@ -83,7 +99,8 @@ awaitable<void> FrontDoor::accept_loop(std::shared_ptr<Listener> listener) {
       continue;
     }
     if (sessions_.refuse(*listener->spark, peer.address().to_string())) continue;  // the socket closes here
-    auto connection = std::make_shared<Connection>(listener->spark, std::move(socket), peer, sessions_, worker);
+    auto connection =
+        std::make_shared<Connection>(listener->spark, listener->port, std::move(socket), peer, sessions_, worker);
     asio::co_spawn(io_, connection->run(), asio::detached);
   }
 }

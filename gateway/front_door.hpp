@@ -1,5 +1,5 @@
 #pragma once
-// The front door: one listener per spark address. Each accepts straight onto the data worker
+// The front door: one listener per spark address (its SSH port and each dev port). Each accepts straight onto the data worker
 // that will splice the connection, asks the session core whether it may open, and starts its
 // Connection. A reload that keeps an address keeps its listener (re-pointed at the spark), so
 // no connection is refused while the config changes. Main loop only.
@@ -28,8 +28,8 @@ class FrontDoor {
     std::map<std::string, std::shared_ptr<Listener>> listeners;  // by listen address
     std::vector<std::shared_ptr<Listener>> opened;
   };
-  // Adds `spark`'s listener to `plan`: the one already open on its address, or a new one.
-  // Throws (naming the spark) if the address is another spark's or cannot be bound.
+  // Adds `spark`'s listeners (SSH and dev ports) to `plan`: the one already open on each
+  // address, or a new one. Throws (naming the spark) if an address is another's or cannot be bound.
   void claim(Plan& plan, const config::SparkConfig& spark) const;
   // Makes `plan` the listeners: each serves the spark of its address in `sparks` (by name),
   // listeners no longer wanted close, new ones start accepting.
@@ -39,6 +39,7 @@ class FrontDoor {
   void close();
 
  private:
+  void claim_address(Plan& plan, const std::string& whose, const config::Address& address) const;
   std::shared_ptr<Listener> open_listener(const config::Address& address) const;
   awaitable<void> accept_loop(std::shared_ptr<Listener> listener);
 

@@ -7,8 +7,10 @@
 
 namespace spark::gateway {
 
-// How a connection's attempt to reach its spark ended.
-enum class ConnectionOutcome { spliced, wake_failed, upstream_failed, rejected };
+// How a connection's attempt to reach its spark ended. `port_closed`: a dev port's connection
+// to an awake spark whose port does not answer (its dev server is not running): not the spark's
+// failure.
+enum class ConnectionOutcome { spliced, wake_failed, upstream_failed, rejected, port_closed };
 
 // How a spliced connection ended. `client_unreachable` / `spark_unreachable`: keepalive or
 // TCP_USER_TIMEOUT found that side dead (no FIN or RST ever came; docs/dead-peers.md).

@@ -25,11 +25,18 @@ void SessionCore::open(LiveSession& session) {
   session.spark().connection_opened();  // activity, and awake while it is open
 }
 
-awaitable<Reached> SessionCore::reach(Spark& spark, std::string cause, asio::any_io_executor socket_executor) {
+awaitable<Reached> SessionCore::reach(Spark& spark, std::string cause, asio::any_io_executor socket_executor,
+                                      std::optional<int> port) {
   Reached reached;
   try {
-    reached.socket.emplace(co_await spark.connect_upstream(std::move(cause), std::move(socket_executor)));
+    if (port)
+      reached.socket.emplace(co_await spark.connect_port(*port, std::move(cause), std::move(socket_executor)));
+    else
+      reached.socket.emplace(co_await spark.connect_upstream(std::move(cause), std::move(socket_executor)));
     co_return reached;
+  } catch (const PortClosedError& e) {
+    reached.failure = ConnectionOutcome::port_closed;
+    reached.error = e.what();
   } catch (const UpstreamError& e) {  // before WakeError: it is one
     reached.failure = ConnectionOutcome::upstream_failed;
     reached.error = e.what();

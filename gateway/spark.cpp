@@ -21,6 +21,8 @@ milliseconds probe_interval(steady_clock::duration since_start) {
 }
 constexpr milliseconds kProbeConnectTimeout{1000};
 constexpr milliseconds kWarmConnectTimeout{2000};
+// How often a dev port still starting is tried again.
+constexpr milliseconds kPortRetry{250};
 // How long a connection retries recording its activity before it is spliced when the API keeps
 // failing (rule 3). Then it goes on: an API down for everyone cannot sleep the spark either,
 // and sessions to a running spark outlive API outages.
@@ -34,6 +36,15 @@ activity::TimePoint run_began(const Observation& obs, activity::TimePoint now) {
   if (obs.last_slept_at && *obs.running_since < *obs.last_slept_at) return now;
   return std::min(*obs.running_since, now);
 }
+
+// Counts a caller as waiting (for max_waiting) for as long as it is in a scope.
+struct WaitingGuard {
+  int& n;
+  explicit WaitingGuard(int& count) : n(count) { ++n; }
+  ~WaitingGuard() { --n; }
+  WaitingGuard(const WaitingGuard&) = delete;
+  WaitingGuard& operator=(const WaitingGuard&) = delete;
+};
 
 }  // namespace
 
@@ -73,12 +84,14 @@ SparkStatus Spark::status(activity::TimePoint now) const {
   s.last_wake_error = last_wake_error_;
   s.turned_away = metrics_.turned_away();
   s.last_client = env_.activity.last_client(name());
+  for (const auto& port : cfg_.ports) s.ports.push_back({port.name, port.port, port.listen.to_string()});
   return s;
 }
 
 void Spark::set_state(SparkState s) {
   if (s == state_) return;
   if (s == SparkState::sleeping) recorded_in_this_run_ = false;
+  if (s == SparkState::running) running_since_ = steady_clock::now();
   spdlog::debug("spark {}: {} -> {}", name(), to_string(state_), to_string(s));
   state_ = s;
 }
@@ -126,11 +139,7 @@ awaitable<std::optional<tcp::socket>> Spark::try_connect(const config::Address& 
 }
 
 awaitable<tcp::socket> Spark::connect_upstream(std::string cause, asio::any_io_executor socket_executor) {
-  struct WaitingGuard {  // counts this caller as waiting for as long as it is in here
-    int& n;
-    explicit WaitingGuard(int& count) : n(count) { ++n; }
-    ~WaitingGuard() { --n; }
-  } waiting(waiting_connections_);
+  const WaitingGuard waiting(waiting_connections_);
   // Bounded: a spark that keeps dying between its wake and our connect is reported, not chased.
   std::string last_error = "the spark did not stay up";
   for (int round = 0; round < 3; ++round) {
@@ -173,6 +182,34 @@ awaitable<tcp::socket> Spark::connect_upstream(std::string cause, asio::any_io_e
     }
   }
   throw UpstreamError(last_error);
+}
+
+awaitable<tcp::socket> Spark::connect_port(int port, std::string cause, asio::any_io_executor socket_executor) {
+  const auto deadline = steady_clock::now() + cfg_.wake_timeout;
+  const bool was_running = state_ == SparkState::running;
+  {
+    // Awake as for SSH: its sshd answering is what "awake" means. The probe's socket (if this
+    // call woke it) is not the port's: it closes here.
+    tcp::socket ssh = co_await connect_upstream(cause, socket_executor);
+  }
+  const auto young = [&] { return !was_running || steady_clock::now() - running_since_ < cfg_.port_grace; };
+  const auto obs = backend_->observe();
+  if (!obs.upstream) throw UpstreamError(obs.reason.empty() ? "the spark has no address" : obs.reason);
+  const config::Address target{obs.upstream->host, static_cast<std::uint16_t>(port)};
+  const WaitingGuard waiting(waiting_connections_);
+  std::string error;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<milliseconds>(deadline - steady_clock::now());
+    if (auto s = co_await try_connect(target, std::min(left, kWarmConnectTimeout), error, socket_executor))
+      co_return std::move(*s);
+    if (!young()) throw PortClosedError(error);
+    if (steady_clock::now() + kPortRetry >= deadline)
+      throw PortClosedError(error + " (still, after wake_timeout " + config::format_duration(cfg_.wake_timeout) + ")");
+    asio::steady_timer pause(env_.executor, kPortRetry);
+    co_await pause.async_wait(use_awaitable);
+    if (state_ != SparkState::running) throw UpstreamError("the spark stopped while its port " + std::to_string(port) +
+                                                           " was awaited");
+  }
 }
 
 awaitable<std::optional<std::string>> Spark::ensure_awake(std::string cause) {

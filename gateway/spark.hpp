@@ -31,6 +31,12 @@ class UpstreamError : public WakeError {
  public:
   using WakeError::WakeError;
 };
+// The spark is awake, but the dev port a connection asked for does not answer (its dev server
+// is not running, or did not start within wake_timeout). Not the spark's failure.
+class PortClosedError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
 
 // What a spark needs from the gateway around it.
 struct SparkEnvironment {
@@ -62,6 +68,9 @@ class Spark : public std::enable_shared_from_this<Spark> {
   bool shared_with_other_gateways() const { return backend_->shares_activity(); }
 
   SparkMetrics& metrics() { return metrics_; }
+  PortMetrics& port_metrics(const std::string& port) {
+    return (env_.metrics ? *env_.metrics : unscraped_metrics()).port(name(), port);
+  }
   // A view for the API, CLI, status page and metrics.
   SparkStatus status(activity::TimePoint now) const;
 
@@ -83,6 +92,12 @@ class Spark : public std::enable_shared_from_this<Spark> {
   // connect opens the socket on `socket_executor` (a data worker; empty: the spark's own), so
   // it need not move there afterwards; a socket from a wake's probe may be on either.
   awaitable<tcp::socket> connect_upstream(std::string cause, asio::any_io_executor socket_executor = {});
+
+  // The same for one of the spark's dev ports (`port` on the host of its SSH target): wakes the
+  // spark as for SSH, then connects to the port. While the spark is young (asleep, waking, or
+  // running for less than port_grace) a port that refuses is a dev server still starting and is
+  // retried within wake_timeout; on an older spark it throws PortClosedError at once.
+  awaitable<tcp::socket> connect_port(int port, std::string cause, asio::any_io_executor socket_executor = {});
 
   // Wakes the spark if needed (joining a wake in progress) and returns once it is running, or
   // the reason it could not be woken. An operator's wake counts as activity.
@@ -182,6 +197,7 @@ class Spark : public std::enable_shared_from_this<Spark> {
   bool recorded_in_this_run_ = false;  // this replica wrote activity since the spark last started
   std::string last_wake_error_;
   std::chrono::system_clock::time_point asleep_since_ = std::chrono::system_clock::now();
+  std::chrono::steady_clock::time_point running_since_{};  // when it last became running
 };
 
 }  // namespace spark::gateway

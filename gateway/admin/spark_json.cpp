@@ -9,6 +9,8 @@ nlohmann::json to_json(const SparkStatus& s) {
   auto time_or_null = [](const std::optional<activity::TimePoint>& t) {
     return t ? json(activity::format_rfc3339(*t)) : json(nullptr);
   };
+  json ports = json::array();
+  for (const auto& p : s.ports) ports.push_back({{"name", p.name}, {"port", p.port}, {"listen", p.listen}});
   return {
       {"name", s.name},
       {"state", s.state},
@@ -24,6 +26,7 @@ nlohmann::json to_json(const SparkStatus& s) {
       {"last_wake_error", s.last_wake_error.empty() ? json(nullptr) : json(s.last_wake_error)},
       {"turned_away", s.turned_away},
       {"last_client", s.last_client.empty() ? json(nullptr) : json(s.last_client)},
+      {"ports", std::move(ports)},
   };
 }
 

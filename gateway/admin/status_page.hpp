@@ -33,7 +33,7 @@ inline constexpr const char* kStatusPageHtml = R"HTML(<!doctype html>
 </div>
 <table>
   <thead><tr><th>Spark</th><th>State</th><th>Connections</th><th>Idle for</th><th>Sleeps in</th>
-  <th>Keep-awake until</th><th title="connections closed before waking it: bare connects, scans, health checks, not SSH">Turned away</th><th>Listen</th><th></th></tr></thead>
+  <th>Keep-awake until</th><th title="connections closed before waking it: bare connects, scans, health checks, not SSH">Turned away</th><th>Listen and ports</th><th></th></tr></thead>
   <tbody id="sparks"><tr><td colspan="9" class="muted">loading…</td></tr></tbody>
 </table>
 <script>
@@ -53,6 +53,18 @@ function human(seconds) {
   return s + "s";
 }
 function cell(text, cls) { const td = document.createElement("td"); td.textContent = text; if (cls) td.className = cls; return td; }
+// The SSH address, then a link per dev port ("web (3000)" to the gateway's address for it).
+function listenCell(s) {
+  const td = cell(s.listen);
+  for (const p of s.ports || []) {
+    const a = document.createElement("a");
+    a.href = "http://" + p.listen + "/";
+    a.textContent = p.name + " (" + p.port + ")";
+    a.className = "port";
+    td.append(" ", a);
+  }
+  return td;
+}
 
 async function act(name, action) {
   const message = document.getElementById("message");
@@ -84,7 +96,7 @@ async function refresh() {
               cell(s.open_connections > 0 ? "active" : s.last_activity ? human(idle) : "never used"),
               cell(s.sleeps_at ? human(sleepsIn) : "—"),
               cell(s.keep_awake_until ? new Date(s.keep_awake_until).toLocaleString() : "—"),
-              cell(String(s.turned_away ?? 0)), cell(s.listen));
+              cell(String(s.turned_away ?? 0)), listenCell(s));
     const actions = document.createElement("td");
     if (tokenInput.value) {
       for (const action of ["wake", "sleep"]) {

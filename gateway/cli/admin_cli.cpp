@@ -153,6 +153,20 @@ double seconds_until(const json& rfc3339, activity::TimePoint now) {
   return t ? std::chrono::duration<double>(*t - now).count() : 0;
 }
 
+// Columns padded to their widest cell, two spaces apart; the first row is the header.
+void print_rows(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<std::size_t> width(rows[0].size(), 0);
+  for (const auto& r : rows)
+    for (std::size_t i = 0; i < r.size(); ++i) width[i] = std::max(width[i], r[i].size());
+  for (const auto& r : rows) {
+    for (std::size_t i = 0; i < r.size(); ++i) {
+      std::cout << r[i];
+      if (i + 1 < r.size()) std::cout << std::string(width[i] - r[i].size() + 2, ' ');
+    }
+    std::cout << "\n";
+  }
+}
+
 void print_table(const json& sparks) {
   const auto now = std::chrono::system_clock::now();
   std::vector<std::vector<std::string>> rows = {
@@ -172,16 +186,7 @@ void print_table(const json& sparks) {
     rows.push_back({s["name"].get<std::string>(), s["state"].get<std::string>(), std::to_string(open),
                     idle, sleeps_in, keep, turned_away});
   }
-  std::vector<std::size_t> width(rows[0].size(), 0);
-  for (const auto& r : rows)
-    for (std::size_t i = 0; i < r.size(); ++i) width[i] = std::max(width[i], r[i].size());
-  for (const auto& r : rows) {
-    for (std::size_t i = 0; i < r.size(); ++i) {
-      std::cout << r[i];
-      if (i + 1 < r.size()) std::cout << std::string(width[i] - r[i].size() + 2, ' ');
-    }
-    std::cout << "\n";
-  }
+  print_rows(rows);
 }
 
 std::optional<int> need_spark(const Options& o, std::size_t extra_args, const std::string& command) {
@@ -212,6 +217,30 @@ int status(const Options& o) {
   return exit_code::ok;
 }
 
+// `ports NAME`: SSH and the dev ports, each with the spark's own port, the gateway's address
+// for it and how to reach it.
+int ports(const Options& o) {
+  if (auto bad = need_spark(o, 0, "ports")) return *bad;
+  auto body = call(o, "GET", "/api/v1/sparks/" + o.positional[0]);
+  if (!body) return exit_code::failed;
+  if (o.json_output) {
+    std::cout << (*body)["ports"].dump(2) << "\n";
+    return exit_code::ok;
+  }
+  const auto listen = body->value("listen", std::string());
+  const auto target = body->value("target", std::string());
+  const auto colon = listen.rfind(':');
+  std::vector<std::vector<std::string>> rows = {{"NAME", "PORT", "LISTEN", "URL"}};
+  rows.push_back({"ssh", target.substr(target.rfind(':') + 1), listen,
+                  "ssh -p " + listen.substr(colon + 1) + " " + listen.substr(0, colon)});
+  for (const auto& p : (*body)["ports"]) {
+    const auto at = p.value("listen", std::string());
+    rows.push_back({p.value("name", std::string()), std::to_string(p.value("port", 0)), at, "http://" + at + "/"});
+  }
+  print_rows(rows);
+  return exit_code::ok;
+}
+
 int print_result(const Options& o, const json& spark, const std::string& text) {
   if (o.json_output)
     std::cout << spark.dump(2) << "\n";
@@ -225,6 +254,7 @@ int print_result(const Options& o, const json& spark, const std::string& text) {
 const char* admin_commands_usage() {
   return R"(admin commands (talk to a running gateway's admin API):
   status [NAME] [-o json]                   every spark (or one) at a glance
+  ports NAME [-o json]                      a spark's SSH and dev ports, and where to reach them
   wake NAME [--wait]                        wake a spark; --wait returns once it runs
   sleep NAME [--force]                      put a spark to sleep (--force: even with open connections)
   keep-awake NAME DURATION                  hold a spark awake, e.g. 4h
@@ -236,13 +266,15 @@ exit codes: 0 ok, 1 the operation failed, 2 usage
 }
 
 bool is_admin_command(const std::string& command) {
-  return command == "status" || command == "wake" || command == "sleep" || command == "keep-awake";
+  return command == "status" || command == "ports" || command == "wake" || command == "sleep" ||
+         command == "keep-awake";
 }
 
 int run_admin_command(const std::string& command, const std::vector<std::string>& args) {
   Options o;
   if (auto bad = parse(args, o)) return *bad;
   if (command == "status") return status(o);
+  if (command == "ports") return ports(o);
 
   if (command == "wake") {
     if (auto bad = need_spark(o, 0, "wake")) return *bad;

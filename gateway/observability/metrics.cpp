@@ -70,6 +70,7 @@ void SparkMetrics::count_connection(ConnectionOutcome outcome) {
     case ConnectionOutcome::wake_failed: connections_wake_failed.Increment(); break;
     case ConnectionOutcome::upstream_failed: connections_upstream_failed.Increment(); break;
     case ConnectionOutcome::rejected: connections_rejected.Increment(); break;
+    case ConnectionOutcome::port_closed: break;  // a dev port's: PortMetrics
   }
 }
 
@@ -102,7 +103,8 @@ Metrics::Metrics(std::string version)
       connections_(BuildCounter()
                        .Name("spark_gateway_connections_total")
                        .Help("Client connections accepted, by how they ended up: spliced, "
-                             "wake_failed, upstream_failed, rejected.")
+                             "wake_failed, upstream_failed, rejected; a dev port's (port label): "
+                             "spliced, port_closed.")
                        .Register(*registry_)),
       turned_away_(BuildCounter()
                        .Name("spark_gateway_connections_turned_away_total")
@@ -118,7 +120,8 @@ Metrics::Metrics(std::string version)
                  .Register(*registry_)),
       bytes_(BuildCounter()
                  .Name("spark_gateway_bytes_total")
-                 .Help("Bytes spliced, by direction (client_to_spark, spark_to_client).")
+                 .Help("Bytes spliced, by direction (client_to_spark, spark_to_client); a dev "
+                       "port's carry its name (port label), SSH's none.")
                  .Register(*registry_)),
       wakes_(BuildCounter()
                  .Name("spark_gateway_wakes_total")
@@ -190,6 +193,19 @@ SparkMetrics& Metrics::spark(const std::string& name) {
       sleeps_.Add({{"spark", name}, {"reason", "removed"}}),
   });
   return *sparks_.emplace(name, std::move(m)).first->second;
+}
+
+PortMetrics& Metrics::port(const std::string& spark, const std::string& port) {
+  auto& slot = ports_[{spark, port}];
+  if (!slot) {
+    slot = std::make_unique<PortMetrics>(PortMetrics{
+        bytes_.Add({{"spark", spark}, {"direction", "client_to_spark"}, {"port", port}}),
+        bytes_.Add({{"spark", spark}, {"direction", "spark_to_client"}, {"port", port}}),
+        connections_.Add({{"spark", spark}, {"outcome", "spliced"}, {"port", port}}),
+        connections_.Add({{"spark", spark}, {"outcome", "port_closed"}, {"port", port}}),
+    });
+  }
+  return *slot;
 }
 
 void Metrics::count_kubernetes_request(std::string_view verb, int code, double seconds) {

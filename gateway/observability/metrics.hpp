@@ -54,6 +54,17 @@ struct SparkMetrics {
   void count_sleep(SleepReason reason);
 };
 
+// A spark's dev port (docs/configuration.md, "Dev ports"): series of its own, labelled
+// port="NAME", for what is the port's: connections spliced or closed because the port did not
+// answer, and bytes. Failed wakes and refusals stay the spark's. A spark without dev ports has
+// none of these series.
+struct PortMetrics {
+  prometheus::Counter& bytes_client_to_spark;
+  prometheus::Counter& bytes_spark_to_client;
+  prometheus::Counter& connections_spliced;
+  prometheus::Counter& connections_port_closed;
+};
+
 class Metrics {
  public:
   // Produces the current state of every spark; called at scrape time from the admin thread.
@@ -63,6 +74,7 @@ class Metrics {
 
   // Handles for one spark (created on first use). Call from the main loop.
   SparkMetrics& spark(const std::string& name);
+  PortMetrics& port(const std::string& spark, const std::string& port);
 
   void set_snapshot_source(SnapshotSource source);
 
@@ -93,6 +105,7 @@ class Metrics {
   prometheus::Family<prometheus::Counter>& persist_failures_;
   prometheus::Gauge& leader_;
   std::map<std::string, std::unique_ptr<SparkMetrics>> sparks_;
+  std::map<std::pair<std::string, std::string>, std::unique_ptr<PortMetrics>> ports_;  // by spark, port
   mutable std::mutex source_mu_;
   SnapshotSource source_;
 };

@@ -4,10 +4,18 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "activity/time_format.hpp"
 
 namespace spark::gateway {
+
+// A dev port beside SSH (docs/configuration.md, "Dev ports").
+struct PortStatus {
+  std::string name;    // "web"
+  int port = 0;        // the spark's own
+  std::string listen;  // the gateway's address for it
+};
 
 struct SparkStatus {
   std::string name;
@@ -25,6 +33,7 @@ struct SparkStatus {
   std::string last_wake_error;    // empty unless the last wake failed
   std::uint64_t turned_away = 0;  // connections closed before waking it (not a person's client)
   std::string last_client;        // who opened the latest connection (the real client behind a proxy)
+  std::vector<PortStatus> ports;  // dev ports
 };
 
 }  // namespace spark::gateway

@@ -182,7 +182,7 @@ class ConnectionTest : public ::testing::TestWithParam<int> {
     tcp::endpoint peer;
     tcp::socket accepted = front_.accept(worker.executor(), peer);
     EXPECT_EQ(core_.refuse(*spark_, peer.address().to_string()), std::nullopt);
-    auto connection = std::make_shared<Connection>(spark_, std::move(accepted), peer, core_, worker);
+    auto connection = std::make_shared<Connection>(spark_, std::nullopt, std::move(accepted), peer, core_, worker);
     // Started from the main loop, as FrontDoor::accept_loop does: run() takes its own reference
     // before co_spawn returns.
     asio::post(io_, [this, connection] { asio::co_spawn(io_, connection->run(), asio::detached); });
