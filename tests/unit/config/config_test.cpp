@@ -712,6 +712,64 @@ TEST(ParseConfig, TheJumpHostTakesProxyProtocolAndACopyOfTrustedProxies) {
               Contains(Problem("jump.proxy_protocol", "\"yes\" is not one of")));
 }
 
+// Dev ports (issue 20): "ports" beside SSH, port_grace
+// ===========================================================================
+
+TEST(ParseConfig, DevPortsAreReadWithTheirGrace) {
+  Config cfg = ParseOk(R"({"defaults": {"port_grace": "10s"}, "sparks": [)" +
+                       Spark("a", "127.0.0.1:2201", kProcess,
+                             R"("ports": [{"name": "web", "listen": "127.0.0.1:2301", "port": 3000},
+                                          {"name": "8080", "listen": "127.0.0.1:2302", "port": 8080}])") +
+                       ", " + Spark("b", "127.0.0.1:2202", kProcess, R"("port_grace": "1m")") + "]}");
+  ASSERT_THAT(cfg.sparks, SizeIs(2));
+  ASSERT_THAT(cfg.sparks[0].ports, SizeIs(2));
+  EXPECT_EQ(cfg.sparks[0].ports[0].name, "web");
+  EXPECT_EQ(cfg.sparks[0].ports[0].listen.to_string(), "127.0.0.1:2301");
+  EXPECT_EQ(cfg.sparks[0].ports[0].port, 3000);
+  EXPECT_EQ(cfg.sparks[0].ports[1].name, "8080");
+  EXPECT_EQ(cfg.sparks[0].port_grace, Duration(10s));  // from defaults
+  EXPECT_TRUE(cfg.sparks[1].ports.empty());
+  EXPECT_EQ(cfg.sparks[1].port_grace, Duration(1min));
+  EXPECT_EQ(ParseOk(Sparks({Spark("c", "127.0.0.1:2203")})).sparks[0].port_grace, Duration(30s));
+}
+
+TEST(ParseConfig, BadDevPortsAreProblemsNamingThePath) {
+  const auto problems = Problems(Sparks(
+      {Spark("a", "127.0.0.1:2201", kProcess,
+             R"("ports": [{"name": "ssh", "listen": "127.0.0.1:2301", "port": 3000},
+                          {"name": "web", "listen": "127.0.0.1:2302", "port": 3000},
+                          {"name": "web", "listen": "127.0.0.1:2303", "port": 3001},
+                          {"name": "Web!", "listen": "127.0.0.1:2304", "port": 3002},
+                          {"name": "api", "listen": "127.0.0.1:2201", "port": 3003},
+                          {"name": "x", "listen": "127.0.0.1:2305"},
+                          {"name": "y", "listen": "127.0.0.1:2306", "port": 70000, "path": "/"},
+                          7])")}));
+  EXPECT_THAT(problems, Contains(Problem("sparks[0].ports[0].name", "\"ssh\" is already the SSH port")));
+  EXPECT_THAT(problems, Contains(Problem("sparks[0].ports[1].port", "3000 is already sparks[0].ports[0]")));
+  EXPECT_THAT(problems, Contains(Problem("sparks[0].ports[2].name", "\"web\" is already sparks[0].ports[1]")));
+  EXPECT_THAT(problems, Contains(Problem("sparks[0].ports[3].name", "is not a valid port name")));
+  EXPECT_THAT(problems, Contains(Problem("sparks[0].ports[4].listen", "is already used by sparks[0]")));
+  EXPECT_THAT(problems, Contains(Problem("sparks[0].ports[5].port", "missing")));
+  EXPECT_THAT(problems, Contains(Problem("sparks[0].ports[6].port", "from 1 to 65535")));
+  EXPECT_THAT(problems, Contains(Problem("sparks[0].ports[6].path", "")));
+  EXPECT_THAT(problems, Contains(Problem("sparks[0].ports[7]", "expected an object")));
+  EXPECT_THAT(Problems(Sparks({Spark("a", "127.0.0.1:2201", kProcess, R"("ports": {"web": 3000})")})),
+              Contains(Problem("sparks[0].ports", "expected an array")));
+}
+
+TEST(ParseConfig, ADevPortCannotBeTheSshPort) {
+  EXPECT_THAT(Problems(Sparks({Spark("a", "127.0.0.1:2201", kProcess,
+                                     R"("ports": [{"name": "web", "listen": "127.0.0.1:2301", "port": 22001}])")})),
+              Contains(Problem("sparks[0].ports", "is the spark's SSH port")));
+}
+
+TEST(ParseConfig, ADevPortsListenAddressIsUniqueAcrossSparks) {
+  EXPECT_THAT(Problems(Sparks({Spark("a", "127.0.0.1:2201", kProcess,
+                                     R"("ports": [{"name": "web", "listen": "127.0.0.1:2202", "port": 3000}])"),
+                               Spark("b", "127.0.0.1:2202")})),
+              Contains(Problem("sparks[1].listen", "is already used by sparks[0].ports[0]")));
+}
+
 // keepalive (docs/dead-peers.md)
 // ===========================================================================
 
