@@ -34,10 +34,12 @@ awaitable<ReadEnd> read_more(tcp::socket& socket, std::string& bytes, std::size_
   co_return ec || n == 0 ? ReadEnd::closed : ReadEnd::data;
 }
 
-Greeting ended(TurnedAway why, std::string reason) {
+// `client`: who it is, when a trusted header said so before it was turned away.
+Greeting ended(TurnedAway why, std::string reason, std::optional<tcp::endpoint> client = std::nullopt) {
   Greeting g;
   g.turned_away = why;
   g.reason = std::move(reason);
+  g.client = client;
   return g;
 }
 
@@ -92,12 +94,20 @@ awaitable<std::optional<Greeting>> read_proxy_header(tcp::socket& socket, const 
     }
     const auto& incomplete = std::get<ProxyHeaderIncomplete>(parsed);
     const auto at_most = leave_the_rest ? incomplete.at_least : incomplete.at_most;
-    switch (co_await read_more(socket, bytes, at_most, deadline)) {
+    // Under `optional`, a client silent for wake_grace sends no header: it waits for the
+    // server's banner, and goes on as itself.
+    const bool may_be_silent = rules.proxy == config::ProxyProtocol::optional && bytes.empty();
+    const auto until = may_be_silent ? std::min(deadline, Clock::now() + rules.wake_grace) : deadline;
+    switch (co_await read_more(socket, bytes, at_most, until)) {
       case ReadEnd::data: continue;
       case ReadEnd::closed:
         co_return ended(bytes.empty() ? TurnedAway::closed_silent : TurnedAway::proxy_refused,
                         bytes.empty() ? "closed before sending a byte" : "closed inside its PROXY header");
       case ReadEnd::timed_out:
+        if (may_be_silent) {
+          g.silent = true;
+          co_return std::nullopt;
+        }
         co_return ended(TurnedAway::proxy_refused,
                         "no complete PROXY header within " + config::format_duration(rules.header_timeout));
     }
@@ -114,10 +124,13 @@ awaitable<Greeting> read_greeting(tcp::socket& client, GreetingRules rules) {
   const bool check_untrusted_header = rules.proxy != config::ProxyProtocol::off && !rules.proxy_trusted;
   if (!rules.wait_for_data && !check_untrusted_header) co_return g;
   // The first bytes: a person's SSH client sends its identification at once.
+  if (g.silent) co_return g;  // silent past wake_grace already (no header came either)
   if (g.bytes.empty()) {
     switch (co_await read_more(client, g.bytes, kSshIdentificationMaxLength, Clock::now() + rules.wake_grace)) {
-      case ReadEnd::closed: co_return ended(TurnedAway::closed_silent, "closed before sending a byte");
-      case ReadEnd::timed_out: co_return g;  // silent past wake_grace: a client that waits for the server's banner
+      case ReadEnd::closed: co_return ended(TurnedAway::closed_silent, "closed before sending a byte", g.client);
+      case ReadEnd::timed_out:  // silent past wake_grace: a client that waits for the server's banner
+        g.silent = true;
+        co_return g;
       case ReadEnd::data: break;
     }
   }
@@ -129,13 +142,14 @@ awaitable<Greeting> read_greeting(tcp::socket& client, GreetingRules rules) {
     const auto check = check_ssh_identification(g.bytes);
     if (std::holds_alternative<SshIdentified>(check)) co_return g;
     if (const auto* no = std::get_if<NotSsh>(&check)) {
-      co_return ended(TurnedAway::not_ssh, "not an SSH client: " + no->reason);
+      co_return ended(TurnedAway::not_ssh, "not an SSH client: " + no->reason, g.client);
     }
     const auto at_most = std::get<SshIdentificationIncomplete>(check).at_most;
     const auto more = co_await read_more(client, g.bytes, at_most, deadline);
-    if (more == ReadEnd::closed) co_return ended(TurnedAway::not_ssh, "closed inside its identification line");
+    if (more == ReadEnd::closed)
+      co_return ended(TurnedAway::not_ssh, "closed inside its identification line", g.client);
     if (more == ReadEnd::timed_out)
-      co_return ended(TurnedAway::not_ssh, "its identification line did not end in time");
+      co_return ended(TurnedAway::not_ssh, "its identification line did not end in time", g.client);
   }
 }
 

@@ -32,6 +32,7 @@ struct Greeting {
   // The client's bytes read so far, after any PROXY header: passed on to the spark unchanged.
   std::string bytes;
   std::optional<tcp::endpoint> client;  // the real client, from a PROXY header
+  bool silent = false;                  // it sent nothing within wake_grace
   std::string reason;                   // why it was turned away, for the log
 };
 

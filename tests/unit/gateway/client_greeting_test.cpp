@@ -499,7 +499,7 @@ TEST_F(ReadGreetingBehindProxy, AHeaderThenHttpIsNotSsh) {
 // Connection::turn_away, which logs `greeting.client.value_or(peer)`, names the proxy in its
 // "turned away a connection from ..." line, not the client. Disabled so that CI stays green; run
 // with --gtest_also_run_disabled_tests.
-TEST_F(ReadGreetingBehindProxy, DISABLED_AClientTurnedAwayAfterATrustedHeaderIsStillNamed) {
+TEST_F(ReadGreetingBehindProxy, AClientTurnedAwayAfterATrustedHeaderIsStillNamed) {
   send(kV2Ipv4 + "GET / HTTP/1.1\r\n");
   const auto g = greet(rules_for(ProxyProtocol::required, true));
   EXPECT_EQ(turned_away(g), "not_ssh");
@@ -507,7 +507,7 @@ TEST_F(ReadGreetingBehindProxy, DISABLED_AClientTurnedAwayAfterATrustedHeaderIsS
   EXPECT_EQ(*g.client, kClientV4);
 }
 
-TEST_F(ReadGreetingBehindProxy, DISABLED_AClientLeavingRightAfterATrustedHeaderIsStillNamed) {
+TEST_F(ReadGreetingBehindProxy, AClientLeavingRightAfterATrustedHeaderIsStillNamed) {
   send(kV2Ipv6);
   close_client();
   const auto g = greet(rules_for(ProxyProtocol::required, true));
@@ -672,7 +672,7 @@ TEST_F(ReadGreetingBehindProxy, WithoutWaitForDataAHeaderAloneIsNotKeptWaiting) 
 // header_timeout as "no complete PROXY header", instead of going on after wake_grace with no
 // client named, as the same client does with proxy_protocol off, and as read_proxy_header_alone
 // lets it. Disabled so that CI stays green; run with --gtest_also_run_disabled_tests.
-TEST_F(ReadGreetingBehindProxy, DISABLED_OptionalTrustedSilentClientProceedsAfterWakeGrace) {
+TEST_F(ReadGreetingBehindProxy, OptionalTrustedSilentClientProceedsAfterWakeGrace) {
   const auto g = greet(rules_for(ProxyProtocol::optional, true, true, 200ms, 3s));
   EXPECT_EQ(turned_away(g), "nothing") << g.reason;
   EXPECT_FALSE(g.client);
@@ -682,7 +682,7 @@ TEST_F(ReadGreetingBehindProxy, DISABLED_OptionalTrustedSilentClientProceedsAfte
 
 // The same for a running spark (wait_for_data false): docs/configuration.md says its
 // connections are "spliced at once (no client waits wake_grace for a banner)".
-TEST_F(ReadGreetingBehindProxy, DISABLED_OptionalTrustedSilentClientOfARunningSparkIsNotRefused) {
+TEST_F(ReadGreetingBehindProxy, OptionalTrustedSilentClientOfARunningSparkIsNotRefused) {
   const auto g = greet(rules_for(ProxyProtocol::optional, true, false, 200ms, 3s));
   EXPECT_EQ(turned_away(g), "nothing") << g.reason;
   EXPECT_LT(took(), 2s);
