@@ -14,18 +14,23 @@ the client's loopback address), real sshd sparks, loopback only.
     UNKNOWN go on as the proxy's own connection.
   * "optional": a trusted address without a header logs in as itself; through HAProxy the
     client is named.
-  * Hostile: a header from an address not in trusted_proxies reaches libssh as garbage (no
-    login, closed at once) and the gateway keeps serving; a trusted address without a header
-    under "required" is refused and the log says why; half a header then silence is cut after
-    5 s (or a shorter login_grace) while others log in; silent connections from a trusted peer
-    beyond max_startups' `full` are closed at once, the rest after 5 s, and logins through
-    HAProxy work again once they are gone.
+  * Hostile: under "optional" a header from an address not in trusted_proxies reaches libssh
+    as garbage (no login, closed at once) and the gateway keeps serving; under "required" an
+    address not in trusted_proxies is refused before a byte is read or sent (a plain `ssh -J`,
+    or a header claiming someone else), the log says why, and HAProxy's logins meanwhile work;
+    a trusted address without a header under "required" is refused and the log says why; half
+    a header then silence is cut after 5 s (or a shorter login_grace) while others log in;
+    silent connections from a trusted peer beyond max_startups' `full` are closed at once, the
+    rest after 5 s.
   * HAProxy's SSH-banner health checks (LOCAL headers) every 300 ms are not failed logins:
     HAProxy's own address must not be penalized for them, and the jump host stays UP behind it.
-    (Fails at 92e2b69: the proxy is penalized after about 6.5 s, HAProxy marks the jump host
-    DOWN and every login through it fails.)
+    (Failed at 92e2b69: the proxy was penalized after about 6.5 s, HAProxy marked the jump host
+    DOWN and every login through it failed; passes since 04795f3.)
   * Fairness: a client failing to log in through HAProxy is penalized alone; another client
-    through the same HAProxy logs in meanwhile.
+    through the same HAProxy logs in meanwhile. Connections still sending their header share
+    `full` among the trusted addresses: while another trusted address holds all of it with
+    silent connections, a login through HAProxy takes that address's oldest slot (the log says
+    so) and works, and the flooder's own connections beyond the cap are refused at once.
 """
 
 import hashlib
@@ -107,6 +112,17 @@ def listening(host, port):
     local = "%s:%04X" % (socket.inet_aton(host)[::-1].hex().upper(), port)
     with open("/proc/net/tcp") as f:
         return any(fields[1] == local and fields[3] == "0A" for fields in (line.split() for line in f))
+
+
+def accept_backlog(host, port):
+    """How many connections wait in the accept queue of the IPv4 listener on host:port (the
+    rx_queue of its LISTEN row in /proc/net/tcp): 0 once the gateway has taken them all."""
+    local = "%s:%04X" % (socket.inet_aton(host)[::-1].hex().upper(), port)
+    with open("/proc/net/tcp") as f:
+        for fields in (line.split() for line in f):
+            if fields[1] == local and fields[3] == "0A":
+                return int(fields[4].split(":")[1], 16)
+    raise AssertionError("nothing listens on %s:%d" % (host, port))
 
 
 def socket_state(sock):
@@ -205,8 +221,9 @@ class JumpProxyProtocol(GatewayTestCase):
         err = open(os.path.join(self.tmpdir, "haproxy.err"), "w")
         self.addCleanup(err.close)
         haproxy = self.popen([HAPROXY, "-db", "-f", config], stdout=subprocess.DEVNULL, stderr=err)
-        wait_until(lambda: listening(self.host, self.front_port) or haproxy.poll() is not None, 20,
-                   "haproxy to listen")
+        # Its frontend port and its stats socket (bound one after the other, in no set order).
+        wait_until(lambda: (listening(self.host, self.front_port) and os.path.exists(self.haproxy_socket()))
+                   or haproxy.poll() is not None, 20, "haproxy to listen")
         if haproxy.poll() is not None:
             with open(err.name) as f:
                 self.fail("haproxy exited: %s" % f.read())
@@ -253,19 +270,47 @@ class JumpProxyProtocol(GatewayTestCase):
             os.rename(path + ".tmp", path)
         return path
 
-    def jump(self, source, command="echo ok", login=SPARK, port=None, identity=None, jump_host=None,
-             extra_config="", timeout=60):
+    def jump_args(self, source, command="echo ok", login=SPARK, port=None, identity=None, jump_host=None,
+                  extra_config=""):
         """ssh -F CFG -J LOGIN@JUMP_HOST:PORT -p TARGET user@SPARK COMMAND from `source`; by default
-        through HAProxy. Returns the CompletedProcess."""
+        through HAProxy. Returns (args, the hop)."""
         cfg = self.ssh_config(source, identity, extra_config)
         hop = "%s@%s" % (login, jump_host or "%s:%d" % (self.host, port or self.front_port))
-        args = ["ssh", "-F", cfg, "-J", hop, "-p", str(self.spark.target_port),
-                "%s@%s" % (self.user, SPARK), command]
+        return ["ssh", "-F", cfg, "-J", hop, "-p", str(self.spark.target_port),
+                "%s@%s" % (self.user, SPARK), command], hop
+
+    def jump(self, source, command="echo ok", timeout=60, **kw):
+        """ssh -J from `source` (see jump_args), waited for. Returns the CompletedProcess."""
+        args, hop = self.jump_args(source, command, **kw)
         try:
             return subprocess.run(args, env=self.child_env(), stdin=subprocess.DEVNULL, capture_output=True,
                                   text=True, errors="replace", timeout=timeout)
         except subprocess.TimeoutExpired:
             self.fail("ssh -J %s did not finish within %gs" % (hop, timeout))
+
+    def jumps_at_once(self, *clients, timeout=60):
+        """Several ssh -J at the same time: `clients` are (source, jump_args keywords) pairs.
+        Returns each one's CompletedProcess and its duration in seconds, in order."""
+        started = time.monotonic()
+        running = []
+        for source, kw in clients:
+            args, hop = self.jump_args(source, **kw)
+            running.append((self.popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                       errors="replace"), args, hop))
+        finished = {}
+        while len(finished) < len(running):  # their output is a line or two: the pipes never fill
+            for i, (p, _, hop) in enumerate(running):
+                if i not in finished and p.poll() is not None:
+                    finished[i] = time.monotonic() - started
+            if time.monotonic() - started > timeout:
+                self.fail("ssh -J did not finish within %gs: %s"
+                          % (timeout, [hop for i, (_, _, hop) in enumerate(running) if i not in finished]))
+            time.sleep(0.02)
+        results = []
+        for i, (p, args, _) in enumerate(running):
+            out, err = p.communicate(timeout=10)
+            results.append((subprocess.CompletedProcess(args, p.returncode, out, err), finished[i]))
+        return results
 
     def assert_ok(self, r, stdout="ok\n", what="ssh -J"):
         self.assertEqual((r.returncode, r.stdout), (0, stdout), "%s: stderr=%r" % (what, r.stderr))
@@ -406,7 +451,10 @@ class JumpProxyProtocol(GatewayTestCase):
     # -- hostile ---------------------------------------------------------------------------
 
     def test_a_header_from_an_untrusted_address_is_garbage_to_libssh(self):
-        spark, gw = self.start("required")
+        """Under "optional" an address not in trusted_proxies goes straight to libssh: a header
+        from it is not read as one but is the start of a garbled SSH identification. (Under
+        "required" it is refused before that: see the next test.)"""
+        spark, gw = self.start("optional")
         s = self.connect_from(self.stranger_addr)
         # It claims to be someone else, then speaks SSH.
         s.sendall(v2_header(LIAR, 40000, self.host, self.jump_port) + b"SSH-2.0-OpenSSH_9.2p1 liar\r\n")
@@ -435,6 +483,45 @@ class JumpProxyProtocol(GatewayTestCase):
         # Through HAProxy, from the same machine's point of view, it works.
         self.assert_ok(self.jump(self.client_addr))
         self.assert_named(gw, self.client_addr)
+
+    def test_required_refuses_an_address_not_in_trusted_proxies(self):
+        """Under "required" a connection from an address not in trusted_proxies is refused at
+        once, as on the sparks' own ports: a plain `ssh -J` from it straight to the jump host
+        fails and the log says why, while a login through HAProxy at the same time works. A
+        header from such an address claiming to be someone else gets not a byte back."""
+        spark, gw = self.start("required")
+        (stranger, stranger_took), (through, through_took) = self.jumps_at_once(
+            (self.stranger_addr, {"command": "echo stranger", "port": self.jump_port}),
+            (self.client_addr, {"command": "echo through haproxy"}))
+        report("at the same time: ssh -J from an untrusted address refused after %.2fs (%s); "
+               "through HAProxy: %.2fs" % (stranger_took, stranger.stderr.strip().splitlines()[-1:], through_took))
+        self.assert_refused(stranger, "ssh -J from an address not in trusted_proxies, under required")
+        self.assertNotIn("stranger", stranger.stdout)
+        self.assert_ok(through, "through haproxy\n", "ssh -J through HAProxy meanwhile")
+        gw.wait_log("jump: refusing connection from %s: not in trusted_proxies, and a PROXY header is required"
+                    % self.stranger_addr)
+        # Nothing logged in from it, and nothing woke for it: the one login is HAProxy's client.
+        self.assertEqual(gw.log_lines("jump: login from %s " % self.stranger_addr), [])
+        self.assertEqual(gw.log_lines("jump login from %s " % self.stranger_addr), [])
+        self.assertEqual([line for line in gw.log_lines("jump login from") if self.who(self.client_addr) not in line],
+                         [])
+        self.assert_named(gw, self.client_addr, not_named=(self.stranger_addr, self.proxy_addr))
+        self.assertEqual(spark.starts(), 1)
+        # A header from it naming someone else: closed at once, not even the jump host's
+        # identification line sent (libssh never had the connection).
+        s = self.connect_from(self.stranger_addr)
+        s.sendall(v2_header(LIAR, 40000, self.host, self.jump_port) + b"SSH-2.0-OpenSSH_9.2p1 liar\r\n")
+        received, seconds = read_until_closed(s, 10)
+        s.close()
+        report("a header from an untrusted address under required: closed after %.2fs, having received %r"
+               % (seconds, received[:80]))
+        self.assertEqual(received, b"", "the jump host answered an address not in trusted_proxies")
+        self.assertLess(seconds, 2.0, "not refused at once")
+        self.assertEqual(gw.log_lines(LIAR), [], "the gateway believed an untrusted header")
+        self.assertEqual(gw.log_lines("penalizing %s:" % self.proxy_addr), [])
+        # The gateway keeps serving through HAProxy.
+        self.assert_ok(self.jump(self.client_b_addr, "echo after"), "after\n")
+        self.assert_named(gw, self.client_b_addr, not_named=(self.stranger_addr, LIAR))
 
     def test_half_a_header_is_cut_after_5s_while_others_log_in(self):
         spark, gw = self.start("required")
@@ -475,11 +562,12 @@ class JumpProxyProtocol(GatewayTestCase):
         self.assert_named(gw, self.client_addr)
 
     def test_silent_connections_from_a_trusted_peer_beyond_full_are_closed_at_once(self):
-        """max_startups "5:30:10": at most 10 connections from trusted peers may be waiting for
-        their header. 30 silent ones from a trusted peer: 20 closed at once, 10 cut at the 5 s
-        header deadline. The cap counts every trusted peer together, so HAProxy's own connections
-        are refused while the 10 are held (measured, not asserted); logins through HAProxy work
-        again once they are gone."""
+        """max_startups "5:30:10": at most 10 connections from trusted peers may be still sending
+        their header. 30 silent ones from a trusted peer A: 20 closed at once, 10 held and cut at
+        the 5 s header deadline. A login through HAProxy while they are held works: A holds all
+        of `full` and HAProxy none, so HAProxy's connection takes A's oldest place (at 92e2b69
+        the cap counted every trusted peer together and HAProxy's was refused); logins through
+        HAProxy work after A's are gone too."""
         full, extra = 10, 20
         spark, gw = self.start("required", jump_extra={"max_startups": "5:30:%d" % full},
                                trusted=[self.proxy_addr, self.other_proxy_addr])
@@ -502,13 +590,26 @@ class JumpProxyProtocol(GatewayTestCase):
         gw.wait_log("jump: refusing connection from %s: max_startups %d connections from proxies are still "
                     "sending their PROXY header" % (self.other_proxy_addr, full))
 
-        # While they are held: a login through HAProxy (whose connection also waits for its
-        # header, for a moment) meets the same cap.
+        # While they are held: a login through HAProxy (whose connection waits for its header for
+        # a moment, too) takes the place of A's oldest.
         r = self.jump(self.client_b_addr, "echo during")
-        during = "works" if r.returncode == 0 else "refused (%s)" % r.stderr.strip().splitlines()[-1:]
-        held_after = sum(socket_state(s) == "open" for s in silent)
+        during = time.monotonic() - opened
+        states = [socket_state(s) for s in silent[:full]]
         report("a login through HAProxy while %d silent connections from another trusted peer were held "
-               "(%d still held after it): %s" % (full, held_after, during))
+               "(%d still held after it, %.2fs after they opened): %s"
+               % (full, states.count("open"), during,
+                  "works" if r.returncode == 0 else "refused (%s)" % r.stderr.strip().splitlines()[-1:]))
+        self.assert_ok(r, "during\n", "ssh -J through HAProxy while a trusted peer held max_startups' full")
+        self.assert_named(gw, self.client_b_addr)
+        if during < 4.0:  # else A's may have reached their deadline meanwhile: the log below still tells
+            self.assertEqual(states, ["closed"] + ["open"] * (full - 1),
+                             "A's oldest is to give way to HAProxy's connection, and only it")
+        self.assertEqual(gw.log_lines("refusing connection from %s:" % self.proxy_addr), [])
+        # The displacement is a refusal too; after A's 20 it falls in the same 10 s window of the
+        # rate-limited refusal log, so it may be only counted (measured, not asserted).
+        made_room = gw.log_lines("to make room for %s" % self.proxy_addr)
+        report("the \"to make room for\" line after A's flood: %s"
+               % (made_room[0].split(" jump: ", 1)[-1] if made_room else "not written (counted in the window)"))
 
         # The held ones are cut at the header deadline (5 s), none answered.
         wait_until(lambda: len(closed()) == len(silent), 10 - (time.monotonic() - opened),
@@ -521,6 +622,9 @@ class JumpProxyProtocol(GatewayTestCase):
         # Once they are gone, logins through HAProxy work.
         self.assert_ok(self.jump(self.client_b_addr, "echo after"), "after\n")
         self.assert_named(gw, self.client_b_addr)
+        # What the refusal log wrote for the flood, once its 10 s window ended.
+        summary = gw.wait_log("jump: refused ", " in the last 10s", timeout=max(1.0, 14 - (time.monotonic() - opened)))
+        report("the refusal log's summary: %s" % summary.split(" jump: ", 1)[-1])
 
     # -- fairness --------------------------------------------------------------------------
 
@@ -554,6 +658,73 @@ class JumpProxyProtocol(GatewayTestCase):
         self.assertEqual(gw.log_lines("penalizing %s:" % self.proxy_addr), [], "HAProxy's address was penalized")
         self.assertEqual(gw.log_lines("refusing connection from %s:" % self.proxy_addr), [])
         self.assertEqual(gw.log_lines("jump login from %s " % self.client_addr), [])
+        self.assertEqual(spark.starts(), 1)
+
+    def test_a_trusted_flooder_gives_way_to_logins_through_haproxy(self):
+        """max_startups "5:30:10", two trusted addresses: A holds all 10 places for connections
+        still sending their header with silent connections (they fit: nothing is refused). A
+        login through HAProxy (B, holding none) then works: it takes A's oldest place, and the
+        log says so. A's own connections beyond the cap are refused at once, as A holds the most;
+        none of A's is answered, all are cut at the 5 s header deadline, and HAProxy's address is
+        never refused."""
+        full, more = 10, 4
+        flooder = self.other_proxy_addr
+        spark, gw = self.start("required", jump_extra={"max_startups": "5:30:%d" % full},
+                               trusted=[self.proxy_addr, flooder])
+        self.assert_ok(self.jump(self.client_addr), what="the first login (wakes the spark)")
+        opened = time.monotonic()
+        held = [self.connect_from(flooder) for _ in range(full)]
+        self.addCleanup(lambda: [s.close() for s in held])
+        wait_until(lambda: accept_backlog(self.host, self.jump_port) == 0, 3,
+                   "the gateway to accept A's connections")
+        time.sleep(0.2)
+        self.assertEqual([socket_state(s) for s in held], ["open"] * full, "A's `full` connections are held")
+        self.assertEqual(gw.log_lines("jump: refusing connection"), [], "A's `full` connections fit")
+
+        # A login through HAProxy: B holds none, A all of them.
+        r = self.jump(self.client_b_addr, "echo during")
+        login_took = time.monotonic() - opened
+        states = [socket_state(s) for s in held]
+        report("a login through HAProxy while a trusted peer held all %d places: %s, %.2fs after A's opened "
+               "(%d of A's still held)" % (full, "works" if r.returncode == 0 else "refused (%s)"
+                                          % r.stderr.strip().splitlines()[-1:], login_took, states.count("open")))
+        self.assert_ok(r, "during\n", "ssh -J through HAProxy while a trusted peer held max_startups' full")
+        self.assert_named(gw, self.client_b_addr, not_named=(self.proxy_addr, flooder))
+        line = gw.wait_log("jump: refusing connection from %s: closed a connection still sending its PROXY header "
+                           "to make room for %s" % (flooder, self.proxy_addr))
+        report("logged: %s" % line.split(" jump: ", 1)[-1])
+        self.assertLess(login_took, 4.0, "the login took too long to see the rest within A's 5 s hold")
+        self.assertEqual(states, ["closed"] + ["open"] * (full - 1),
+                         "A's oldest is to give way to HAProxy's connection, and only it")
+
+        # A opens more: the place B's connection left (its header came at once) is A's again,
+        # then A, holding the most, is refused at once.
+        more_opened = time.monotonic()
+        extra = [self.connect_from(flooder) for _ in range(more)]
+        self.addCleanup(lambda: [s.close() for s in extra])
+        wait_until(lambda: sum(socket_state(s) == "closed" for s in extra) >= more - 1, 2,
+                   lambda: "A's connections beyond the cap to be refused at once: %s"
+                   % [socket_state(s) for s in extra])
+        snapshot = time.monotonic() - opened
+        extra_states = [socket_state(s) for s in extra]
+        held_states = [socket_state(s) for s in held]
+        report("%d more from A while it held %d: %s within %.2fs"
+               % (more, full - 1, extra_states, time.monotonic() - more_opened))
+        self.assertLess(snapshot, 4.5, "too late to tell: A's first connections near their 5 s deadline")
+        self.assertEqual(extra_states, ["open"] + ["closed"] * (more - 1),
+                         "A takes back the one free place, then is refused")
+        self.assertEqual(held_states, ["closed"] + ["open"] * (full - 1), "A's refusal closed none of its held")
+
+        # None of A's is answered; all are cut at their header deadline.
+        everything = held + extra
+        wait_until(lambda: all(socket_state(s) != "open" for s in everything),
+                   max(1.0, 10 - (time.monotonic() - more_opened)),
+                   lambda: "A's connections to be cut: %s" % [socket_state(s) for s in everything])
+        self.assertGreaterEqual(time.monotonic() - opened, 4.0, "A's held ones were cut before the 5 s deadline")
+        self.assertEqual([socket_state(s) for s in everything].count("data"), 0, "one of A's was answered")
+        self.assertEqual(gw.log_lines("jump login from %s " % flooder), [])
+        self.assertEqual(gw.log_lines("refusing connection from %s:" % self.proxy_addr), [],
+                         "HAProxy's address was refused")
         self.assertEqual(spark.starts(), 1)
 
 
