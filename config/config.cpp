@@ -302,7 +302,8 @@ std::filesystem::path expand_home(const std::string& path) {
 
 ServicesConfig read_services(Reader& r, const json& s, const std::string& p) {
   r.reject_unknown_keys(s, p,
-                        {"gateway_selector", "name_suffix", "load_balancer_class", "tailscale_tags", "port"});
+                        {"gateway_selector", "name_suffix", "load_balancer_class", "tailscale_tags", "port",
+                         "proxy_group"});
   ServicesConfig out;
   if (const json* sel = r.object(s, "gateway_selector", p + ".gateway_selector")) {
     out.gateway_selector.clear();
@@ -325,6 +326,13 @@ ServicesConfig read_services(Reader& r, const json& s, const std::string& p) {
     out.load_balancer_class = *cls;
   if (auto tags = r.string(s, "tailscale_tags", p + ".tailscale_tags", false)) out.tailscale_tags = *tags;
   if (auto port = r.port(s, "port", p + ".port")) out.port = *port;
+  if (auto group = r.string(s, "proxy_group", p + ".proxy_group", false)) {
+    // A ProxyGroup is a cluster-scoped object: its name is a DNS subdomain; an RFC 1123 label
+    // covers every name the operator's examples use.
+    if (!group->empty() && !is_valid_spark_name(*group))
+      r.problem(p + ".proxy_group", "\"" + *group + "\" is not a ProxyGroup name (an RFC 1123 label)");
+    out.proxy_group = *group;
+  }
   return out;
 }
 
@@ -457,7 +465,7 @@ LeaderElectionConfig read_leader_election(Reader& r, const json& l, const std::s
 KubernetesConfig read_kubernetes(Reader& r, const json& k, const Config& cfg) {
   const std::string p = "kubernetes";
   r.reject_unknown_keys(k, p,
-                        {"namespace", "selector", "listen_host", "port_range", "target_port", "annotation_prefix",
+                        {"namespace", "selector", "listen_host", "port_range", "target_port", "ports", "annotation_prefix",
                          "api_server", "token_file", "ca_file", "kubeconfig", "request_timeout", "manage_services",
                          "services", "leader_election"});
   KubernetesConfig out;
@@ -478,6 +486,13 @@ KubernetesConfig read_kubernetes(Reader& r, const json& k, const Config& cfg) {
       r.problem(p + ".port_range", "\"" + *range + "\" is not a port range like \"22000-22999\"");
   }
   if (auto port = r.port(k, "target_port", p + ".target_port")) out.target_port = *port;
+  if (auto text = r.string(k, "ports", p + ".ports", false)) {
+    std::string why;
+    if (auto ports = parse_port_list(*text, &why))
+      out.ports = std::move(*ports);
+    else
+      r.problem(p + ".ports", why + " (expected \"web=3000,api=8080\" or \"3000,8080\")");
+  }
   if (auto prefix = r.string(k, "annotation_prefix", p + ".annotation_prefix", false)) {
     if (prefix->empty() || prefix->back() != '/')
       r.problem(p + ".annotation_prefix", "must end with '/' (like \"spark-gateway/\")");

@@ -11,6 +11,7 @@
 
 #include "config/address.hpp"
 #include "config/cidr.hpp"
+#include "config/port_list.hpp"
 #include "config/duration.hpp"
 
 namespace spark::config {
@@ -175,6 +176,9 @@ struct ServicesConfig {
   std::string load_balancer_class = "tailscale";
   std::string tailscale_tags;  // tailscale.com/tags, e.g. "tag:spark"; empty: the operator's default
   int port = 22;
+  // A Tailscale ProxyGroup (type ingress) to serve every spark Service from its shared proxy
+  // pods (`tailscale.com/proxy-group`) instead of one proxy pod per spark. Empty: standalone.
+  std::string proxy_group;
   friend bool operator==(const ServicesConfig&, const ServicesConfig&) = default;
 };
 
@@ -197,6 +201,9 @@ struct KubernetesConfig {
   int port_min = 22000;  // port_range: ports given to sparks without a port annotation
   int port_max = 22999;
   int target_port = 22;  // the pod's sshd, unless the spark's target-port annotation says otherwise
+  // Dev ports every discovered spark has, beside those of its `ports` annotation (which wins
+  // for a name both give). Each gets a port from port_range, recorded as `port.NAME`.
+  std::vector<NamedPort> ports;
   std::string annotation_prefix = "spark-gateway/";
   // Where the API server is. None of api_server/kubeconfig: the in-cluster service account.
   std::optional<std::string> api_server;  // https://... or plain http://127.0.0.1:8001 (kubectl proxy)

@@ -235,5 +235,22 @@ TEST(KubernetesConfigSection, PortRanges) {
   }
 }
 
+TEST(KubernetesConfigSection, DevPortsForEverySparkAndAProxyGroup) {
+  const auto none = load("{}");
+  EXPECT_TRUE(none.kubernetes->ports.empty());
+  EXPECT_EQ(none.kubernetes->services.proxy_group, "");
+  const auto cfg = load(R"({"ports": "web=3000,8080", "services": {"proxy_group": "spark-ingress"}})");
+  ASSERT_EQ(cfg.kubernetes->ports.size(), 2u);
+  EXPECT_EQ(cfg.kubernetes->ports[0], (config::NamedPort{"web", 3000}));
+  EXPECT_EQ(cfg.kubernetes->ports[1], (config::NamedPort{"8080", 8080}));
+  EXPECT_EQ(cfg.kubernetes->services.proxy_group, "spark-ingress");
+  std::string problems;
+  EXPECT_THROW(load(R"({"ports": "ssh=22", "services": {"proxy_group": "Spark Ingress"}})", &problems),
+               config::ConfigError);
+  EXPECT_NE(problems.find("kubernetes.ports: \"ssh=22\": \"ssh\" is the SSH port's name"), std::string::npos)
+      << problems;
+  EXPECT_NE(problems.find("kubernetes.services.proxy_group"), std::string::npos) << problems;
+}
+
 }  // namespace
 }  // namespace spark::k8s
