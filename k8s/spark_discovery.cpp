@@ -6,6 +6,7 @@
 #include <charconv>
 #include <utility>
 
+#include "config/port_list.hpp"
 #include "config/spark_name.hpp"
 #include "k8s/activity_annotations.hpp"
 
@@ -22,8 +23,7 @@ constexpr auto kRetryEvery = 30s;
 std::optional<int> parse_port(const std::string& text) {
   int port = 0;
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), port);
-  if (ec != std::errc() || end != text.data() + text.size() || port < 1 || port > 65535)
-    return std::nullopt;
+  if (ec != std::errc() || end != text.data() + text.size() || port < 1 || port > 65535) return std::nullopt;
   return port;
 }
 
@@ -36,11 +36,14 @@ SparkDiscovery::SparkDiscovery(Cluster& cluster, const config::Config& defaults,
       reaper_interval_(std::chrono::duration_cast<std::chrono::milliseconds>(defaults.reaper_interval)),
       default_keepalive_(defaults.default_keepalive),
       default_clients_(defaults.default_clients),
+      default_port_grace_(defaults.default_port_grace),
       publish_(std::move(publish)) {}
 
 SparkDiscovery::~SparkDiscovery() { stop(); }
 
-void SparkDiscovery::start() { thread_ = std::jthread([this](std::stop_token stop) { run(stop); }); }
+void SparkDiscovery::start() {
+  thread_ = std::jthread([this](std::stop_token stop) { run(stop); });
+}
 
 void SparkDiscovery::stop() {
   thread_.request_stop();
@@ -100,33 +103,73 @@ DiscoveredSparks SparkDiscovery::compute() {
     return std::tie(a.creation_timestamp, a.name) < std::tie(b.creation_timestamp, b.name);
   });
 
+  // First every port already recorded (older Deployments first), then fresh ports for what is
+  // missing, so a recorded port is never handed to another spark.
   std::map<int, std::string> port_owner;
-  DiscoveredSparks found;
-  std::vector<const Deployment*> unassigned;
+  std::vector<PortPlan> plans;
   for (const auto& d : deployments) {
     if (!config::is_valid_spark_name(d.name)) {
       warn(d, "InvalidName", "\"" + d.name + "\" is not an RFC 1123 label; not served");
       continue;
     }
-    const auto port = annotated_port(d);
-    if (!port) {
-      unassigned.push_back(&d);
-      continue;
+    PortPlan plan{&d, annotated_port(d, "port"), dev_ports_of(d), {}};
+    if (plan.ssh) {
+      if (auto [owner, fresh] = port_owner.emplace(*plan.ssh, d.name); !fresh) {
+        warn(d, "PortConflict",
+             "port " + std::to_string(*plan.ssh) + " is already served for " + owner->second + "; not served");
+        continue;
+      }
     }
-    if (auto [owner, fresh] = port_owner.emplace(*port, d.name); !fresh) {
-      warn(d, "PortConflict",
-                "port " + std::to_string(*port) + " is already served for " + owner->second + "; not served");
-      continue;
+    for (const auto& dev : plan.dev) {
+      const auto recorded = annotated_port(d, "port." + dev.name);
+      if (recorded && port_owner.emplace(*recorded, d.name + " (" + dev.name + ")").second)
+        plan.gateway_ports[dev.name] = *recorded;
     }
-    serve(d, *port, found);
+    plans.push_back(std::move(plan));
   }
-  assign_free_ports(unassigned, port_owner, found);
+  DiscoveredSparks found;
+  int next = cluster_.config().port_min;
+  for (auto& plan : plans) {
+    if (!assign_missing_ports(plan, port_owner, next)) continue;
+    serve(plan, found);
+  }
   return found;
 }
 
-std::optional<int> SparkDiscovery::annotated_port(const Deployment& d) {
+std::vector<config::NamedPort> SparkDiscovery::wanted_dev_ports(const Deployment& d) {
+  // kubernetes.ports for every spark; the annotation adds its own and wins for a name both give.
+  std::vector<config::NamedPort> ports = cluster_.config().ports;
+  const auto text = d.annotation(cluster_.annotation("ports"));
+  if (!text) return ports;
+  std::string why;
+  const auto own = config::parse_port_list(*text, &why);
+  if (!own) {
+    warn(d, "InvalidAnnotation",
+         cluster_.annotation("ports") + " " + why + " (expected \"web=3000,api=8080\" or \"3000,8080\"); " +
+             "serving only kubernetes.ports");
+    return ports;
+  }
+  for (const auto& port : *own) {
+    std::erase_if(ports, [&](const config::NamedPort& p) { return p.name == port.name || p.port == port.port; });
+    ports.push_back(port);
+  }
+  return ports;
+}
+
+std::vector<config::NamedPort> SparkDiscovery::dev_ports_of(const Deployment& d) {
+  auto ports = wanted_dev_ports(d);
+  // SSH is no dev port: its own target port (target_port_of warns about a bad annotation).
+  const auto text = d.annotation(cluster_.annotation("target-port"));
+  const int ssh = (text ? parse_port(*text) : std::nullopt).value_or(cluster_.config().target_port);
+  if (std::erase_if(ports, [&](const config::NamedPort& p) { return p.port == ssh; }) > 0)
+    warn(d, "InvalidAnnotation",
+         "dev port " + std::to_string(ssh) + " is the spark's SSH port; not served as a dev port");
+  return ports;
+}
+
+std::optional<int> SparkDiscovery::annotated_port(const Deployment& d, const std::string& key) {
   const auto& k = cluster_.config();
-  const auto annotated = d.annotation(cluster_.annotation("port"));
+  const auto annotated = d.annotation(cluster_.annotation(key));
   if (!annotated) return std::nullopt;
   // Whoever can annotate a Deployment must not pick any port of the gateway's host (another
   // service's, a privileged one, the admin or jump port): only port_range is handed out. A
@@ -134,60 +177,79 @@ std::optional<int> SparkDiscovery::annotated_port(const Deployment& d) {
   const auto port = parse_port(*annotated);
   if (!port || *port < k.port_min || *port > k.port_max) {
     warn(d, "InvalidPort",
-              cluster_.annotation("port") + " \"" + *annotated + "\" is " +
-                  (port ? "outside kubernetes.port_range " : "not a port of kubernetes.port_range ") +
-                  std::to_string(k.port_min) + "-" + std::to_string(k.port_max) +
-                  "; giving it a port from the range instead");
+         cluster_.annotation(key) + " \"" + *annotated + "\" is " +
+             (port ? "outside kubernetes.port_range " : "not a port of kubernetes.port_range ") +
+             std::to_string(k.port_min) + "-" + std::to_string(k.port_max) +
+             "; giving it a port from the range instead");
     return std::nullopt;
   }
   return port;
 }
 
-// New sparks: the lowest free port in the range, claimed by writing the annotation
-// conditionally (two gateway replicas racing for one port: the second gets a 409).
-void SparkDiscovery::assign_free_ports(const std::vector<const Deployment*>& unassigned,
-                                       std::map<int, std::string>& port_owner, DiscoveredSparks& found) {
+// The ports a plan still lacks: the lowest free ones of the range (from `next` on), claimed by
+// writing them back in one conditional patch (two gateway replicas racing for one port: the
+// second gets a 409 and looks again when the watch brings the new version).
+bool SparkDiscovery::assign_missing_ports(PortPlan& plan, std::map<int, std::string>& port_owner, int& next) {
   const auto& k = cluster_.config();
-  int next = k.port_min;
-  for (const Deployment* d : unassigned) {
+  const Deployment& d = *plan.deployment;
+  std::map<std::string, int> fresh;  // annotation key -> port
+  const auto take = [&](const std::string& key, const std::string& whose) -> std::optional<int> {
     while (next <= k.port_max && port_owner.contains(next)) ++next;
     if (next > k.port_max) {
-      warn(*d, "NoFreePort", "no free port left in " + std::to_string(k.port_min) + "-" +
-                                      std::to_string(k.port_max) + "; not served");
-      continue;
+      warn(d, "NoFreePort",
+           "no free port left in " + std::to_string(k.port_min) + "-" + std::to_string(k.port_max) +
+               "; not served");
+      return std::nullopt;
     }
-    if (!claim_port(*d, next)) continue;
-    spdlog::info("spark {}: given port {}", d->name, next);
-    port_owner.emplace(next, d->name);
-    serve(*d, next, found);
+    port_owner.emplace(next, whose);
+    fresh[cluster_.annotation(key)] = next;
+    return next;
+  };
+  if (!plan.ssh && !(plan.ssh = take("port", d.name))) return false;
+  for (const auto& dev : plan.dev) {
+    if (plan.gateway_ports.contains(dev.name)) continue;
+    const auto port = take("port." + dev.name, d.name + " (" + dev.name + ")");
+    if (!port) return false;
+    plan.gateway_ports[dev.name] = *port;
   }
+  if (fresh.empty()) return true;
+  if (!claim_ports(d, fresh)) return false;
+  for (const auto& [key, port] : fresh) spdlog::info("spark {}: given port {} ({})", d.name, port, key);
+  return true;
 }
 
-bool SparkDiscovery::claim_port(const Deployment& d, int port) {
-  const json patch = {{"metadata",
-                       {{"resourceVersion", d.resource_version},
-                        {"annotations", {{cluster_.annotation("port"), std::to_string(port)}}}}}};
+bool SparkDiscovery::claim_ports(const Deployment& d, const std::map<std::string, int>& ports) {
+  json annotations = json::object();
+  for (const auto& [key, port] : ports) annotations[key] = std::to_string(port);
+  const json patch = {{"metadata", {{"resourceVersion", d.resource_version}, {"annotations", annotations}}}};
   try {
     cluster_.api().merge_patch(cluster_.deployment_path(d.name), patch);
   } catch (const ApiError& e) {
     // A conflict means it changed (maybe another replica gave it a port): the watch brings
     // the new version and we look again.
-    spdlog::warn("spark {}: cannot record its port {}: {}", d.name, port, e.what());
+    spdlog::warn("spark {}: cannot record its ports: {}", d.name, e.what());
     return false;
   }
   return true;
 }
 
-// The spark a Deployment is, served on `port`, and the activity its annotations record.
-void SparkDiscovery::serve(const Deployment& d, int port, DiscoveredSparks& found) {
+// The spark a Deployment is, served on its ports, and the activity its annotations record.
+void SparkDiscovery::serve(const PortPlan& plan, DiscoveredSparks& found) {
+  const Deployment& d = *plan.deployment;
+  const auto& host = cluster_.config().listen_host;
   config::SparkConfig s;
   s.name = d.name;
-  s.listen = config::Address{cluster_.config().listen_host, static_cast<std::uint16_t>(port)};
+  s.listen = config::Address{host, static_cast<std::uint16_t>(*plan.ssh)};
   s.idle_timeout = idle_timeout_of(d);
   s.keepalive = default_keepalive_;
   s.clients = default_clients_;
   s.wake_timeout = default_wake_timeout_;
+  s.port_grace = default_port_grace_;
   s.backend = config::KubernetesBackendConfig{d.name, config::Address{"pod", target_port_of(d)}};
+  for (const auto& dev : plan.dev) {
+    s.ports.push_back(
+        {dev.name, config::Address{host, static_cast<std::uint16_t>(plan.gateway_ports.at(dev.name))}, dev.port});
+  }
   found.sparks.push_back(std::move(s));
   std::vector<std::string> unusable;
   found.activity[d.name] = read_activity(cluster_, d, &unusable);
@@ -203,13 +265,13 @@ config::MaybeNever SparkDiscovery::idle_timeout_of(const Deployment& d) {
     // The reaper looks only every reaper.interval: a shorter idle timeout cannot be kept
     // (and other replicas could not keep its sessions' activity fresh in time).
     warn(d, "InvalidAnnotation",
-              cluster_.annotation("idle-timeout") + " \"" + *text + "\" is shorter than reaper.interval " +
-                  config::format_duration(reaper_interval_) + "; using " + config::format_duration(reaper_interval_));
+         cluster_.annotation("idle-timeout") + " \"" + *text + "\" is shorter than reaper.interval " +
+             config::format_duration(reaper_interval_) + "; using " + config::format_duration(reaper_interval_));
     return config::MaybeNever{reaper_interval_};
   }
   if (t) return *t;
   warn(d, "InvalidAnnotation",
-            cluster_.annotation("idle-timeout") + " \"" + *text + "\": " + why + "; using the default");
+       cluster_.annotation("idle-timeout") + " \"" + *text + "\": " + why + "; using the default");
   return default_idle_timeout_;
 }
 
@@ -219,8 +281,7 @@ std::uint16_t SparkDiscovery::target_port_of(const Deployment& d) {
   if (!text) return static_cast<std::uint16_t>(fallback);
   if (auto p = parse_port(*text)) return static_cast<std::uint16_t>(*p);
   warn(d, "InvalidAnnotation",
-            cluster_.annotation("target-port") + " \"" + *text + "\" is not a port; using " +
-                std::to_string(fallback));
+       cluster_.annotation("target-port") + " \"" + *text + "\" is not a port; using " + std::to_string(fallback));
   return static_cast<std::uint16_t>(fallback);
 }
 

@@ -1,8 +1,9 @@
 #pragma once
 // Turns the spark Deployments the cluster cache holds into spark configs the gateway serves:
 // each gets a listen port (its `port` annotation when that is in port_range, else a free one from
-// port_range written back as that annotation so it stays stable), its idle timeout and its target port. Runs on its own
-// thread, woken by cache changes; hands each new set to `publish`.
+// port_range written back as that annotation so it stays stable), the same for each dev port
+// (`ports` annotation and kubernetes.ports; recorded as `port.NAME`), its idle timeout and its
+// target port. Runs on its own thread, woken by cache changes; hands each new set to `publish`.
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -10,8 +11,8 @@
 #include <mutex>
 #include <optional>
 #include <set>
-#include <string>
 #include <stop_token>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -44,15 +45,25 @@ class SparkDiscovery {
 
  private:
   void run(std::stop_token stop);
-  // The steps of compute().
-  // The port a Deployment's annotation claims, if that is one of port_range (else nullopt, with
-  // a warning if it has the annotation at all).
-  std::optional<int> annotated_port(const Deployment& d);
-  // Gives each of `unassigned` the lowest free port and writes it back to its Deployment.
-  void assign_free_ports(const std::vector<const Deployment*>& unassigned, std::map<int, std::string>& port_owner,
-                         DiscoveredSparks& found);
-  bool claim_port(const Deployment& d, int port);  // false if the write failed (logged)
-  void serve(const Deployment& d, int port, DiscoveredSparks& found);
+  // The steps of compute(). One Deployment's ports: its SSH port and each dev port's gateway
+  // port, as recorded in its annotations or still to be given.
+  struct PortPlan {
+    const Deployment* deployment;
+    std::optional<int> ssh;
+    std::vector<config::NamedPort> dev;
+    std::map<std::string, int> gateway_ports;  // dev port name -> gateway port
+  };
+  // kubernetes.ports and its `ports` annotation (which wins for a name both give), but SSH's.
+  std::vector<config::NamedPort> dev_ports_of(const Deployment& d);
+  std::vector<config::NamedPort> wanted_dev_ports(const Deployment& d);
+  // The port its annotation `key` ("port", "port.web") records, if that is one of port_range
+  // (else nullopt, with a warning if it has the annotation at all).
+  std::optional<int> annotated_port(const Deployment& d, const std::string& key);
+  // Gives the plan's missing ports the lowest free ones and records them on its Deployment;
+  // false if it cannot be served this pass (no free port, or the write failed).
+  bool assign_missing_ports(PortPlan& plan, std::map<int, std::string>& port_owner, int& next);
+  bool claim_ports(const Deployment& d, const std::map<std::string, int>& ports);  // false: logged
+  void serve(const PortPlan& plan, DiscoveredSparks& found);
   // Its annotation's values, or the defaults (with a warning for one that cannot be used).
   config::MaybeNever idle_timeout_of(const Deployment& d);
   std::uint16_t target_port_of(const Deployment& d);
@@ -66,8 +77,9 @@ class SparkDiscovery {
   std::chrono::milliseconds reaper_interval_;  // the shortest idle timeout that can be kept
   config::TcpKeepalive default_keepalive_;
   config::ClientRules default_clients_;  // wake_on, wake_grace, proxy_protocol from `defaults`
+  config::Duration default_port_grace_;
   Publish publish_;
-  std::set<std::string> warned_;    // the problems the previous pass found (logged)
+  std::set<std::string> warned_;     // the problems the previous pass found (logged)
   std::set<std::string> this_pass_;  // those this pass has found so far
 
   std::mutex mu_;
