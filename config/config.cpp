@@ -716,10 +716,10 @@ std::optional<SparkConfig> read_spark(Reader& r, const json& s, const std::strin
   auto backend = read_backend(r, s, path);
   if (!named || !listening || !ports_ok || !overrides_ok || !backend) return std::nullopt;
   spark.backend = std::move(*backend);
-  for (const auto& port : spark.ports) {
-    if (port.port == spark.target().port) {
-      r.problem(path + ".ports", "port " + std::to_string(port.port) + " (" + port.name +
-                                     ") is the spark's SSH port (its target): SSH needs no dev port");
+  for (std::size_t i = 0; i < spark.ports.size(); ++i) {
+    if (spark.ports[i].port == spark.target().port) {
+      r.problem(path + ".ports[" + std::to_string(i) + "].port",
+                std::to_string(spark.ports[i].port) + " is the spark's SSH port (its target): SSH needs no dev port");
       return std::nullopt;
     }
   }

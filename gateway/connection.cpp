@@ -155,9 +155,9 @@ awaitable<void> Connection::run() {
     outcome = "closed: wake failed: " + reached.error;
   else if (reached.failure == ConnectionOutcome::port_closed)
     outcome = "closed: port " + std::to_string(port_->port) + " does not answer in the spark (" + reached.error + ")";
-  if (reached.failure == ConnectionOutcome::port_closed) port_metrics_->connections_port_closed.Increment();
   else
     outcome = "closed: " + reached.error;
+  if (reached.failure == ConnectionOutcome::port_closed) port_metrics_->connections_port_closed.Increment();
   close_sockets();
   finish(outcome, std::nullopt);
 }

@@ -187,16 +187,15 @@ awaitable<tcp::socket> Spark::connect_upstream(std::string cause, asio::any_io_e
 awaitable<tcp::socket> Spark::connect_port(int port, std::string cause, asio::any_io_executor socket_executor) {
   const auto deadline = steady_clock::now() + cfg_.wake_timeout;
   const bool was_running = state_ == SparkState::running;
-  {
-    // Awake as for SSH: its sshd answering is what "awake" means. The probe's socket (if this
-    // call woke it) is not the port's: it closes here.
-    tcp::socket ssh = co_await connect_upstream(cause, socket_executor);
-  }
+  const WaitingGuard waiting(waiting_connections_);
+  // Awake as for SSH (its sshd answering is what "awake" means, and the wake is the spark's
+  // one wake), but without a connection to its sshd of our own: that would be an
+  // unauthenticated sshd connection per page load, counted against sshd's MaxStartups.
+  if (auto failed = co_await ensure_awake(cause)) throw WakeError(*failed);
   const auto young = [&] { return !was_running || steady_clock::now() - running_since_ < cfg_.port_grace; };
   const auto obs = backend_->observe();
   if (!obs.upstream) throw UpstreamError(obs.reason.empty() ? "the spark has no address" : obs.reason);
   const config::Address target{obs.upstream->host, static_cast<std::uint16_t>(port)};
-  const WaitingGuard waiting(waiting_connections_);
   std::string error;
   for (;;) {
     const auto left = std::chrono::duration_cast<milliseconds>(deadline - steady_clock::now());

@@ -223,16 +223,18 @@ int ports(const Options& o) {
   if (auto bad = need_spark(o, 0, "ports")) return *bad;
   auto body = call(o, "GET", "/api/v1/sparks/" + o.positional[0]);
   if (!body) return exit_code::failed;
-  if (o.json_output) {
-    std::cout << (*body)["ports"].dump(2) << "\n";
-    return exit_code::ok;
-  }
   const auto listen = body->value("listen", std::string());
   const auto target = body->value("target", std::string());
   const auto colon = listen.rfind(':');
+  const auto ssh_port = target.substr(target.rfind(':') + 1);
+  if (o.json_output) {  // SSH first, as in the table
+    json all = json::array({{{"name", "ssh"}, {"port", std::atoi(ssh_port.c_str())}, {"listen", listen}}});
+    for (const auto& p : (*body)["ports"]) all.push_back(p);
+    std::cout << all.dump(2) << "\n";
+    return exit_code::ok;
+  }
   std::vector<std::vector<std::string>> rows = {{"NAME", "PORT", "LISTEN", "URL"}};
-  rows.push_back({"ssh", target.substr(target.rfind(':') + 1), listen,
-                  "ssh -p " + listen.substr(colon + 1) + " " + listen.substr(0, colon)});
+  rows.push_back({"ssh", ssh_port, listen, "ssh -p " + listen.substr(colon + 1) + " " + listen.substr(0, colon)});
   for (const auto& p : (*body)["ports"]) {
     const auto at = p.value("listen", std::string());
     rows.push_back({p.value("name", std::string()), std::to_string(p.value("port", 0)), at, "http://" + at + "/"});

@@ -489,7 +489,8 @@ class DevPortViewsTest(DevPortsTestCase):
         self.assertEqual(len(rows), 4, r.stdout)
         r = self.admin_cli("ports", NAME, "-o", "json")
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertEqual(json.loads(r.stdout), [web, api])
+        ssh = {"name": "ssh", "port": spark.target_port, "listen": ssh_listen}
+        self.assertEqual(json.loads(r.stdout), [ssh, web, api])  # ssh first, as in the table
         r = self.admin_cli("ports", "no-such-spark")
         self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
         self.assertIn("no-such-spark", r.stderr)
@@ -595,7 +596,7 @@ class DevPortConfigTest(DevPortsTestCase):
                             "sparks[1].ports[0].listen", web["listen"])
         # The SSH target's port is no dev port.
         r = self.check([self.port("web", self.a.target_port)])
-        self.assert_refused(r, "sparks[0].ports", str(self.a.target_port))
+        self.assert_refused(r, "sparks[0].ports[0].port", str(self.a.target_port))
         # Shape: not an array, a missing port, a bad port, an unknown key, a bad name.
         self.assert_refused(self.check({"web": 3000}), "sparks[0].ports")
         no_port = self.port("web", 1)

@@ -760,7 +760,7 @@ TEST(ParseConfig, BadDevPortsAreProblemsNamingThePath) {
 TEST(ParseConfig, ADevPortCannotBeTheSshPort) {
   EXPECT_THAT(Problems(Sparks({Spark("a", "127.0.0.1:2201", kProcess,
                                      R"("ports": [{"name": "web", "listen": "127.0.0.1:2301", "port": 22001}])")})),
-              Contains(Problem("sparks[0].ports", "is the spark's SSH port")));
+              Contains(Problem("sparks[0].ports[0].port", "22001 is the spark's SSH port")));
 }
 
 TEST(ParseConfig, ADevPortsListenAddressIsUniqueAcrossSparks) {
