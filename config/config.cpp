@@ -465,9 +465,9 @@ LeaderElectionConfig read_leader_election(Reader& r, const json& l, const std::s
 KubernetesConfig read_kubernetes(Reader& r, const json& k, const Config& cfg) {
   const std::string p = "kubernetes";
   r.reject_unknown_keys(k, p,
-                        {"namespace", "selector", "listen_host", "port_range", "target_port", "ports", "annotation_prefix",
-                         "api_server", "token_file", "ca_file", "kubeconfig", "request_timeout", "manage_services",
-                         "services", "leader_election"});
+                        {"namespace", "selector", "listen_host", "port_range", "target_port", "ports",
+                         "annotation_prefix", "api_server", "token_file", "ca_file", "kubeconfig",
+                         "request_timeout", "manage_services", "services", "leader_election"});
   KubernetesConfig out;
   if (auto ns = r.string(k, "namespace", p + ".namespace", false)) {
     if (!is_valid_spark_name(*ns))
@@ -609,7 +609,8 @@ bool read_spark_ports(Reader& r, const json& s, const std::string& path, Owners&
   const auto it = s.find("ports");
   if (it == s.end()) return true;
   if (!it->is_array()) {
-    r.problem(path + ".ports", R"(expected an array like [{"name": "web", "listen": "127.0.0.1:2301", "port": 3000}])");
+    r.problem(path + ".ports",
+              R"(expected an array like [{"name": "web", "listen": "127.0.0.1:2301", "port": 3000}])");
     return false;
   }
   bool ok = true;
@@ -719,7 +720,8 @@ std::optional<SparkConfig> read_spark(Reader& r, const json& s, const std::strin
   for (std::size_t i = 0; i < spark.ports.size(); ++i) {
     if (spark.ports[i].port == spark.target().port) {
       r.problem(path + ".ports[" + std::to_string(i) + "].port",
-                std::to_string(spark.ports[i].port) + " is the spark's SSH port (its target): SSH needs no dev port");
+                std::to_string(spark.ports[i].port) +
+                    " is the spark's SSH port (its target): SSH needs no dev port");
       return std::nullopt;
     }
   }
@@ -772,8 +774,8 @@ struct DefaultCaps {
 
 DefaultCaps read_defaults(Reader& r, const json& d, Config& cfg) {
   r.reject_unknown_keys(d, "defaults",
-                        {"idle_timeout", "wake_timeout", "port_grace", "drain_timeout", "keepalive", "max_connections",
-                         "max_waiting", "wake_on", "wake_grace", "proxy_protocol"});
+                        {"idle_timeout", "wake_timeout", "port_grace", "drain_timeout", "keepalive",
+                         "max_connections", "max_waiting", "wake_on", "wake_grace", "proxy_protocol"});
   DefaultCaps caps;
   caps.max_connections = r.count(d, "max_connections", "defaults.max_connections");
   caps.max_waiting = r.count(d, "max_waiting", "defaults.max_waiting");

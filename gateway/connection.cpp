@@ -35,7 +35,8 @@ std::pair<ConnectionEnd, std::string> describe_end(const std::exception_ptr& err
     std::rethrow_exception(error);
   } catch (const SpliceError& e) {
     if (!is_peer_unreachable(e.code())) return {ConnectionEnd::error, "closed: " + e.code().message()};
-    const auto end = e.side() == SpliceSide::client ? ConnectionEnd::client_unreachable : ConnectionEnd::spark_unreachable;
+    const auto end = e.side() == SpliceSide::client ? ConnectionEnd::client_unreachable
+                                                    : ConnectionEnd::spark_unreachable;
     const auto bound = std::chrono::duration_cast<std::chrono::milliseconds>(keepalive.bound());
     return {end, unreachable_words(end, bound) + " (" + e.code().message() + ")"};
   } catch (const boost::system::system_error& e) {
@@ -117,8 +118,8 @@ awaitable<void> Connection::run() {
   if (greeting.client) peer_ = *greeting.client;
   sessions_.open(*this);
   spark_->connection_from(peer_.address().to_string() + port_words());
-  spdlog::info("spark {}: connection from {}:{}{} ({})", spark_->name(), address_of(peer_), peer_.port(), port_words(),
-               to_string(spark_->state()));
+  spdlog::info("spark {}: connection from {}:{}{} ({})", spark_->name(), address_of(peer_), peer_.port(),
+               port_words(), to_string(spark_->state()));
 
   // "woken by a connection from 100.101.102.103": an Event needs no client port.
   std::string cause = "a connection from " + peer_.address().to_string() + port_words();
@@ -137,7 +138,8 @@ awaitable<void> Connection::run() {
   }
   if (upstream_ && client_.is_open() && !greeting.bytes.empty()) {
     // The client's first bytes, read before the wake, go first and unchanged.
-    auto [ec, n] = co_await asio::async_write(*upstream_, asio::buffer(greeting.bytes), asio::as_tuple(use_awaitable));
+    auto [ec, n] = co_await asio::async_write(*upstream_, asio::buffer(greeting.bytes),
+                                              asio::as_tuple(use_awaitable));
     bytes_in_ += n;
     bytes_in_counter().Increment(static_cast<double>(n));
     if (ec) reached.error = ec.message(), upstream_.reset();
@@ -154,7 +156,8 @@ awaitable<void> Connection::run() {
   else if (reached.failure == ConnectionOutcome::wake_failed)
     outcome = "closed: wake failed: " + reached.error;
   else if (reached.failure == ConnectionOutcome::port_closed)
-    outcome = "closed: port " + std::to_string(port_->port) + " does not answer in the spark (" + reached.error + ")";
+    outcome = "closed: port " + std::to_string(port_->port) + " does not answer in the spark (" + reached.error +
+              ")";
   else
     outcome = "closed: " + reached.error;
   if (reached.failure == ConnectionOutcome::port_closed) port_metrics_->connections_port_closed.Increment();
@@ -194,7 +197,8 @@ void Connection::start_splice(asio::any_io_executor main) {
   on_worker_ = true;
   asio::co_spawn(worker_.executor(),
                  splice(client_, *upstream_, {bytes_in_counter(), bytes_out_counter()}, worker_.pipes()),
-                 [self = shared_from_this(), main = std::move(main)](std::exception_ptr error, SpliceResult moved) {
+                 [self = shared_from_this(), main = std::move(main)](std::exception_ptr error,
+                                                                     SpliceResult moved) {
                    auto ended = describe_end(error ? error : moved.error, self->keepalive_);
                    asio::post(main, [self, moved, end = ended.first, outcome = std::move(ended.second)] {
                      self->bytes_in_ += moved.client_to_upstream;
@@ -206,10 +210,10 @@ void Connection::start_splice(asio::any_io_executor main) {
 
 void Connection::finish(std::string_view outcome, std::optional<ConnectionEnd> end) {
   sessions_.close(*this, end);
-  const auto lasted = std::chrono::duration_cast<std::chrono::milliseconds>(
-      std::chrono::steady_clock::now() - opened_);
-  spdlog::info("spark {}: connection from {}:{}{} {} after {}, {} in, {} out", spark_->name(),
-               address_of(peer_), peer_.port(), port_words(), outcome, config::format_duration(lasted),
+  const auto lasted = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                            opened_);
+  spdlog::info("spark {}: connection from {}:{}{} {} after {}, {} in, {} out", spark_->name(), address_of(peer_),
+               peer_.port(), port_words(), outcome, config::format_duration(lasted),
                config::counted(bytes_in_, "byte"), config::counted(bytes_out_, "byte"));
 }
 

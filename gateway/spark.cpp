@@ -203,11 +203,12 @@ awaitable<tcp::socket> Spark::connect_port(int port, std::string cause, asio::an
       co_return std::move(*s);
     if (!young()) throw PortClosedError(error);
     if (steady_clock::now() + kPortRetry >= deadline)
-      throw PortClosedError(error + " (still, after wake_timeout " + config::format_duration(cfg_.wake_timeout) + ")");
+      throw PortClosedError(error + " (still, after wake_timeout " + config::format_duration(cfg_.wake_timeout) +
+                            ")");
     asio::steady_timer pause(env_.executor, kPortRetry);
     co_await pause.async_wait(use_awaitable);
-    if (state_ != SparkState::running) throw UpstreamError("the spark stopped while its port " + std::to_string(port) +
-                                                           " was awaited");
+    if (state_ != SparkState::running)
+      throw UpstreamError("the spark stopped while its port " + std::to_string(port) + " was awaited");
   }
 }
 

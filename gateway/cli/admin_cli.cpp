@@ -2,13 +2,16 @@
 
 #include <httplib.h>
 
+#include <charconv>
+#include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
-#include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
+
+#include <nlohmann/json.hpp>
 
 #include "activity/time_format.hpp"
 #include "config/duration.hpp"
@@ -117,9 +120,9 @@ std::optional<json> call(const Options& o, const std::string& method, const std:
   client.set_read_timeout(o.wait ? 900 : 30, 0);  // --wait lasts as long as the wake may
   httplib::Headers headers;
   if (!o.token.empty()) headers.emplace("Authorization", "Bearer " + o.token);
-  httplib::Result res = method == "GET"      ? client.Get(path.c_str(), headers)
-                        : method == "DELETE" ? client.Delete(path.c_str(), headers)
-                                             : client.Post(path.c_str(), headers, body, "application/json");
+  httplib::Result res = method == "GET"      ? client.Get(path, headers)
+                        : method == "DELETE" ? client.Delete(path, headers)
+                                             : client.Post(path, headers, body, "application/json");
   if (!res) {
     std::cerr << "spark-gateway: cannot reach the admin API at " << o.admin << ": "
               << httplib::to_string(res.error()) << "\n";
@@ -145,7 +148,7 @@ std::optional<json> call(const Options& o, const std::string& method, const std:
 
 std::string human_seconds(double seconds) {
   if (seconds < 0) seconds = 0;
-  return config::format_duration(std::chrono::seconds(static_cast<long long>(seconds + 0.5)));
+  return config::format_duration(std::chrono::seconds(std::llround(seconds)));
 }
 
 double seconds_until(const json& rfc3339, activity::TimePoint now) {
@@ -173,7 +176,7 @@ void print_table(const json& sparks) {
       {"NAME", "STATE", "CONNECTIONS", "IDLE FOR", "SLEEPS IN", "KEEP-AWAKE", "TURNED AWAY"}};
   for (const auto& s : sparks) {
     const int open = s.value("open_connections", 0);
-    std::string idle = open > 0                        ? "active"
+    std::string idle = open > 0                         ? "active"
                        : s["last_activity"].is_string() ? human_seconds(-seconds_until(s["last_activity"], now))
                                                         : "never used";  // no activity recorded yet
     std::string sleeps_in = s["sleeps_at"].is_null() ? "-" : human_seconds(seconds_until(s["sleeps_at"], now));
@@ -183,8 +186,8 @@ void print_table(const json& sparks) {
                            : human_seconds(seconds_until(s["keep_awake_until"], now)) + " left";
     // Connections closed before waking it: bare connects, port scans, health checks, not SSH.
     const auto turned_away = std::to_string(s.value("turned_away", 0));
-    rows.push_back({s["name"].get<std::string>(), s["state"].get<std::string>(), std::to_string(open),
-                    idle, sleeps_in, keep, turned_away});
+    rows.push_back({s["name"].get<std::string>(), s["state"].get<std::string>(), std::to_string(open), idle,
+                    sleeps_in, keep, turned_away});
   }
   print_rows(rows);
 }
@@ -217,6 +220,12 @@ int status(const Options& o) {
   return exit_code::ok;
 }
 
+int port_number(const std::string& text) {
+  int port = 0;
+  std::from_chars(text.data(), text.data() + text.size(), port);
+  return port;
+}
+
 // `ports NAME`: SSH and the dev ports, each with the spark's own port, the gateway's address
 // for it and how to reach it.
 int ports(const Options& o) {
@@ -228,7 +237,7 @@ int ports(const Options& o) {
   const auto colon = listen.rfind(':');
   const auto ssh_port = target.substr(target.rfind(':') + 1);
   if (o.json_output) {  // SSH first, as in the table
-    json all = json::array({{{"name", "ssh"}, {"port", std::atoi(ssh_port.c_str())}, {"listen", listen}}});
+    json all = json::array({{{"name", "ssh"}, {"port", port_number(ssh_port)}, {"listen", listen}}});
     for (const auto& p : (*body)["ports"]) all.push_back(p);
     std::cout << all.dump(2) << "\n";
     return exit_code::ok;
@@ -306,7 +315,9 @@ int run_admin_command(const std::string& command, const std::vector<std::string>
   if (!config::parse_duration(o.positional[1], &why)) return usage("keep-awake DURATION: " + why);
   auto body = call(o, "POST", "/api/v1/sparks/" + name + "/keep-awake", json{{"for", o.positional[1]}}.dump());
   if (!body) return exit_code::failed;
-  const std::string until = (*body)["keep_awake_until"].is_string() ? (*body)["keep_awake_until"].get<std::string>() : "?";
+  const std::string until = (*body)["keep_awake_until"].is_string()
+                                ? (*body)["keep_awake_until"].get<std::string>()
+                                : "?";
   return print_result(o, *body, name + ": kept awake until " + until);
 }
 
