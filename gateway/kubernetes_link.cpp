@@ -1,7 +1,7 @@
 #include "gateway/kubernetes_link.hpp"
 
-#include <unistd.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include "k8s/credentials.hpp"
 
@@ -51,14 +51,18 @@ std::string KubernetesLink::default_identity() {
   return host;
 }
 
-void KubernetesLink::serve(std::map<std::string, int> ports) {
-  if (services_) services_->set_sparks(std::move(ports));
+void KubernetesLink::serve(const std::vector<config::SparkConfig>& sparks) {
+  if (!services_) return;
+  std::map<std::string, k8s::ServedSpark> served;
+  for (const auto& s : sparks) served.emplace(s.name, k8s::served_spark(s));
+  services_->set_sparks(std::move(served));
 }
 
 void KubernetesLink::report_port_unavailable(const std::string& spark, int port, const std::string& why) {
   if (const auto d = cluster_->deployment(spark))
     cluster_->record_event(*d, "Warning", "PortUnavailable",
-                           cluster_->annotation("port") + " \"" + std::to_string(port) + "\": " + why + "; not served");
+                           cluster_->annotation("port") + " \"" + std::to_string(port) + "\": " + why +
+                               "; not served");
 }
 
 void KubernetesLink::release_lease() {

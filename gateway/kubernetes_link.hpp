@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "config/config.hpp"
 #include "gateway/observability/metrics.hpp"
@@ -32,9 +33,9 @@ class KubernetesLink {
   bool synced() const { return cluster_->synced(); }
   // This replica reaps the sparks the replicas share (always, without leader election).
   bool leads() const { return !elector_ || elector_->is_leader(); }
-  // The discovered sparks served, name -> gateway port: their tailnet Services follow (with
+  // The discovered sparks served: their tailnet Services follow, SSH and dev ports (with
   // manage_services).
-  void serve(std::map<std::string, int> ports);
+  void serve(const std::vector<config::SparkConfig>& sparks);
   // A discovered spark's annotated port cannot be served: said on its Deployment too (a
   // PortUnavailable Warning Event, for kubectl describe), where whoever set the port looks.
   // Blocking: an API call.

@@ -27,7 +27,8 @@ std::vector<config::SparkConfig> SparkSet::plan(const config::Config& next, Fron
   for (const auto& s : discovered_) {
     if (next.find_spark(s.name)) {
       if (unbindable_.insert(s.name + " (name)").second)
-        spdlog::error("spark {}: a Deployment and a configured spark have this name; serving the configured one", s.name);
+        spdlog::error("spark {}: a Deployment and a configured spark have this name; serving the configured one",
+                      s.name);
       continue;
     }
     try {
@@ -56,7 +57,8 @@ SparkSet::Changes SparkSet::update(const std::vector<config::SparkConfig>& serve
       continue;
     }
     const SparkEnvironment env{io_.get_executor(), control_pool_, activity_, &metrics_,
-                               std::chrono::duration_cast<std::chrono::milliseconds>(next.activity_flush_interval)};
+                               std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   next.activity_flush_interval)};
     auto spark = std::make_shared<Spark>(env, s, make_backend(s, next, cluster_));
     asio::co_spawn(io_, spark->adopt_if_running(), asio::detached);
     sparks[s.name] = std::move(spark);
@@ -74,8 +76,8 @@ SparkSet::Changes SparkSet::update(const std::vector<config::SparkConfig>& serve
 void SparkSet::log_changes(const Changes& changes, const config::Config& next, bool from_discovery) const {
   for (const auto& name : changes.added) {
     const auto& s = sparks_.at(name)->config();
-    spdlog::info("spark {}: listening on {} ({} backend, target {}, idle timeout {})", name,
-                 s.listen.to_string(), s.backend_kind(), s.target().to_string(),
+    spdlog::info("spark {}: listening on {} ({} backend, target {}, idle timeout {})", name, s.listen.to_string(),
+                 s.backend_kind(), s.target().to_string(),
                  s.idle_timeout.is_never() ? "never" : config::format_duration(*s.idle_timeout.value));
   }
   // Discovery passes run on every Deployment change (annotation writes too): said only when
@@ -105,12 +107,12 @@ int SparkSet::waiting_for_wakes() const {
   return waiting;
 }
 
-std::map<std::string, int> SparkSet::discovered_served() const {
-  std::map<std::string, int> ports;
+std::vector<config::SparkConfig> SparkSet::discovered_served() const {
+  std::vector<config::SparkConfig> served;
   for (const auto& s : discovered_)
     if (const auto it = sparks_.find(s.name); it != sparks_.end() && it->second->config() == s)
-      ports[s.name] = s.listen.port;
-  return ports;
+      served.push_back(s);
+  return served;
 }
 
 std::set<std::string> SparkSet::discovered_names() const {

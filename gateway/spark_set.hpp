@@ -50,8 +50,8 @@ class SparkSet {
   std::size_t size() const { return sparks_.size(); }
   int waiting_for_wakes() const;  // every spark's connections waiting for a wake
   // The discovered sparks served (not those a configured spark of the same name shadows, nor
-  // those that could not listen), name -> gateway port: their tailnet Services follow.
-  std::map<std::string, int> discovered_served() const;
+  // those that could not listen), as served: their tailnet Services follow (SSH and dev ports).
+  std::vector<config::SparkConfig> discovered_served() const;
   std::set<std::string> discovered_names() const;
 
   // The reaper's tick: sparks idle past their timeout sleep. Without the lead, only the
