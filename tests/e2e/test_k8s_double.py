@@ -936,6 +936,54 @@ class K8sDoubleSelfTest(harness.GatewayTestCase):
         r = self.c.request("DELETE", svcs + "/brave-dolphin")
         self.assertEqual((r.status, r.json["kind"]), (200, "Service"))
 
+    def test_service_ports_and_finalizers(self):
+        """Two ports need names, unique, and distinct (protocol, port), as kube-apiserver checks;
+        an object with a finalizer is only marked by DELETE until its last finalizer is removed
+        (the Tailscale operator holds the Services it serves this way)."""
+        self.start(kubelet=False)
+        svcs = "/api/v1/namespaces/spark/services"
+
+        def svc(ports, name="brave-dolphin-ssh"):
+            return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+                    "spec": {"type": "LoadBalancer", "selector": {"app": "x"}, "ports": ports}}
+        r = self.c.request("POST", svcs, svc([{"name": "ssh", "port": 22}, {"port": 3000}]))
+        self.assertEqual((r.status, r.json["message"]),
+                         (422, 'Service "brave-dolphin-ssh" is invalid: spec.ports[1].name: Required value'))
+        r = self.c.request("POST", svcs, svc([{"name": "ssh", "port": 22}, {"name": "ssh", "port": 3000}]))
+        self.assertEqual((r.status, r.json["details"]["causes"][0]["field"]), (422, "spec.ports[1].name"))
+        self.assertIn('Duplicate value: "ssh"', r.json["message"])
+        r = self.c.request("POST", svcs, svc([{"name": "ssh", "port": 22}, {"name": "web", "port": 22}]))
+        self.assertEqual((r.status, r.json["details"]["causes"][0]["field"]), (422, "spec.ports[1]"))
+        r = self.c.request("POST", svcs, svc([{"name": "Web", "port": 3000}]))
+        self.assertEqual(r.status, 422)
+        self.assertIn("RFC 1123 label", r.json["message"])
+        r = self.c.request("POST", svcs, svc([{"name": "ssh", "port": 22}, {"name": "3000", "port": 3000}]))
+        self.assertEqual(r.status, 201, r.body)
+
+        path = svcs + "/brave-dolphin-ssh"
+        r = self.c.request("PATCH", path, {"metadata": {"finalizers": ["tailscale.com/finalizer"]}},
+                           content_type=MERGE)
+        self.assertEqual(r.status, 200, r.body)
+        r = self.c.request("DELETE", path)
+        self.assertEqual(r.status, 200, r.body)
+        self.assertTrue(r.json["metadata"]["deletionTimestamp"])
+        self.assertEqual(r.json["metadata"]["deletionGracePeriodSeconds"], 0)
+        held = self.api.get("services", "brave-dolphin-ssh")
+        self.assertEqual(held["metadata"]["finalizers"], ["tailscale.com/finalizer"], "still there, marked")
+        self.assertEqual(self.c.request("DELETE", path).json["metadata"]["resourceVersion"],
+                         held["metadata"]["resourceVersion"], "a second DELETE changes nothing")
+        r = self.c.request("POST", svcs, svc([{"name": "ssh", "port": 22}]))
+        self.assertEqual((r.status, r.json["reason"]), (409, "AlreadyExists"))
+        r = self.c.request("PATCH", path, {"metadata": {"finalizers": ["tailscale.com/finalizer", "x/y"]}},
+                           content_type=MERGE)
+        self.assertEqual(r.status, 422)
+        self.assertIn("no new finalizers can be added if the object is being deleted", r.json["message"])
+        r = self.c.request("PATCH", path, {"metadata": {"finalizers": None}}, content_type=MERGE)
+        self.assertEqual(r.status, 200, r.body)
+        self.assertIsNone(self.api.get("services", "brave-dolphin-ssh"), "the last finalizer gone: deleted")
+        self.assertEqual([r.method for r in self.api.requests(resource="services", name="brave-dolphin-ssh")
+                          if r.method == "DELETE"], ["DELETE", "DELETE"])
+
 
 if __name__ == "__main__":
     harness.main()

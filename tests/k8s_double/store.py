@@ -152,6 +152,10 @@ _DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 SUBDOMAIN_MSG = ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, "
                  "'-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', "
                  "regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS1123_LABEL_MSG = ("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and "
+                     "must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex "
+                     "used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')")
 DNS1035_MSG = ("a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with "
                "an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or "
                "'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')")
@@ -348,11 +352,30 @@ def validate_service(obj, old=None):
                                       'supported values: "ClusterIP", "ExternalName", "LoadBalancer", "NodePort"'))
     if spec.get("type") != "ExternalName" and not spec.get("ports"):
         errs.append(status.required_field("spec.ports"))
-    for i, p in enumerate(spec.get("ports") or []):
+    ports = spec.get("ports") or []
+    names, keys = set(), set()
+    for i, p in enumerate(ports):
+        # validateServicePort: a name is required once there are two ports, a DNS-1123 label,
+        # unique; and no two ports share (protocol, port) (ValidateService).
+        name = p.get("name") or ""
+        if len(ports) > 1 and not name:
+            errs.append(status.required_field("spec.ports[%d].name" % i))
+        elif name:
+            if len(name) > 63 or not _DNS1123_LABEL.match(name):
+                errs.append(status.invalid_field("spec.ports[%d].name" % i, name, DNS1123_LABEL_MSG))
+            if name in names:
+                errs.append(status.FieldError("duplicate", "spec.ports[%d].name" % i, name))
+            names.add(name)
         port = p.get("port")
         if not isinstance(port, int) or not 1 <= port <= 65535:
             errs.append(status.invalid_field("spec.ports[%d].port" % i, port,
                                              "must be between 1 and 65535, inclusive"))
+        key = (p.get("protocol") or "TCP", port)
+        if key in keys:
+            errs.append(status.FieldError("duplicate", "spec.ports[%d]" % i, status.GoRepr(
+                'core.ServicePort{Name:"", Protocol:"%s", AppProtocol:(*string)(nil), Port:%s, '
+                'TargetPort:intstr.IntOrString{Type:0, IntVal:0, StrVal:""}, NodePort:0}' % key)))
+        keys.add(key)
     # validateLoadBalancerClassField (pkg/apis/core/validation): only for LoadBalancer, and fixed
     # once set while the type stays LoadBalancer.
     cls = spec.get("loadBalancerClass")
@@ -780,6 +803,14 @@ class Store:
         new = self._prepare_update(rt, old, new, subresource)
         if validate:
             errs = VALIDATORS.get(resource, lambda o, old=None: [])(new, old)
+            old_meta, new_meta = old["metadata"], new["metadata"]
+            added = [f for f in new_meta.get("finalizers") or [] if f not in (old_meta.get("finalizers") or [])]
+            if old_meta.get("deletionTimestamp") and added:
+                # ValidateObjectMetaUpdate (apimachinery/pkg/api/validation/objectmeta.go).
+                errs.append(status.FieldError("forbidden", "metadata.finalizers", None,
+                                              "no new finalizers can be added if the object is being deleted, "
+                                              "found new finalizers []string{%s}"
+                                              % ", ".join('"%s"' % f for f in added)))
             if errs:
                 raise status.invalid(rt.group, rt.kind, name, errs)
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
@@ -787,6 +818,10 @@ class Store:
             return copy.deepcopy(old)  # nothing changed: no write, no event
         if dry_run:
             return copy.deepcopy(new)
+        if (old["metadata"].get("deletionTimestamp") and old["metadata"].get("deletionGracePeriodSeconds") == 0
+                and not new["metadata"].get("finalizers")):
+            # ShouldDeleteDuringUpdate (generic registry store.go): the last finalizer is gone.
+            return self._commit(resource, ns, name, "DELETED", new, old)
         return self._commit(resource, ns, name, "MODIFIED", new, old)
 
     def update(self, resource, ns, name, obj, subresource=None, dry_run=False):
@@ -907,6 +942,18 @@ class Store:
                     new["metadata"]["deletionGracePeriodSeconds"] = grace
                     new = ordered(rt, new)
                     return self._commit(resource, ns, name, "MODIFIED", new, old)
+            if old["metadata"].get("finalizers"):
+                # updateForGracefulDeletionAndFinalizers (generic registry store.go): an object
+                # with finalizers is only marked (deletionTimestamp now, grace 0) and answered as
+                # it is; whoever owns the finalizers removes them, and the update that removes the
+                # last one deletes it. A second DELETE changes nothing.
+                if old["metadata"].get("deletionTimestamp"):
+                    return copy.deepcopy(old)
+                new = copy.deepcopy(old)
+                new["metadata"]["deletionTimestamp"] = rfc3339()
+                new["metadata"]["deletionGracePeriodSeconds"] = 0
+                new = ordered(rt, new)
+                return self._commit(resource, ns, name, "MODIFIED", new, old)
             gone = self._commit(resource, ns, name, "DELETED", old, old)
             if rt.return_deleted_object:
                 return gone
