@@ -11,8 +11,8 @@
 
 #include "config/address.hpp"
 #include "config/cidr.hpp"
-#include "config/port_list.hpp"
 #include "config/duration.hpp"
+#include "config/port_list.hpp"
 
 namespace spark::config {
 
@@ -100,6 +100,10 @@ struct SparkConfig {
   TcpKeepalive keepalive;              // effective: the spark's own, else `defaults`
   ClientRules clients;                 // effective: the spark's own keys, else `defaults`
   std::vector<SparkPort> ports;        // dev ports beside SSH
+  // The spark's own tailnet name, when the gateway keeps a tailnet Service for it
+  // (kubernetes.manage_services): SSH on `tailnet_ssh_port`, each dev port on its own number.
+  std::string tailnet_name;
+  int tailnet_ssh_port = 22;
   // A dev port of a spark asleep, waking or awake for less than this is waited for (its dev
   // server may still be starting); of an older spark, a port that refuses closes the connection.
   Duration port_grace{std::chrono::seconds(30)};  // effective: the spark's own, else `defaults`

@@ -84,7 +84,18 @@ SparkStatus Spark::status(activity::TimePoint now) const {
   s.last_wake_error = last_wake_error_;
   s.turned_away = metrics_.turned_away();
   s.last_client = env_.activity.last_client(name());
-  for (const auto& port : cfg_.ports) s.ports.push_back({port.name, port.port, port.listen.to_string()});
+  const auto& at = cfg_.tailnet_name;
+  const auto& listen = cfg_.listen;
+  const auto ssh_port = at.empty() ? int{listen.port} : cfg_.tailnet_ssh_port;
+  s.ssh = "ssh " + (ssh_port == 22 ? std::string() : "-p " + std::to_string(ssh_port) + " ") +
+          (at.empty() ? listen.host : at);
+  s.ssh_url = "ssh://" +
+              (at.empty() ? listen.to_string() : at + (ssh_port == 22 ? "" : ":" + std::to_string(ssh_port)));
+  for (const auto& port : cfg_.ports) {
+    const auto url = at.empty() ? "http://" + port.listen.to_string() + "/"
+                                : "http://" + at + ":" + std::to_string(port.port) + "/";
+    s.ports.push_back({port.name, port.port, port.listen.to_string(), url});
+  }
   return s;
 }
 

@@ -245,6 +245,10 @@ void SparkDiscovery::serve(const PortPlan& plan, DiscoveredSparks& found) {
   s.clients = default_clients_;
   s.wake_timeout = default_wake_timeout_;
   s.port_grace = default_port_grace_;
+  if (cluster_.config().manage_services) {
+    s.tailnet_name = d.name;  // the Service's tailscale.com/hostname
+    s.tailnet_ssh_port = cluster_.config().services.port;
+  }
   s.backend = config::KubernetesBackendConfig{d.name, config::Address{"pod", target_port_of(d)}};
   for (const auto& dev : plan.dev) {
     s.ports.push_back(

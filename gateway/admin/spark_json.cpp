@@ -10,7 +10,8 @@ nlohmann::json to_json(const SparkStatus& s) {
     return t ? json(activity::format_rfc3339(*t)) : json(nullptr);
   };
   json ports = json::array();
-  for (const auto& p : s.ports) ports.push_back({{"name", p.name}, {"port", p.port}, {"listen", p.listen}});
+  for (const auto& p : s.ports)
+    ports.push_back({{"name", p.name}, {"port", p.port}, {"listen", p.listen}, {"url", p.url}});
   return {
       {"name", s.name},
       {"state", s.state},
@@ -27,6 +28,8 @@ nlohmann::json to_json(const SparkStatus& s) {
       {"turned_away", s.turned_away},
       {"last_client", s.last_client.empty() ? json(nullptr) : json(s.last_client)},
       {"ports", std::move(ports)},
+      {"ssh", s.ssh},
+      {"ssh_url", s.ssh_url},
   };
 }
 

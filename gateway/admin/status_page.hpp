@@ -58,7 +58,7 @@ function listenCell(s) {
   const td = cell(s.listen);
   for (const p of s.ports || []) {
     const a = document.createElement("a");
-    a.href = "http://" + p.listen + "/";
+    a.href = p.url;
     a.textContent = p.name + " (" + p.port + ")";
     a.className = "port";
     td.append(" ", a);

@@ -234,19 +234,21 @@ int ports(const Options& o) {
   if (!body) return exit_code::failed;
   const auto listen = body->value("listen", std::string());
   const auto target = body->value("target", std::string());
-  const auto colon = listen.rfind(':');
   const auto ssh_port = target.substr(target.rfind(':') + 1);
   if (o.json_output) {  // SSH first, as in the table
-    json all = json::array({{{"name", "ssh"}, {"port", port_number(ssh_port)}, {"listen", listen}}});
+    json all = json::array({{{"name", "ssh"},
+                             {"port", port_number(ssh_port)},
+                             {"listen", listen},
+                             {"url", body->value("ssh_url", "")}}});
     for (const auto& p : (*body)["ports"]) all.push_back(p);
     std::cout << all.dump(2) << "\n";
     return exit_code::ok;
   }
   std::vector<std::vector<std::string>> rows = {{"NAME", "PORT", "LISTEN", "URL"}};
-  rows.push_back({"ssh", ssh_port, listen, "ssh -p " + listen.substr(colon + 1) + " " + listen.substr(0, colon)});
+  rows.push_back({"ssh", ssh_port, listen, body->value("ssh", std::string())});
   for (const auto& p : (*body)["ports"]) {
-    const auto at = p.value("listen", std::string());
-    rows.push_back({p.value("name", std::string()), std::to_string(p.value("port", 0)), at, "http://" + at + "/"});
+    rows.push_back({p.value("name", std::string()), std::to_string(p.value("port", 0)),
+                    p.value("listen", std::string()), p.value("url", std::string())});
   }
   print_rows(rows);
   return exit_code::ok;

@@ -15,6 +15,7 @@ struct PortStatus {
   std::string name;    // "web"
   int port = 0;        // the spark's own
   std::string listen;  // the gateway's address for it
+  std::string url;     // how people reach it: the tailnet name's, else the gateway's address
 };
 
 struct SparkStatus {
@@ -34,6 +35,8 @@ struct SparkStatus {
   std::uint64_t turned_away = 0;  // connections closed before waking it (not a person's client)
   std::string last_client;        // who opened the latest connection (the real client behind a proxy)
   std::vector<PortStatus> ports;  // dev ports
+  std::string ssh;                // how people reach SSH: "ssh brave-dolphin", "ssh -p 2201 127.0.0.1"
+  std::string ssh_url;            // the same as a URL: "ssh://brave-dolphin", "ssh://127.0.0.1:2201"
 };
 
 }  // namespace spark::gateway

@@ -467,8 +467,10 @@ class DevPortViewsTest(DevPortsTestCase):
     def test_api_cli_and_metrics_show_the_ports(self):
         dev, gw = self.start_dev(with_api=True)
         spark = dev.spark
-        web = {"name": "web", "port": dev.web_port, "listen": "%s:%d" % (self.host, dev.web_listen)}
-        api = {"name": "api", "port": dev.api_port, "listen": "%s:%d" % (self.host, dev.api_listen)}
+        web = {"name": "web", "port": dev.web_port, "listen": "%s:%d" % (self.host, dev.web_listen),
+               "url": "http://%s:%d/" % (self.host, dev.web_listen)}
+        api = {"name": "api", "port": dev.api_port, "listen": "%s:%d" % (self.host, dev.api_listen),
+               "url": "http://%s:%d/" % (self.host, dev.api_listen)}
         view = self.spark_status(NAME)
         self.assertEqual(view["ports"], [web, api])
         status, body = self.api("GET", "/api/v1/sparks")
@@ -489,7 +491,9 @@ class DevPortViewsTest(DevPortsTestCase):
         self.assertEqual(len(rows), 4, r.stdout)
         r = self.admin_cli("ports", NAME, "-o", "json")
         self.assertEqual(r.returncode, 0, r.stderr)
-        ssh = {"name": "ssh", "port": spark.target_port, "listen": ssh_listen}
+        ssh = {"name": "ssh", "port": spark.target_port, "listen": ssh_listen, "url": "ssh://" + ssh_listen}
+        self.assertEqual(view["ssh"], "ssh -p %d %s" % (spark.listen_port, self.host))
+        self.assertEqual(view["ssh_url"], "ssh://" + ssh_listen)
         self.assertEqual(json.loads(r.stdout), [ssh, web, api])  # ssh first, as in the table
         r = self.admin_cli("ports", "no-such-spark")
         self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
