@@ -71,6 +71,31 @@ class RenderedManifests(harness.GatewayTestCase):
         self.assertEqual(monitor["spec"]["selector"]["matchLabels"],
                          self.one("Deployment")["spec"]["selector"]["matchLabels"])
 
+    def test_proxy_group_overlay(self):
+        """deploy/overlays/proxy-group: the base plus one ingress ProxyGroup of two, and the base's
+        config with kubernetes.services.proxy_group naming it (and nothing else changed)."""
+        overlay = kustomize(os.path.join(DEPLOY, "overlays", "proxy-group"))
+        kinds = by_kind(overlay)
+        self.assertEqual(sorted(kinds), sorted(list(self.kinds) + ["ProxyGroup"]))
+        (group,) = kinds["ProxyGroup"]
+        self.assertEqual(group["apiVersion"], "tailscale.com/v1alpha1")
+        self.assertNotIn("namespace", group["metadata"], "a ProxyGroup is cluster-scoped")
+        self.assertEqual((group["spec"]["type"], group["spec"]["replicas"]), ("ingress", 2))
+        (cm,) = kinds["ConfigMap"]
+        self.assertEqual(cm["metadata"]["namespace"], "spark")
+        config = json.loads(cm["data"]["gateway.json"])
+        self.assertEqual(config["kubernetes"]["services"].pop("proxy_group"), group["metadata"]["name"])
+        self.assertEqual(config, self.config, "the overlay's gateway.json is the base's plus proxy_group")
+        (dep,) = kinds["Deployment"]
+        volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+        self.assertIn(cm["metadata"]["name"], [v.get("configMap", {}).get("name") for v in volumes.values()],
+                      "the Deployment mounts the overlay's config")
+        path = os.path.join(self.tmpdir, "proxy-group.json")
+        with open(path, "w") as f:
+            f.write(cm["data"]["gateway.json"])
+        r = subprocess.run([self.bin, "check-config", path], capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+
     def test_the_config_is_valid(self):
         r = subprocess.run([self.bin, "check-config", self.config_file], capture_output=True, text=True, timeout=30)
         self.assertEqual(r.returncode, 0, r.stderr)
