@@ -69,8 +69,8 @@ class SparkSet {
     std::vector<std::string> added, changed, removed;
     bool any() const { return !added.empty() || !changed.empty() || !removed.empty(); }
   };
-  // The sparks `next` serves, with their listeners claimed in `plan`.
-  std::vector<config::SparkConfig> plan(const config::Config& next, FrontDoor::Plan& plan);
+  // The sparks `next` serves, with their listeners claimed in `listeners`.
+  std::vector<config::SparkConfig> plan(const config::Config& next, FrontDoor::Plan& listeners);
   Changes update(const std::vector<config::SparkConfig>& served, const config::Config& next);
   void log_changes(const Changes& changes, const config::Config& next, bool from_discovery) const;
 
