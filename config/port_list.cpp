@@ -43,6 +43,9 @@ std::optional<std::vector<NamedPort>> parse_port_list(std::string_view text, std
     const std::string name(equals == std::string_view::npos ? number_text : trimmed(item.substr(0, equals)));
     if (!is_valid_spark_name(name)) return fail(item, "\"" + name + "\" is not a port name (an RFC 1123 label)");
     if (name == "ssh") return fail(item, "\"ssh\" is the SSH port's name");
+    // It names the annotation port.NAME, whose name part is at most 63 characters.
+    if (name.size() > kMaxPortNameLength)
+      return fail(item, "\"" + name + "\" is longer than " + std::to_string(kMaxPortNameLength) + " characters");
     if (!names.insert(name).second) return fail(item, "the name " + name + " is given twice");
     if (!numbers.insert(*port).second) return fail(item, "port " + std::to_string(*port) + " is given twice");
     out.push_back({name, *port});

@@ -2,12 +2,17 @@
 // A spark's dev ports written as text, as the Deployment annotation `spark-gateway/ports` and
 // `kubernetes.ports` give them: "web=3000,api=8080", or "3000,8080" (each named after its
 // number), or a mix. Spaces around items are allowed; an empty text is no ports.
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 namespace spark::config {
+
+// A name's longest: the gateway records its port as the annotation `port.NAME`, and an
+// annotation's name part is at most 63 characters.
+inline constexpr std::size_t kMaxPortNameLength = 58;
 
 struct NamedPort {
   std::string name;  // an RFC 1123 label, never "ssh"

@@ -112,7 +112,7 @@ DiscoveredSparks SparkDiscovery::compute() {
       warn(d, "InvalidName", "\"" + d.name + "\" is not an RFC 1123 label; not served");
       continue;
     }
-    PortPlan plan{&d, annotated_port(d, "port"), dev_ports_of(d), {}};
+    PortPlan plan{&d, annotated_port(d, "port"), dev_ports_of(d), {}, {}};
     if (plan.ssh) {
       if (auto [owner, fresh] = port_owner.emplace(*plan.ssh, d.name); !fresh) {
         warn(d, "PortConflict",
@@ -124,6 +124,17 @@ DiscoveredSparks SparkDiscovery::compute() {
       const auto recorded = annotated_port(d, "port." + dev.name);
       if (recorded && port_owner.emplace(*recorded, d.name + " (" + dev.name + ")").second)
         plan.gateway_ports[dev.name] = *recorded;
+    }
+    // A dev port removed since: its recorded port stays reserved until the annotation is gone
+    // (removed with the next write), so it never goes to another spark while it still names it.
+    const auto dev_prefix = cluster_.annotation("port.");
+    for (const auto& [key, value] : d.annotations) {
+      if (!key.starts_with(dev_prefix)) continue;
+      const auto name = key.substr(dev_prefix.size());
+      if (std::any_of(plan.dev.begin(), plan.dev.end(), [&](const auto& dev) { return dev.name == name; }))
+        continue;
+      plan.stale.push_back(key);
+      if (const auto port = parse_port(value)) port_owner.emplace(*port, d.name + " (" + name + ", removed)");
     }
     plans.push_back(std::move(plan));
   }
@@ -187,40 +198,54 @@ std::optional<int> SparkDiscovery::annotated_port(const Deployment& d, const std
 }
 
 // The ports a plan still lacks: the lowest free ones of the range (from `next` on), claimed by
-// writing them back in one conditional patch (two gateway replicas racing for one port: the
-// second gets a 409 and looks again when the watch brings the new version).
+// writing them back in one conditional patch with the removal of stale ones (two gateway
+// replicas racing for one port: the second gets a 409 and looks again when the watch brings the
+// new version). False only when the spark cannot be served: no SSH port. A dev port that gets
+// none this pass (no free port, or the write failed) is left out until a later pass.
 bool SparkDiscovery::assign_missing_ports(PortPlan& plan, std::map<int, std::string>& port_owner, int& next) {
   const auto& k = cluster_.config();
   const Deployment& d = *plan.deployment;
-  std::map<std::string, int> fresh;  // annotation key -> port
+  const auto range = std::to_string(k.port_min) + "-" + std::to_string(k.port_max);
+  std::map<std::string, std::optional<int>> patch;  // annotation key -> port (nullopt: remove)
   const auto take = [&](const std::string& key, const std::string& whose) -> std::optional<int> {
     while (next <= k.port_max && port_owner.contains(next)) ++next;
-    if (next > k.port_max) {
-      warn(d, "NoFreePort",
-           "no free port left in " + std::to_string(k.port_min) + "-" + std::to_string(k.port_max) +
-               "; not served");
-      return std::nullopt;
-    }
+    if (next > k.port_max) return std::nullopt;
     port_owner.emplace(next, whose);
-    fresh[cluster_.annotation(key)] = next;
+    patch[cluster_.annotation(key)] = next;
     return next;
   };
-  if (!plan.ssh && !(plan.ssh = take("port", d.name))) return false;
+  const bool ssh_fresh = !plan.ssh;
+  if (ssh_fresh && !(plan.ssh = take("port", d.name))) {
+    warn(d, "NoFreePort", "no free port left in " + range + "; not served");
+    return false;
+  }
+  std::vector<std::string> fresh_dev;
   for (const auto& dev : plan.dev) {
     if (plan.gateway_ports.contains(dev.name)) continue;
-    const auto port = take("port." + dev.name, d.name + " (" + dev.name + ")");
-    if (!port) return false;
-    plan.gateway_ports[dev.name] = *port;
+    if (const auto port = take("port." + dev.name, d.name + " (" + dev.name + ")")) {
+      plan.gateway_ports[dev.name] = *port;
+      fresh_dev.push_back(dev.name);
+    } else {
+      warn(d, "NoFreePort", "no free port left in " + range + " for dev port " + dev.name + "; not served");
+    }
   }
-  if (fresh.empty()) return true;
-  if (!claim_ports(d, fresh)) return false;
-  for (const auto& [key, port] : fresh) spdlog::info("spark {}: given port {} ({})", d.name, port, key);
+  for (const auto& key : plan.stale) patch[key] = std::nullopt;
+  const bool written = patch.empty() || claim_ports(d, patch);
+  if (!written) {
+    if (ssh_fresh) return false;
+    for (const auto& name : fresh_dev) plan.gateway_ports.erase(name);
+  } else {
+    for (const auto& [key, port] : patch)
+      if (port) spdlog::info("spark {}: given port {} ({})", d.name, *port, key);
+  }
+  // Served: SSH and the dev ports that have a port.
+  std::erase_if(plan.dev, [&](const auto& dev) { return !plan.gateway_ports.contains(dev.name); });
   return true;
 }
 
-bool SparkDiscovery::claim_ports(const Deployment& d, const std::map<std::string, int>& ports) {
+bool SparkDiscovery::claim_ports(const Deployment& d, const std::map<std::string, std::optional<int>>& ports) {
   json annotations = json::object();
-  for (const auto& [key, port] : ports) annotations[key] = std::to_string(port);
+  for (const auto& [key, port] : ports) annotations[key] = port ? json(std::to_string(*port)) : json(nullptr);
   const json patch = {{"metadata", {{"resourceVersion", d.resource_version}, {"annotations", annotations}}}};
   try {
     cluster_.api().merge_patch(cluster_.deployment_path(d.name), patch);

@@ -52,6 +52,7 @@ class SparkDiscovery {
     std::optional<int> ssh;
     std::vector<config::NamedPort> dev;
     std::map<std::string, int> gateway_ports;  // dev port name -> gateway port
+    std::vector<std::string> stale;            // port.NAME annotations of dev ports removed since
   };
   // kubernetes.ports and its `ports` annotation (which wins for a name both give), but SSH's.
   std::vector<config::NamedPort> dev_ports_of(const Deployment& d);
@@ -59,10 +60,11 @@ class SparkDiscovery {
   // The port its annotation `key` ("port", "port.web") records, if that is one of port_range
   // (else nullopt, with a warning if it has the annotation at all).
   std::optional<int> annotated_port(const Deployment& d, const std::string& key);
-  // Gives the plan's missing ports the lowest free ones and records them on its Deployment;
-  // false if it cannot be served this pass (no free port, or the write failed).
+  // Gives the plan's missing ports the lowest free ones and records them on its Deployment
+  // (removing stale ones); false if it cannot be served this pass (no SSH port).
   bool assign_missing_ports(PortPlan& plan, std::map<int, std::string>& port_owner, int& next);
-  bool claim_ports(const Deployment& d, const std::map<std::string, int>& ports);  // false: logged
+  // Writes `ports` (annotation key -> port; nullopt removes it); false if it failed (logged).
+  bool claim_ports(const Deployment& d, const std::map<std::string, std::optional<int>>& ports);
   void serve(const PortPlan& plan, DiscoveredSparks& found);
   // Its annotation's values, or the defaults (with a warning for one that cannot be used).
   config::MaybeNever idle_timeout_of(const Deployment& d);

@@ -14,7 +14,8 @@ using ::testing::HasSubstr;
 TEST(PortList, NamedAndNumberedPorts) {
   EXPECT_THAT(*parse_port_list("web=3000,api=8080"), ElementsAre(NamedPort{"web", 3000}, NamedPort{"api", 8080}));
   EXPECT_THAT(*parse_port_list("3000,8080"), ElementsAre(NamedPort{"3000", 3000}, NamedPort{"8080", 8080}));
-  EXPECT_THAT(*parse_port_list(" web = 3000 , 5000 "), ElementsAre(NamedPort{"web", 3000}, NamedPort{"5000", 5000}));
+  EXPECT_THAT(*parse_port_list(" web = 3000 , 5000 "),
+              ElementsAre(NamedPort{"web", 3000}, NamedPort{"5000", 5000}));
 }
 
 TEST(PortList, EmptyIsNoPorts) {
@@ -37,6 +38,8 @@ TEST(PortList, EveryBadItemIsRefusedWithItsReason) {
   EXPECT_THAT(why("web=3000,web=3001"), HasSubstr("the name web is given twice"));
   EXPECT_THAT(why("web=3000,api=3000"), HasSubstr("port 3000 is given twice"));
   EXPECT_THAT(why("3000,3000"), HasSubstr("given twice"));
+  EXPECT_THAT(why(std::string(59, 'a') + "=3000"), HasSubstr("is longer than 58 characters"));
+  EXPECT_TRUE(parse_port_list(std::string(58, 'a') + "=3000"));
 }
 
 }  // namespace
