@@ -1,7 +1,9 @@
 #include "gateway/connection.hpp"
 
+#include <poll.h>
 #include <spdlog/spdlog.h>
 
+#include <functional>
 #include <string>
 #include <utility>
 
@@ -44,6 +46,13 @@ std::pair<ConnectionEnd, std::string> describe_end(const std::exception_ptr& err
   } catch (const std::exception& e) {
     return {ConnectionEnd::error, "closed: " + std::string(e.what())};
   }
+}
+
+// Whether the peer has closed its side (or the socket failed), without taking a byte and even
+// with bytes of its still unread (POLLRDHUP): for a connection still waiting to be spliced.
+bool peer_closed(tcp::socket& socket) {
+  pollfd p{socket.native_handle(), POLLRDHUP, 0};
+  return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
 }
 
 // A socket opened on another io_context (a wake's probe) moves to `executor`'s.
@@ -125,7 +134,10 @@ awaitable<void> Connection::run() {
   std::string cause = "a connection from " + peer_.address().to_string() + port_words();
   const asio::any_io_executor data_executor = worker_.executor();
   const std::optional<int> spark_port = port_ ? std::optional<int>(port_->port) : std::nullopt;
-  Reached reached = co_await SessionCore::reach(*spark_, std::move(cause), data_executor, spark_port);
+  // A dev port may be waited for a while (a dev server starting): a client that leaves ends it.
+  std::function<bool()> client_gone = [this] { return peer_closed(client_); };
+  Reached reached = co_await SessionCore::reach(*spark_, std::move(cause), data_executor, spark_port,
+                                                std::move(client_gone));
   std::string outcome;
   if (reached.socket) {
     try {

@@ -26,11 +26,12 @@ void SessionCore::open(LiveSession& session) {
 }
 
 awaitable<Reached> SessionCore::reach(Spark& spark, std::string cause, asio::any_io_executor socket_executor,
-                                      std::optional<int> port) {
+                                      std::optional<int> port, std::function<bool()> client_gone) {
   Reached reached;
   try {
     if (port)
-      reached.socket.emplace(co_await spark.connect_port(*port, std::move(cause), std::move(socket_executor)));
+      reached.socket.emplace(co_await spark.connect_port(*port, std::move(cause), std::move(socket_executor),
+                                                         std::move(client_gone)));
     else
       reached.socket.emplace(co_await spark.connect_upstream(std::move(cause), std::move(socket_executor)));
     co_return reached;

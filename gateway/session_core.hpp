@@ -74,9 +74,10 @@ class SessionCore {
   void open(LiveSession& session);
   // The upstream, waking the spark if needed (`cause`: who asked, for the wake's record; the
   // socket opened on `socket_executor` when connected warm): its sshd, or its dev port `port`
-  // (a port_closed failure is the caller's to count, on the port's metrics).
+  // (a port_closed failure is the caller's to count, on the port's metrics; `client_gone` ends
+  // the wait for a dev port whose client left).
   static awaitable<Reached> reach(Spark& spark, std::string cause, asio::any_io_executor socket_executor = {},
-                                  std::optional<int> port = {});
+                                  std::optional<int> port = {}, std::function<bool()> client_gone = {});
   static void spliced(LiveSession& session);
   // `end`: how a spliced session ended (nothing for one that never spliced).
   void close(LiveSession& session, std::optional<ConnectionEnd> end);

@@ -195,7 +195,8 @@ awaitable<tcp::socket> Spark::connect_upstream(std::string cause, asio::any_io_e
   throw UpstreamError(last_error);
 }
 
-awaitable<tcp::socket> Spark::connect_port(int port, std::string cause, asio::any_io_executor socket_executor) {
+awaitable<tcp::socket> Spark::connect_port(int port, std::string cause, asio::any_io_executor socket_executor,
+                                           std::function<bool()> client_gone) {
   const auto deadline = steady_clock::now() + cfg_.wake_timeout;
   const bool was_running = state_ == SparkState::running;
   const WaitingGuard waiting(waiting_connections_);
@@ -218,6 +219,9 @@ awaitable<tcp::socket> Spark::connect_port(int port, std::string cause, asio::an
                             ")");
     asio::steady_timer pause(env_.executor, kPortRetry);
     co_await pause.async_wait(use_awaitable);
+    if (client_gone && client_gone())
+      throw std::runtime_error("the client left while port " + std::to_string(port) + " was awaited (" + error +
+                               ")");
     if (state_ != SparkState::running)
       throw UpstreamError("the spark stopped while its port " + std::to_string(port) + " was awaited");
   }

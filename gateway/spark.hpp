@@ -68,7 +68,7 @@ class Spark : public std::enable_shared_from_this<Spark> {
   bool shared_with_other_gateways() const { return backend_->shares_activity(); }
 
   SparkMetrics& metrics() { return metrics_; }
-  PortMetrics& port_metrics(const std::string& port) {
+  PortMetrics& port_metrics(const std::string& port) const {
     return (env_.metrics ? *env_.metrics : unscraped_metrics()).port(name(), port);
   }
   // A view for the API, CLI, status page and metrics.
@@ -97,7 +97,9 @@ class Spark : public std::enable_shared_from_this<Spark> {
   // spark as for SSH, then connects to the port. While the spark is young (asleep, waking, or
   // running for less than port_grace) a port that refuses is a dev server still starting and is
   // retried within wake_timeout; on an older spark it throws PortClosedError at once.
-  awaitable<tcp::socket> connect_port(int port, std::string cause, asio::any_io_executor socket_executor = {});
+  // `client_gone` is asked between tries: a client that left ends the wait (a runtime_error).
+  awaitable<tcp::socket> connect_port(int port, std::string cause, asio::any_io_executor socket_executor = {},
+                                      std::function<bool()> client_gone = {});
 
   // Wakes the spark if needed (joining a wake in progress) and returns once it is running, or
   // the reason it could not be woken. An operator's wake counts as activity.
