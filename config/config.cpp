@@ -523,6 +523,9 @@ KubernetesConfig read_kubernetes(Reader& r, const json& k, const Config& cfg) {
   if (auto on = r.boolean(k, "manage_services", p + ".manage_services")) out.manage_services = *on;
   if (const json* s = r.object(k, "services", p + ".services"))
     out.services = read_services(r, *s, p + ".services");
+  if (!out.services.proxy_group.empty() && !out.manage_services)
+    r.problem(p + ".services.proxy_group",
+              "needs manage_services: true (the gateway puts its spark Services in the group)");
   if (const json* l = r.object(k, "leader_election", p + ".leader_election"))
     out.leader_election = read_leader_election(r, *l, p + ".leader_election");
   return out;

@@ -349,6 +349,26 @@ class PortNotAnsweringTest(DevPortsTestCase):
         self.assertEqual(e.value(WAKES, spark=NAME, outcome="failure"), 0)
         self.assertEqual(e.value(CONNECTIONS, spark=NAME, outcome="wake_failed"), 0)
 
+    def test_a_client_leaving_a_young_sparks_wait_for_its_port_ends_it(self):
+        # At the default wake_timeout (5m): a browser that gives up on a dev server still
+        # starting must not hold an open connection (and so the spark awake) for 5 minutes. Its
+        # request, bigger than what the greeting reads, is still unread when it leaves.
+        dev, gw = self.start_dev(with_api=True)
+        self.assert_ssh_ok(self.ssh(dev.spark, "echo up"), "up\n")
+        s = self.connect(dev, dev.api_listen)
+        client_port = s.getsockname()[1]
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 2000 + b"\r\n\r\n")
+        wait_until(lambda: self.spark_status(NAME)["open_connections"] == 1, 10, "the connection to be open")
+        s.close()
+        left = time.monotonic()
+        line = gw.wait_log("spark %s: connection from %s:%d to port api closed: the client left while port %d "
+                           "was awaited" % (NAME, self.host, client_port, dev.api_port), timeout=10)
+        self.assertLess(time.monotonic() - left, 5.0, line)
+        wait_until(lambda: self.spark_status(NAME)["open_connections"] == 0, 5, "the connection to be closed")
+        e = self.scrape()
+        self.assertEqual(e.value(CONNECTIONS, spark=NAME, outcome="port_closed", port="api"), 0)
+        self.assertEqual(e.value(WAKES, spark=NAME, outcome="failure"), 0)
+
     def test_a_closed_port_on_a_young_spark_waits_until_it_answers(self):
         # The default port_grace (30 s): a spark woken a moment ago is young, so a port that
         # refuses is retried; once something listens there, the waiting connection gets it,

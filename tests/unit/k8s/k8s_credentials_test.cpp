@@ -239,7 +239,8 @@ TEST(KubernetesConfigSection, DevPortsForEverySparkAndAProxyGroup) {
   const auto none = load("{}");
   EXPECT_TRUE(none.kubernetes->ports.empty());
   EXPECT_EQ(none.kubernetes->services.proxy_group, "");
-  const auto cfg = load(R"({"ports": "web=3000,8080", "services": {"proxy_group": "spark-ingress"}})");
+  const auto cfg =
+      load(R"({"ports": "web=3000,8080", "manage_services": true, "services": {"proxy_group": "spark-ingress"}})");
   ASSERT_EQ(cfg.kubernetes->ports.size(), 2u);
   EXPECT_EQ(cfg.kubernetes->ports[0], (config::NamedPort{"web", 3000}));
   EXPECT_EQ(cfg.kubernetes->ports[1], (config::NamedPort{"8080", 8080}));
@@ -250,6 +251,9 @@ TEST(KubernetesConfigSection, DevPortsForEverySparkAndAProxyGroup) {
   EXPECT_NE(problems.find("kubernetes.ports: \"ssh=22\": \"ssh\" is the SSH port's name"), std::string::npos)
       << problems;
   EXPECT_NE(problems.find("kubernetes.services.proxy_group"), std::string::npos) << problems;
+  problems.clear();
+  EXPECT_THROW(load(R"({"services": {"proxy_group": "spark-ingress"}})", &problems), config::ConfigError);
+  EXPECT_NE(problems.find("kubernetes.services.proxy_group: needs manage_services"), std::string::npos) << problems;
 }
 
 }  // namespace
