@@ -35,6 +35,7 @@
 #include "gateway/asio.hpp"
 #include "gateway/outcomes.hpp"
 #include "gateway/proxy_protocol.hpp"
+#include "proxy_header_bytes.hpp"
 
 namespace spark::gateway {
 namespace {
@@ -63,31 +64,7 @@ const std::string kShortIdent = "SSH-2.0-x\r\n";
 const std::string kKexInit = std::string("\x00\x00\x05\xdc\x07\x14", 6) + std::string(16, '\xa5') +
                              "curve25519-sha256,sntrup761x25519-sha512@openssh.com";
 
-const std::string kSignature("\r\n\r\n\0\r\nQUIT\n", 12);
-
-std::string be16(std::size_t value) {
-  return {static_cast<char>((value >> 8) & 0xff), static_cast<char>(value & 0xff)};
-}
-
-// A v2 header: signature, version/command, family/transport, length, then `body`.
-std::string v2(unsigned char version_command, unsigned char family_transport, const std::string& body) {
-  return kSignature + static_cast<char>(version_command) + static_cast<char>(family_transport) +
-         be16(body.size()) + body;
-}
-
-std::string ipv4_bytes(const char* text) {
-  const auto bytes = ip::make_address_v4(text).to_bytes();
-  return {bytes.begin(), bytes.end()};
-}
-
-std::string ipv6_bytes(const char* text) {
-  const auto bytes = ip::make_address_v6(text).to_bytes();
-  return {bytes.begin(), bytes.end()};
-}
-
-std::string tlv(unsigned char type, const std::string& value) {
-  return static_cast<char>(type) + be16(value.size()) + value;
-}
+using namespace test;  // the v2 header builders
 
 // HAProxy's headers for a client 192.0.2.10:51234 that connected to 198.51.100.7:22
 // (`send-proxy-v2`, `send-proxy`), the IPv6 one for 2001:db8::10, and the v2 health check.

@@ -9,36 +9,14 @@
 #include <string>
 #include <vector>
 
+#include "proxy_header_bytes.hpp"
+
 namespace spark::gateway {
 namespace {
 
 namespace ip = boost::asio::ip;
 
-const std::string kSignature("\r\n\r\n\0\r\nQUIT\n", 12);
-
-std::string be16(std::size_t value) {
-  return {static_cast<char>((value >> 8) & 0xff), static_cast<char>(value & 0xff)};
-}
-
-// A v2 header: signature, version/command, family/transport, length, then `body`.
-std::string v2(unsigned char version_command, unsigned char family_transport, const std::string& body) {
-  return kSignature + static_cast<char>(version_command) + static_cast<char>(family_transport) +
-         be16(body.size()) + body;
-}
-
-std::string ipv4_bytes(const char* text) {
-  const auto bytes = ip::make_address_v4(text).to_bytes();
-  return {bytes.begin(), bytes.end()};
-}
-
-std::string ipv6_bytes(const char* text) {
-  const auto bytes = ip::make_address_v6(text).to_bytes();
-  return {bytes.begin(), bytes.end()};
-}
-
-std::string tlv(unsigned char type, const std::string& value) {
-  return static_cast<char>(type) + be16(value.size()) + value;
-}
+using namespace test;  // the v2 header builders
 
 ip::tcp::endpoint endpoint(const char* address, std::uint16_t port) { return {ip::make_address(address), port}; }
 
