@@ -10,9 +10,9 @@
 #include "gateway/asio.hpp"
 #include "gateway/client_greeting.hpp"
 #include "gateway/data_plane.hpp"
-#include "gateway/splice.hpp"
 #include "gateway/session_core.hpp"
 #include "gateway/spark.hpp"
+#include "gateway/splice.hpp"
 
 namespace spark::gateway {
 
@@ -54,7 +54,7 @@ class Connection final : public std::enable_shared_from_this<Connection>, public
   DataWorker& worker_;
   std::chrono::steady_clock::time_point opened_;
   config::TcpKeepalive keepalive_;  // as set on both sockets
-  bool on_worker_ = false;  // the sockets now belong to worker_'s thread
+  bool on_worker_ = false;          // the sockets now belong to worker_'s thread
   // Bytes moved, for the close's log line (main loop: the splice returns its counts home).
   std::uint64_t bytes_in_ = 0, bytes_out_ = 0;
 };

@@ -92,15 +92,15 @@ awaitable<void> FrontDoor::accept_loop(std::shared_ptr<Listener> listener) {
                                                                  asio::as_tuple(use_awaitable));
     if (ec == asio::error::operation_aborted || !listener->acceptor.is_open()) co_return;
     if (ec) {
-      spdlog::error("spark {}: accept failed: {}; retrying in {} ms", listener->spark->name(),
-                    ec.message(), kAcceptBackoff.count());
+      spdlog::error("spark {}: accept failed: {}; retrying in {} ms", listener->spark->name(), ec.message(),
+                    kAcceptBackoff.count());
       asio::steady_timer t(io_, kAcceptBackoff);
       co_await t.async_wait(use_awaitable);
       continue;
     }
     if (sessions_.refuse(*listener->spark, peer.address().to_string())) continue;  // the socket closes here
-    auto connection =
-        std::make_shared<Connection>(listener->spark, listener->port, std::move(socket), peer, sessions_, worker);
+    auto connection = std::make_shared<Connection>(listener->spark, listener->port, std::move(socket), peer,
+                                                   sessions_, worker);
     asio::co_spawn(io_, connection->run(), asio::detached);
   }
 }

@@ -1,6 +1,6 @@
 #pragma once
-// The front door: one listener per spark address (its SSH port and each dev port). Each accepts straight onto the data worker
-// that will splice the connection, asks the session core whether it may open, and starts its
+// The front door: one listener per spark address (its SSH port and each dev port). Each accepts straight onto the
+// data worker that will splice the connection, asks the session core whether it may open, and starts its
 // Connection. A reload that keeps an address keeps its listener (re-pointed at the spark), so
 // no connection is refused while the config changes. Main loop only.
 #include <map>

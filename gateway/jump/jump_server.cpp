@@ -390,7 +390,8 @@ void JumpServer::accepted(int fd, const sockaddr_storage& addr) {
   const std::string peer = address_text(addr);
   const auto remote = socket.remote_endpoint(ec);
   const bool trusted = !ec && is_trusted_proxy(cfg_.trusted_proxies, remote.address());
-  if (cfg_.proxy_protocol == config::ProxyProtocol::off || (!trusted && cfg_.proxy_protocol == config::ProxyProtocol::optional))
+  if (cfg_.proxy_protocol == config::ProxyProtocol::off ||
+      (!trusted && cfg_.proxy_protocol == config::ProxyProtocol::optional))
     return admit(std::move(socket), peer);
   if (!trusted) {
     log_refusal("jump", peer, "not in trusted_proxies, and a PROXY header is required");

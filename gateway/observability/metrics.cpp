@@ -30,17 +30,22 @@ const char* kStates[] = {"sleeping", "waking", "running", "stopping", "failed"};
 // The state gauges, built from a snapshot at scrape time.
 std::vector<MetricFamily> spark_state_families(const std::vector<SparkStatus>& sparks) {
   MetricFamily open{"spark_gateway_open_connections",
-                    "Client connections open through this gateway, per spark.", MetricType::Gauge, {}};
+                    "Client connections open through this gateway, per spark.",
+                    MetricType::Gauge,
+                    {}};
   MetricFamily state{"spark_gateway_spark_state",
                      "1 for the spark's current state (sleeping, waking, running, stopping, failed).",
-                     MetricType::Gauge, {}};
+                     MetricType::Gauge,
+                     {}};
   MetricFamily last{"spark_gateway_last_activity_timestamp_seconds",
                     "Unix time of the spark's last activity (a connection opening or closing; "
                     "refreshed while connections are open); absent for a spark never used.",
-                    MetricType::Gauge, {}};
+                    MetricType::Gauge,
+                    {}};
   MetricFamily keep{"spark_gateway_keep_awake_until_timestamp_seconds",
                     "Unix time until which a keep-awake hold keeps the spark up (only sparks with a hold).",
-                    MetricType::Gauge, {}};
+                    MetricType::Gauge,
+                    {}};
   for (const auto& s : sparks) {
     open.metric.push_back(gauge({{"spark", s.name}}, s.open_connections));
     for (const char* st : kStates)
@@ -167,8 +172,8 @@ Metrics::Metrics(std::string version)
 SparkMetrics& Metrics::spark(const std::string& name) {
   auto it = sparks_.find(name);
   if (it != sparks_.end()) return *it->second;
-  static const prometheus::Histogram::BucketBoundaries kWakeBuckets = {
-      0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600};
+  static const prometheus::Histogram::BucketBoundaries kWakeBuckets = {0.05, 0.1, 0.25, 0.5, 1,   2.5, 5,
+                                                                       10,   30,  60,   120, 300, 600};
   auto m = std::make_unique<SparkMetrics>(SparkMetrics{
       bytes_.Add({{"spark", name}, {"direction", "client_to_spark"}}),
       bytes_.Add({{"spark", name}, {"direction", "spark_to_client"}}),

@@ -734,9 +734,9 @@ TEST(ParseConfig, DevPortsAreReadWithTheirGrace) {
 }
 
 TEST(ParseConfig, BadDevPortsAreProblemsNamingThePath) {
-  const auto problems = Problems(Sparks(
-      {Spark("a", "127.0.0.1:2201", kProcess,
-             R"("ports": [{"name": "ssh", "listen": "127.0.0.1:2301", "port": 3000},
+  const auto problems = Problems(
+      Sparks({Spark("a", "127.0.0.1:2201", kProcess,
+                    R"("ports": [{"name": "ssh", "listen": "127.0.0.1:2301", "port": 3000},
                           {"name": "web", "listen": "127.0.0.1:2302", "port": 3000},
                           {"name": "web", "listen": "127.0.0.1:2303", "port": 3001},
                           {"name": "Web!", "listen": "127.0.0.1:2304", "port": 3002},
@@ -758,8 +758,9 @@ TEST(ParseConfig, BadDevPortsAreProblemsNamingThePath) {
 }
 
 TEST(ParseConfig, ADevPortCannotBeTheSshPort) {
-  EXPECT_THAT(Problems(Sparks({Spark("a", "127.0.0.1:2201", kProcess,
-                                     R"("ports": [{"name": "web", "listen": "127.0.0.1:2301", "port": 22001}])")})),
+  EXPECT_THAT(Problems(
+                  Sparks({Spark("a", "127.0.0.1:2201", kProcess,
+                                R"("ports": [{"name": "web", "listen": "127.0.0.1:2301", "port": 22001}])")})),
               Contains(Problem("sparks[0].ports[0].port", "22001 is the spark's SSH port")));
 }
 

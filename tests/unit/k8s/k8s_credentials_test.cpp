@@ -43,7 +43,7 @@ class CredentialsTest : public ::testing::Test {
       ::setenv(name, value.c_str(), 1);
   }
   fs::path write(const std::string& name, const std::string& text) {
-    const auto p = dir_ / name;
+    auto p = dir_ / name;
     std::ofstream(p) << text;
     return p;
   }
@@ -142,7 +142,7 @@ TEST_F(CredentialsTest, KubeconfigCurrentContextWithInlineClientCertificate) {
   std::getline(key, key_text);
   EXPECT_EQ(cert_text, "cert");
   EXPECT_EQ(key_text, "key");
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(::stat(e.client_key_file->c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600) << "the private key is written owner-only";
 }
@@ -216,19 +216,21 @@ TEST(KubernetesConfigSection, EveryBadValueIsNamedByItsKey) {
   EXPECT_THROW(load(R"({"namespace": "Spark_NS", "port_range": "22999-22000", "target_port": 70000,
     "annotation_prefix": "no-slash", "api_server": "ftp://x", "kubeconfig": "k", "typo": 1,
     "manage_services": "yes", "services": {"port": 0, "gateway_selector": {}},
-    "leader_election": {"lease_duration": "5s", "renew_deadline": "10s"}})", &problems),
+    "leader_election": {"lease_duration": "5s", "renew_deadline": "10s"}})",
+                    &problems),
                config::ConfigError);
-  for (const char* key : {"kubernetes.namespace", "kubernetes.port_range", "kubernetes.target_port",
-                          "kubernetes.annotation_prefix", "kubernetes.api_server", "kubernetes.typo",
-                          "kubernetes.manage_services", "kubernetes.services.port",
-                          "kubernetes.services.gateway_selector", "kubernetes.leader_election.lease_duration",
-                          "give api_server or kubeconfig, not both"})
+  for (const char* key :
+       {"kubernetes.namespace", "kubernetes.port_range", "kubernetes.target_port", "kubernetes.annotation_prefix",
+        "kubernetes.api_server", "kubernetes.typo", "kubernetes.manage_services", "kubernetes.services.port",
+        "kubernetes.services.gateway_selector", "kubernetes.leader_election.lease_duration",
+        "give api_server or kubeconfig, not both"})
     EXPECT_NE(problems.find(key), std::string::npos) << key << " in:\n" << problems;
 }
 
 TEST(KubernetesConfigSection, PortRanges) {
   EXPECT_EQ(load(R"({"port_range": "30000-30000"})").kubernetes->port_min, 30000);
-  for (const char* bad : {R"("0-10")", R"("1-65536")", R"("abc")", R"("100")", R"("100-")", R"("-5-10")", R"("10 - 20")"}) {
+  for (const char* bad :
+       {R"("0-10")", R"("1-65536")", R"("abc")", R"("100")", R"("100-")", R"("-5-10")", R"("10 - 20")"}) {
     std::string problems;
     EXPECT_THROW(load(std::string(R"({"port_range": )") + bad + "}", &problems), config::ConfigError) << bad;
     EXPECT_NE(problems.find("kubernetes.port_range"), std::string::npos) << bad;
@@ -239,8 +241,8 @@ TEST(KubernetesConfigSection, DevPortsForEverySparkAndAProxyGroup) {
   const auto none = load("{}");
   EXPECT_TRUE(none.kubernetes->ports.empty());
   EXPECT_EQ(none.kubernetes->services.proxy_group, "");
-  const auto cfg =
-      load(R"({"ports": "web=3000,8080", "manage_services": true, "services": {"proxy_group": "spark-ingress"}})");
+  const auto cfg = load(
+      R"({"ports": "web=3000,8080", "manage_services": true, "services": {"proxy_group": "spark-ingress"}})");
   ASSERT_EQ(cfg.kubernetes->ports.size(), 2u);
   EXPECT_EQ(cfg.kubernetes->ports[0], (config::NamedPort{"web", 3000}));
   EXPECT_EQ(cfg.kubernetes->ports[1], (config::NamedPort{"8080", 8080}));
@@ -253,7 +255,8 @@ TEST(KubernetesConfigSection, DevPortsForEverySparkAndAProxyGroup) {
   EXPECT_NE(problems.find("kubernetes.services.proxy_group"), std::string::npos) << problems;
   problems.clear();
   EXPECT_THROW(load(R"({"services": {"proxy_group": "spark-ingress"}})", &problems), config::ConfigError);
-  EXPECT_NE(problems.find("kubernetes.services.proxy_group: needs manage_services"), std::string::npos) << problems;
+  EXPECT_NE(problems.find("kubernetes.services.proxy_group: needs manage_services"), std::string::npos)
+      << problems;
 }
 
 }  // namespace
