@@ -46,6 +46,22 @@ struct WaitingGuard {
   WaitingGuard& operator=(const WaitingGuard&) = delete;
 };
 
+// How people reach the spark's SSH and dev ports: its tailnet name when the gateway keeps its
+// Service, else the gateway's own addresses.
+void describe_reach(const config::SparkConfig& cfg, SparkStatus& s) {
+  const auto& at = cfg.tailnet_name;
+  const int ssh_port = at.empty() ? int{cfg.listen.port} : cfg.tailnet_ssh_port;
+  const std::string port_suffix = ssh_port == 22 ? "" : ":" + std::to_string(ssh_port);
+  s.ssh = "ssh " + (ssh_port == 22 ? std::string() : "-p " + std::to_string(ssh_port) + " ") +
+          (at.empty() ? cfg.listen.host : at);
+  s.ssh_url = "ssh://" + (at.empty() ? cfg.listen.to_string() : at + port_suffix);
+  for (const auto& port : cfg.ports) {
+    const auto url = at.empty() ? "http://" + port.listen.to_string() + "/"
+                                : "http://" + at + ":" + std::to_string(port.port) + "/";
+    s.ports.push_back({port.name, port.port, port.listen.to_string(), url});
+  }
+}
+
 }  // namespace
 
 std::string_view to_string(SparkState s) {
@@ -84,18 +100,7 @@ SparkStatus Spark::status(activity::TimePoint now) const {
   s.last_wake_error = last_wake_error_;
   s.turned_away = metrics_.turned_away();
   s.last_client = env_.activity.last_client(name());
-  const auto& at = cfg_.tailnet_name;
-  const auto& listen = cfg_.listen;
-  const auto ssh_port = at.empty() ? int{listen.port} : cfg_.tailnet_ssh_port;
-  s.ssh = "ssh " + (ssh_port == 22 ? std::string() : "-p " + std::to_string(ssh_port) + " ") +
-          (at.empty() ? listen.host : at);
-  s.ssh_url = "ssh://" +
-              (at.empty() ? listen.to_string() : at + (ssh_port == 22 ? "" : ":" + std::to_string(ssh_port)));
-  for (const auto& port : cfg_.ports) {
-    const auto url = at.empty() ? "http://" + port.listen.to_string() + "/"
-                                : "http://" + at + ":" + std::to_string(port.port) + "/";
-    s.ports.push_back({port.name, port.port, port.listen.to_string(), url});
-  }
+  describe_reach(cfg_, s);
   return s;
 }
 
