@@ -48,7 +48,13 @@ class RateLimitedLog {
   // spdlog at warn level; tests pass their own.
   RateLimitedLog(std::string verb, std::string noun, Clock::duration interval, Sink sink = {})
       : verb_(std::move(verb)), noun_(std::move(noun)), interval_(interval), sink_(std::move(sink)) {
-    if (!sink_) sink_ = [](const std::string& line) { spdlog::warn("{}", line); };
+    if (!sink_) {
+      // spdlog's registry is a static too: made now, before this object is finished, it is
+      // destroyed after it, so the counts this destructor flushes at exit still have a logger
+      // (a static log made by the process's first log line would otherwise outlive it).
+      spdlog::default_logger_raw();
+      sink_ = [](const std::string& line) { spdlog::warn("{}", line); };
+    }
   }
 
   // Writes the counts still pending (a shutdown mid-flood still says how many were refused).

@@ -134,11 +134,6 @@ struct MainLoop : asio::io_context {
 
 class ConnectionTest : public ::testing::TestWithParam<int> {
  protected:
-  // spdlog's registry is made before the gateway's static rate-limited logs (refusals, turned
-  // away: observability/rate_limited_log.hpp): their destructors write the counts still pending
-  // at exit through spdlog, which must then still be there. (The gateway logs at start-up.)
-  static void SetUpTestSuite() { spdlog::default_logger(); }
-
   void SetUp() override {
     sshd_.open(tcp::v4());
     sshd_.bind(tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));  // refused until woken

@@ -196,11 +196,6 @@ struct MainLoop : asio::io_context {
 
 class ControlBridgeTest : public ::testing::Test {
  protected:
-  // spdlog's registry is made before the gateway's static rate-limited logs (refusals, turned
-  // away: observability/rate_limited_log.hpp): their destructors write the counts still pending
-  // at exit through spdlog, which must then still be there. (The gateway logs at start-up.)
-  static void SetUpTestSuite() { spdlog::default_logger(); }
-
   struct SparkSpec {
     std::string name;
     std::optional<int> max_connections = std::nullopt;

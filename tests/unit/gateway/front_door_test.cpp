@@ -190,11 +190,6 @@ struct MainLoop : asio::io_context {
 
 class FrontDoorTest : public ::testing::TestWithParam<int> {
  protected:
-  // spdlog's registry is made before the gateway's static rate-limited logs (refusals, turned
-  // away: observability/rate_limited_log.hpp): their destructors write the counts still pending
-  // at exit through spdlog, which must then still be there. (The gateway logs at start-up.)
-  static void SetUpTestSuite() { spdlog::default_logger(); }
-
   struct Fake {
     std::shared_ptr<FakeControl> control = std::make_shared<FakeControl>();
     std::unique_ptr<tcp::acceptor> sshd;

@@ -97,11 +97,6 @@ awaitable<void> reach_spark(std::shared_ptr<Spark> spark, std::shared_ptr<Reache
 
 class SessionCoreTest : public ::testing::Test {
  protected:
-  // spdlog's registry is made before the gateway's static rate-limited logs (refusals, turned
-  // away: observability/rate_limited_log.hpp): their destructors write the counts still pending
-  // at exit through spdlog, which must then still be there. (The gateway logs at start-up.)
-  static void SetUpTestSuite() { spdlog::default_logger(); }
-
   // One fake spark: its backend's control and its sshd's acceptor (bound, listening once woken).
   struct Fake {
     std::shared_ptr<FakeControl> control = std::make_shared<FakeControl>();
