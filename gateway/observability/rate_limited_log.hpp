@@ -106,9 +106,9 @@ class RateLimitedLog {
     using namespace std::chrono;
     auto ms = duration_cast<milliseconds>(elapsed);
     if (ms >= seconds(1)) ms = duration_cast<milliseconds>(round<seconds>(ms));
-    return key + ": " + verb_ + " " + with_thousands_separators(w.count) + " " + noun_ + (w.count == 1 ? "" : "s") +
-           " in the last " +
-           config::format_duration(std::max(ms, milliseconds(1))) + ", " + w.detail;
+    return key + ": " + verb_ + " " + with_thousands_separators(w.count) + " " + noun_ +
+           (w.count == 1 ? "" : "s") + " in the last " + config::format_duration(std::max(ms, milliseconds(1))) +
+           ", " + w.detail;
   }
 
   // Ends windows as they fall due: a window with events not yet written gets its summary and a
@@ -179,7 +179,8 @@ inline RateLimitedLog& turned_away_log() {
 }
 
 inline void log_turned_away(const std::string& subject, const std::string& from, const std::string& why) {
-  turned_away_log().record(subject, subject + ": turned away a connection from " + from + " without waking it: " + why,
+  turned_away_log().record(subject,
+                           subject + ": turned away a connection from " + from + " without waking it: " + why,
                            "last from " + from + ": " + why);
 }
 
