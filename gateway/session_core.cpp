@@ -22,6 +22,7 @@ void SessionCore::open(LiveSession& session) {
   track(session);
   if (session.counted_open_) return;
   session.counted_open_ = true;
+  session.opened_at_ = std::chrono::steady_clock::now();
   session.spark().connection_opened();  // activity, and awake while it is open
 }
 
@@ -58,7 +59,13 @@ void SessionCore::spliced(LiveSession& session) {
 }
 
 void SessionCore::close(LiveSession& session, std::optional<ConnectionEnd> end) {
-  if (end) session.spark().metrics().count_end(*end);
+  if (end) {
+    auto& metrics = session.spark().metrics();
+    metrics.count_end(*end);
+    // How long people stay: a session that reached its spark, from its open to its end.
+    metrics.connection_duration.Observe(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - session.opened_at_).count());
+  }
   if (session.counted_open_) session.spark().connection_closed();
   live_.erase(&session);
   ++closed_;

@@ -44,7 +44,8 @@ class LiveSession {
 
  private:
   friend class SessionCore;
-  bool counted_open_ = false;  // activity on its spark (open() was called)
+  bool counted_open_ = false;                          // activity on its spark (open() was called)
+  std::chrono::steady_clock::time_point opened_at_{};  // when open() was called
 };
 
 // What reaching a spark gave: the socket, or why there is none.

@@ -100,6 +100,9 @@ SparkStatus Spark::status(activity::TimePoint now) const {
   s.last_wake_error = last_wake_error_;
   s.turned_away = metrics_.turned_away();
   s.last_client = env_.activity.last_client(name());
+  const auto awake = awake_before_ + (state_ == SparkState::sleeping ? steady_clock::duration{}
+                                                                     : steady_clock::now() - awake_since_);
+  s.awake_seconds = std::chrono::duration<double>(awake).count();
   describe_reach(cfg_, s);
   return s;
 }
@@ -108,6 +111,8 @@ void Spark::set_state(SparkState s) {
   if (s == state_) return;
   if (s == SparkState::sleeping) recorded_in_this_run_ = false;
   if (s == SparkState::running) running_since_ = steady_clock::now();
+  if (state_ == SparkState::sleeping) awake_since_ = steady_clock::now();  // waking up
+  if (s == SparkState::sleeping) awake_before_ += steady_clock::now() - awake_since_;
   spdlog::debug("spark {}: {} -> {}", name(), to_string(state_), to_string(s));
   state_ = s;
 }

@@ -200,6 +200,10 @@ class Spark : public std::enable_shared_from_this<Spark> {
   std::string last_wake_error_;
   std::chrono::system_clock::time_point asleep_since_ = std::chrono::system_clock::now();
   std::chrono::steady_clock::time_point running_since_{};  // when it last became running
+  // Time not asleep, for spark_gateway_spark_awake_seconds_total: the closed stretches, and
+  // since when the current one runs (while not sleeping).
+  std::chrono::steady_clock::duration awake_before_{};
+  std::chrono::steady_clock::time_point awake_since_{};
 };
 
 }  // namespace spark::gateway

@@ -42,12 +42,21 @@ std::vector<MetricFamily> spark_state_families(const std::vector<SparkStatus>& s
                     "refreshed while connections are open); absent for a spark never used.",
                     MetricType::Gauge,
                     {}};
+  MetricFamily awake{"spark_gateway_spark_awake_seconds_total",
+                     "Seconds the spark has not been asleep (waking, running, stopping or failed) since "
+                     "this gateway started: 1 - rate() over a day is the share of it slept.",
+                     MetricType::Counter,
+                     {}};
   MetricFamily keep{"spark_gateway_keep_awake_until_timestamp_seconds",
                     "Unix time until which a keep-awake hold keeps the spark up (only sparks with a hold).",
                     MetricType::Gauge,
                     {}};
   for (const auto& s : sparks) {
     open.metric.push_back(gauge({{"spark", s.name}}, s.open_connections));
+    ClientMetric awake_for;
+    awake_for.label = {{"spark", s.name}};
+    awake_for.counter.value = s.awake_seconds;
+    awake.metric.push_back(std::move(awake_for));
     for (const char* st : kStates)
       state.metric.push_back(gauge({{"spark", s.name}, {"state", st}}, s.state == st ? 1 : 0));
     // A spark never used has no series: 0 (1970) would make `time() - last_activity` 56 years.
@@ -55,7 +64,7 @@ std::vector<MetricFamily> spark_state_families(const std::vector<SparkStatus>& s
     if (s.keep_awake_until)
       keep.metric.push_back(gauge({{"spark", s.name}}, seconds_since_epoch(*s.keep_awake_until)));
   }
-  return {open, state, last, keep};
+  return {open, state, awake, last, keep};
 }
 
 }  // namespace
@@ -137,6 +146,11 @@ Metrics::Metrics(std::string version)
                          .Help("Cold start: from the wake's start (the first connection's accept) "
                                "to the spark's sshd accepting a connection.")
                          .Register(*registry_)),
+      connection_duration_(prometheus::BuildHistogram()
+                               .Name("spark_gateway_connection_duration_seconds")
+                               .Help("How long connections that reached their spark stayed open (TCP and "
+                                     "jump host alike), from their open to their end.")
+                               .Register(*registry_)),
       sleeps_(BuildCounter()
                   .Name("spark_gateway_sleeps_total")
                   .Help("Sparks put to sleep, by reason (idle, api, shutdown, removed).")
@@ -174,6 +188,9 @@ SparkMetrics& Metrics::spark(const std::string& name) {
   if (it != sparks_.end()) return *it->second;
   static const prometheus::Histogram::BucketBoundaries kWakeBuckets = {0.05, 0.1, 0.25, 0.5, 1,   2.5, 5,
                                                                        10,   30,  60,   120, 300, 600};
+  // From a `scp` of a second to a working day: 1 s, 10 s, 1 m, 5 m, 15 m, 30 m, 1 h ... 1 d.
+  static const prometheus::Histogram::BucketBoundaries kConnectionBuckets = {1,    10,   60,    300,   900,  1800,
+                                                                             3600, 7200, 14400, 28800, 86400};
   auto m = std::make_unique<SparkMetrics>(SparkMetrics{
       bytes_.Add({{"spark", name}, {"direction", "client_to_spark"}}),
       bytes_.Add({{"spark", name}, {"direction", "spark_to_client"}}),
@@ -192,6 +209,7 @@ SparkMetrics& Metrics::spark(const std::string& name) {
       wakes_.Add({{"spark", name}, {"outcome", "success"}}),
       wakes_.Add({{"spark", name}, {"outcome", "failure"}}),
       wake_duration_.Add({{"spark", name}}, kWakeBuckets),
+      connection_duration_.Add({{"spark", name}}, kConnectionBuckets),
       sleeps_.Add({{"spark", name}, {"reason", "idle"}}),
       sleeps_.Add({{"spark", name}, {"reason", "api"}}),
       sleeps_.Add({{"spark", name}, {"reason", "shutdown"}}),

@@ -42,6 +42,7 @@ struct SparkMetrics {
   prometheus::Counter& wakes_success;
   prometheus::Counter& wakes_failure;
   prometheus::Histogram& wake_duration;
+  prometheus::Histogram& connection_duration;  // spliced sessions, open to end
   prometheus::Counter& sleeps_idle;
   prometheus::Counter& sleeps_api;
   prometheus::Counter& sleeps_shutdown;
@@ -99,6 +100,7 @@ class Metrics {
   prometheus::Family<prometheus::Counter>& bytes_;
   prometheus::Family<prometheus::Counter>& wakes_;
   prometheus::Family<prometheus::Histogram>& wake_duration_;
+  prometheus::Family<prometheus::Histogram>& connection_duration_;
   prometheus::Family<prometheus::Counter>& sleeps_;
   prometheus::Family<prometheus::Counter>& kube_requests_;
   prometheus::Family<prometheus::Histogram>& kube_latency_;

@@ -31,6 +31,7 @@ struct SparkStatus {
   std::optional<activity::TimePoint> sleeps_at;  // when the reaper may act; nullopt if not due
   std::optional<activity::TimePoint> keep_awake_until;
   std::uint64_t wakes = 0;
+  double awake_seconds = 0;       // not asleep (waking, running, stopping, failed) since the gateway started
   std::string last_wake_error;    // empty unless the last wake failed
   std::uint64_t turned_away = 0;  // connections closed before waking it (not a person's client)
   std::string last_client;        // who opened the latest connection (the real client behind a proxy)

@@ -31,6 +31,8 @@ DOCUMENTED = {
     "spark_gateway_bytes_total": ("counter", {"spark", "direction"}),
     "spark_gateway_wakes_total": ("counter", {"spark", "outcome"}),
     "spark_gateway_wake_duration_seconds": ("histogram", {"spark"}),
+    "spark_gateway_connection_duration_seconds": ("histogram", {"spark"}),
+    "spark_gateway_spark_awake_seconds_total": ("counter", {"spark"}),
     "spark_gateway_sleeps_total": ("counter", {"spark", "reason"}),
     "spark_gateway_spark_state": ("gauge", {"spark", "state"}),
     "spark_gateway_last_activity_timestamp_seconds": ("gauge", {"spark"}),
@@ -161,6 +163,9 @@ class MetricsScrapeTest(MetricsTestCase):
             self.assert_counts(e, s, "spark_gateway_wakes_total", "outcome", {})
             self.assert_state(e, s, "sleeping")
         self.assertEqual(e.value("spark_gateway_wake_duration_seconds_count", spark=spark.name), 0)
+        self.assertEqual(e.value("spark_gateway_connection_duration_seconds_count", spark=spark.name), 0)
+        for s in (spark, other):
+            self.assertEqual(e.value("spark_gateway_spark_awake_seconds_total", spark=s.name), 0)
 
         # One session through a wake, carrying a known payload up and an answer down.
         payload = os.urandom(8192).hex().encode() * 12  # 196608 bytes
@@ -222,6 +227,20 @@ class MetricsScrapeTest(MetricsTestCase):
         self.assertEqual(buckets["+Inf"], 1)
         first_hit = min(float(le) for le, v in buckets.items() if v >= 1)
         self.assertGreaterEqual(first_hit, total, "the observation sits in a bucket below it")
+
+        # The session's duration: one observation, no longer than the ssh command took.
+        self.assertEqual(e.value("spark_gateway_connection_duration_seconds_count", spark=spark.name), 1)
+        lasted = e.value("spark_gateway_connection_duration_seconds_sum", spark=spark.name)
+        self.assertGreater(lasted, 0)
+        self.assertLess(lasted, wall, "the session outlasted the ssh command")
+        # Awake time: from the wake to the idle sleep (at least its 2 s idle timeout, at most the
+        # time since the ssh began), and no more while asleep; the untouched spark none.
+        awake = e.value("spark_gateway_spark_awake_seconds_total", spark=spark.name)
+        self.assertGreaterEqual(awake, 2.0, "awake less than the idle timeout before its sleep")
+        self.assertLessEqual(awake, scraped_at - t0 + 1, "awake longer than since the wake began")
+        time.sleep(1.0)  # a stretch asleep: the counter must not move during it
+        self.assertEqual(self.scrape().value("spark_gateway_spark_awake_seconds_total", spark=spark.name), awake)
+        self.assertEqual(e.value("spark_gateway_spark_awake_seconds_total", spark=other.name), 0)
 
         # The untouched spark: nothing counted, still asleep, no wake observed.
         self.assert_counts(e, other, "spark_gateway_connections_total", "outcome", {})
