@@ -592,18 +592,24 @@ bool read_spark_name(Reader& r, const json& s, const std::string& path, Owners& 
   return true;
 }
 
+// `listen` for `owner` ("sparks[0]", "sparks[0].ports[1]"): false, with a problem at
+// OWNER.listen, if another already has it.
+bool claim_listen(Reader& r, Owners& owners, const Address& listen, const std::string& owner_path) {
+  if (auto [owner, fresh] = owners.listens.emplace(listen.to_string(), owner_path); !fresh) {
+    // Built with append: GCC 12 warns falsely (-Wrestrict, bug 105329) on "\"" + string.
+    std::string why = "\"";
+    why.append(listen.to_string()).append("\" is already used by ").append(owner->second);
+    r.problem(owner_path + ".listen", why);
+    return false;
+  }
+  return true;
+}
+
 bool read_spark_listen(Reader& r, const json& s, const std::string& path, Owners& owners, SparkConfig& spark) {
   auto listen = r.address(s, "listen", path + ".listen");
   if (!listen) return false;
   spark.listen = *listen;
-  if (auto [owner, fresh] = owners.listens.emplace(listen->to_string(), path); !fresh) {
-    // Built with append: GCC 12 warns falsely (-Wrestrict, bug 105329) on "\"" + string.
-    std::string why = "\"";
-    why.append(listen->to_string()).append("\" is already used by ").append(owner->second);
-    r.problem(path + ".listen", why);
-    return false;
-  }
-  return true;
+  return claim_listen(r, owners, *listen, path);
 }
 
 // "ports": [{"name": "web", "listen": "127.0.0.1:2301", "port": 3000}, ...]: each name and spark
@@ -648,12 +654,7 @@ bool read_spark_ports(Reader& r, const json& s, const std::string& path, Owners&
       r.problem(pp + ".port", std::to_string(*number) + " is already " + owner->second);
       ok = false;
     }
-    if (auto [owner, fresh] = owners.listens.emplace(listen->to_string(), pp); !fresh) {
-      std::string why = "\"";
-      why.append(listen->to_string()).append("\" is already used by ").append(owner->second);
-      r.problem(pp + ".listen", why);
-      ok = false;
-    }
+    if (!claim_listen(r, owners, *listen, pp)) ok = false;
     port.name = *name;
     port.listen = *listen;
     port.port = *number;

@@ -135,7 +135,8 @@ awaitable<void> Connection::run() {
   const asio::any_io_executor data_executor = worker_.executor();
   const std::optional<int> spark_port = port_ ? std::optional<int>(port_->port) : std::nullopt;
   // A dev port may be waited for a while (a dev server starting): a client that leaves ends it.
-  std::function<bool()> client_gone = [this] { return peer_closed(client_); };
+  std::function<bool()> client_gone;
+  if (port_) client_gone = [this] { return peer_closed(client_); };
   Reached reached = co_await SessionCore::reach(*spark_, std::move(cause), data_executor, spark_port,
                                                 std::move(client_gone));
   std::string outcome;
