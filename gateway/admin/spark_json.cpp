@@ -24,6 +24,7 @@ nlohmann::json to_json(const SparkStatus& s) {
       {"sleeps_at", time_or_null(s.sleeps_at)},
       {"keep_awake_until", time_or_null(s.keep_awake_until)},
       {"wakes", s.wakes},
+      {"queue_position", s.queue_position ? json(*s.queue_position) : json(nullptr)},  // null: not queued
       {"last_wake_error", s.last_wake_error.empty() ? json(nullptr) : json(s.last_wake_error)},
       {"turned_away", s.turned_away},
       {"last_client", s.last_client.empty() ? json(nullptr) : json(s.last_client)},

@@ -20,7 +20,7 @@ struct PortStatus {
 
 struct SparkStatus {
   std::string name;
-  std::string state;    // sleeping | waking | running | stopping | failed
+  std::string state;    // sleeping | queued | waking | running | stopping | failed
   std::string backend;  // process | exec
   std::string listen;
   std::string target;
@@ -31,6 +31,9 @@ struct SparkStatus {
   std::optional<activity::TimePoint> sleeps_at;  // when the reaper may act; nullopt if not due
   std::optional<activity::TimePoint> keep_awake_until;
   std::uint64_t wakes = 0;
+  // While its wake waits for a free place under limits.max_running (state "queued"): its place
+  // in line (1: next).
+  std::optional<int> queue_position;
   double awake_seconds = 0;       // not asleep (waking, running, stopping, failed) since the gateway started
   std::string last_wake_error;    // empty unless the last wake failed
   std::uint64_t turned_away = 0;  // connections closed before waking it (not a person's client)
