@@ -9,6 +9,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include <spdlog/spdlog.h>
+
 #include <nlohmann/json.hpp>
 
 namespace spark::activity {
@@ -30,19 +32,123 @@ void write_all(int fd, const std::string& data, const std::filesystem::path& pat
   }
 }
 
+std::string state_name(bool awake) { return awake ? "awake" : "asleep"; }
+
+// A time field of a history entry; throws with the field's name if it is missing or bad.
+TimePoint time_at(const json& entry, const char* key) {
+  const auto it = entry.find(key);
+  if (it == entry.end() || !it->is_string()) throw std::runtime_error(std::string("no ") + key + " time");
+  const auto t = parse_rfc3339(it->get<std::string>());
+  if (!t) throw std::runtime_error(std::string("bad ") + key + " time \"" + it->get<std::string>() + "\"");
+  return *t;
+}
+
+bool awake_state(const json& entry) {
+  const auto it = entry.find("state");
+  if (it != entry.end() && *it == "awake") return true;
+  if (it != entry.end() && *it == "asleep") return false;
+  throw std::runtime_error("state is neither \"awake\" nor \"asleep\"");
+}
+
+json history_to_json(const SparkHistory& h) {
+  json intervals = json::array();
+  for (const auto& i : h.intervals())
+    intervals.push_back({{"from", format_rfc3339(i.from)}, {"to", format_rfc3339(i.to)}, {"state", state_name(i.awake)}});
+  json wakes = json::array();
+  for (const auto& w : h.wakes()) wakes.push_back({{"at", format_rfc3339(w.at)}, {"cause", w.cause}});
+  json in_use = json::array();
+  for (const auto& s : h.in_use()) in_use.push_back({{"from", format_rfc3339(s.from)}, {"to", format_rfc3339(s.to)}});
+  json out = {{"intervals", std::move(intervals)}, {"wakes", std::move(wakes)}, {"in_use", std::move(in_use)}};
+  if (const auto& c = h.current()) out["current"] = {{"since", format_rfc3339(c->since)}, {"state", state_name(c->awake)}};
+  if (const auto& since = h.in_use_since()) out["in_use_since"] = format_rfc3339(*since);
+  return out;
+}
+
+// Rebuilds a history entry by entry: one bad entry (a hand edit, a bug of an older version)
+// costs that entry and a warning, never the rest of the history or the file. What was going on
+// when the file was written ends at `saved_at`.
+SparkHistory history_from_json(const json& in, const std::string& spark, std::optional<TimePoint> saved_at,
+                               std::vector<std::string>& warnings) {
+  SparkHistory h;
+  const auto skipped = [&](const std::string& what, const std::string& why) {
+    warnings.push_back("activity.json: spark " + spark + ": " + what + " skipped: " + why);
+  };
+  if (!in.is_object()) {
+    skipped("history", "not an object");
+    return h;
+  }
+  const auto each = [&](const char* key, const auto& take) {
+    const auto it = in.find(key);
+    if (it == in.end()) return;
+    if (!it->is_array()) return skipped(std::string("history.") + key, "not a list");
+    for (std::size_t n = 0; n < it->size(); ++n) {
+      const std::string what = std::string("history.") + key + "[" + std::to_string(n) + "]";
+      try {
+        const auto& entry = (*it)[n];
+        if (!entry.is_object()) throw std::runtime_error("not an object");
+        if (auto refused = take(entry)) skipped(what, *refused);
+      } catch (const std::exception& e) {
+        skipped(what, e.what());
+      }
+    }
+  };
+  each("intervals", [&](const json& e) {
+    return h.restore_interval({time_at(e, "from"), time_at(e, "to"), awake_state(e)});
+  });
+  if (const auto it = in.find("current"); it != in.end()) {
+    try {
+      if (!it->is_object()) throw std::runtime_error("not an object");
+      if (auto refused = h.restore_current({time_at(*it, "since"), awake_state(*it)})) skipped("history.current", *refused);
+    } catch (const std::exception& e) {
+      skipped("history.current", e.what());
+    }
+  }
+  each("wakes", [&](const json& e) {
+    const auto cause = e.find("cause");
+    return h.restore_wake({time_at(e, "at"), cause != e.end() && cause->is_string() ? cause->get<std::string>() : ""});
+  });
+  each("in_use", [&](const json& e) { return h.restore_in_use({time_at(e, "from"), time_at(e, "to")}); });
+  if (const auto it = in.find("in_use_since"); it != in.end()) {
+    const auto since = it->is_string() ? parse_rfc3339(it->get<std::string>()) : std::nullopt;
+    if (!since)
+      skipped("history.in_use_since", "not a time");
+    else if (auto refused = h.restore_in_use_since(*since))
+      skipped("history.in_use_since", *refused);
+  }
+  if (h.current() || h.in_use_since()) {
+    if (saved_at) {
+      h.close(*saved_at);
+    } else {  // an open state with no end known: dropped rather than guessed
+      skipped("history's current state", "the file does not say when it was written (no saved_at)");
+      SparkHistory closed_only;
+      for (const auto& i : h.intervals()) closed_only.restore_interval(i);
+      for (const auto& w : h.wakes()) closed_only.restore_wake(w);
+      for (const auto& s : h.in_use()) closed_only.restore_in_use(s);
+      h = std::move(closed_only);
+    }
+  }
+  if (saved_at) h.prune(*saved_at);
+  return h;
+}
+
 }  // namespace
 
 ActivityStore::ActivityStore(std::filesystem::path state_dir)
     : dir_(std::move(state_dir)), file_(dir_ / "activity.json") {}
 
-ActivitySnapshot ActivityStore::load() const {
+ActivitySnapshot ActivityStore::load(std::vector<std::string>* warnings) const {
   std::ifstream in(file_, std::ios::binary);
   if (!in) return {};
   std::ostringstream text;
   text << in.rdbuf();
   ActivitySnapshot out;
+  std::vector<std::string> history_warnings;
   try {
     const json root = json::parse(text.str());
+    // Written since the histories (issue 21): the moment the file recorded.
+    std::optional<TimePoint> saved_at;
+    if (const auto it = root.find("saved_at"); it != root.end() && it->is_string())
+      saved_at = parse_rfc3339(it->get<std::string>());
     for (const auto& [name, entry] : root.at("sparks").items()) {
       PersistedActivity p;
       const auto last = parse_rfc3339(entry.at("last_activity").get<std::string>());
@@ -56,7 +162,10 @@ ActivitySnapshot ActivityStore::load() const {
       // Added later (issue 19): older files have none.
       if (const auto client = entry.find("last_client"); client != entry.end() && client->is_string())
         p.last_client = client->get<std::string>();
-      out.emplace(name, p);
+      // Added later (issue 21): older files have none.
+      if (const auto history = entry.find("history"); history != entry.end())
+        p.history = history_from_json(*history, name, saved_at, history_warnings);
+      out.emplace(name, std::move(p));
     }
   } catch (const std::exception& e) {
     std::filesystem::path aside = file_;
@@ -66,18 +175,28 @@ ActivitySnapshot ActivityStore::load() const {
     throw std::runtime_error(file_.string() + " is unreadable (" + e.what() + "); moved to " + aside.string() +
                              ", starting with no persisted activity");
   }
+  for (const auto& w : history_warnings) {
+    if (warnings)
+      warnings->push_back(w);
+    else
+      spdlog::warn("{} ({})", w, file_.string());
+  }
   return out;
 }
 
-void ActivityStore::save(const ActivitySnapshot& snapshot) const {
+void ActivityStore::save(const ActivitySnapshot& snapshot, TimePoint saved_at) const {
   json sparks = json::object();
   for (const auto& [name, p] : snapshot) {
     sparks[name] = {{"last_activity", format_rfc3339(p.last_activity)},
                     {"keep_awake_until",
                      p.keep_awake_until ? json(format_rfc3339(*p.keep_awake_until)) : json(nullptr)}};
     if (!p.last_client.empty()) sparks[name]["last_client"] = p.last_client;
+    if (!p.history.empty()) sparks[name]["history"] = history_to_json(p.history);
   }
-  const std::string data = json{{"version", 1}, {"sparks", sparks}}.dump(2) + "\n";
+  // saved_at: where the histories' current states end if the gateway stops before the next
+  // write. Version stays 1: the additions are optional, and older gateways ignore them.
+  const json root = {{"version", 1}, {"saved_at", format_rfc3339(saved_at)}, {"sparks", sparks}};
+  const std::string data = root.dump(2) + "\n";
 
   std::error_code ec;
   std::filesystem::create_directories(dir_, ec);

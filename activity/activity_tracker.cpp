@@ -17,7 +17,12 @@ ActivityTracker::Entry& ActivityTracker::entry(const std::string& spark, TimePoi
   return it->second;
 }
 
-void ActivityTracker::ensure(const std::string& spark, TimePoint now) { entry(spark, now); }
+void ActivityTracker::ensure(const std::string& spark, TimePoint now) {
+  auto& history = entry(spark, now).persisted.history;
+  if (history.current()) return;
+  history.begin_if_unknown(now, /*awake=*/false);
+  dirty_ = true;
+}
 
 void ActivityTracker::touch(const std::string& spark, TimePoint now) {
   auto& e = entry(spark, now);
@@ -28,13 +33,30 @@ void ActivityTracker::touch(const std::string& spark, TimePoint now) {
 
 void ActivityTracker::connection_opened(const std::string& spark, TimePoint now) {
   touch(spark, now);
-  ++entry(spark, now).open_connections;
+  auto& e = entry(spark, now);
+  if (++e.open_connections == 1) e.persisted.history.in_use_began(now);
 }
 
 void ActivityTracker::connection_closed(const std::string& spark, TimePoint now) {
   auto& e = entry(spark, now);
-  if (e.open_connections > 0) --e.open_connections;
+  if (e.open_connections > 0 && --e.open_connections == 0) e.persisted.history.in_use_ended(now);
   touch(spark, now);
+}
+
+void ActivityTracker::record_awake(const std::string& spark, bool awake, TimePoint at) {
+  entry(spark, at).persisted.history.record_state(at, awake);
+  dirty_ = true;
+}
+
+void ActivityTracker::record_wake(const std::string& spark, std::string_view cause, TimePoint at) {
+  entry(spark, at).persisted.history.record_wake(at, cause);
+  dirty_ = true;
+}
+
+const SparkHistory& ActivityTracker::history(const std::string& spark) const {
+  static const SparkHistory kNone;
+  const auto it = entries_.find(spark);
+  return it == entries_.end() ? kNone : it->second.persisted.history;
 }
 
 void ActivityTracker::set_keep_awake(const std::string& spark, std::optional<TimePoint> until, TimePoint now) {
@@ -74,6 +96,12 @@ void ActivityTracker::refresh_open(TimePoint now, const std::set<std::string>& e
   for (auto& [name, e] : entries_) {
     if (e.open_connections > 0 && !except.contains(name)) touch(name, now);
   }
+  // A current state is only as good as the last file that recorded it going on (a crash
+  // closes it there): record it again now and then, even if nothing else changed.
+  if (now - history_checkpoint_ < kHistoryCheckpoint && now >= history_checkpoint_) return;
+  history_checkpoint_ = now;
+  for (const auto& [name, e] : entries_)
+    if (e.persisted.history.current()) dirty_ = true;
 }
 
 void ActivityTracker::connection_from(const std::string& spark, std::string client, TimePoint now) {

@@ -1,11 +1,14 @@
 #pragma once
 // Last activity and keep-awake holds of every spark, and which of them still need persisting.
 // Not thread-safe: owned by the data-plane thread; timestamps are passed in so tests control time.
+#include <chrono>
 #include <map>
 #include <set>
 #include <string>
+#include <string_view>
 
 #include "activity/idle_policy.hpp"
+#include "activity/spark_history.hpp"
 
 namespace spark::activity {
 
@@ -16,17 +19,28 @@ struct PersistedActivity {
   // "10.0.0.7 (jump login brave-dolphin, key SHA256:...)". Empty: nobody yet. Local only: other
   // replicas' activity (merge_remote) does not carry it.
   std::string last_client;
+  // Its last week awake and asleep, its wakes and when it was in use (spark_history.hpp). Local
+  // only, like last_client: other replicas keep their own.
+  SparkHistory history;
   friend bool operator==(const PersistedActivity&, const PersistedActivity&) = default;
 };
 
 using ActivitySnapshot = std::map<std::string, PersistedActivity>;
 
+// How often the histories' current states are written even when nothing else changed.
+inline constexpr std::chrono::minutes kHistoryCheckpoint{5};
+
 class ActivityTracker {
  public:
-  // Seeds the tracker with what was persisted before a restart.
+  // Seeds the tracker with what was persisted before a restart (histories as the store loads
+  // them: closed at the moment the file was written, unknown since).
   void restore(const ActivitySnapshot& persisted);
 
-  // First sight of a spark with no persisted activity: its idle clock starts at `now`.
+  // The gateway serves the spark (at start-up, and at each reload). First sight of a spark
+  // with no persisted activity: its idle clock starts at `now`. A spark the gateway starts
+  // serving is asleep as far as the gateway knows (Spark starts sleeping; one found running
+  // is adopted, which records it awake): its history says so from `now` unless it already
+  // has a current state.
   void ensure(const std::string& spark, TimePoint now);
 
   void connection_opened(const std::string& spark, TimePoint now);
@@ -36,6 +50,14 @@ class ActivityTracker {
   void connection_from(const std::string& spark, std::string client, TimePoint now);
   std::string last_client(const std::string& spark) const;
   void set_keep_awake(const std::string& spark, std::optional<TimePoint> until, TimePoint now);
+
+  // The spark's history (spark_history.hpp): it became awake (any state but sleeping) or
+  // asleep at `at`; a wake began for `cause`. Sessions are recorded by connection_opened/closed
+  // (its first opening and last closing bound a span of use).
+  void record_awake(const std::string& spark, bool awake, TimePoint at);
+  void record_wake(const std::string& spark, std::string_view cause, TimePoint at);
+  // Empty for a spark never seen.
+  const SparkHistory& history(const std::string& spark) const;
 
   // Activity recorded elsewhere (the Deployment's annotations, written by this or another
   // gateway): only ever moves last activity forward; its keep-awake hold replaces ours (set or
@@ -51,6 +73,8 @@ class ActivityTracker {
 
   // Open connections count as activity: moves last_activity to `now` for every spark that has
   // any (but those in `except`), so a persisted timestamp never looks stale while a session is open.
+  // Called before every flush: also makes the state file due every kHistoryCheckpoint, so that
+  // after a crash the histories lose at most that much (plus a flush interval) to "unknown".
   void refresh_open(TimePoint now, const std::set<std::string>& except = {});
 
   SparkActivity get(const std::string& spark) const;
@@ -74,6 +98,7 @@ class ActivityTracker {
 
   std::map<std::string, Entry> entries_;
   bool dirty_ = false;
+  TimePoint history_checkpoint_{};  // when refresh_open last made the histories due
 };
 
 }  // namespace spark::activity

@@ -177,7 +177,7 @@ TEST(ActivityTracker, RefreshOpenDoesNotMoveBack) {
 TEST(ActivityTracker, RestoredTimestampIsKeptNotReset) {
   const TimePoint restart = kT0;
   ActivityTracker t;
-  t.restore({{"a", PersistedActivity{restart - 1h, std::nullopt, {}}}});
+  t.restore({{"a", PersistedActivity{restart - 1h, std::nullopt, {}, {}}}});
   t.ensure("a", restart);  // the gateway sees its configured spark at start-up
   EXPECT_EQ(t.get("a").last_activity, restart - 1h);
   // Idle one hour after the restart (2h after the persisted activity), not two.
@@ -187,7 +187,7 @@ TEST(ActivityTracker, RestoredTimestampIsKeptNotReset) {
 
 TEST(ActivityTracker, RestoredKeepAwakeStillHolds) {
   ActivityTracker t;
-  t.restore({{"a", PersistedActivity{kT0 - 3h, kT0 + 1h, {}}}});
+  t.restore({{"a", PersistedActivity{kT0 - 3h, kT0 + 1h, {}, {}}}});
   EXPECT_EQ(t.get("a").keep_awake_until, kT0 + 1h);
   EXPECT_FALSE(t.is_idle("a", k2h, kT0));
   EXPECT_FALSE(t.is_idle("a", k2h, kT0 + 1h - 1ms));
@@ -195,8 +195,8 @@ TEST(ActivityTracker, RestoredKeepAwakeStillHolds) {
 }
 
 TEST(ActivityTracker, RestoredSparksAppearInSnapshot) {
-  const ActivitySnapshot persisted{{"a", PersistedActivity{kT0 - 1h, std::nullopt, {}}},
-                                   {"retired", PersistedActivity{kT0 - 48h, kT0 + 1h, {}}}};
+  const ActivitySnapshot persisted{{"a", PersistedActivity{kT0 - 1h, std::nullopt, {}, {}}},
+                                   {"retired", PersistedActivity{kT0 - 48h, kT0 + 1h, {}, {}}}};
   ActivityTracker t;
   t.restore(persisted);
   t.ensure("b", kT0);
@@ -298,9 +298,9 @@ TEST(ActivityTracker, KeepAwakeOnUnseenSparkStartsItsClock) {
 // annotations: merge_remote replaces the hold, it does not keep the later one.
 TEST(ActivityTracker, RemoteHoldReplacesOursOnceOursWasSeenRecorded) {
   ActivityTracker t;
-  t.merge_remote("a", PersistedActivity{kT0, kT0 + 8h, {}});
+  t.merge_remote("a", PersistedActivity{kT0, kT0 + 8h, {}, {}});
   EXPECT_EQ(t.get("a").keep_awake_until, kT0 + 8h);
-  t.merge_remote("a", PersistedActivity{kT0, std::nullopt, {}});  // cleared elsewhere
+  t.merge_remote("a", PersistedActivity{kT0, std::nullopt, {}, {}});  // cleared elsewhere
   EXPECT_EQ(t.get("a").keep_awake_until, std::nullopt);
   EXPECT_TRUE(t.is_idle("a", k2h, kT0 + 2h));
 }
@@ -309,12 +309,12 @@ TEST(ActivityTracker, RemoteHoldReplacesOursOnceOursWasSeenRecorded) {
 // watch), until the recorded one says the same; after that the recorded one rules again.
 TEST(ActivityTracker, OurUnrecordedHoldSurvivesStaleReads) {
   ActivityTracker t;
-  t.merge_remote("a", PersistedActivity{kT0, std::nullopt, {}});
+  t.merge_remote("a", PersistedActivity{kT0, std::nullopt, {}, {}});
   t.set_keep_awake("a", kT0 + 4h, kT0);
-  t.merge_remote("a", PersistedActivity{kT0, std::nullopt, {}});  // read before our write landed
+  t.merge_remote("a", PersistedActivity{kT0, std::nullopt, {}, {}});  // read before our write landed
   EXPECT_EQ(t.get("a").keep_awake_until, kT0 + 4h);
-  t.merge_remote("a", PersistedActivity{kT0, kT0 + 4h, {}});      // our write, as recorded (milliseconds)
-  t.merge_remote("a", PersistedActivity{kT0, std::nullopt, {}});  // then cleared elsewhere
+  t.merge_remote("a", PersistedActivity{kT0, kT0 + 4h, {}, {}});      // our write, as recorded (milliseconds)
+  t.merge_remote("a", PersistedActivity{kT0, std::nullopt, {}, {}});  // then cleared elsewhere
   EXPECT_EQ(t.get("a").keep_awake_until, std::nullopt);
 }
 
@@ -347,9 +347,81 @@ TEST(ActivityTracker, LastClientIsRecordedPersistedAndRestored) {
 TEST(ActivityTracker, RemoteActivityKeepsOurLastClient) {
   ActivityTracker t;
   t.connection_from("a", "10.0.0.7", kT0);
-  t.merge_remote("a", PersistedActivity{kT0 + 1h, std::nullopt, {}});  // another replica's, no client
+  t.merge_remote("a", PersistedActivity{kT0 + 1h, std::nullopt, {}, {}});  // another replica's, no client
   EXPECT_EQ(t.get("a").last_activity, kT0 + 1h);
   EXPECT_EQ(t.last_client("a"), "10.0.0.7");
+}
+
+// ---------------------------------------------------------------------------
+// The history (spark_history.hpp) as the tracker keeps it
+// ---------------------------------------------------------------------------
+
+TEST(ActivityTracker, ASparkNewlyServedIsAsleepFromThen) {
+  ActivityTracker t;
+  t.ensure("a", kT0);
+  ASSERT_TRUE(t.history("a").current());
+  EXPECT_EQ(*t.history("a").current(), (CurrentState{kT0, false}));
+  t.record_awake("a", true, kT0 + 1h);
+  t.ensure("a", kT0 + 2h);  // a reload: still the same awake stretch
+  EXPECT_EQ(*t.history("a").current(), (CurrentState{kT0 + 1h, true}));
+  EXPECT_TRUE(t.history("unknown").empty());
+}
+
+TEST(ActivityTracker, HistoryChangesMakeTheStateFileDue) {
+  ActivityTracker t;
+  t.ensure("a", kT0);
+  t.mark_persisted(t.snapshot());
+  t.record_awake("a", true, kT0 + 1min);
+  EXPECT_TRUE(t.dirty());
+  t.mark_persisted(t.snapshot());
+  t.record_wake("a", "a connection from 10.0.0.1", kT0 + 2min);
+  EXPECT_TRUE(t.dirty());
+  t.mark_persisted(t.snapshot());
+  EXPECT_FALSE(t.dirty());
+}
+
+TEST(ActivityTracker, FirstSessionOpenedToLastClosedIsOneSpanOfUse) {
+  ActivityTracker t;
+  t.ensure("a", kT0);
+  t.connection_opened("a", kT0 + 1min);
+  t.connection_opened("a", kT0 + 2min);
+  t.connection_closed("a", kT0 + 3min);  // one still open: still in use
+  EXPECT_TRUE(t.history("a").in_use().empty());
+  ASSERT_TRUE(t.history("a").in_use_since());
+  t.connection_closed("a", kT0 + 4min);
+  ASSERT_EQ(t.history("a").in_use().size(), 1u);
+  EXPECT_EQ(t.history("a").in_use()[0], (TimeSpan{kT0 + 1min, kT0 + 4min}));
+  EXPECT_FALSE(t.history("a").in_use_since());
+}
+
+TEST(ActivityTracker, SnapshotAndRestoreCarryTheHistory) {
+  ActivityTracker before;
+  before.ensure("a", kT0);
+  before.record_wake("a", "an operator (admin API)", kT0 + 1h);
+  before.record_awake("a", true, kT0 + 1h);
+  auto snap = before.snapshot();
+  snap.at("a").history.close(kT0 + 2h);  // as the store loads it: ended when it was written
+  ActivityTracker after;
+  after.restore(snap);
+  after.ensure("a", kT0 + 3h);
+  const auto& h = after.history("a");
+  ASSERT_EQ(h.intervals().size(), 2u);
+  EXPECT_EQ(h.intervals()[1], (StateInterval{kT0 + 1h, kT0 + 2h, true}));
+  EXPECT_EQ(*h.current(), (CurrentState{kT0 + 3h, false}));
+  ASSERT_EQ(h.wakes().size(), 1u);
+  EXPECT_EQ(h.wakes()[0].cause, "an operator (admin API)");
+  EXPECT_DOUBLE_EQ(h.totals(kT0, kT0 + 4h).unknown_seconds, 3600.0);
+}
+
+TEST(ActivityTracker, ACurrentStateIsWrittenAgainEveryCheckpoint) {
+  ActivityTracker t;
+  t.ensure("a", kT0);
+  t.refresh_open(kT0);
+  t.mark_persisted(t.snapshot());
+  t.refresh_open(kT0 + kHistoryCheckpoint - 1s);
+  EXPECT_FALSE(t.dirty());
+  t.refresh_open(kT0 + kHistoryCheckpoint);
+  EXPECT_TRUE(t.dirty());  // the file's saved_at moves on, and with it what a crash keeps
 }
 
 }  // namespace
