@@ -794,9 +794,14 @@ DefaultCaps read_defaults(Reader& r, const json& d, Config& cfg) {
 }
 
 void read_limits(Reader& r, const json& limits, Config& cfg) {
-  r.reject_unknown_keys(limits, "limits", {"max_connections", "max_waiting", "data_threads"});
+  r.reject_unknown_keys(limits, "limits",
+                        {"max_connections", "max_waiting", "data_threads", "max_running", "evict_idle_after"});
   if (auto n = r.count(limits, "max_connections", "limits.max_connections")) cfg.max_connections = *n;
   if (auto n = r.count(limits, "max_waiting", "limits.max_waiting")) cfg.max_waiting = *n;
+  cfg.max_running = r.count(limits, "max_running", "limits.max_running");
+  cfg.evict_idle_after = r.duration(limits, "evict_idle_after", "limits.evict_idle_after");
+  if (cfg.evict_idle_after && !limits.contains("max_running"))
+    r.problem("limits.evict_idle_after", "needs limits.max_running (it makes room under that cap)");
   cfg.data_threads = r.count(limits, "data_threads", "limits.data_threads", 0, 64);
 }
 

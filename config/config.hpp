@@ -247,6 +247,12 @@ struct Config {
   // least 1), so one spark's connections cannot take every slot of the gateway.
   int default_max_connections = 1024;
   int default_max_waiting = 256;
+  // At most this many sparks awake or waking at once (nullopt: no cap); a wake beyond it waits
+  // in line (gateway/running_cap.hpp). Kubernetes sparks count across every replica.
+  std::optional<int> max_running;
+  // With max_running: a wake in line puts to sleep the spark idle longest, if idle this long
+  // and without a session, instead of waiting for one to sleep.
+  std::optional<Duration> evict_idle_after;
   // Threads that splice established connections (data_plane.hpp); nullopt: one per core (none
   // on a single core). 0: the main thread splices too. Read at start only.
   std::optional<int> data_threads;

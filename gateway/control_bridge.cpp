@@ -84,6 +84,23 @@ std::optional<SparkStatus> ControlBridge::spark(const std::string& name) {
   });
 }
 
+std::optional<SparkHistoryView> ControlBridge::history(const std::string& name) {
+  return on_main_loop([this, name]() -> std::optional<SparkHistoryView> {
+    if (!p_.sparks.find(name)) return std::nullopt;
+    return SparkHistoryView{name, std::chrono::system_clock::now(), p_.activity.history(name)};
+  });
+}
+
+std::vector<SparkHistoryView> ControlBridge::histories() {
+  // Copied on the main loop and shaped on the admin thread: the main loop only copies.
+  return on_main_loop([this] {
+    std::vector<SparkHistoryView> out;
+    const auto now = std::chrono::system_clock::now();
+    for (const auto& [name, spark] : p_.sparks.all()) out.push_back({name, now, p_.activity.history(name)});
+    return out;
+  });
+}
+
 ControlOutcome ControlBridge::wake(const std::string& name, bool wait) {
   using Done = std::optional<std::string>;  // the wake's error, if any
   auto done = std::make_shared<std::promise<Done>>();
@@ -92,11 +109,14 @@ ControlOutcome ControlBridge::wake(const std::string& name, bool wait) {
     auto s = p_.sparks.find(name);
     if (!s) return std::nullopt;
     spdlog::info("spark {}: wake requested through the admin API", name);
-    asio::co_spawn(p_.main, s->ensure_awake("an operator (admin API)"), [done](std::exception_ptr e, Done error) {
-      if (e) error = "internal error while waking";
-      done->set_value(std::move(error));
-    });
-    return s->config().wake_timeout;
+    // An operator's wake keeps its place in line (limits.max_running) with nobody connected.
+    asio::co_spawn(p_.main, s->ensure_awake("an operator (admin API)", true),
+                   [done](std::exception_ptr e, Done error) {
+                     if (e) error = "internal error while waking";
+                     done->set_value(std::move(error));
+                   });
+    // In line for up to wake_timeout, then the wake's own wake_timeout.
+    return s->config().wake_timeout * 2;
   });
   if (!started) return not_found();
   if (!wait) return {ControlOutcome::Kind::accepted, {}, spark(name)};
@@ -216,6 +236,7 @@ void ControlBridge::connect_upstream(const std::string& name, const std::string&
     spark->connection_from(peer);
     jump_sessions_[handoff.get()] = std::move(session);
     handoff->admit();
+    asio::co_spawn(p_.main, tell_place_in_line(spark, handoff), asio::detached);
     asio::co_spawn(p_.main, jump_connect(spark, peer, std::move(handoff)), asio::detached);
   });
 }
@@ -245,6 +266,16 @@ awaitable<void> ControlBridge::jump_connect(std::shared_ptr<Spark> spark, std::s
   }
   p_.sessions.close(session, std::nullopt);
   jump_sessions_.erase(it);
+}
+
+awaitable<void> ControlBridge::tell_place_in_line(std::shared_ptr<Spark> spark,
+                                                  std::shared_ptr<UpstreamHandoff> handoff) {
+  asio::steady_timer tick(p_.main);
+  while (!handoff->answered()) {
+    handoff->set_place(p_.sparks.running_cap().describe_place(spark->name()));
+    tick.expires_after(std::chrono::milliseconds(500));
+    co_await tick.async_wait(use_awaitable);
+  }
 }
 
 void ControlBridge::upstream_ended(std::shared_ptr<UpstreamHandoff> handoff, std::uint64_t client_to_spark,

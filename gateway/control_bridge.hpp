@@ -37,6 +37,8 @@ class ControlBridge final : public GatewayControl, public JumpGateway {
   // GatewayControl
   std::vector<SparkStatus> sparks() override;
   std::optional<SparkStatus> spark(const std::string& name) override;
+  std::optional<SparkHistoryView> history(const std::string& name) override;
+  std::vector<SparkHistoryView> histories() override;
   ControlOutcome wake(const std::string& name, bool wait) override;
   ControlOutcome sleep(const std::string& name, bool force) override;
   ControlOutcome keep_awake(const std::string& name, std::optional<config::Duration> hold) override;
@@ -59,6 +61,8 @@ class ControlBridge final : public GatewayControl, public JumpGateway {
   std::optional<SparkInfo> spark_info(const std::string& name) const;  // main loop
   awaitable<void> jump_connect(std::shared_ptr<Spark> spark, std::string peer,
                                std::shared_ptr<UpstreamHandoff> handoff);
+  // Keeps the session's progress lines told where its spark's wake stands in line.
+  awaitable<void> tell_place_in_line(std::shared_ptr<Spark> spark, std::shared_ptr<UpstreamHandoff> handoff);
 
   Parts p_;
   // Jump sessions admitted, by the handoff that carries their upstream (main loop).

@@ -10,6 +10,7 @@ std::string_view to_string(SleepReason r) {
     case SleepReason::api: return "api";
     case SleepReason::shutdown: return "shutdown";
     case SleepReason::removed: return "removed";
+    case SleepReason::evicted: return "evicted";
   }
   return "unknown";
 }

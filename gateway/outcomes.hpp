@@ -31,8 +31,9 @@ std::string unreachable_words(ConnectionEnd end, std::chrono::milliseconds keepa
 enum class TurnedAway { closed_silent, not_ssh, proxy_local, proxy_refused };
 std::string_view to_string(TurnedAway t);
 
-// Why a spark was put to sleep.
-enum class SleepReason { idle, api, shutdown, removed };
+// Why a spark was put to sleep. `evicted`: idle, and put to sleep to make room for a wake
+// waiting under limits.max_running.
+enum class SleepReason { idle, api, shutdown, removed, evicted };
 std::string_view to_string(SleepReason r);
 
 }  // namespace spark::gateway

@@ -4,6 +4,7 @@
 
 #include "config/duration.hpp"
 #include "config/plural.hpp"
+#include "gateway/running_cap.hpp"
 
 namespace spark::gateway {
 namespace {
@@ -87,6 +88,8 @@ SparkStatus Spark::status(activity::TimePoint now) const {
   SparkStatus s;
   s.name = name();
   s.state = std::string(to_string(state_));
+  if (env_.cap) s.queue_position = env_.cap->position(name());
+  if (s.queue_position) s.state = "queued";
   s.backend = std::string(backend_->kind());
   s.listen = cfg_.listen.to_string();
   s.target = cfg_.target().to_string();
@@ -103,6 +106,13 @@ SparkStatus Spark::status(activity::TimePoint now) const {
   const auto awake = awake_before_ + (state_ == SparkState::sleeping ? steady_clock::duration{}
                                                                      : steady_clock::now() - awake_since_);
   s.awake_seconds = std::chrono::duration<double>(awake).count();
+  const auto& history = env_.activity.history(name());
+  const auto day = history.totals(now - std::chrono::hours(24), now);
+  const auto week = history.totals(now - activity::kHistoryWindow, now);
+  s.awake_24h_seconds = day.awake_seconds;
+  s.awake_7d_seconds = week.awake_seconds;
+  s.slept_share_24h = day.slept_share();
+  s.slept_share_7d = week.slept_share();
   describe_reach(cfg_, s);
   return s;
 }
@@ -113,8 +123,22 @@ void Spark::set_state(SparkState s) {
   if (s == SparkState::running) running_since_ = steady_clock::now();
   if (state_ == SparkState::sleeping) awake_since_ = steady_clock::now();  // waking up
   if (s == SparkState::sleeping) awake_before_ += steady_clock::now() - awake_since_;
+  // The history counts what the awake counter counts: any state but sleeping.
+  if ((state_ == SparkState::sleeping) != (s == SparkState::sleeping))
+    env_.activity.record_awake(name(), s != SparkState::sleeping, std::chrono::system_clock::now());
   spdlog::debug("spark {}: {} -> {}", name(), to_string(state_), to_string(s));
   state_ = s;
+}
+
+bool Spark::holds_place() const {
+  switch (state_) {
+    case SparkState::sleeping: return false;
+    case SparkState::waking:
+    case SparkState::running:
+    case SparkState::stopping: return true;
+    case SparkState::failed: return backend_->observe().state != Observation::State::asleep;
+  }
+  return false;
 }
 
 void Spark::connection_from(std::string client) {
@@ -237,7 +261,7 @@ awaitable<tcp::socket> Spark::connect_port(int port, std::string cause, asio::an
   }
 }
 
-awaitable<std::optional<std::string>> Spark::ensure_awake(std::string cause) {
+awaitable<std::optional<std::string>> Spark::ensure_awake(std::string cause, bool keep_in_line) {
   env_.activity.touch(name(), std::chrono::system_clock::now());
   for (int round = 0; round < 3; ++round) {
     if (state_ == SparkState::stopping) {
@@ -253,6 +277,7 @@ awaitable<std::optional<std::string>> Spark::ensure_awake(std::string cause) {
       co_return std::nullopt;
     }
     auto attempt = join_or_start_wake(cause);
+    if (keep_in_line) attempt->keep_in_line = true;
     co_await attempt->done.wait();
     co_return attempt->error;
   }
@@ -262,6 +287,7 @@ awaitable<std::optional<std::string>> Spark::ensure_awake(std::string cause) {
 std::shared_ptr<Spark::WakeAttempt> Spark::join_or_start_wake(const std::string& cause) {
   if (state_ == SparkState::waking && wake_) return wake_;
   wake_ = std::make_shared<WakeAttempt>(env_.executor);
+  env_.activity.record_wake(name(), cause, std::chrono::system_clock::now());
   set_state(SparkState::waking);
   ++wakes_started_;
   asio::co_spawn(env_.executor, run_wake(wake_, cause), asio::detached);
@@ -271,21 +297,32 @@ std::shared_ptr<Spark::WakeAttempt> Spark::join_or_start_wake(const std::string&
 awaitable<void> Spark::run_wake(std::shared_ptr<WakeAttempt> attempt, std::string cause) {
   auto self = shared_from_this();  // a reload may drop the spark; the wake still finishes
   auto backend = backend_;
-  const auto started = steady_clock::now();
-  const auto deadline = started + cfg_.wake_timeout;
   // The backend may know better than we do since when it sleeps (put to sleep by another
   // replica, or before this gateway started).
   if (const auto seen = backend->observe(); seen.state == Observation::State::asleep && seen.asleep_since)
     asleep_since_ = *seen.asleep_since;
   const auto asleep_for = std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now() -
                                                                    asleep_since_);
+  if (auto no_place = co_await wait_for_place(attempt, cause)) {
+    // Nothing was started: the spark sleeps on, and the people waiting are told why.
+    spdlog::warn("spark {}: not woken for {}: {}", name(), cause, *no_place);
+    attempt->error = *no_place;
+    last_wake_error_ = *no_place;
+    if (wake_ == attempt) wake_.reset();
+    set_state(SparkState::sleeping);
+    attempt->done.set();
+    co_return;
+  }
   spdlog::info("spark {}: waking for {} (asleep for {}, {} backend)", name(), cause,
                config::format_duration(asleep_for), backend->kind());
 
   // The wake is activity, recorded with the start itself where other replicas read it: none of
   // them may take the freshly woken spark for one idle since it last slept.
   // (Named arguments, passed by reference: GCC 12 may destroy temporaries in a co_await twice.)
+  // Time in line is not the wake's: it has its whole wake_timeout from here.
   const auto woken_for = std::chrono::system_clock::now();
+  const auto started = steady_clock::now();
+  const auto deadline = started + cfg_.wake_timeout;
   const WakeRequest request{cfg_.wake_timeout, cause, woken_for};
   auto error = co_await start_backend(*backend, request, deadline);
   if (!error) {
@@ -297,6 +334,20 @@ awaitable<void> Spark::run_wake(std::shared_ptr<WakeAttempt> attempt, std::strin
   }
   finish_wake(attempt, error, started);
   if (error) co_await stop_after_failed_wake(*backend, *error, woken_for);
+}
+
+awaitable<std::optional<std::string>> Spark::wait_for_place(const std::shared_ptr<WakeAttempt>& attempt,
+                                                            std::string& cause) {
+  if (!env_.cap) co_return std::nullopt;
+  const auto deadline = steady_clock::now() + cfg_.wake_timeout;
+  auto wanted = [this, attempt] { return attempt->keep_in_line || waiting_connections_ > 0; };
+  const auto admission = co_await env_.cap->admit(name(), deadline, wanted);
+  if (admission.admitted) {
+    if (!admission.note.empty()) cause += " " + admission.note;
+    co_return std::nullopt;
+  }
+  if (!wanted()) co_return "nobody waits for it any more (" + admission.note + ")";
+  co_return "not woken within wake_timeout " + config::format_duration(cfg_.wake_timeout) + ": " + admission.note;
 }
 
 awaitable<std::optional<std::string>> Spark::start_backend(Backend& backend, const WakeRequest& request,
@@ -503,7 +554,7 @@ awaitable<void> Spark::refresh_shared_activity(activity::TimePoint now) {
                  config::counted(open_connections_, "connection"), open_connections_ == 1 ? "was" : "were");
 }
 
-awaitable<void> Spark::sleep(SleepReason reason, bool forced) {
+awaitable<void> Spark::sleep(SleepReason reason, bool forced, std::string why_override) {
   if (state_ != SparkState::running && state_ != SparkState::failed) co_return;
   SleepRequest request{std::string(to_string(reason)), std::string(to_string(reason)),
                        env_.activity.get(name()).last_activity};
@@ -520,6 +571,7 @@ awaitable<void> Spark::sleep(SleepReason reason, bool forced) {
     if (!forced && backend_->shares_activity())
       request.unless_active_after = std::chrono::system_clock::now() - share_period();
   }
+  if (!why_override.empty()) request.description = std::move(why_override);
   const std::string& why = request.description;
   auto self = shared_from_this();
   auto backend = backend_;
@@ -547,6 +599,7 @@ awaitable<void> Spark::sleep(SleepReason reason, bool forced) {
     metrics_.count_sleep(reason);
     set_state(SparkState::sleeping);
     apply_pending_backend();
+    if (env_.cap) env_.cap->changed();  // a place is free: the next wake in line goes
   } else if (state_ == SparkState::stopping) {
     set_state(was);
   }

@@ -18,6 +18,8 @@
 
 namespace spark::gateway {
 
+class RunningCap;
+
 enum class SparkState { sleeping, waking, running, stopping, failed };
 std::string_view to_string(SparkState s);
 
@@ -46,6 +48,8 @@ struct SparkEnvironment {
   Metrics* metrics = nullptr;  // nullptr: counted, but nobody scrapes them
   // activity.flush_interval: how stale activity recorded for other gateways may get at most.
   std::chrono::milliseconds activity_flush_interval{30000};
+  // limits.max_running: where a wake asks for its place (nullptr: no cap, as in unit tests).
+  RunningCap* cap = nullptr;
 };
 
 class Spark : public std::enable_shared_from_this<Spark> {
@@ -62,6 +66,9 @@ class Spark : public std::enable_shared_from_this<Spark> {
   std::uint64_t wakes_started() const { return wakes_started_; }
   // Since when it sleeps (meaningful while sleeping): for "waking X (asleep for 3h12m)".
   std::chrono::system_clock::time_point asleep_since() const { return asleep_since_; }
+  // Counts against limits.max_running: awake, waking (past the line), stopping, or failed with
+  // something still running (the backend does not show it asleep).
+  bool holds_place() const;
   // Process children stop with the gateway; sparks managed elsewhere keep running.
   bool stops_with_gateway() const { return !backend_->may_run_without_us(); }
   // Other gateway replicas serve it too (Kubernetes): only the elected one reaps it.
@@ -102,12 +109,16 @@ class Spark : public std::enable_shared_from_this<Spark> {
                                       std::function<bool()> client_gone = {});
 
   // Wakes the spark if needed (joining a wake in progress) and returns once it is running, or
-  // the reason it could not be woken. An operator's wake counts as activity.
-  awaitable<std::optional<std::string>> ensure_awake(std::string cause);
+  // the reason it could not be woken. An operator's wake counts as activity. `keep_in_line`: a
+  // wake waiting under limits.max_running keeps its place even with no connection waiting for
+  // it (an operator asked for it); else it gives its place up once nobody waits.
+  awaitable<std::optional<std::string>> ensure_awake(std::string cause, bool keep_in_line = false);
 
   // Puts the spark to sleep if it is running (or failed, to clean up). An operator's sleep that
-  // is not `forced` leaves it awake if other gateway replicas may have sessions to it.
-  awaitable<void> sleep(SleepReason reason, bool forced = false);
+  // is not `forced` leaves it awake if other gateway replicas may have sessions to it. `why`
+  // replaces the reason's own words in the log and the record ("to make room for calm-otter").
+  // An eviction, like an idle sleep, is declined by a backend that knows of newer activity.
+  awaitable<void> sleep(SleepReason reason, bool forced = false, std::string why = {});
 
   // Reaper tick (the reaping replica only): sleeps the spark if it is idle; a running or failed
   // spark with no session is idle after its idle timeout. A sleeping spark the backend cannot
@@ -140,6 +151,7 @@ class Spark : public std::enable_shared_from_this<Spark> {
     AsyncEvent done;
     std::optional<std::string> error;
     std::optional<tcp::socket> probe_socket;  // the first connection that succeeded
+    bool keep_in_line = false;                // asked by an operator (ensure_awake)
   };
 
   enum class ShareOutcome { recorded, asleep, failed };
@@ -151,6 +163,10 @@ class Spark : public std::enable_shared_from_this<Spark> {
 
   std::shared_ptr<WakeAttempt> join_or_start_wake(const std::string& cause);
   awaitable<void> run_wake(std::shared_ptr<WakeAttempt> attempt, std::string cause);
+  // Under limits.max_running: waits for the wake's place. The reason it got none, if it did not;
+  // `cause` gains how it got one ("after calm-otter was put to sleep to make room").
+  awaitable<std::optional<std::string>> wait_for_place(const std::shared_ptr<WakeAttempt>& attempt,
+                                                       std::string& cause);
   // Issues the backend's start, retrying transient failures until `deadline`. Returns the
   // reason it could not.
   awaitable<std::optional<std::string>> start_backend(Backend& backend, const WakeRequest& request,

@@ -14,6 +14,7 @@ void SparkSet::apply(const config::Config& next, bool from_discovery) {
   const auto served = plan(next, listeners);
   const auto changes = update(served, next);
   front_door_.adopt(std::move(listeners), served, sparks_);
+  cap_.configure(next.max_running, next.evict_idle_after);
   log_changes(changes, next, from_discovery);
 }
 
@@ -57,8 +58,8 @@ SparkSet::Changes SparkSet::update(const std::vector<config::SparkConfig>& serve
       continue;
     }
     const SparkEnvironment env{io_.get_executor(), control_pool_, activity_, &metrics_,
-                               std::chrono::duration_cast<std::chrono::milliseconds>(
-                                   next.activity_flush_interval)};
+                               std::chrono::duration_cast<std::chrono::milliseconds>(next.activity_flush_interval),
+                               &cap_};
     auto spark = std::make_shared<Spark>(env, s, make_backend(s, next, cluster_));
     asio::co_spawn(io_, spark->adopt_if_running(), asio::detached);
     sparks[s.name] = std::move(spark);
@@ -133,6 +134,7 @@ void SparkSet::follow(activity::TimePoint now) {
     spark->follow_backend(now);
     spark->share_activity_if_due(now);
   }
+  cap_.changed();
 }
 
 awaitable<void> SparkSet::stop_children() {

@@ -15,6 +15,7 @@
 #include "gateway/asio.hpp"
 #include "gateway/front_door.hpp"
 #include "gateway/observability/metrics.hpp"
+#include "gateway/running_cap.hpp"
 #include "gateway/spark.hpp"
 #include "k8s/cluster.hpp"
 
@@ -27,7 +28,12 @@ class SparkSet {
 
   SparkSet(asio::io_context& main, asio::thread_pool& control_pool, activity::ActivityTracker& activity,
            Metrics& metrics, FrontDoor& front_door)
-      : io_(main), control_pool_(control_pool), activity_(activity), metrics_(metrics), front_door_(front_door) {}
+      : io_(main),
+        control_pool_(control_pool),
+        activity_(activity),
+        metrics_(metrics),
+        front_door_(front_door),
+        cap_(main.get_executor(), sparks_, activity, metrics) {}
 
   // Kubernetes: the cluster the sparks' backends use, and where a discovered spark that
   // cannot listen is reported (its Deployment's Events).
@@ -49,6 +55,8 @@ class SparkSet {
   const std::map<std::string, std::shared_ptr<Spark>>& all() const { return sparks_; }
   std::size_t size() const { return sparks_.size(); }
   int waiting_for_wakes() const;  // every spark's connections waiting for a wake
+  // limits.max_running's line: where a spark's wake stands in it.
+  const RunningCap& running_cap() const { return cap_; }
   // The discovered sparks served (not those a configured spark of the same name shadows, nor
   // those that could not listen), as served: their tailnet Services follow (SSH and dev ports).
   std::vector<config::SparkConfig> discovered_served() const;
@@ -58,7 +66,8 @@ class SparkSet {
   // sparks this replica runs itself (process, exec) are its own to reap.
   void reap(activity::TimePoint now, bool leading);
   // Every replica, often: notice sparks started or stopped elsewhere, and keep this replica's
-  // sessions' activity where the reaping replica reads it (each spark at its own period).
+  // sessions' activity where the reaping replica reads it (each spark at its own period); then
+  // let wakes in line go if that made room (limits.max_running).
   void follow(activity::TimePoint now);
   // At shutdown: the sparks whose children never outlive the gateway, put to sleep.
   awaitable<void> stop_children();
@@ -82,6 +91,7 @@ class SparkSet {
   k8s::Cluster* cluster_ = nullptr;
   UnbindableReport report_unbindable_;
   std::map<std::string, std::shared_ptr<Spark>> sparks_;  // by name
+  RunningCap cap_;                                        // counts sparks_: declared after it
   std::vector<config::SparkConfig> discovered_;
   std::set<std::string> unbindable_;  // discovered sparks already reported as unable to listen
 };

@@ -216,7 +216,9 @@ std::string KubernetesBackend::scale_down(const Deployment& d, const gateway::Sl
   const auto now = std::chrono::system_clock::now();
   const auto recorded = recorded_activity(cluster_, d);
   const auto judged = as_recorded(request.last_activity);
-  if (request.reason == "idle" || request.reason == "wake_failed") {
+  // An eviction (limits.evict_idle_after) is an idle sleep made early: judged the same way.
+  const bool idle_sleep = request.reason == "idle" || request.reason == "evicted";
+  if (idle_sleep || request.reason == "wake_failed") {
     // Another gateway replica (or a person) may have recorded activity we have not merged yet.
     if (recorded > judged)
       throw SleepDeclined("not idle: the Deployment records activity at " + activity::format_rfc3339(recorded));
@@ -224,7 +226,7 @@ std::string KubernetesBackend::scale_down(const Deployment& d, const gateway::Sl
   if (request.unless_active_after && recorded > as_recorded(*request.unless_active_after))
     throw SleepDeclined("activity recorded at " + activity::format_rfc3339(recorded) +
                         " may be a session through another gateway replica (force puts it to sleep anyway)");
-  if (request.reason == "idle") {
+  if (idle_sleep) {
     // Put to sleep after the activity this was judged on, and started again since: a run the
     // deciding replica never saw begin. It follows the new run first (Spark::follow_backend).
     if (auto text = d.annotation(cluster_.annotation("slept-at"))) {
@@ -260,6 +262,8 @@ void KubernetesBackend::record_sleep_event(const Deployment& d, const gateway::S
     message = "Put to sleep after " + config::format_duration(std::chrono::floor<std::chrono::seconds>(idle)) + " idle";
   } else if (request.reason == "api") {
     message = "Put to sleep by " + request.description;
+  } else if (request.reason == "evicted") {
+    message = "Put to sleep " + request.description;  // "to make room for brave-dolphin"
   } else if (request.reason == "wake_failed") {
     type = "Warning";
     reason = "WakeFailed";

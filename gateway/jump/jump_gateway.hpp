@@ -41,6 +41,13 @@ class UpstreamHandoff {
   // The session is gone: whatever arrives later is closed by deliver()'s caller. Returns true
   // if a socket had already arrived (closed here; the caller reports upstream_ended()).
   bool abandon();
+  // While the spark's wake waits in line (limits.max_running), where it stands, for the
+  // session's progress lines ("2 sparks are running (the limit is 2); brave-dolphin is 1st in
+  // line"); empty when not in line. Main loop sets it, the session reads it.
+  void set_place(std::string place);
+  std::string place() const;
+  // Delivered, refused or abandoned: nothing more to tell the session.
+  bool answered() const;
 
  private:
   mutable std::mutex mu_;
@@ -51,6 +58,7 @@ class UpstreamHandoff {
   bool abandoned_ = false;
   UniqueFd fd_;  // delivered, not yet taken
   std::string error_;
+  std::string place_;
 };
 
 class JumpGateway {

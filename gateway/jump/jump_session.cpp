@@ -100,10 +100,16 @@ bool JumpSession::wait_for_upstream() {
     banner("spark-gateway: waking " + spark_ +
            (!info_.asleep_for.empty() ? " (asleep for " + info_.asleep_for + ")" : "") + "...\n");
   auto next_progress = started + kProgressEvery;
+  std::string told_place;  // limits.max_running: where the wake stands in line, said when it moves
   while (!handoff_->wait_for(std::chrono::duration_cast<std::chrono::milliseconds>(kPoll))) {
     if (stopping_ || client_gone()) return give_up();
-    if (Clock::now() >= next_progress) {
-      banner("spark-gateway: " + spark_ + " still waking (" + config::format_duration(Clock::now() - started) +
+    if (auto place = handoff_->place(); place != told_place) {
+      if (!place.empty()) banner("spark-gateway: " + place + "...\n");
+      told_place = std::move(place);
+      next_progress = Clock::now() + kProgressEvery;
+    } else if (Clock::now() >= next_progress) {
+      const auto waited = config::format_duration(Clock::now() - started);
+      banner("spark-gateway: " + (told_place.empty() ? spark_ + " still waking" : told_place) + " (" + waited +
              ")...\n");
       next_progress += kProgressEvery;
     }

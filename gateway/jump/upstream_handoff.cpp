@@ -66,4 +66,19 @@ bool UpstreamHandoff::abandon() {
   return true;
 }
 
+void UpstreamHandoff::set_place(std::string place) {
+  std::lock_guard lock(mu_);
+  place_ = std::move(place);
+}
+
+std::string UpstreamHandoff::place() const {
+  std::lock_guard lock(mu_);
+  return place_;
+}
+
+bool UpstreamHandoff::answered() const {
+  std::lock_guard lock(mu_);
+  return done_ || abandoned_;
+}
+
 }  // namespace spark::gateway

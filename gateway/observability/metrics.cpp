@@ -25,7 +25,10 @@ ClientMetric gauge(std::vector<ClientMetric::Label> labels, double value) {
   return m;
 }
 
-const char* kStates[] = {"sleeping", "waking", "running", "stopping", "failed"};
+const char* kStates[] = {"sleeping", "queued", "waking", "running", "stopping", "failed"};
+
+// From a moment to wake_timeout's range: 1 s ... 10 m.
+const prometheus::Histogram::BucketBoundaries kWakeQueueBuckets = {1, 5, 15, 30, 60, 120, 300, 600};
 
 // The state gauges, built from a snapshot at scrape time.
 std::vector<MetricFamily> spark_state_families(const std::vector<SparkStatus>& sparks) {
@@ -34,7 +37,7 @@ std::vector<MetricFamily> spark_state_families(const std::vector<SparkStatus>& s
                     MetricType::Gauge,
                     {}};
   MetricFamily state{"spark_gateway_spark_state",
-                     "1 for the spark's current state (sleeping, waking, running, stopping, failed).",
+                     "1 for the spark's current state (sleeping, queued, waking, running, stopping, failed).",
                      MetricType::Gauge,
                      {}};
   MetricFamily last{"spark_gateway_last_activity_timestamp_seconds",
@@ -94,6 +97,7 @@ void SparkMetrics::count_sleep(SleepReason reason) {
     case SleepReason::api: sleeps_api.Increment(); break;
     case SleepReason::shutdown: sleeps_shutdown.Increment(); break;
     case SleepReason::removed: sleeps_removed.Increment(); break;
+    case SleepReason::evicted: sleeps_evicted.Increment(); break;
   }
 }
 
@@ -153,7 +157,7 @@ Metrics::Metrics(std::string version)
                                .Register(*registry_)),
       sleeps_(BuildCounter()
                   .Name("spark_gateway_sleeps_total")
-                  .Help("Sparks put to sleep, by reason (idle, api, shutdown, removed).")
+                  .Help("Sparks put to sleep, by reason (idle, api, shutdown, removed, evicted).")
                   .Register(*registry_)),
       kube_requests_(BuildCounter()
                          .Name("spark_gateway_kubernetes_requests_total")
@@ -173,7 +177,34 @@ Metrics::Metrics(std::string version)
                   .Help("1 if this replica runs the idle reaper for Kubernetes sparks (always, "
                         "without leader election), 0 while another replica holds the Lease.")
                   .Register(*registry_)
-                  .Add({})) {
+                  .Add({})),
+      running_sparks_(prometheus::BuildGauge()
+                          .Name("spark_gateway_running_sparks")
+                          .Help("Sparks awake or waking (past the line), as limits.max_running counts "
+                                "them: for Kubernetes sparks, every replica's.")
+                          .Register(*registry_)
+                          .Add({})),
+      running_limit_(prometheus::BuildGauge()
+                         .Name("spark_gateway_running_sparks_limit")
+                         .Help("limits.max_running; absent without a cap.")
+                         .Register(*registry_)),
+      wake_queue_length_(prometheus::BuildGauge()
+                             .Name("spark_gateway_wake_queue_length")
+                             .Help("Wakes waiting in line under limits.max_running.")
+                             .Register(*registry_)
+                             .Add({})),
+      wake_queue_(prometheus::BuildHistogram()
+                      .Name("spark_gateway_wake_queue_seconds")
+                      .Help("Time a wake waited in line under limits.max_running, by outcome (admitted; "
+                            "gave_up: wake_timeout passed, or nobody waited any more).")
+                      .Register(*registry_)),
+      wake_queue_admitted_(wake_queue_.Add({{"outcome", "admitted"}}, kWakeQueueBuckets)),
+      wake_queue_gave_up_(wake_queue_.Add({{"outcome", "gave_up"}}, kWakeQueueBuckets)),
+      evictions_(BuildCounter()
+                     .Name("spark_gateway_evictions_total")
+                     .Help("Idle sparks put to sleep to make room for a wake in line (limits.evict_idle_after).")
+                     .Register(*registry_)
+                     .Add({})) {
   leader_.Set(1);
   prometheus::BuildGauge()
       .Name("spark_gateway_build_info")
@@ -181,6 +212,21 @@ Metrics::Metrics(std::string version)
       .Register(*registry_)
       .Add({{"version", std::move(version)}})
       .Set(1);
+}
+
+void Metrics::set_running_sparks(int running, std::optional<int> limit, int in_line) {
+  running_sparks_.Set(running);
+  wake_queue_length_.Set(in_line);
+  if (limit && !running_limit_series_) running_limit_series_ = &running_limit_.Add({});
+  if (!limit && running_limit_series_) {
+    running_limit_.Remove(running_limit_series_);
+    running_limit_series_ = nullptr;
+  }
+  if (running_limit_series_) running_limit_series_->Set(*limit);
+}
+
+void Metrics::observe_wake_queue(double seconds, bool admitted) {
+  (admitted ? wake_queue_admitted_ : wake_queue_gave_up_).Observe(seconds);
 }
 
 SparkMetrics& Metrics::spark(const std::string& name) {
@@ -214,6 +260,7 @@ SparkMetrics& Metrics::spark(const std::string& name) {
       sleeps_.Add({{"spark", name}, {"reason", "api"}}),
       sleeps_.Add({{"spark", name}, {"reason", "shutdown"}}),
       sleeps_.Add({{"spark", name}, {"reason", "removed"}}),
+      sleeps_.Add({{"spark", name}, {"reason", "evicted"}}),
   });
   return *sparks_.emplace(name, std::move(m)).first->second;
 }

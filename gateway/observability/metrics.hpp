@@ -7,6 +7,7 @@
 #include <prometheus/collectable.h>
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
+#include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
@@ -15,6 +16,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,6 +49,7 @@ struct SparkMetrics {
   prometheus::Counter& sleeps_api;
   prometheus::Counter& sleeps_shutdown;
   prometheus::Counter& sleeps_removed;
+  prometheus::Counter& sleeps_evicted;
 
   void count_connection(ConnectionOutcome outcome);
   void count_end(ConnectionEnd end);
@@ -88,6 +91,12 @@ class Metrics {
   void expose_persist_store(std::string_view store);
   // Whether this replica runs the idle reaper for Kubernetes sparks (any thread).
   void set_leader(bool leading) { leader_.Set(leading ? 1 : 0); }
+  // limits.max_running (main loop): sparks holding a place, the cap (nullopt: none, and no
+  // series), wakes in line; a wake's time in line, admitted or not; a spark put to sleep to
+  // make room.
+  void set_running_sparks(int running, std::optional<int> limit, int in_line);
+  void observe_wake_queue(double seconds, bool admitted);
+  void count_eviction() { evictions_.Increment(); }
 
   // The whole exposition in the Prometheus text format 0.0.4.
   std::string scrape() const;
@@ -106,6 +115,14 @@ class Metrics {
   prometheus::Family<prometheus::Histogram>& kube_latency_;
   prometheus::Family<prometheus::Counter>& persist_failures_;
   prometheus::Gauge& leader_;
+  prometheus::Gauge& running_sparks_;
+  prometheus::Family<prometheus::Gauge>& running_limit_;
+  prometheus::Gauge* running_limit_series_ = nullptr;  // while a cap is configured
+  prometheus::Gauge& wake_queue_length_;
+  prometheus::Family<prometheus::Histogram>& wake_queue_;
+  prometheus::Histogram& wake_queue_admitted_;
+  prometheus::Histogram& wake_queue_gave_up_;
+  prometheus::Counter& evictions_;
   std::map<std::string, std::unique_ptr<SparkMetrics>> sparks_;
   std::map<std::pair<std::string, std::string>, std::unique_ptr<PortMetrics>> ports_;  // by spark, port
   mutable std::mutex source_mu_;

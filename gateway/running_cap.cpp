@@ -1,0 +1,168 @@
+#include "gateway/running_cap.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include "config/plural.hpp"
+#include "gateway/spark.hpp"
+
+namespace spark::gateway {
+namespace {
+
+using std::chrono::steady_clock;
+
+// How often a wake in line looks whether anyone still waits for it.
+constexpr std::chrono::seconds kWantedCheck{1};
+// How long a spark whose eviction was declined is left alone.
+constexpr std::chrono::seconds kDeclinedPause{30};
+
+std::string ordinal(int n) {
+  const int tens = n % 100;
+  const char* suffix = (tens >= 11 && tens <= 13) ? "th"
+                       : n % 10 == 1              ? "st"
+                       : n % 10 == 2              ? "nd"
+                       : n % 10 == 3              ? "rd"
+                                                  : "th";
+  return std::to_string(n) + suffix;
+}
+
+}  // namespace
+
+RunningCap::RunningCap(asio::any_io_executor main, const Sparks& sparks, activity::ActivityTracker& activity,
+                       Metrics& metrics)
+    : main_(std::move(main)), sparks_(sparks), activity_(activity), metrics_(metrics) {}
+
+void RunningCap::configure(std::optional<int> max_running, std::optional<config::Duration> evict_idle_after) {
+  max_running_ = max_running;
+  evict_idle_after_ = max_running ? evict_idle_after : std::nullopt;
+  if (!max_running_) {
+    while (!line_.empty()) admit_front({});  // no cap any more: everyone in line goes
+  }
+  changed();
+}
+
+bool RunningCap::in_line(const std::string& spark) const {
+  return std::any_of(line_.begin(), line_.end(), [&](const auto& w) { return w->spark == spark; });
+}
+
+int RunningCap::running() const {
+  int n = 0;
+  for (const auto& [name, spark] : sparks_)
+    if (spark->holds_place() && !in_line(name)) ++n;
+  return n;
+}
+
+std::optional<int> RunningCap::position(const std::string& spark) const {
+  for (std::size_t i = 0; i < line_.size(); ++i)
+    if (line_[i]->spark == spark) return static_cast<int>(i) + 1;
+  return std::nullopt;
+}
+
+std::string RunningCap::describe_place(const std::string& spark) const {
+  const auto place = position(spark);
+  if (!place || !max_running_) return {};
+  const int n = running();
+  return config::counted(n, "spark") + (n == 1 ? " is" : " are") + " running (the limit is " +
+         std::to_string(*max_running_) + "); " + spark + " is " + ordinal(*place) + " in line";
+}
+
+awaitable<RunningCap::Admission> RunningCap::admit(std::string spark, steady_clock::time_point deadline,
+                                                   std::function<bool()> wanted) {
+  if (!max_running_ || (line_.empty() && running() < *max_running_)) co_return Admission{true, {}};
+  auto waiter = std::make_shared<Waiter>(main_, spark);
+  line_.push_back(waiter);
+  spdlog::info("spark {}: waiting in line to wake: {}", spark, describe_place(spark));
+  changed();  // makes room at once if it may
+  while (!waiter->admitted) {
+    const auto now = steady_clock::now();
+    if (now >= deadline || !wanted()) break;
+    waiter->wakeup.expires_at(std::min(deadline, now + kWantedCheck));
+    error_code ec;  // cancelled: admitted (or the cap was lifted)
+    co_await waiter->wakeup.async_wait(asio::redirect_error(use_awaitable, ec));
+  }
+  const double waited = std::chrono::duration<double>(steady_clock::now() - waiter->since).count();
+  metrics_.observe_wake_queue(waited, waiter->admitted);
+  if (waiter->admitted) {
+    spdlog::info("spark {}: its turn to wake after {} in line", spark,
+                 config::format_duration(steady_clock::now() - waiter->since));
+    co_return Admission{true, waiter->note};
+  }
+  const auto place = position(spark).value_or(1);
+  std::erase(line_, waiter);
+  changed();  // those behind move up (and may fit now)
+  const int n = running();
+  co_return Admission{false, config::counted(n, "spark") + (n == 1 ? " is" : " are") +
+                                 " running (limits.max_running " + std::to_string(max_running_.value_or(n)) +
+                                 "), and none went to sleep in time; it was " + ordinal(place) + " in line"};
+}
+
+void RunningCap::admit_front(std::string note) {
+  auto waiter = line_.front();
+  line_.pop_front();
+  waiter->admitted = true;
+  waiter->note = std::move(note);
+  waiter->wakeup.cancel();
+}
+
+void RunningCap::changed() {
+  if (max_running_ && !line_.empty()) {
+    for (int n = running(); !line_.empty() && n < *max_running_; ++n) {
+      admit_front(room_made_by_.empty() ? std::string() : "after " + room_made_by_ + " was put to sleep to make room");
+      room_made_by_.clear();
+    }
+    if (!line_.empty()) make_room();
+  }
+  update_gauges();
+}
+
+void RunningCap::make_room() {
+  if (!evict_idle_after_ || evicting_) return;
+  const auto now = std::chrono::system_clock::now();
+  const config::MaybeNever idle_enough{*evict_idle_after_};
+  std::shared_ptr<Spark> idlest;
+  activity::TimePoint idlest_since{};
+  std::erase_if(declined_, [](const auto& d) { return steady_clock::now() - d.second > kDeclinedPause; });
+  for (const auto& [name, spark] : sparks_) {
+    if (declined_.contains(name)) continue;
+    // Only a spark this replica sees running with no connection of its own; a session through
+    // another replica shows as recent activity (recorded at least every share period).
+    if (spark->state() != SparkState::running || spark->open_connections() > 0 || spark->waiting_connections() > 0)
+      continue;
+    if (!activity_.is_idle(name, idle_enough, now)) continue;  // also false under a keep-awake
+    const auto since = activity_.get(name).last_activity;
+    if (!idlest || since < idlest_since) {
+      idlest = spark;
+      idlest_since = since;
+    }
+  }
+  const std::string& front = line_.front()->spark;
+  if (!idlest) {
+    if (no_room_said_ != front)
+      spdlog::info("spark {}: no running spark may be put to sleep to make room (each has a session, a keep-awake, "
+                   "or was active within evict_idle_after {})",
+                   front, config::format_duration(*evict_idle_after_));
+    no_room_said_ = front;
+    return;
+  }
+  evicting_ = true;
+  asio::co_spawn(main_, evict(std::move(idlest), front), asio::detached);
+}
+
+awaitable<void> RunningCap::evict(std::shared_ptr<Spark> idle, std::string for_whom) {
+  spdlog::info("spark {}: putting it to sleep to make room for {} (limits.max_running {})", idle->name(), for_whom,
+               max_running_.value_or(0));
+  co_await idle->sleep(SleepReason::evicted, false, "to make room for " + for_whom);
+  evicting_ = false;
+  if (idle->state() == SparkState::sleeping) {
+    metrics_.count_eviction();
+    room_made_by_ = idle->name();
+  } else {
+    declined_[idle->name()] = steady_clock::now();
+  }
+  changed();
+}
+
+void RunningCap::update_gauges() {
+  metrics_.set_running_sparks(running(), max_running_, static_cast<int>(line_.size()));
+}
+
+}  // namespace spark::gateway
