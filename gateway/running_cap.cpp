@@ -14,6 +14,8 @@ using std::chrono::steady_clock;
 constexpr std::chrono::seconds kWantedCheck{1};
 // How long a spark whose eviction was declined is left alone.
 constexpr std::chrono::seconds kDeclinedPause{30};
+// How long after a refused claim the front of the line claims again.
+constexpr std::chrono::seconds kClaimPause{1};
 
 std::string ordinal(int n) {
   const int tens = n % 100;
@@ -34,9 +36,8 @@ RunningCap::RunningCap(asio::any_io_executor main, const Sparks& sparks, activit
 void RunningCap::configure(std::optional<int> max_running, std::optional<config::Duration> evict_idle_after) {
   max_running_ = max_running;
   evict_idle_after_ = max_running ? evict_idle_after : std::nullopt;
-  if (!max_running_) {
-    while (!line_.empty()) admit_front({});  // no cap any more: everyone in line goes
-  }
+  if (!max_running_)
+    for (const auto& waiter : line_) waiter->wakeup.cancel();  // no cap any more: everyone in line goes
   changed();
 }
 
@@ -65,51 +66,73 @@ std::string RunningCap::describe_place(const std::string& spark) const {
          std::to_string(*max_running_) + "); " + spark + " is " + ordinal(*place) + " in line";
 }
 
-awaitable<RunningCap::Admission> RunningCap::admit(std::string spark, steady_clock::time_point deadline,
+awaitable<RunningCap::Admission> RunningCap::admit(std::shared_ptr<Spark> spark, steady_clock::time_point deadline,
                                                    std::function<bool()> wanted) {
-  if (!max_running_ || (line_.empty() && running() < *max_running_)) co_return Admission{true, {}};
-  auto waiter = std::make_shared<Waiter>(main_, spark);
+  if (!max_running_) co_return Admission{true, {}};
+  const std::string name = spark->name();
+  auto waiter = std::make_shared<Waiter>(main_, name);
   line_.push_back(waiter);
-  spdlog::info("spark {}: waiting in line to wake: {}", spark, describe_place(spark));
-  changed();  // makes room at once if it may
-  while (!waiter->admitted) {
+  bool admitted = false;
+  bool told = false;
+  while (max_running_) {
+    if (co_await take_place(waiter, *spark)) {
+      admitted = true;
+      break;
+    }
+    if (!told) {
+      spdlog::info("spark {}: waiting in line to wake: {}", name, describe_place(name));
+      told = true;
+      changed();  // makes room at once if it may
+    }
     const auto now = steady_clock::now();
     if (now >= deadline || !wanted()) break;
     waiter->wakeup.expires_at(std::min(deadline, now + kWantedCheck));
-    error_code ec;  // cancelled: admitted (or the cap was lifted)
+    error_code ec;  // cancelled: something changed, look again
     co_await waiter->wakeup.async_wait(asio::redirect_error(use_awaitable, ec));
   }
-  const double waited = std::chrono::duration<double>(steady_clock::now() - waiter->since).count();
-  metrics_.observe_wake_queue(waited, waiter->admitted);
-  if (waiter->admitted) {
-    spdlog::info("spark {}: its turn to wake after {} in line", spark,
-                 config::format_duration(steady_clock::now() - waiter->since));
-    co_return Admission{true, waiter->note};
-  }
-  const auto place = position(spark).value_or(1);
+  const auto place = position(name).value_or(1);
   std::erase(line_, waiter);
-  changed();  // those behind move up (and may fit now)
-  const int n = running();
-  co_return Admission{false, config::counted(n, "spark") + (n == 1 ? " is" : " are") +
-                                 " running (limits.max_running " + std::to_string(max_running_.value_or(n)) +
-                                 "), and none went to sleep in time; it was " + ordinal(place) + " in line"};
+  if (!max_running_) admitted = true;  // the cap was lifted meanwhile
+  if (told) {
+    metrics_.observe_wake_queue(std::chrono::duration<double>(steady_clock::now() - waiter->since).count(), admitted);
+    if (admitted)
+      spdlog::info("spark {}: its turn to wake after {} in line", name,
+                   config::format_duration(steady_clock::now() - waiter->since));
+  }
+  std::string note;
+  if (admitted && !room_made_by_.empty()) {
+    note = "after " + room_made_by_ + " was put to sleep to make room";
+    room_made_by_.clear();
+  } else if (!admitted) {
+    const int n = running();
+    note = config::counted(n, "spark") + (n == 1 ? " is" : " are") + " running (limits.max_running " +
+           std::to_string(max_running_.value_or(n)) + "), and none went to sleep in time; it was " + ordinal(place) +
+           " in line";
+  }
+  changed();  // the next in line looks (at room left, or at the front now)
+  co_return Admission{admitted, note};
 }
 
-void RunningCap::admit_front(std::string note) {
-  auto waiter = line_.front();
-  line_.pop_front();
-  waiter->admitted = true;
-  waiter->note = std::move(note);
-  waiter->wakeup.cancel();
+awaitable<bool> RunningCap::take_place(const std::shared_ptr<Waiter>& waiter, Spark& spark) {
+  if (claiming_ || line_.empty() || line_.front() != waiter || running() >= *max_running_ ||
+      steady_clock::now() < next_claim_)
+    co_return false;
+  claiming_ = true;
+  const int max_running = *max_running_;
+  const bool claimed = co_await spark.claim_place(max_running);
+  claiming_ = false;
+  if (!claimed) {
+    next_claim_ = steady_clock::now() + kClaimPause;
+    co_return false;
+  }
+  std::erase(line_, waiter);  // counted as running from here (the spark is waking)
+  co_return true;
 }
 
 void RunningCap::changed() {
   if (max_running_ && !line_.empty()) {
-    for (int n = running(); !line_.empty() && n < *max_running_; ++n) {
-      admit_front(room_made_by_.empty() ? std::string() : "after " + room_made_by_ + " was put to sleep to make room");
-      room_made_by_.clear();
-    }
-    if (!line_.empty()) make_room();
+    line_.front()->wakeup.cancel();  // it looks again
+    if (running() >= *max_running_) make_room();
   }
   update_gauges();
 }

@@ -43,8 +43,9 @@ class RunningCap {
   };
   // Returns at once while there is room and nobody is in line; else waits in line until there
   // is room, `deadline`, or `wanted` turns false (nobody waits for the wake any more: it gives
-  // its place up rather than wake a spark for no one).
-  awaitable<Admission> admit(std::string spark, std::chrono::steady_clock::time_point deadline,
+  // its place up rather than wake a spark for no one). Only the front of the line is admitted,
+  // once its place is also claimed where other gateways count (Spark::claim_place).
+  awaitable<Admission> admit(std::shared_ptr<Spark> spark, std::chrono::steady_clock::time_point deadline,
                              std::function<bool()> wanted);
 
   // The spark's place in line (1: next), nullopt if it is not in line.
@@ -52,8 +53,9 @@ class RunningCap {
   // For a person waiting: "2 sparks are running (the limit); you are 2nd in line".
   std::string describe_place(const std::string& spark) const;
 
-  // Something changed (a spark slept, the backends show another replica's wakes): admits whoever
-  // now fits, makes room if it may, and refreshes the gauges. Cheap while nobody is in line.
+  // Something changed (a spark slept, the backends show another replica's wakes): the front of
+  // the line looks again, room is made if it may be, and the gauges are refreshed. Cheap while
+  // nobody is in line.
   void changed();
 
   int running() const;  // sparks holding a place (not those in line)
@@ -63,13 +65,12 @@ class RunningCap {
     explicit Waiter(asio::any_io_executor ex, std::string name)
         : spark(std::move(name)), wakeup(ex), since(std::chrono::steady_clock::now()) {}
     std::string spark;
-    asio::steady_timer wakeup;  // cancelled when admitted
+    asio::steady_timer wakeup;  // cancelled when it should look again
     std::chrono::steady_clock::time_point since;
-    bool admitted = false;
-    std::string note;
   };
 
-  void admit_front(std::string note);
+  // The front of the line (`waiter`) may go: there is room here, and it claimed its place.
+  awaitable<bool> take_place(const std::shared_ptr<Waiter>& waiter, Spark& spark);
   void make_room();
   awaitable<void> evict(std::shared_ptr<Spark> idle, std::string for_whom);
   void update_gauges();
@@ -83,6 +84,10 @@ class RunningCap {
   std::optional<config::Duration> evict_idle_after_;
   std::deque<std::shared_ptr<Waiter>> line_;
   bool evicting_ = false;     // one eviction at a time: each makes room for the one at the front
+  bool claiming_ = false;     // the front is claiming its place (its backend is asked)
+  // After a claim other gateways' places refused: not asked again before this (their wakes may
+  // not show in this replica's watch yet, and each claim is an API write).
+  std::chrono::steady_clock::time_point next_claim_{};
   std::string room_made_by_;  // the spark the last eviction put to sleep, for the next admitted
   std::string no_room_said_;  // the front of the line already told nothing can be evicted
   // Sparks whose eviction was declined (a session through another replica, found at the last

@@ -141,6 +141,18 @@ bool Spark::holds_place() const {
   return false;
 }
 
+awaitable<bool> Spark::claim_place(int max_running) {
+  if (!backend_->shares_activity()) co_return true;
+  auto backend = backend_;
+  try {
+    const auto claim = [backend, max_running] { return backend->claim_place(max_running); };
+    co_return co_await run_blocking(env_.control_pool, claim);
+  } catch (const std::exception& e) {
+    spdlog::warn("spark {}: cannot take its place under limits.max_running: {}", name(), e.what());
+  }
+  co_return false;
+}
+
 void Spark::connection_from(std::string client) {
   env_.activity.connection_from(name(), std::move(client), std::chrono::system_clock::now());
 }
@@ -341,7 +353,7 @@ awaitable<std::optional<std::string>> Spark::wait_for_place(const std::shared_pt
   if (!env_.cap) co_return std::nullopt;
   const auto deadline = steady_clock::now() + cfg_.wake_timeout;
   auto wanted = [this, attempt] { return attempt->keep_in_line || waiting_connections_ > 0; };
-  const auto admission = co_await env_.cap->admit(name(), deadline, wanted);
+  const auto admission = co_await env_.cap->admit(shared_from_this(), deadline, wanted);
   if (admission.admitted) {
     if (!admission.note.empty()) cause += " " + admission.note;
     co_return std::nullopt;

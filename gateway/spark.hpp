@@ -69,6 +69,10 @@ class Spark : public std::enable_shared_from_this<Spark> {
   // Counts against limits.max_running: awake, waking (past the line), stopping, or failed with
   // something still running (the backend does not show it asleep).
   bool holds_place() const;
+  // Takes its place under limits.max_running where other gateways count it too
+  // (Backend::claim_place); true at once for sparks no other gateway serves. False also when
+  // the backend cannot tell (logged; the line asks again).
+  awaitable<bool> claim_place(int max_running);
   // Process children stop with the gateway; sparks managed elsewhere keep running.
   bool stops_with_gateway() const { return !backend_->may_run_without_us(); }
   // Other gateway replicas serve it too (Kubernetes): only the elected one reaps it.

@@ -113,6 +113,16 @@ class Backend {
     (void)at;
     return true;
   }
+
+  // limits.max_running across gateways: before a wake, takes one of `max_running` places where
+  // every gateway serving the spark counts them (Kubernetes: a Lease all replicas write with
+  // resourceVersion preconditions, so two cannot both take the last place). Blocking, like
+  // wake(). True: the place is the spark's (or the gateway's own count decides alone: the
+  // default); false: every place is taken. Throws BackendError when it cannot tell.
+  virtual bool claim_place(int max_running) {
+    (void)max_running;
+    return true;
+  }
 };
 
 }  // namespace spark::gateway
