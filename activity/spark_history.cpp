@@ -79,7 +79,10 @@ void SparkHistory::in_use_began(TimePoint at) {
   if (in_use_since_) return;
   if (!in_use_.empty()) {
     const TimeSpan last = in_use_.back();
-    if (at <= last.to + kInUseMergeGap) {  // the same stretch of use, taken up again
+    // The same stretch of use, taken up again; not across a sleep (or a restart), which the
+    // timeline must show between the two.
+    const bool awake_since_then = current_ && current_->awake && current_->since <= last.to;
+    if (awake_since_then && at <= last.to + kInUseMergeGap) {
       in_use_.pop_back();
       in_use_since_ = last.from;
       return;

@@ -29,8 +29,9 @@ inline constexpr std::size_t kMaxIntervals = 1000;  // 500 wake/sleep cycles a w
 inline constexpr std::size_t kMaxWakes = 500;
 inline constexpr std::size_t kMaxInUseSpans = 500;
 inline constexpr std::size_t kMaxWakeCauseBytes = 120;
-// Sessions that follow each other this closely are one span of use (ssh, then scp; a
-// reconnect after a dropped Wi-Fi): the timeline shows use, not every session.
+// Sessions that follow each other this closely, with the spark awake in between, are one span
+// of use (ssh, then scp; a reconnect after a dropped Wi-Fi): the timeline shows use, not every
+// session.
 inline constexpr std::chrono::seconds kInUseMergeGap{60};
 
 enum class HistoryState { asleep, awake, unknown };

@@ -1,5 +1,7 @@
 #include "gateway/admin/admin_router.hpp"
 
+#include <charconv>
+
 #include <nlohmann/json.hpp>
 
 #include "config/spark_name.hpp"
@@ -12,6 +14,8 @@ namespace {
 
 using nlohmann::json;
 using Endpoint = AdminCall::Endpoint;
+// The history kept (activity::kHistoryWindow), in hours: the longest window one may ask for.
+constexpr int kHistoryHours = static_cast<int>(activity::kHistoryWindow.count());
 
 int http_status(ControlOutcome::Kind kind) {
   switch (kind) {
@@ -49,6 +53,17 @@ std::optional<bool> flag(const RequestTarget& target, std::string_view key) {
   if (!value || value->empty() || *value == "false") return false;
   if (*value == "true") return true;
   return std::nullopt;
+}
+
+// history?hours=N: a whole number of hours from 1 to a week; absent is `fallback`.
+std::optional<int> window_hours(const RequestTarget& target, int fallback) {
+  const auto value = target.param("hours");
+  if (!value || value->empty()) return fallback;
+  int hours = 0;
+  const auto* end = value->data() + value->size();
+  const auto [ptr, ec] = std::from_chars(value->data(), end, hours);
+  if (ec != std::errc() || ptr != end || hours < 1 || hours > kHistoryHours) return std::nullopt;
+  return hours;
 }
 
 }  // namespace
@@ -106,6 +121,7 @@ Admission AdminRouter::admit(const RequestHead& head) const {
   const auto& seg = target->segments;
   const bool read = head.method == "GET" || head.method == "HEAD";
   const bool spark_api = seg.size() >= 3 && seg[0] == "api" && seg[1] == "v1" && seg[2] == "sparks";
+  const bool fleet_history = seg.size() == 3 && seg[0] == "api" && seg[1] == "v1" && seg[2] == "history";
   AdminCall call;
   bool found = true;
   if (seg.size() == 1 && read) {
@@ -116,11 +132,14 @@ Admission AdminRouter::admit(const RequestHead& head) const {
     else found = false;
   } else if (spark_api && seg.size() == 3 && read) {
     call.endpoint = Endpoint::list;
+  } else if (fleet_history && read) {
+    call.endpoint = Endpoint::fleet_history;
   } else if (spark_api && seg.size() == 4 && !seg[3].empty() && read) {
     call.endpoint = Endpoint::spark;
   } else if (spark_api && seg.size() == 5 && !seg[3].empty()) {
     const std::string& action = seg[4];
-    if (action == "wake" && head.method == "POST") call.endpoint = Endpoint::wake;
+    if (action == "history" && read) call.endpoint = Endpoint::history;
+    else if (action == "wake" && head.method == "POST") call.endpoint = Endpoint::wake;
     else if (action == "sleep" && head.method == "POST") call.endpoint = Endpoint::sleep;
     else if (action == "keep-awake" && head.method == "POST") call.endpoint = Endpoint::keep_awake;
     else if (action == "keep-awake" && head.method == "DELETE") call.endpoint = Endpoint::clear_keep_awake;
@@ -132,7 +151,7 @@ Admission AdminRouter::admit(const RequestHead& head) const {
 
   if (spark_api && seg.size() >= 4) {
     call.spark = seg[3];
-    const bool mutating = seg.size() == 5;
+    const bool mutating = seg.size() == 5 && call.endpoint != Endpoint::history;
     if (mutating && !authorized(head)) {
       auto refusal = json_error(401, "a valid Authorization: Bearer token is required", call.spark);
       refusal.headers.emplace_back("WWW-Authenticate", "Bearer");
@@ -154,6 +173,12 @@ Admission AdminRouter::admit(const RequestHead& head) const {
       if (!force) return json_error(400, "force must be true or false", call.spark);
       call.force = *force;
     }
+  }
+  if (call.endpoint == Endpoint::history || call.endpoint == Endpoint::fleet_history) {
+    const auto hours = window_hours(*target, call.endpoint == Endpoint::history ? kHistoryHours : 24);
+    if (!hours)
+      return json_error(400, "hours must be a whole number from 1 to " + std::to_string(kHistoryHours), call.spark);
+    call.hours = *hours;
   }
   if (head.content_length && *head.content_length > kAdminMaxBodyBytes)
     return json_error(413, "request body too large");
@@ -182,6 +207,11 @@ ApiResponse AdminRouter::serve(const AdminCall& call, std::string_view body) con
     case Endpoint::spark:
       if (auto s = control_.spark(call.spark)) return json_response(200, to_json(*s));
       return json_error(404, "no such spark", call.spark);
+    case Endpoint::history:
+      if (auto h = control_.history(call.spark)) return json_response(200, history_to_json(*h, std::chrono::hours(call.hours)));
+      return json_error(404, "no such spark", call.spark);
+    case Endpoint::fleet_history:
+      return json_response(200, fleet_history_to_json(control_.histories(), std::chrono::hours(call.hours)));
     case Endpoint::wake:
       return reply_outcome(call.spark, control_.wake(call.spark, call.wait));
     case Endpoint::sleep:

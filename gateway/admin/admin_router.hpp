@@ -35,11 +35,27 @@ inline constexpr std::size_t kAdminMaxBodyBytes = 16 * 1024;
 
 // An admitted request: what serve() is to do.
 struct AdminCall {
-  enum class Endpoint { status_page, healthz, readyz, metrics, list, spark, wake, sleep, keep_awake, clear_keep_awake };
+  enum class Endpoint {
+    status_page,
+    healthz,
+    readyz,
+    metrics,
+    list,
+    spark,
+    history,        // GET /api/v1/sparks/NAME/history
+    fleet_history,  // GET /api/v1/history
+    wake,
+    sleep,
+    keep_awake,
+    clear_keep_awake
+  };
   Endpoint endpoint = Endpoint::healthz;
   std::string spark;  // per-spark endpoints: a valid name
   bool wait = false;   // wake?wait=true
   bool force = false;  // sleep?force=true
+  // history?hours=N: how far back the intervals, wakes and spans go (1 to 168; the totals
+  // always cover 24 h and 7 d). Default: the whole week for one spark, a day for the fleet.
+  int hours = 0;
 
   // Answered on the admin event loop itself: never blocks (no GatewayControl call that waits
   // for the main loop). The probes are, so nothing queued on a pool can delay them.

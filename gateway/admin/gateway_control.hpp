@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "activity/spark_history.hpp"
 #include "config/duration.hpp"
 #include "gateway/observability/spark_status.hpp"
 
@@ -17,12 +18,22 @@ struct ControlOutcome {
   std::optional<SparkStatus> spark;  // the spark after the operation, when known
 };
 
+// A spark's history (activity/spark_history.hpp) as of `now`, both read on the main loop.
+struct SparkHistoryView {
+  std::string name;
+  activity::TimePoint now{};
+  activity::SparkHistory history;
+};
+
 class GatewayControl {
  public:
   virtual ~GatewayControl() = default;
 
   virtual std::vector<SparkStatus> sparks() = 0;
   virtual std::optional<SparkStatus> spark(const std::string& name) = 0;
+  // The history of one spark, and of every spark served (the fleet), all as of the same now.
+  virtual std::optional<SparkHistoryView> history(const std::string& name) = 0;
+  virtual std::vector<SparkHistoryView> histories() = 0;
 
   // Starts (or joins) a wake. With `wait`, returns once the spark runs or the wake failed.
   virtual ControlOutcome wake(const std::string& name, bool wait) = 0;

@@ -4,7 +4,9 @@
 
 #include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
@@ -173,7 +175,7 @@ void print_rows(const std::vector<std::vector<std::string>>& rows) {
 void print_table(const json& sparks) {
   const auto now = std::chrono::system_clock::now();
   std::vector<std::vector<std::string>> rows = {
-      {"NAME", "STATE", "CONNECTIONS", "IDLE FOR", "SLEEPS IN", "KEEP-AWAKE", "TURNED AWAY"}};
+      {"NAME", "STATE", "CONNECTIONS", "IDLE FOR", "SLEEPS IN", "KEEP-AWAKE", "TURNED AWAY", "AWAKE 24H"}};
   for (const auto& s : sparks) {
     const int open = s.value("open_connections", 0);
     std::string idle = open > 0                         ? "active"
@@ -186,10 +188,94 @@ void print_table(const json& sparks) {
                            : human_seconds(seconds_until(s["keep_awake_until"], now)) + " left";
     // Connections closed before waking it: bare connects, port scans, health checks, not SSH.
     const auto turned_away = std::to_string(s.value("turned_away", 0));
+    // Not asleep over the last day, from the spark's history (it outlives restarts).
+    const auto awake_24h = human_seconds(s.value("awake_24h_seconds", 0.0));
     rows.push_back({s["name"].get<std::string>(), s["state"].get<std::string>(), std::to_string(open), idle,
-                    sleeps_in, keep, turned_away});
+                    sleeps_in, keep, turned_away, awake_24h});
   }
   print_rows(rows);
+}
+
+// `status NAME`'s picture of the last day: 48 half-hour cells, the last one holding now.
+constexpr int kCells = 48;
+constexpr std::chrono::minutes kCell{30};
+
+// Half-open [from, to) times of the API's JSON; an ongoing one ("to": null) ends at `now`.
+struct Stretch {
+  activity::TimePoint from{};
+  activity::TimePoint to{};
+};
+std::optional<Stretch> stretch(const json& j, activity::TimePoint now) {
+  const auto from = activity::parse_rfc3339(j.value("from", std::string()));
+  const auto to = j["to"].is_string() ? activity::parse_rfc3339(j["to"].get<std::string>()) : now;
+  if (!from || !to) return std::nullopt;
+  return Stretch{*from, *to};
+}
+
+std::string percent(const json& share) {
+  if (!share.is_number()) return "-";
+  return std::to_string(std::lround(share.get<double>() * 100)) + "%";
+}
+
+// Each cell shows the most telling thing in it: in use (a session open) over awake over asleep
+// over unknown, so even a short wake or session shows. Hour marks every 3 hours, local time.
+void print_timeline(const json& history) {
+  const auto now = activity::parse_rfc3339(history.value("now", std::string()));
+  if (!now) return;
+  // Cells on the half hours (of UTC, which are local half hours too in all but a few zones).
+  const activity::TimePoint current_cell = activity::TimePoint{} + (now->time_since_epoch() / kCell) * kCell;
+  const activity::TimePoint start = current_cell - kCell * (kCells - 1);
+  std::string cells(kCells, '?');
+  std::string wakes(kCells, ' ');
+  const auto mark = [&](const Stretch& s, char c, const std::string& over) {
+    for (int i = 0; i < kCells; ++i) {
+      const auto a = start + kCell * i;
+      const auto b = a + kCell;
+      if (s.from < b && s.to > a && over.find(cells[i]) != std::string::npos) cells[i] = c;
+    }
+  };
+  for (const auto& e : history["intervals"]) {
+    const auto st = stretch(e, *now);
+    if (!st) continue;
+    if (e["state"] == "asleep") mark(*st, '.', "?");
+  }
+  for (const auto& e : history["intervals"]) {
+    const auto st = stretch(e, *now);
+    if (st && e["state"] == "awake") mark(*st, '=', "?.");
+  }
+  for (const auto& e : history["in_use"]) {
+    if (const auto st = stretch(e, *now)) mark(*st, '#', "?.=");
+  }
+  for (const auto& w : history["wakes"]) {
+    const auto at = activity::parse_rfc3339(w.value("at", std::string()));
+    if (!at || *at < start) continue;
+    const auto i = static_cast<int>((*at - start) / kCell);
+    if (i < kCells) wakes[static_cast<std::size_t>(i)] = '^';
+  }
+  std::string hours(kCells + 2, ' ');
+  for (int i = 0; i < kCells; ++i) {
+    const std::time_t t = std::chrono::system_clock::to_time_t(start + kCell * i);
+    std::tm local{};
+    localtime_r(&t, &local);
+    if (local.tm_min < 30 && local.tm_hour % 3 == 0) {
+      char label[3];
+      std::snprintf(label, sizeof label, "%02d", local.tm_hour);
+      hours.replace(static_cast<std::size_t>(i), 2, label);
+    }
+  }
+  while (!hours.empty() && hours.back() == ' ') hours.pop_back();
+  while (!wakes.empty() && wakes.back() == ' ') wakes.pop_back();
+  const std::string indent = "            ";
+  std::cout << "\nlast 24 hours, 30 minutes a cell (local time):\n"
+            << indent << hours << "\n"
+            << "  timeline  " << cells << "\n";
+  if (!wakes.empty()) std::cout << "  wakes     " << wakes << "\n";
+  std::cout << "  # in use  = awake  . asleep  ? unknown (before it was served, or the gateway was down)  ^ wake\n";
+  const auto& day = history["totals"]["24h"];
+  const auto& week = history["totals"]["7d"];
+  std::cout << "  slept " << percent(day["slept_share"]) << " of the time known over the last 24 hours ("
+            << human_seconds(day.value("awake_seconds", 0.0)) << " awake), " << percent(week["slept_share"])
+            << " over 7 days\n";
 }
 
 std::optional<int> need_spark(const Options& o, std::size_t extra_args, const std::string& command) {
@@ -213,10 +299,24 @@ int status(const Options& o) {
     if (!body) return exit_code::failed;
     sparks = json::array({*body});
   }
-  if (o.json_output)
-    std::cout << (o.positional.empty() ? json{{"sparks", sparks}} : sparks[0]).dump(2) << "\n";
-  else
-    print_table(sparks);
+  if (o.positional.empty()) {
+    if (o.json_output)
+      std::cout << json{{"sparks", sparks}}.dump(2) << "\n";
+    else
+      print_table(sparks);
+    return exit_code::ok;
+  }
+  // One spark: its row and its last day.
+  auto history = call(o, "GET", "/api/v1/sparks/" + o.positional[0] + "/history?hours=24");
+  if (!history) return exit_code::failed;
+  if (o.json_output) {
+    json spark = sparks[0];
+    spark["history"] = *history;
+    std::cout << spark.dump(2) << "\n";
+    return exit_code::ok;
+  }
+  print_table(sparks);
+  print_timeline(*history);
   return exit_code::ok;
 }
 
@@ -266,7 +366,7 @@ int print_result(const Options& o, const json& spark, const std::string& text) {
 
 const char* admin_commands_usage() {
   return R"(admin commands (talk to a running gateway's admin API):
-  status [NAME] [-o json]                   every spark (or one) at a glance
+  status [NAME] [-o json]                   every spark at a glance; with NAME, also its last day
   ports NAME [-o json]                      a spark's SSH and dev ports, and where to reach them
   wake NAME [--wait]                        wake a spark; --wait returns once it runs
   sleep NAME [--force]                      put a spark to sleep (--force: even with open connections)

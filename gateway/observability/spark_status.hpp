@@ -35,6 +35,13 @@ struct SparkStatus {
   // in line (1: next).
   std::optional<int> queue_position;
   double awake_seconds = 0;       // not asleep (waking, running, stopping, failed) since the gateway started
+  // From the spark's history (activity/spark_history.hpp), which outlives restarts: time awake
+  // over the last day and week, and the share of the time known then that it slept (nullopt:
+  // nothing known; time the gateway was down is unknown, in neither).
+  double awake_24h_seconds = 0;
+  double awake_7d_seconds = 0;
+  std::optional<double> slept_share_24h;
+  std::optional<double> slept_share_7d;
   std::string last_wake_error;    // empty unless the last wake failed
   std::uint64_t turned_away = 0;  // connections closed before waking it (not a person's client)
   std::string last_client;        // who opened the latest connection (the real client behind a proxy)

@@ -164,6 +164,7 @@ TEST(SparkHistory, WakesKeepTheirCauseCutAtAUtf8Boundary) {
 
 TEST(SparkHistory, SessionsCloseTogetherAreOneSpanOfUse) {
   SparkHistory h;
+  h.record_state(kT0, true);
   h.in_use_began(kT0);
   h.in_use_ended(kT0 + 10min);
   h.in_use_began(kT0 + 10min + kInUseMergeGap);  // reconnected within the gap
@@ -177,6 +178,20 @@ TEST(SparkHistory, SessionsCloseTogetherAreOneSpanOfUse) {
   ASSERT_EQ(spans.size(), 2u);
   EXPECT_EQ(spans[0], (TimeSpan{kT0 + 5min, kT0 + 20min}));
   EXPECT_EQ(spans[1], (TimeSpan{kT0 + 2h, kT0 + 3h}));  // the open one, up to the window's end
+}
+
+TEST(SparkHistory, SessionsWithASleepBetweenStayApart) {
+  SparkHistory h;
+  h.in_use_began(kT0);  // opened while asleep: it wakes the spark
+  h.record_state(kT0 + 1s, true);
+  h.in_use_ended(kT0 + 10s);
+  h.record_state(kT0 + 20s, false);  // idle timeout
+  h.in_use_began(kT0 + 30s);         // within the merge gap, but after a sleep
+  h.record_state(kT0 + 31s, true);
+  h.in_use_ended(kT0 + 40s);
+  ASSERT_EQ(h.in_use().size(), 2u);
+  EXPECT_EQ(h.in_use()[0], (TimeSpan{kT0, kT0 + 10s}));
+  EXPECT_EQ(h.in_use()[1], (TimeSpan{kT0 + 30s, kT0 + 40s}));
 }
 
 TEST(SparkHistory, CloseEndsAnOpenSpanOfUse) {

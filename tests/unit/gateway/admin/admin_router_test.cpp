@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+
 #include <nlohmann/json.hpp>
 
 namespace spark::gateway {
@@ -38,9 +40,34 @@ class FakeControl : public GatewayControl {
     calls.push_back("keep-awake " + name + (hold ? " " + std::to_string(hold->count()) : " clear"));
     return {ControlOutcome::Kind::ok, {}, status(name)};
   }
+  std::optional<SparkHistoryView> history(const std::string& name) override {
+    calls.push_back("history " + name);
+    if (name != "brave-dolphin") return std::nullopt;
+    return SparkHistoryView{name, kNow, awake_an_hour_ago()};
+  }
+  std::vector<SparkHistoryView> histories() override {
+    calls.push_back("histories");
+    activity::SparkHistory asleep_all_day;
+    asleep_all_day.begin_if_unknown(kNow - std::chrono::hours(48), false);
+    return {{"brave-dolphin", kNow, awake_an_hour_ago()}, {"calm-otter", kNow, asleep_all_day}};
+  }
   bool ready() override { return is_ready; }
   bool leads_reaper() override { return true; }
   bool is_ready = true;
+
+  // 2026-11-22T15:04:05Z
+  static inline const activity::TimePoint kNow{std::chrono::seconds(1'795'359'845)};
+  // Served 3 hours ago (asleep), woken 1 hour ago, in use for the first half hour of it.
+  static activity::SparkHistory awake_an_hour_ago() {
+    using namespace std::chrono_literals;
+    activity::SparkHistory h;
+    h.begin_if_unknown(kNow - 3h, false);
+    h.record_wake(kNow - 1h, "a connection from 100.101.102.103");
+    h.record_state(kNow - 1h, true);
+    h.in_use_began(kNow - 1h);
+    h.in_use_ended(kNow - 30min);
+    return h;
+  }
 
  private:
   static SparkStatus status(const std::string& name) {
@@ -106,6 +133,8 @@ TEST_F(AdminRouterTest, RoutesEveryEndpoint) {
                         Case{"HEAD", "/healthz", Endpoint::healthz}, Case{"GET", "/readyz", Endpoint::readyz},
                         Case{"GET", "/metrics", Endpoint::metrics}, Case{"GET", "/api/v1/sparks", Endpoint::list},
                         Case{"GET", "/api/v1/sparks/brave-dolphin", Endpoint::spark},
+                        Case{"GET", "/api/v1/sparks/brave-dolphin/history", Endpoint::history},
+                        Case{"GET", "/api/v1/history", Endpoint::fleet_history},
                         Case{"POST", "/api/v1/sparks/brave-dolphin/wake", Endpoint::wake},
                         Case{"POST", "/api/v1/sparks/brave-dolphin/sleep", Endpoint::sleep},
                         Case{"POST", "/api/v1/sparks/brave-dolphin/keep-awake", Endpoint::keep_awake},
@@ -258,10 +287,71 @@ TEST_F(AdminRouterTest, ServeAnswersAsTheApiAlwaysHas) {
                                                      "keep-awake brave-dolphin 14400000", "keep-awake brave-dolphin clear"}));
 }
 
+TEST_F(AdminRouterTest, HistoryIsReadWithoutATokenOverTheHoursAsked) {
+  const auto one = admitted(with_token_router, head("GET", "/api/v1/sparks/brave-dolphin/history"));
+  EXPECT_EQ(one.endpoint, Endpoint::history);
+  EXPECT_EQ(one.spark, "brave-dolphin");
+  EXPECT_EQ(one.hours, 168);  // the whole week kept
+  EXPECT_EQ(admitted(with_token_router, head("GET", "/api/v1/history")).hours, 24);
+  EXPECT_EQ(admitted(with_token_router, head("GET", "/api/v1/history?hours=168")).hours, 168);
+  EXPECT_EQ(admitted(tokenless, head("GET", "/api/v1/sparks/brave-dolphin/history?hours=1")).hours, 1);
+  for (const char* bad : {"0", "169", "-1", "2h", "1.5", "99999999999"}) {
+    const auto r = refusal(with_token_router, head("GET", std::string("/api/v1/history?hours=") + bad));
+    EXPECT_EQ(r.status, 400) << bad;
+    EXPECT_EQ(body_of(r)["error"], "hours must be a whole number from 1 to 168") << bad;
+  }
+  EXPECT_EQ(refusal(with_token_router, head("GET", "/api/v1/sparks/Bad_Name/history")).status, 400);
+  EXPECT_EQ(refusal(with_token_router, with_token(head("POST", "/api/v1/sparks/brave-dolphin/history"))).status,
+            404);
+  EXPECT_TRUE(control.calls.empty());
+}
+
+TEST_F(AdminRouterTest, HistoryAnswersIntervalsWakesSpansAndTotals) {
+  auto c = call(Endpoint::history, "brave-dolphin");
+  c.hours = 4;
+  const auto r = with_token_router.serve(c, "");
+  ASSERT_EQ(r.status, 200);
+  const auto body = body_of(r);
+  EXPECT_EQ(body["name"], "brave-dolphin");
+  EXPECT_EQ(body["now"], "2026-11-22T15:04:05.000Z");
+  EXPECT_EQ(body["from"], "2026-11-22T11:04:05.000Z");
+  // Four hours back: one unknown before it was served, two asleep, one awake (still going).
+  EXPECT_EQ(body["intervals"], json::parse(R"([
+    {"from": "2026-11-22T11:04:05.000Z", "to": "2026-11-22T12:04:05.000Z", "state": "unknown"},
+    {"from": "2026-11-22T12:04:05.000Z", "to": "2026-11-22T14:04:05.000Z", "state": "asleep"},
+    {"from": "2026-11-22T14:04:05.000Z", "to": null, "state": "awake"}])"));
+  EXPECT_EQ(body["wakes"], json::parse(R"([{"at": "2026-11-22T14:04:05.000Z",
+                                             "cause": "a connection from 100.101.102.103"}])"));
+  EXPECT_EQ(body["in_use"], json::parse(R"([{"from": "2026-11-22T14:04:05.000Z", "to": "2026-11-22T14:34:05.000Z"}])"));
+  const auto day = body["totals"]["24h"];
+  EXPECT_DOUBLE_EQ(day["awake_seconds"].get<double>(), 3600);
+  EXPECT_DOUBLE_EQ(day["asleep_seconds"].get<double>(), 7200);
+  EXPECT_DOUBLE_EQ(day["unknown_seconds"].get<double>(), 21 * 3600);
+  EXPECT_DOUBLE_EQ(day["slept_share"].get<double>(), 2.0 / 3.0);
+
+  EXPECT_EQ(with_token_router.serve(call(Endpoint::history, "ghost-gnu"), "").status, 404);
+}
+
+TEST_F(AdminRouterTest, FleetHistorySumsSparkHours) {
+  auto c = call(Endpoint::fleet_history);
+  c.hours = 24;
+  const auto body = body_of(with_token_router.serve(c, ""));
+  ASSERT_EQ(body["sparks"].size(), 2u);
+  EXPECT_EQ(body["sparks"][1]["name"], "calm-otter");
+  // brave-dolphin: 1 h awake, 2 h asleep of the day; calm-otter: 24 h asleep.
+  const auto day = body["totals"]["24h"];
+  EXPECT_DOUBLE_EQ(day["awake_seconds"].get<double>(), 3600);
+  EXPECT_DOUBLE_EQ(day["asleep_seconds"].get<double>(), 26 * 3600);
+  EXPECT_DOUBLE_EQ(day["slept_share"].get<double>(), 26.0 / 27.0);
+  const auto week = body["totals"]["7d"];
+  EXPECT_DOUBLE_EQ(week["asleep_seconds"].get<double>(), 50 * 3600);
+  EXPECT_EQ(control.calls, (std::vector<std::string>{"histories"}));
+}
+
 TEST_F(AdminRouterTest, OnlyProbesAndThePageAreServedInline) {
   for (auto e : {Endpoint::healthz, Endpoint::readyz, Endpoint::status_page}) EXPECT_TRUE(call(e).inline_safe());
-  for (auto e : {Endpoint::metrics, Endpoint::list, Endpoint::spark, Endpoint::wake, Endpoint::sleep,
-                 Endpoint::keep_awake, Endpoint::clear_keep_awake})
+  for (auto e : {Endpoint::metrics, Endpoint::list, Endpoint::spark, Endpoint::history, Endpoint::fleet_history,
+                 Endpoint::wake, Endpoint::sleep, Endpoint::keep_awake, Endpoint::clear_keep_awake})
     EXPECT_FALSE(call(e).inline_safe());
 }
 
