@@ -1,6 +1,7 @@
 #include "activity/activity_store.hpp"
 
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -8,8 +9,6 @@
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
-
-#include <spdlog/spdlog.h>
 
 #include <nlohmann/json.hpp>
 
@@ -53,13 +52,16 @@ bool awake_state(const json& entry) {
 json history_to_json(const SparkHistory& h) {
   json intervals = json::array();
   for (const auto& i : h.intervals())
-    intervals.push_back({{"from", format_rfc3339(i.from)}, {"to", format_rfc3339(i.to)}, {"state", state_name(i.awake)}});
+    intervals.push_back(
+        {{"from", format_rfc3339(i.from)}, {"to", format_rfc3339(i.to)}, {"state", state_name(i.awake)}});
   json wakes = json::array();
   for (const auto& w : h.wakes()) wakes.push_back({{"at", format_rfc3339(w.at)}, {"cause", w.cause}});
   json in_use = json::array();
-  for (const auto& s : h.in_use()) in_use.push_back({{"from", format_rfc3339(s.from)}, {"to", format_rfc3339(s.to)}});
+  for (const auto& s : h.in_use())
+    in_use.push_back({{"from", format_rfc3339(s.from)}, {"to", format_rfc3339(s.to)}});
   json out = {{"intervals", std::move(intervals)}, {"wakes", std::move(wakes)}, {"in_use", std::move(in_use)}};
-  if (const auto& c = h.current()) out["current"] = {{"since", format_rfc3339(c->since)}, {"state", state_name(c->awake)}};
+  if (const auto& c = h.current())
+    out["current"] = {{"since", format_rfc3339(c->since)}, {"state", state_name(c->awake)}};
   if (const auto& since = h.in_use_since()) out["in_use_since"] = format_rfc3339(*since);
   return out;
 }
@@ -98,14 +100,16 @@ SparkHistory history_from_json(const json& in, const std::string& spark, std::op
   if (const auto it = in.find("current"); it != in.end()) {
     try {
       if (!it->is_object()) throw std::runtime_error("not an object");
-      if (auto refused = h.restore_current({time_at(*it, "since"), awake_state(*it)})) skipped("history.current", *refused);
+      if (auto refused = h.restore_current({time_at(*it, "since"), awake_state(*it)}))
+        skipped("history.current", *refused);
     } catch (const std::exception& e) {
       skipped("history.current", e.what());
     }
   }
   each("wakes", [&](const json& e) {
     const auto cause = e.find("cause");
-    return h.restore_wake({time_at(e, "at"), cause != e.end() && cause->is_string() ? cause->get<std::string>() : ""});
+    return h.restore_wake(
+        {time_at(e, "at"), cause != e.end() && cause->is_string() ? cause->get<std::string>() : ""});
   });
   each("in_use", [&](const json& e) { return h.restore_in_use({time_at(e, "from"), time_at(e, "to")}); });
   if (const auto it = in.find("in_use_since"); it != in.end()) {

@@ -173,7 +173,8 @@ std::optional<std::string> SparkHistory::restore_interval(const StateInterval& i
 
 std::optional<std::string> SparkHistory::restore_current(const CurrentState& current) {
   if (current_) return "a current state is already known";
-  if (!intervals_.empty() && current.since < intervals_.back().to) return "it begins before the last interval ends";
+  if (!intervals_.empty() && current.since < intervals_.back().to)
+    return "it begins before the last interval ends";
   current_ = current;
   return std::nullopt;
 }

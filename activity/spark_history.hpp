@@ -106,7 +106,9 @@ class SparkHistory {
   const std::deque<WakeRecord>& wakes() const { return wakes_; }
   const std::deque<TimeSpan>& in_use() const { return in_use_; }
   const std::optional<TimePoint>& in_use_since() const { return in_use_since_; }
-  bool empty() const { return intervals_.empty() && !current_ && wakes_.empty() && in_use_.empty() && !in_use_since_; }
+  bool empty() const {
+    return intervals_.empty() && !current_ && wakes_.empty() && in_use_.empty() && !in_use_since_;
+  }
 
   // Over [from, to): seconds awake, asleep and unknown (the current state counts up to `to`).
   StateTotals totals(TimePoint from, TimePoint to) const;

@@ -72,7 +72,9 @@ bool AdminCall::inline_safe() const {
   return endpoint == Endpoint::healthz || endpoint == Endpoint::readyz || endpoint == Endpoint::status_page;
 }
 
-bool AdminCall::long_running() const { return (endpoint == Endpoint::wake && wait) || endpoint == Endpoint::sleep; }
+bool AdminCall::long_running() const {
+  return (endpoint == Endpoint::wake && wait) || endpoint == Endpoint::sleep;
+}
 
 ApiResponse json_response(int status, const json& body) {
   ApiResponse r;
@@ -114,9 +116,11 @@ Admission AdminRouter::admit(const RequestHead& head) const {
   const auto target = parse_request_target(head.target, &why);
   if (!target) return json_error(400, why);
   if (token_.empty() && head.host && !is_loopback_host(*head.host))
-    return json_error(403, "this admin listener has no token, so it answers only requests addressed to a loopback "
-                           "name, not Host \"" + printable(*head.host) +
-                           "\" (a web page could otherwise reach it by rebinding its DNS name to 127.0.0.1)");
+    return json_error(403,
+                      "this admin listener has no token, so it answers only requests addressed to a loopback "
+                      "name, not Host \"" +
+                          printable(*head.host) +
+                          "\" (a web page could otherwise reach it by rebinding its DNS name to 127.0.0.1)");
 
   const auto& seg = target->segments;
   const bool read = head.method == "GET" || head.method == "HEAD";
@@ -125,11 +129,16 @@ Admission AdminRouter::admit(const RequestHead& head) const {
   AdminCall call;
   bool found = true;
   if (seg.size() == 1 && read) {
-    if (seg[0].empty()) call.endpoint = Endpoint::status_page;
-    else if (seg[0] == "healthz") call.endpoint = Endpoint::healthz;
-    else if (seg[0] == "readyz") call.endpoint = Endpoint::readyz;
-    else if (seg[0] == "metrics") call.endpoint = Endpoint::metrics;
-    else found = false;
+    if (seg[0].empty())
+      call.endpoint = Endpoint::status_page;
+    else if (seg[0] == "healthz")
+      call.endpoint = Endpoint::healthz;
+    else if (seg[0] == "readyz")
+      call.endpoint = Endpoint::readyz;
+    else if (seg[0] == "metrics")
+      call.endpoint = Endpoint::metrics;
+    else
+      found = false;
   } else if (spark_api && seg.size() == 3 && read) {
     call.endpoint = Endpoint::list;
   } else if (fleet_history && read) {
@@ -138,12 +147,18 @@ Admission AdminRouter::admit(const RequestHead& head) const {
     call.endpoint = Endpoint::spark;
   } else if (spark_api && seg.size() == 5 && !seg[3].empty()) {
     const std::string& action = seg[4];
-    if (action == "history" && read) call.endpoint = Endpoint::history;
-    else if (action == "wake" && head.method == "POST") call.endpoint = Endpoint::wake;
-    else if (action == "sleep" && head.method == "POST") call.endpoint = Endpoint::sleep;
-    else if (action == "keep-awake" && head.method == "POST") call.endpoint = Endpoint::keep_awake;
-    else if (action == "keep-awake" && head.method == "DELETE") call.endpoint = Endpoint::clear_keep_awake;
-    else found = false;
+    if (action == "history" && read)
+      call.endpoint = Endpoint::history;
+    else if (action == "wake" && head.method == "POST")
+      call.endpoint = Endpoint::wake;
+    else if (action == "sleep" && head.method == "POST")
+      call.endpoint = Endpoint::sleep;
+    else if (action == "keep-awake" && head.method == "POST")
+      call.endpoint = Endpoint::keep_awake;
+    else if (action == "keep-awake" && head.method == "DELETE")
+      call.endpoint = Endpoint::clear_keep_awake;
+    else
+      found = false;
   } else {
     found = false;
   }
@@ -158,9 +173,11 @@ Admission AdminRouter::admit(const RequestHead& head) const {
       return refusal;
     }
     if (mutating && token_.empty() && forgeable_by_a_browser(head))
-      return json_error(403, "any web page could make a browser send this request: without an admin token, "
-                             "changes need Content-Type: application/json or an X-Requested-With header "
-                             "(the CLI sends the former)", call.spark);
+      return json_error(403,
+                        "any web page could make a browser send this request: without an admin token, "
+                        "changes need Content-Type: application/json or an X-Requested-With header "
+                        "(the CLI sends the former)",
+                        call.spark);
     if (!config::is_valid_spark_name(call.spark))
       return json_error(400, "not a valid spark name (an RFC 1123 label)", call.spark);
     if (call.endpoint == Endpoint::wake) {
@@ -177,7 +194,8 @@ Admission AdminRouter::admit(const RequestHead& head) const {
   if (call.endpoint == Endpoint::history || call.endpoint == Endpoint::fleet_history) {
     const auto hours = window_hours(*target, call.endpoint == Endpoint::history ? kHistoryHours : 24);
     if (!hours)
-      return json_error(400, "hours must be a whole number from 1 to " + std::to_string(kHistoryHours), call.spark);
+      return json_error(400, "hours must be a whole number from 1 to " + std::to_string(kHistoryHours),
+                        call.spark);
     call.hours = *hours;
   }
   if (head.content_length && *head.content_length > kAdminMaxBodyBytes)
@@ -187,18 +205,17 @@ Admission AdminRouter::admit(const RequestHead& head) const {
 
 ApiResponse AdminRouter::serve(const AdminCall& call, std::string_view body) const {
   switch (call.endpoint) {
-    case Endpoint::healthz:
-      return json_response(200, {{"status", "ok"}});
+    case Endpoint::healthz: return json_response(200, {{"status", "ok"}});
     case Endpoint::readyz: {
       const bool leader = control_.leads_reaper();
       if (control_.ready()) return json_response(200, {{"status", "ready"}, {"leader", leader}});
-      return json_response(503, {{"status", "not ready"}, {"leader", leader},
+      return json_response(503, {{"status", "not ready"},
+                                 {"leader", leader},
                                  {"error", "listeners are not up or the gateway is shutting down"}});
     }
     case Endpoint::status_page:
       return {200, "text/html; charset=utf-8", kStatusPageHtml, {{"Cache-Control", "no-store"}}};
-    case Endpoint::metrics:
-      return {200, "text/plain; version=0.0.4; charset=utf-8", metrics_.scrape(), {}};
+    case Endpoint::metrics: return {200, "text/plain; version=0.0.4; charset=utf-8", metrics_.scrape(), {}};
     case Endpoint::list: {
       json list = json::array();
       for (const auto& s : control_.sparks()) list.push_back(to_json(s));
@@ -208,14 +225,13 @@ ApiResponse AdminRouter::serve(const AdminCall& call, std::string_view body) con
       if (auto s = control_.spark(call.spark)) return json_response(200, to_json(*s));
       return json_error(404, "no such spark", call.spark);
     case Endpoint::history:
-      if (auto h = control_.history(call.spark)) return json_response(200, history_to_json(*h, std::chrono::hours(call.hours)));
+      if (auto h = control_.history(call.spark))
+        return json_response(200, history_to_json(*h, std::chrono::hours(call.hours)));
       return json_error(404, "no such spark", call.spark);
     case Endpoint::fleet_history:
       return json_response(200, fleet_history_to_json(control_.histories(), std::chrono::hours(call.hours)));
-    case Endpoint::wake:
-      return reply_outcome(call.spark, control_.wake(call.spark, call.wait));
-    case Endpoint::sleep:
-      return reply_outcome(call.spark, control_.sleep(call.spark, call.force));
+    case Endpoint::wake: return reply_outcome(call.spark, control_.wake(call.spark, call.wait));
+    case Endpoint::sleep: return reply_outcome(call.spark, control_.sleep(call.spark, call.force));
     case Endpoint::keep_awake: {
       const auto parsed = parse_keep_awake_body(body);
       if (const auto* why = std::get_if<std::string>(&parsed)) return json_error(400, *why, call.spark);

@@ -50,7 +50,7 @@ struct AdminCall {
     clear_keep_awake
   };
   Endpoint endpoint = Endpoint::healthz;
-  std::string spark;  // per-spark endpoints: a valid name
+  std::string spark;   // per-spark endpoints: a valid name
   bool wait = false;   // wake?wait=true
   bool force = false;  // sleep?force=true
   // history?hours=N: how far back the intervals, wakes and spans go (1 to 168; the totals

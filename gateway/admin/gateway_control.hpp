@@ -14,7 +14,7 @@ namespace spark::gateway {
 struct ControlOutcome {
   enum class Kind { ok, accepted, not_found, conflict, failed };
   Kind kind = Kind::ok;
-  std::string error;                // set unless ok/accepted
+  std::string error;                 // set unless ok/accepted
   std::optional<SparkStatus> spark;  // the spark after the operation, when known
 };
 

@@ -5,8 +5,8 @@
 namespace spark::gateway {
 namespace {
 
-using nlohmann::json;
 using activity::TimePoint;
+using nlohmann::json;
 
 constexpr std::chrono::hours kDay{24};
 
@@ -73,13 +73,15 @@ json history_to_json(const SparkHistoryView& view, std::chrono::hours window) {
                          {"state", std::string(activity::to_string(e.state))}});
   }
   json wakes = json::array();
-  for (const auto& w : h.wakes_between(from, view.now)) wakes.push_back({{"at", time_text(w.at)}, {"cause", w.cause}});
+  for (const auto& w : h.wakes_between(from, view.now))
+    wakes.push_back({{"at", time_text(w.at)}, {"cause", w.cause}});
   json in_use = json::array();
   const bool in_use_now = h.in_use_since().has_value();
   const auto spans = h.in_use_between(from, view.now);
   for (std::size_t i = 0; i < spans.size(); ++i) {
     const bool open = in_use_now && i + 1 == spans.size();
-    in_use.push_back({{"from", time_text(spans[i].from)}, {"to", open ? json(nullptr) : json(time_text(spans[i].to))}});
+    in_use.push_back(
+        {{"from", time_text(spans[i].from)}, {"to", open ? json(nullptr) : json(time_text(spans[i].to))}});
   }
   return {{"name", view.name},
           {"now", time_text(view.now)},
@@ -103,7 +105,8 @@ json fleet_history_to_json(const std::vector<SparkHistoryView>& sparks, std::chr
     list.push_back(history_to_json(view, window));
   }
   // Spark-hours: each spark's seconds summed, so the share weighs every spark by the time known of it.
-  return {{"now", time_text(now)}, {"totals", {{"24h", totals_to_json(day)}, {"7d", totals_to_json(week)}}},
+  return {{"now", time_text(now)},
+          {"totals", {{"24h", totals_to_json(day)}, {"7d", totals_to_json(week)}}},
           {"sparks", std::move(list)}};
 }
 

@@ -270,7 +270,8 @@ void print_timeline(const json& history) {
             << indent << hours << "\n"
             << "  timeline  " << cells << "\n";
   if (!wakes.empty()) std::cout << "  wakes     " << wakes << "\n";
-  std::cout << "  # in use  = awake  . asleep  ? unknown (before it was served, or the gateway was down)  ^ wake\n";
+  std::cout
+      << "  # in use  = awake  . asleep  ? unknown (before it was served, or the gateway was down)  ^ wake\n";
   const auto& day = history["totals"]["24h"];
   const auto& week = history["totals"]["7d"];
   std::cout << "  slept " << percent(day["slept_share"]) << " of the time known over the last 24 hours ("

@@ -34,7 +34,7 @@ struct SparkStatus {
   // While its wake waits for a free place under limits.max_running (state "queued"): its place
   // in line (1: next).
   std::optional<int> queue_position;
-  double awake_seconds = 0;       // not asleep (waking, running, stopping, failed) since the gateway started
+  double awake_seconds = 0;  // not asleep (waking, running, stopping, failed) since the gateway started
   // From the spark's history (activity/spark_history.hpp), which outlives restarts: time awake
   // over the last day and week, and the share of the time known then that it slept (nullopt:
   // nothing known; time the gateway was down is unknown, in neither).

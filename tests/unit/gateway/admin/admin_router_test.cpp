@@ -146,11 +146,16 @@ TEST_F(AdminRouterTest, RoutesEveryEndpoint) {
 }
 
 TEST_F(AdminRouterTest, UnknownEndpointsAre404) {
-  for (const auto& [method, target] : std::vector<std::pair<std::string, std::string>>{
-           {"GET", "/nothing"}, {"POST", "/healthz"}, {"PUT", "/api/v1/sparks/brave-dolphin/wake"},
-           {"GET", "/api/v1/sparks/brave-dolphin/wake"}, {"GET", "/api/v1/sparks/"},
-           {"POST", "/api/v1/sparks/brave-dolphin/bogus"}, {"GET", "//healthz"}, {"OPTIONS", "/api/v1/sparks"},
-           {"GET", "/api/v1/sparks/brave-dolphin/"}}) {
+  for (const auto& [method, target] :
+       std::vector<std::pair<std::string, std::string>>{{"GET", "/nothing"},
+                                                        {"POST", "/healthz"},
+                                                        {"PUT", "/api/v1/sparks/brave-dolphin/wake"},
+                                                        {"GET", "/api/v1/sparks/brave-dolphin/wake"},
+                                                        {"GET", "/api/v1/sparks/"},
+                                                        {"POST", "/api/v1/sparks/brave-dolphin/bogus"},
+                                                        {"GET", "//healthz"},
+                                                        {"OPTIONS", "/api/v1/sparks"},
+                                                        {"GET", "/api/v1/sparks/brave-dolphin/"}}) {
     const auto r = refusal(with_token_router, with_token(head(method, target)));
     EXPECT_EQ(r.status, 404) << method << " " << target;
     EXPECT_EQ(body_of(r)["error"], "no such endpoint: " + method + " " + target.substr(0, target.find('?')));
@@ -183,22 +188,28 @@ TEST_F(AdminRouterTest, BadNamesAndParametersAre400WithValidJson) {
     EXPECT_EQ(body["error"], "not a valid spark name (an RFC 1123 label)");
     EXPECT_TRUE(body["spark"].is_string());
   }
-  for (const char* target : {"/api/v1/sparks/%zz", "/api/v1/sparks/x%", "/api/v1/sparks/brave-dolphin/wake?wait=%"}) {
+  for (const char* target :
+       {"/api/v1/sparks/%zz", "/api/v1/sparks/x%", "/api/v1/sparks/brave-dolphin/wake?wait=%"}) {
     const auto r = refusal(with_token_router, with_token(head("POST", std::string(target) + "")));
     EXPECT_EQ(r.status, 400) << target;
     EXPECT_NE(body_of(r)["error"].get<std::string>().find("percent-encoding"), std::string::npos);
   }
   EXPECT_EQ(refusal(with_token_router, with_token(head("POST", "/api/v1/sparks/brave-dolphin/wake?wait=1"))).body,
             "{\"error\":\"wait must be true or false\",\"spark\":\"brave-dolphin\"}\n");
-  EXPECT_EQ(refusal(with_token_router, with_token(head("POST", "/api/v1/sparks/brave-dolphin/sleep?force=yes"))).status,
-            400);
-  const auto wake = admitted(with_token_router, with_token(head("POST", "/api/v1/sparks/brave-dolphin/wake?wait=true")));
+  EXPECT_EQ(
+      refusal(with_token_router, with_token(head("POST", "/api/v1/sparks/brave-dolphin/sleep?force=yes"))).status,
+      400);
+  const auto wake = admitted(with_token_router,
+                             with_token(head("POST", "/api/v1/sparks/brave-dolphin/wake?wait=true")));
   EXPECT_TRUE(wake.wait);
   EXPECT_TRUE(wake.long_running());
-  const auto quick = admitted(with_token_router, with_token(head("POST", "/api/v1/sparks/brave-dolphin/wake?wait=")));
+  const auto quick = admitted(with_token_router,
+                              with_token(head("POST", "/api/v1/sparks/brave-dolphin/wake?wait=")));
   EXPECT_FALSE(quick.wait);
   EXPECT_FALSE(quick.long_running());
-  EXPECT_TRUE(admitted(with_token_router, with_token(head("POST", "/api/v1/sparks/brave-dolphin/sleep?force=true"))).force);
+  EXPECT_TRUE(
+      admitted(with_token_router, with_token(head("POST", "/api/v1/sparks/brave-dolphin/sleep?force=true")))
+          .force);
 }
 
 TEST_F(AdminRouterTest, DeclaredBodiesOverTheLimitAre413BeforeReading) {
@@ -233,7 +244,8 @@ TEST_F(AdminRouterTest, TokenlessAdminRefusesForeignHosts) {
 
 TEST_F(AdminRouterTest, TokenlessAdminRefusesMutationsABrowserCouldForge) {
   const std::string wake = "/api/v1/sparks/brave-dolphin/wake";
-  for (const char* type : {"", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "text/plain"}) {
+  for (const char* type :
+       {"", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "text/plain"}) {
     auto h = head("POST", wake);
     if (*type) h.content_type = type;
     EXPECT_EQ(refusal(tokenless, h).status, 403) << type;
@@ -259,7 +271,8 @@ TEST_F(AdminRouterTest, ServeAnswersAsTheApiAlwaysHas) {
   EXPECT_EQ(health.status, 200);
   EXPECT_EQ(health.body, "{\"status\":\"ok\"}\n");
   EXPECT_EQ(health.content_type, "application/json");
-  EXPECT_EQ(body_of(with_token_router.serve(call(Endpoint::readyz), "")), (json{{"status", "ready"}, {"leader", true}}));
+  EXPECT_EQ(body_of(with_token_router.serve(call(Endpoint::readyz), "")),
+            (json{{"status", "ready"}, {"leader", true}}));
   control.is_ready = false;
   const auto unready = with_token_router.serve(call(Endpoint::readyz), "");
   EXPECT_EQ(unready.status, 503);
@@ -267,7 +280,8 @@ TEST_F(AdminRouterTest, ServeAnswersAsTheApiAlwaysHas) {
   const auto page = with_token_router.serve(call(Endpoint::status_page), "");
   EXPECT_EQ(page.content_type, "text/html; charset=utf-8");
   EXPECT_EQ(page.headers, (std::vector<std::pair<std::string, std::string>>{{"Cache-Control", "no-store"}}));
-  EXPECT_EQ(with_token_router.serve(call(Endpoint::metrics), "").content_type, "text/plain; version=0.0.4; charset=utf-8");
+  EXPECT_EQ(with_token_router.serve(call(Endpoint::metrics), "").content_type,
+            "text/plain; version=0.0.4; charset=utf-8");
   EXPECT_TRUE(control.calls.empty()) << "probes, the page and metrics make no GatewayControl call";
 
   EXPECT_EQ(body_of(with_token_router.serve(call(Endpoint::list), ""))["sparks"][0]["name"], "brave-dolphin");
@@ -282,9 +296,10 @@ TEST_F(AdminRouterTest, ServeAnswersAsTheApiAlwaysHas) {
   EXPECT_EQ(with_token_router.serve(call(Endpoint::keep_awake, "brave-dolphin"), "{\"for\": \"4h\"}").status, 200);
   EXPECT_EQ(with_token_router.serve(call(Endpoint::keep_awake, "brave-dolphin"), "{not json").status, 400);
   EXPECT_EQ(with_token_router.serve(call(Endpoint::clear_keep_awake, "brave-dolphin"), "").status, 200);
-  EXPECT_EQ(control.calls, (std::vector<std::string>{"sparks", "spark ghost-gnu", "wake brave-dolphin",
-                                                     "wake brave-dolphin wait", "sleep brave-dolphin",
-                                                     "keep-awake brave-dolphin 14400000", "keep-awake brave-dolphin clear"}));
+  EXPECT_EQ(control.calls,
+            (std::vector<std::string>{"sparks", "spark ghost-gnu", "wake brave-dolphin", "wake brave-dolphin wait",
+                                      "sleep brave-dolphin", "keep-awake brave-dolphin 14400000",
+                                      "keep-awake brave-dolphin clear"}));
 }
 
 TEST_F(AdminRouterTest, HistoryIsReadWithoutATokenOverTheHoursAsked) {
@@ -322,7 +337,8 @@ TEST_F(AdminRouterTest, HistoryAnswersIntervalsWakesSpansAndTotals) {
     {"from": "2026-11-22T14:04:05.000Z", "to": null, "state": "awake"}])"));
   EXPECT_EQ(body["wakes"], json::parse(R"([{"at": "2026-11-22T14:04:05.000Z",
                                              "cause": "a connection from 100.101.102.103"}])"));
-  EXPECT_EQ(body["in_use"], json::parse(R"([{"from": "2026-11-22T14:04:05.000Z", "to": "2026-11-22T14:34:05.000Z"}])"));
+  EXPECT_EQ(body["in_use"],
+            json::parse(R"([{"from": "2026-11-22T14:04:05.000Z", "to": "2026-11-22T14:34:05.000Z"}])"));
   const auto day = body["totals"]["24h"];
   EXPECT_DOUBLE_EQ(day["awake_seconds"].get<double>(), 3600);
   EXPECT_DOUBLE_EQ(day["asleep_seconds"].get<double>(), 7200);
