@@ -439,13 +439,19 @@ std::optional<JumpConfig> read_jump(Reader& r, const json& j, const Config& cfg)
 
 LeaderElectionConfig read_leader_election(Reader& r, const json& l, const std::string& p) {
   r.reject_unknown_keys(l, p,
-                        {"enabled", "lease_name", "identity", "lease_duration", "renew_deadline", "retry_period"});
+                        {"enabled", "lease_name", "running_lease", "identity", "lease_duration", "renew_deadline",
+                         "retry_period"});
   LeaderElectionConfig out;
   if (auto on = r.boolean(l, "enabled", p + ".enabled")) out.enabled = *on;
   if (auto name = r.string(l, "lease_name", p + ".lease_name", false)) {
     if (!is_valid_spark_name(*name))
       r.problem(p + ".lease_name", "\"" + *name + "\" is not a valid object name (an RFC 1123 label)");
     out.lease_name = *name;
+  }
+  if (auto name = r.string(l, "running_lease", p + ".running_lease", false)) {
+    if (!is_valid_spark_name(*name))
+      r.problem(p + ".running_lease", "\"" + *name + "\" is not a valid object name (an RFC 1123 label)");
+    out.running_lease = *name;
   }
   if (auto id = r.string(l, "identity", p + ".identity", false)) out.identity = *id;
   if (auto d = r.duration(l, "lease_duration", p + ".lease_duration")) out.lease_duration = *d;

@@ -38,6 +38,9 @@ struct KubernetesBackendConfig {
   std::string deployment;
   // The pod's sshd. The pod IP is known only once it runs, so the host is a placeholder ("pod").
   Address target;
+  // The spark's wake_timeout: how long its claim to a place under limits.max_running holds
+  // before the wake it was taken for must show (k8s/running_places.hpp).
+  Duration wake_timeout{std::chrono::minutes(5)};
   friend bool operator==(const KubernetesBackendConfig&, const KubernetesBackendConfig&) = default;
 };
 
@@ -191,6 +194,9 @@ struct ServicesConfig {
 struct LeaderElectionConfig {
   bool enabled = false;
   std::string lease_name = "spark-gateway-reaper";
+  // With limits.max_running: the Lease holding the replicas' claims to running places
+  // (k8s/running_places.hpp), so that two replicas cannot both take the last one.
+  std::string running_lease = "spark-gateway-running";
   std::string identity;  // empty: $POD_NAME, else the host name
   Duration lease_duration{std::chrono::seconds(15)};
   Duration renew_deadline{std::chrono::seconds(10)};

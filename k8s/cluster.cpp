@@ -93,6 +93,46 @@ Cluster::Cluster(config::KubernetesConfig cfg, ApiEndpoint endpoint)
   // must be seen (to be left alone and reported), and its deletion too (to make ours then).
   if (cfg_.manage_services)
     service_reflector_ = std::make_unique<Reflector>(api_, "services", services_path(), "", *services_);
+  if (cfg_.leader_election.enabled) {
+    const std::string leases = "/apis/coordination.k8s.io/v1" + ns + "/leases";
+    const std::string lease = leases + "/" + cfg_.leader_election.running_lease;
+    running_places_ = std::make_unique<RunningPlaces>(
+        RunningPlaces::LeaseApi{[this, lease] { return api_.get(lease); },
+                                [this, leases](const json& body) { return api_.post(leases, body); },
+                                [this, lease](const json& body) { return api_.put(lease, body); }},
+        cfg_.namespace_name, cfg_.leader_election.running_lease, annotation("running-claims"),
+        [this] { return place_views(); });
+  }
+}
+
+PlaceViews Cluster::place_views() {
+  // While the watch reconnects after an outage it may have missed scale-ups whose claims have
+  // expired meanwhile: count from a fresh list then.
+  std::vector<Deployment> found;
+  if (deployments_current()) {
+    found = deployments_->all();
+  } else {
+    std::string path = "/apis/apps/v1/namespaces/" + cfg_.namespace_name + "/deployments";
+    if (!cfg_.selector.empty()) path += "?labelSelector=" + url_encode(cfg_.selector);
+    const auto list = api_.list(path);
+    for (const auto& item : list.value("items", json::array())) found.push_back(parse_deployment(item));
+  }
+  PlaceViews out;
+  for (const auto& d : found) {
+    PlaceView view{d.replicas, std::nullopt};
+    if (auto text = d.annotation(annotation("slept-at"))) view.slept_at = activity::parse_rfc3339(*text);
+    out[d.name] = view;
+  }
+  return out;
+}
+
+bool Cluster::claim_running_place(const std::string& name, int max_running, std::chrono::milliseconds wake_timeout) {
+  if (!running_places_) return true;
+  // The scale-up may be applied up to a request_timeout after the wake gave up on it; give the
+  // watches of the other replicas a moment more to show it.
+  const auto hold = wake_timeout + std::chrono::duration_cast<std::chrono::milliseconds>(cfg_.request_timeout) +
+                    std::chrono::milliseconds(kClaimMargin);
+  return running_places_->claim(name, max_running, hold);
 }
 
 Cluster::~Cluster() { stop(); }

@@ -17,6 +17,7 @@
 #include "k8s/event_recorder.hpp"
 #include "k8s/reflector.hpp"
 #include "k8s/resources.hpp"
+#include "k8s/running_places.hpp"
 
 namespace spark::k8s {
 
@@ -66,7 +67,17 @@ class Cluster final : public DeploymentStore {
   void record_event(const Deployment& d, const std::string& type, const std::string& reason,
                     const std::string& message) override;
 
+  // With leader_election (several replicas): a claim in the Lease leader_election.running_lease
+  // (RunningPlaces), held for the wake_timeout, the request_timeout of the scale call still in
+  // flight then, and the watch's delay. Without it this gateway is the only one: true.
+  bool claim_running_place(const std::string& name, int max_running, std::chrono::milliseconds wake_timeout) override;
+
  private:
+  // What the spark Deployments show, for counting running places.
+  PlaceViews place_views();
+  // Beyond wake_timeout + request_timeout, how long a claim holds (for watches to catch up).
+  static constexpr std::chrono::milliseconds kClaimMargin{30'000};
+
   class DeploymentCache;
   class PodCache;
   class ReplicaSetCache;
@@ -83,6 +94,7 @@ class Cluster final : public DeploymentStore {
   std::unique_ptr<ServiceCache> services_;
   std::unique_ptr<Reflector> service_reflector_;  // only with manage_services: all the namespace's
   EventRecorder events_;
+  std::unique_ptr<RunningPlaces> running_places_;  // only with leader_election
 };
 
 }  // namespace spark::k8s

@@ -3,6 +3,7 @@
 // pods (which may lag behind the API server), a fresh read, and conditional writes. Cluster is
 // the real one; tests put several backends (gateway replicas) over one in-memory store with
 // resourceVersions and 409 Conflicts, to check what they decide together.
+#include <chrono>
 #include <optional>
 #include <string>
 #include <vector>
@@ -33,6 +34,16 @@ class DeploymentStore {
   // Records an Event on the Deployment; never throws.
   virtual void record_event(const Deployment& d, const std::string& type, const std::string& reason,
                             const std::string& message) = 0;
+  // limits.max_running across gateway replicas: claims one of `max_running` places for Deployment
+  // `name`, where every replica counts them (k8s/running_places.hpp), for a wake that takes up to
+  // `wake_timeout`. True: the place is its own; false: every place is taken. Throws ApiError
+  // when it cannot tell. The default: no other replica counts (this gateway's count decides).
+  virtual bool claim_running_place(const std::string& name, int max_running, std::chrono::milliseconds wake_timeout) {
+    (void)name;
+    (void)max_running;
+    (void)wake_timeout;
+    return true;
+  }
 };
 
 }  // namespace spark::k8s

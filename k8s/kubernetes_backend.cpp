@@ -128,6 +128,18 @@ bool KubernetesBackend::share_activity(TimePoint at) {
   return false;  // deleted
 }
 
+bool KubernetesBackend::claim_place(int max_running) {
+  try {
+    return cluster_.claim_running_place(cfg_.deployment, max_running,
+                                        std::chrono::duration_cast<std::chrono::milliseconds>(cfg_.wake_timeout));
+  } catch (const ApiError& e) {
+    // A Lease that kept changing (409 after every attempt) is as transient as a 5xx.
+    throw BackendError("claiming a running place for Deployment " + cfg_.deployment + ": " + e.what(),
+                       e.is_transient() || e.is_conflict(),
+                       std::chrono::duration_cast<std::chrono::milliseconds>(e.retry_after()));
+  }
+}
+
 Observation KubernetesBackend::observe() const {
   const auto d = cluster_.deployment(cfg_.deployment);
   if (!d)

@@ -27,6 +27,8 @@ class KubernetesBackend final : public gateway::Backend {
   // Other replicas reap it on what its annotations say.
   bool shares_activity() const override { return true; }
   bool share_activity(std::chrono::system_clock::time_point at) override;
+  // A claim in the Lease every replica counts running places in (k8s/running_places.hpp).
+  bool claim_place(int max_running) override;
 
  private:
   // The Deployment as the API server has it now; nullopt if it does not exist. Throws BackendError.

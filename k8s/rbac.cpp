@@ -81,7 +81,9 @@ std::vector<PolicyRule> required_rules(const config::KubernetesConfig& cfg) {
   };
   if (cfg.leader_election.enabled)
     rules.push_back({"coordination.k8s.io", "leases", {"get", "create", "update"},
-                     "leader_election: the Lease that picks the replica running the idle reaper"});
+                     "leader_election: the Lease that picks the replica running the idle reaper, and the one "
+                     "where replicas claim places under limits.max_running (get, create once, update with "
+                     "a resourceVersion precondition)"});
   if (cfg.manage_services)
     rules.push_back({"", "services", {"get", "list", "watch", "create", "patch", "delete"},
                      "manage_services: a tailnet Service per spark, pointing at the gateway"});

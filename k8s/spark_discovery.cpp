@@ -274,7 +274,7 @@ void SparkDiscovery::serve(const PortPlan& plan, DiscoveredSparks& found) {
     s.tailnet_name = d.name;  // the Service's tailscale.com/hostname
     s.tailnet_ssh_port = cluster_.config().services.port;
   }
-  s.backend = config::KubernetesBackendConfig{d.name, config::Address{"pod", target_port_of(d)}};
+  s.backend = config::KubernetesBackendConfig{d.name, config::Address{"pod", target_port_of(d)}, s.wake_timeout};
   for (const auto& dev : plan.dev) {
     s.ports.push_back(
         {dev.name, config::Address{host, static_cast<std::uint16_t>(plan.gateway_ports.at(dev.name))}, dev.port});
