@@ -134,9 +134,9 @@ awaitable<void> Connection::run() {
   std::string cause = "a connection from " + peer_.address().to_string() + port_words();
   const asio::any_io_executor data_executor = worker_.executor();
   const std::optional<int> spark_port = port_ ? std::optional<int>(port_->port) : std::nullopt;
-  // A dev port may be waited for a while (a dev server starting): a client that leaves ends it.
-  std::function<bool()> client_gone;
-  if (port_) client_gone = [this] { return peer_closed(client_); };
+  // A dev port may be waited for a while (a dev server starting), and a wake may wait in line
+  // (limits.max_running): a client that leaves ends the wait.
+  std::function<bool()> client_gone = [this] { return peer_closed(client_); };
   Reached reached = co_await SessionCore::reach(*spark_, std::move(cause), data_executor, spark_port,
                                                 std::move(client_gone));
   std::string outcome;

@@ -244,7 +244,9 @@ void ControlBridge::connect_upstream(const std::string& name, const std::string&
 awaitable<void> ControlBridge::jump_connect(std::shared_ptr<Spark> spark, std::string peer,
                                             std::shared_ptr<UpstreamHandoff> handoff) {
   std::string cause = "a connection from " + peer;
-  Reached reached = co_await SessionCore::reach(*spark, std::move(cause));
+  // A login that gave up while its spark's wake waited in line leaves the line.
+  std::function<bool()> login_gone = [handoff] { return handoff->answered(); };
+  Reached reached = co_await SessionCore::reach(*spark, std::move(cause), {}, std::nullopt, std::move(login_gone));
   // Still there: only upstream_ended() removes it, after a delivery.
   const auto it = jump_sessions_.find(handoff.get());
   JumpSession& session = *it->second;

@@ -74,6 +74,7 @@ awaitable<RunningCap::Admission> RunningCap::admit(std::shared_ptr<Spark> spark,
   line_.push_back(waiter);
   bool admitted = false;
   bool told = false;
+  bool waited = false;
   while (max_running_) {
     if (co_await take_place(waiter, *spark)) {
       admitted = true;
@@ -84,13 +85,16 @@ awaitable<RunningCap::Admission> RunningCap::admit(std::shared_ptr<Spark> spark,
       told = true;
       changed();  // makes room at once if it may
     }
+    // (Not before the first wait: the callers that keep the wake wanted are still joining it.)
     const auto now = steady_clock::now();
-    if (now >= deadline || !wanted()) break;
+    if (now >= deadline || (waited && !wanted())) break;
+    waited = true;
     waiter->wakeup.expires_at(std::min(deadline, now + kWantedCheck));
     error_code ec;  // cancelled: something changed, look again
     co_await waiter->wakeup.async_wait(asio::redirect_error(use_awaitable, ec));
   }
   const auto place = position(name).value_or(1);
+  const int others_running = running();  // before it leaves the line (a waking spark counts)
   std::erase(line_, waiter);
   if (!max_running_) admitted = true;  // the cap was lifted meanwhile
   if (told) {
@@ -104,10 +108,9 @@ awaitable<RunningCap::Admission> RunningCap::admit(std::shared_ptr<Spark> spark,
     note = "after " + room_made_by_ + " was put to sleep to make room";
     room_made_by_.clear();
   } else if (!admitted) {
-    const int n = running();
+    const int n = others_running;
     note = config::counted(n, "spark") + (n == 1 ? " is" : " are") + " running (limits.max_running " +
-           std::to_string(max_running_.value_or(n)) + "), and none went to sleep in time; it was " + ordinal(place) +
-           " in line";
+           std::to_string(max_running_.value_or(n)) + "); it was " + ordinal(place) + " in line";
   }
   changed();  // the next in line looks (at room left, or at the front now)
   co_return Admission{admitted, note};

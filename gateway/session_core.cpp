@@ -34,7 +34,8 @@ awaitable<Reached> SessionCore::reach(Spark& spark, std::string cause, asio::any
       reached.socket.emplace(co_await spark.connect_port(*port, std::move(cause), std::move(socket_executor),
                                                          std::move(client_gone)));
     else
-      reached.socket.emplace(co_await spark.connect_upstream(std::move(cause), std::move(socket_executor)));
+      reached.socket.emplace(
+          co_await spark.connect_upstream(std::move(cause), std::move(socket_executor), std::move(client_gone)));
     co_return reached;
   } catch (const PortClosedError& e) {
     reached.failure = ConnectionOutcome::port_closed;

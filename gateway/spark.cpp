@@ -195,7 +195,8 @@ awaitable<std::optional<tcp::socket>> Spark::try_connect(const config::Address& 
   co_return std::optional<tcp::socket>(std::move(socket));
 }
 
-awaitable<tcp::socket> Spark::connect_upstream(std::string cause, asio::any_io_executor socket_executor) {
+awaitable<tcp::socket> Spark::connect_upstream(std::string cause, asio::any_io_executor socket_executor,
+                                               std::function<bool()> client_gone) {
   const WaitingGuard waiting(waiting_connections_);
   // Bounded: a spark that keeps dying between its wake and our connect is reported, not chased.
   std::string last_error = "the spark did not stay up";
@@ -230,7 +231,7 @@ awaitable<tcp::socket> Spark::connect_upstream(std::string cause, asio::any_io_e
       set_state(SparkState::sleeping);
     }
     auto attempt = join_or_start_wake(cause);
-    co_await attempt->done.wait();
+    co_await wait_for_wake(attempt, client_gone);
     if (attempt->error) throw WakeError(*attempt->error);
     if (attempt->probe_socket) {
       tcp::socket s = std::move(*attempt->probe_socket);
@@ -294,6 +295,20 @@ awaitable<std::optional<std::string>> Spark::ensure_awake(std::string cause, boo
     co_return attempt->error;
   }
   co_return std::optional<std::string>("the spark kept being put to sleep");
+}
+
+awaitable<void> Spark::wait_for_wake(std::shared_ptr<WakeAttempt> attempt, const std::function<bool()>& client_gone) {
+  if (!env_.cap || !client_gone) {
+    co_await attempt->done.wait();
+    co_return;
+  }
+  asio::steady_timer look(env_.executor);
+  while (!attempt->done.is_set()) {
+    if (env_.cap->position(name()) && client_gone())
+      throw std::runtime_error("the client left while the wake waited in line (limits.max_running)");
+    look.expires_after(std::chrono::milliseconds(500));
+    co_await (attempt->done.wait() || look.async_wait(use_awaitable));
+  }
 }
 
 std::shared_ptr<Spark::WakeAttempt> Spark::join_or_start_wake(const std::string& cause) {

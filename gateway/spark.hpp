@@ -3,6 +3,7 @@
 // shares, and the sleep the reaper asks for. Lives on the main loop; blocking backend
 // calls go to the control-plane pool.
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -102,7 +103,10 @@ class Spark : public std::enable_shared_from_this<Spark> {
   // `cause` says who asked ("a connection from 1.2.3.4") for the wake's record. A warm
   // connect opens the socket on `socket_executor` (a data worker; empty: the spark's own), so
   // it need not move there afterwards; a socket from a wake's probe may be on either.
-  awaitable<tcp::socket> connect_upstream(std::string cause, asio::any_io_executor socket_executor = {});
+  // `client_gone` is asked while the wake waits in line (limits.max_running): a client that
+  // left stops waiting (a runtime_error), so a wake nobody waits for gives its place up.
+  awaitable<tcp::socket> connect_upstream(std::string cause, asio::any_io_executor socket_executor = {},
+                                          std::function<bool()> client_gone = {});
 
   // The same for one of the spark's dev ports (`port` on the host of its SSH target): wakes the
   // spark as for SSH, then connects to the port. While the spark is young (asleep, waking, or
@@ -166,6 +170,8 @@ class Spark : public std::enable_shared_from_this<Spark> {
   };
 
   std::shared_ptr<WakeAttempt> join_or_start_wake(const std::string& cause);
+  // Waits for the wake to finish; while it waits in line, a client that left ends the wait.
+  awaitable<void> wait_for_wake(std::shared_ptr<WakeAttempt> attempt, const std::function<bool()>& client_gone);
   awaitable<void> run_wake(std::shared_ptr<WakeAttempt> attempt, std::string cause);
   // Under limits.max_running: waits for the wake's place. The reason it got none, if it did not;
   // `cause` gains how it got one ("after calm-otter was put to sleep to make room").
