@@ -38,6 +38,12 @@ DOCUMENTED = {
     "spark_gateway_last_activity_timestamp_seconds": ("gauge", {"spark"}),
     "spark_gateway_keep_awake_until_timestamp_seconds": ("gauge", {"spark"}),
     "spark_gateway_build_info": ("gauge", {"version"}),
+    # limits.max_running (test_running_cap.py drives them); the limit's own gauge is absent
+    # without a cap, as here.
+    "spark_gateway_running_sparks": ("gauge", set()),
+    "spark_gateway_wake_queue_length": ("gauge", set()),
+    "spark_gateway_wake_queue_seconds": ("histogram", {"outcome"}),
+    "spark_gateway_evictions_total": ("counter", set()),
     "process_resident_memory_bytes": ("gauge", set()),
     "process_virtual_memory_bytes": ("gauge", set()),
     "process_open_fds": ("gauge", set()),
@@ -49,8 +55,8 @@ DOCUMENTED = {
 OUTCOMES = ("spliced", "wake_failed", "upstream_failed", "rejected")
 DIRECTIONS = ("client_to_spark", "spark_to_client")
 WAKE_OUTCOMES = ("success", "failure")
-SLEEP_REASONS = ("idle", "api", "shutdown", "removed")
-STATES = ("sleeping", "waking", "running", "stopping", "failed")
+SLEEP_REASONS = ("idle", "api", "shutdown", "removed", "evicted")
+STATES = ("sleeping", "queued", "waking", "running", "stopping", "failed")
 WAKE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
