@@ -27,6 +27,9 @@ std::string ordinal(int n) {
   return std::to_string(n) + suffix;
 }
 
+// "2 sparks are running", "1 spark is running".
+std::string running_words(int n) { return config::counted(n, "spark") + (n == 1 ? " is" : " are") + " running"; }
+
 }  // namespace
 
 RunningCap::RunningCap(asio::any_io_executor main, const Sparks& sparks, activity::ActivityTracker& activity,
@@ -61,9 +64,8 @@ std::optional<int> RunningCap::position(const std::string& spark) const {
 std::string RunningCap::describe_place(const std::string& spark) const {
   const auto place = position(spark);
   if (!place || !max_running_) return {};
-  const int n = running();
-  return config::counted(n, "spark") + (n == 1 ? " is" : " are") + " running (the limit is " +
-         std::to_string(*max_running_) + "); " + spark + " is " + ordinal(*place) + " in line";
+  return running_words(running()) + " (the limit is " + std::to_string(*max_running_) + "); " + spark + " is " +
+         ordinal(*place) + " in line";
 }
 
 awaitable<RunningCap::Admission> RunningCap::admit(std::shared_ptr<Spark> spark, steady_clock::time_point deadline,
@@ -108,9 +110,8 @@ awaitable<RunningCap::Admission> RunningCap::admit(std::shared_ptr<Spark> spark,
     note = "after " + room_made_by_ + " was put to sleep to make room";
     room_made_by_.clear();
   } else if (!admitted) {
-    const int n = others_running;
-    note = config::counted(n, "spark") + (n == 1 ? " is" : " are") + " running (limits.max_running " +
-           std::to_string(max_running_.value_or(n)) + "); it was " + ordinal(place) + " in line";
+    note = running_words(others_running) + " (limits.max_running " +
+           std::to_string(max_running_.value_or(others_running)) + "); it was " + ordinal(place) + " in line";
   }
   changed();  // the next in line looks (at room left, or at the front now)
   co_return Admission{admitted, note};
