@@ -67,73 +67,90 @@ json history_to_json(const SparkHistory& h) {
 }
 
 // Rebuilds a history entry by entry: one bad entry (a hand edit, a bug of an older version)
-// costs that entry and a warning, never the rest of the history or the file. What was going on
-// when the file was written ends at `saved_at`.
-SparkHistory history_from_json(const json& in, const std::string& spark, std::optional<TimePoint> saved_at,
-                               std::vector<std::string>& warnings) {
-  SparkHistory h;
-  const auto skipped = [&](const std::string& what, const std::string& why) {
-    warnings.push_back("activity.json: spark " + spark + ": " + what + " skipped: " + why);
-  };
-  if (!in.is_object()) {
-    skipped("history", "not an object");
-    return h;
-  }
-  const auto each = [&](const char* key, const auto& take) {
-    const auto it = in.find(key);
-    if (it == in.end()) return;
-    if (!it->is_array()) return skipped(std::string("history.") + key, "not a list");
-    for (std::size_t n = 0; n < it->size(); ++n) {
-      const std::string what = std::string("history.") + key + "[" + std::to_string(n) + "]";
-      try {
-        const auto& entry = (*it)[n];
-        if (!entry.is_object()) throw std::runtime_error("not an object");
-        if (auto refused = take(entry)) skipped(what, *refused);
-      } catch (const std::exception& e) {
-        skipped(what, e.what());
-      }
+// costs that entry and a warning, never the rest of the history or the file.
+class HistoryReader {
+ public:
+  HistoryReader(const json& in, const std::string& spark, std::vector<std::string>& warnings)
+      : in_(in), spark_(spark), warnings_(warnings) {}
+
+  // What was going on when the file was written ends at `saved_at`.
+  SparkHistory read(std::optional<TimePoint> saved_at) {
+    if (!in_.is_object()) {
+      skipped("history", "not an object");
+      return {};
     }
-  };
-  each("intervals", [&](const json& e) {
-    return h.restore_interval({time_at(e, "from"), time_at(e, "to"), awake_state(e)});
-  });
-  if (const auto it = in.find("current"); it != in.end()) {
+    each("intervals", [this](const json& e) {
+      return h_.restore_interval({time_at(e, "from"), time_at(e, "to"), awake_state(e)});
+    });
+    one("current", [this](const json& e) { return h_.restore_current({time_at(e, "since"), awake_state(e)}); });
+    each("wakes", [this](const json& e) {
+      const auto cause = e.find("cause");
+      return h_.restore_wake(
+          {time_at(e, "at"), cause != e.end() && cause->is_string() ? cause->get<std::string>() : ""});
+    });
+    each("in_use", [this](const json& e) { return h_.restore_in_use({time_at(e, "from"), time_at(e, "to")}); });
+    if (const auto it = in_.find("in_use_since"); it != in_.end()) {
+      const auto since = it->is_string() ? parse_rfc3339(it->get<std::string>()) : std::nullopt;
+      if (!since)
+        skipped("history.in_use_since", "not a time");
+      else if (auto refused = h_.restore_in_use_since(*since))
+        skipped("history.in_use_since", *refused);
+    }
+    end_what_was_going_on(saved_at);
+    return std::move(h_);
+  }
+
+ private:
+  void skipped(const std::string& what, const std::string& why) {
+    warnings_.push_back("activity.json: spark " + spark_ + ": " + what + " skipped: " + why);
+  }
+
+  // One entry through `take` (which returns why it refused it), or the reason it is unreadable.
+  template <typename Take>
+  void take_entry(const json& entry, const std::string& what, const Take& take) {
     try {
-      if (!it->is_object()) throw std::runtime_error("not an object");
-      if (auto refused = h.restore_current({time_at(*it, "since"), awake_state(*it)}))
-        skipped("history.current", *refused);
+      if (!entry.is_object()) throw std::runtime_error("not an object");
+      if (auto refused = take(entry)) skipped(what, *refused);
     } catch (const std::exception& e) {
-      skipped("history.current", e.what());
+      skipped(what, e.what());
     }
   }
-  each("wakes", [&](const json& e) {
-    const auto cause = e.find("cause");
-    return h.restore_wake(
-        {time_at(e, "at"), cause != e.end() && cause->is_string() ? cause->get<std::string>() : ""});
-  });
-  each("in_use", [&](const json& e) { return h.restore_in_use({time_at(e, "from"), time_at(e, "to")}); });
-  if (const auto it = in.find("in_use_since"); it != in.end()) {
-    const auto since = it->is_string() ? parse_rfc3339(it->get<std::string>()) : std::nullopt;
-    if (!since)
-      skipped("history.in_use_since", "not a time");
-    else if (auto refused = h.restore_in_use_since(*since))
-      skipped("history.in_use_since", *refused);
+
+  template <typename Take>
+  void one(const char* key, const Take& take) {
+    if (const auto it = in_.find(key); it != in_.end()) take_entry(*it, std::string("history.") + key, take);
   }
-  if (h.current() || h.in_use_since()) {
+
+  template <typename Take>
+  void each(const char* key, const Take& take) {
+    const auto it = in_.find(key);
+    if (it == in_.end()) return;
+    if (!it->is_array()) return skipped(std::string("history.") + key, "not a list");
+    for (std::size_t n = 0; n < it->size(); ++n)
+      take_entry((*it)[n], std::string("history.") + key + "[" + std::to_string(n) + "]", take);
+  }
+
+  void end_what_was_going_on(std::optional<TimePoint> saved_at) {
     if (saved_at) {
-      h.close(*saved_at);
-    } else {  // an open state with no end known: dropped rather than guessed
-      skipped("history's current state", "the file does not say when it was written (no saved_at)");
-      SparkHistory closed_only;
-      for (const auto& i : h.intervals()) closed_only.restore_interval(i);
-      for (const auto& w : h.wakes()) closed_only.restore_wake(w);
-      for (const auto& s : h.in_use()) closed_only.restore_in_use(s);
-      h = std::move(closed_only);
+      h_.close(*saved_at);
+      h_.prune(*saved_at);
+      return;
     }
+    if (!h_.current() && !h_.in_use_since()) return;
+    // Going on, with no end known: dropped rather than guessed.
+    skipped("history's current state", "the file does not say when it was written (no saved_at)");
+    SparkHistory closed_only;
+    for (const auto& i : h_.intervals()) closed_only.restore_interval(i);
+    for (const auto& w : h_.wakes()) closed_only.restore_wake(w);
+    for (const auto& span : h_.in_use()) closed_only.restore_in_use(span);
+    h_ = std::move(closed_only);
   }
-  if (saved_at) h.prune(*saved_at);
-  return h;
-}
+
+  const json& in_;
+  const std::string& spark_;
+  std::vector<std::string>& warnings_;
+  SparkHistory h_;
+};
 
 }  // namespace
 
@@ -168,7 +185,7 @@ ActivitySnapshot ActivityStore::load(std::vector<std::string>* warnings) const {
         p.last_client = client->get<std::string>();
       // Added later (issue 21): older files have none.
       if (const auto history = entry.find("history"); history != entry.end())
-        p.history = history_from_json(*history, name, saved_at, history_warnings);
+        p.history = HistoryReader(*history, name, history_warnings).read(saved_at);
       out.emplace(name, std::move(p));
     }
   } catch (const std::exception& e) {

@@ -66,6 +66,54 @@ std::optional<int> window_hours(const RequestTarget& target, int fallback) {
   return hours;
 }
 
+// The endpoint a method and path name, if any.
+std::optional<Endpoint> route(const std::vector<std::string>& seg, const std::string& method) {
+  const bool read = method == "GET" || method == "HEAD";
+  const bool api = seg.size() >= 3 && seg[0] == "api" && seg[1] == "v1";
+  const bool spark_api = api && seg[2] == "sparks";
+  if (seg.size() == 1 && read) {
+    if (seg[0].empty()) return Endpoint::status_page;
+    if (seg[0] == "healthz") return Endpoint::healthz;
+    if (seg[0] == "readyz") return Endpoint::readyz;
+    if (seg[0] == "metrics") return Endpoint::metrics;
+    return std::nullopt;
+  }
+  if (spark_api && seg.size() == 3 && read) return Endpoint::list;
+  if (api && seg.size() == 3 && seg[2] == "history" && read) return Endpoint::fleet_history;
+  if (!spark_api || seg.size() < 4 || seg[3].empty()) return std::nullopt;
+  if (seg.size() == 4 && read) return Endpoint::spark;
+  if (seg.size() != 5) return std::nullopt;
+  const std::string& action = seg[4];
+  if (action == "history" && read) return Endpoint::history;
+  if (action == "wake" && method == "POST") return Endpoint::wake;
+  if (action == "sleep" && method == "POST") return Endpoint::sleep;
+  if (action == "keep-awake" && method == "POST") return Endpoint::keep_awake;
+  if (action == "keep-awake" && method == "DELETE") return Endpoint::clear_keep_awake;
+  return std::nullopt;
+}
+
+// The query parameters of the endpoint `call` is for, into `call`; a 400 for a bad one.
+std::optional<ApiResponse> read_parameters(const RequestTarget& target, AdminCall& call) {
+  if (call.endpoint == Endpoint::wake) {
+    const auto wait = flag(target, "wait");
+    if (!wait) return json_error(400, "wait must be true or false", call.spark);
+    call.wait = *wait;
+  }
+  if (call.endpoint == Endpoint::sleep) {
+    const auto force = flag(target, "force");
+    if (!force) return json_error(400, "force must be true or false", call.spark);
+    call.force = *force;
+  }
+  if (call.endpoint == Endpoint::history || call.endpoint == Endpoint::fleet_history) {
+    const auto hours = window_hours(target, call.endpoint == Endpoint::history ? kHistoryHours : 24);
+    if (!hours)
+      return json_error(400, "hours must be a whole number from 1 to " + std::to_string(kHistoryHours),
+                        call.spark);
+    call.hours = *hours;
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 bool AdminCall::inline_safe() const {
@@ -123,46 +171,11 @@ Admission AdminRouter::admit(const RequestHead& head) const {
                           "\" (a web page could otherwise reach it by rebinding its DNS name to 127.0.0.1)");
 
   const auto& seg = target->segments;
-  const bool read = head.method == "GET" || head.method == "HEAD";
   const bool spark_api = seg.size() >= 3 && seg[0] == "api" && seg[1] == "v1" && seg[2] == "sparks";
-  const bool fleet_history = seg.size() == 3 && seg[0] == "api" && seg[1] == "v1" && seg[2] == "history";
   AdminCall call;
-  bool found = true;
-  if (seg.size() == 1 && read) {
-    if (seg[0].empty())
-      call.endpoint = Endpoint::status_page;
-    else if (seg[0] == "healthz")
-      call.endpoint = Endpoint::healthz;
-    else if (seg[0] == "readyz")
-      call.endpoint = Endpoint::readyz;
-    else if (seg[0] == "metrics")
-      call.endpoint = Endpoint::metrics;
-    else
-      found = false;
-  } else if (spark_api && seg.size() == 3 && read) {
-    call.endpoint = Endpoint::list;
-  } else if (fleet_history && read) {
-    call.endpoint = Endpoint::fleet_history;
-  } else if (spark_api && seg.size() == 4 && !seg[3].empty() && read) {
-    call.endpoint = Endpoint::spark;
-  } else if (spark_api && seg.size() == 5 && !seg[3].empty()) {
-    const std::string& action = seg[4];
-    if (action == "history" && read)
-      call.endpoint = Endpoint::history;
-    else if (action == "wake" && head.method == "POST")
-      call.endpoint = Endpoint::wake;
-    else if (action == "sleep" && head.method == "POST")
-      call.endpoint = Endpoint::sleep;
-    else if (action == "keep-awake" && head.method == "POST")
-      call.endpoint = Endpoint::keep_awake;
-    else if (action == "keep-awake" && head.method == "DELETE")
-      call.endpoint = Endpoint::clear_keep_awake;
-    else
-      found = false;
-  } else {
-    found = false;
-  }
-  if (!found) return json_error(404, "no such endpoint: " + head.method + " " + target->path);
+  const auto endpoint = route(seg, head.method);
+  if (!endpoint) return json_error(404, "no such endpoint: " + head.method + " " + target->path);
+  call.endpoint = *endpoint;
 
   if (spark_api && seg.size() >= 4) {
     call.spark = seg[3];
@@ -180,24 +193,8 @@ Admission AdminRouter::admit(const RequestHead& head) const {
                         call.spark);
     if (!config::is_valid_spark_name(call.spark))
       return json_error(400, "not a valid spark name (an RFC 1123 label)", call.spark);
-    if (call.endpoint == Endpoint::wake) {
-      const auto wait = flag(*target, "wait");
-      if (!wait) return json_error(400, "wait must be true or false", call.spark);
-      call.wait = *wait;
-    }
-    if (call.endpoint == Endpoint::sleep) {
-      const auto force = flag(*target, "force");
-      if (!force) return json_error(400, "force must be true or false", call.spark);
-      call.force = *force;
-    }
   }
-  if (call.endpoint == Endpoint::history || call.endpoint == Endpoint::fleet_history) {
-    const auto hours = window_hours(*target, call.endpoint == Endpoint::history ? kHistoryHours : 24);
-    if (!hours)
-      return json_error(400, "hours must be a whole number from 1 to " + std::to_string(kHistoryHours),
-                        call.spark);
-    call.hours = *hours;
-  }
+  if (auto refusal = read_parameters(*target, call)) return *refusal;
   if (head.content_length && *head.content_length > kAdminMaxBodyBytes)
     return json_error(413, "request body too large");
   return call;

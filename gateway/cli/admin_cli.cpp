@@ -12,6 +12,7 @@
 #include <iostream>
 #include <optional>
 #include <sstream>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 
@@ -200,14 +201,24 @@ void print_table(const json& sparks) {
 constexpr int kCells = 48;
 constexpr std::chrono::minutes kCell{30};
 
+// The API's member `key` of `j`, or an empty one (an answer without it, e.g. an older gateway's).
+const json& member(const json& j, const char* key) {
+  static const json kNone;
+  if (!j.is_object()) return kNone;
+  const auto it = j.find(key);
+  return it == j.end() ? kNone : *it;
+}
+
 // Half-open [from, to) times of the API's JSON; an ongoing one ("to": null) ends at `now`.
 struct Stretch {
   activity::TimePoint from{};
   activity::TimePoint to{};
 };
 std::optional<Stretch> stretch(const json& j, activity::TimePoint now) {
-  const auto from = activity::parse_rfc3339(j.value("from", std::string()));
-  const auto to = j["to"].is_string() ? activity::parse_rfc3339(j["to"].get<std::string>()) : now;
+  const auto& from_text = member(j, "from");
+  const auto& to_text = member(j, "to");
+  const auto from = from_text.is_string() ? activity::parse_rfc3339(from_text.get<std::string>()) : std::nullopt;
+  const auto to = to_text.is_string() ? activity::parse_rfc3339(to_text.get<std::string>()) : now;
   if (!from || !to) return std::nullopt;
   return Stretch{*from, *to};
 }
@@ -217,41 +228,43 @@ std::string percent(const json& share) {
   return std::to_string(std::lround(share.get<double>() * 100)) + "%";
 }
 
+// The day as cells, and a wake mark under each cell with a wake.
+struct DayCells {
+  std::string cells = std::string(kCells, '?');
+  std::string wakes = std::string(kCells, ' ');
+};
+
 // Each cell shows the most telling thing in it: in use (a session open) over awake over asleep
-// over unknown, so even a short wake or session shows. Hour marks every 3 hours, local time.
-void print_timeline(const json& history) {
-  const auto now = activity::parse_rfc3339(history.value("now", std::string()));
-  if (!now) return;
-  // Cells on the half hours (of UTC, which are local half hours too in all but a few zones).
-  const activity::TimePoint current_cell = activity::TimePoint{} + (now->time_since_epoch() / kCell) * kCell;
-  const activity::TimePoint start = current_cell - kCell * (kCells - 1);
-  std::string cells(kCells, '?');
-  std::string wakes(kCells, ' ');
-  const auto mark = [&](const Stretch& s, char c, const std::string& over) {
-    for (int i = 0; i < kCells; ++i) {
-      const auto a = start + kCell * i;
-      const auto b = a + kCell;
-      if (s.from < b && s.to > a && over.find(cells[i]) != std::string::npos) cells[i] = c;
+// over unknown, so even a short wake or session shows.
+DayCells day_cells(const json& history, activity::TimePoint now, activity::TimePoint start) {
+  DayCells day;
+  const auto mark = [&](const json& list, const char* state, char c, std::string_view over) {
+    for (const auto& e : list) {
+      if (state && member(e, "state") != state) continue;
+      const auto st = stretch(e, now);
+      if (!st) continue;
+      for (int i = 0; i < kCells; ++i) {
+        const auto a = start + kCell * i;
+        auto& cell = day.cells[static_cast<std::size_t>(i)];
+        if (st->from < a + kCell && st->to > a && over.find(cell) != std::string_view::npos) cell = c;
+      }
     }
   };
-  for (const auto& e : history["intervals"]) {
-    const auto st = stretch(e, *now);
-    if (!st) continue;
-    if (e["state"] == "asleep") mark(*st, '.', "?");
-  }
-  for (const auto& e : history["intervals"]) {
-    const auto st = stretch(e, *now);
-    if (st && e["state"] == "awake") mark(*st, '=', "?.");
-  }
-  for (const auto& e : history["in_use"]) {
-    if (const auto st = stretch(e, *now)) mark(*st, '#', "?.=");
-  }
-  for (const auto& w : history["wakes"]) {
-    const auto at = activity::parse_rfc3339(w.value("at", std::string()));
+  mark(member(history, "intervals"), "asleep", '.', "?");
+  mark(member(history, "intervals"), "awake", '=', "?.");
+  mark(member(history, "in_use"), nullptr, '#', "?.=");
+  for (const auto& w : member(history, "wakes")) {
+    const auto& at_text = member(w, "at");
+    const auto at = at_text.is_string() ? activity::parse_rfc3339(at_text.get<std::string>()) : std::nullopt;
     if (!at || *at < start) continue;
-    const auto i = static_cast<int>((*at - start) / kCell);
-    if (i < kCells) wakes[static_cast<std::size_t>(i)] = '^';
+    const auto i = (*at - start) / kCell;
+    if (i < kCells) day.wakes[static_cast<std::size_t>(i)] = '^';
   }
+  return day;
+}
+
+// "15    18    21": the hours divisible by 3, local time, over the cells they begin in.
+std::string hour_marks(activity::TimePoint start) {
   std::string hours(kCells + 2, ' ');
   for (int i = 0; i < kCells; ++i) {
     const std::time_t t = std::chrono::system_clock::to_time_t(start + kCell * i);
@@ -263,20 +276,37 @@ void print_timeline(const json& history) {
       hours.replace(static_cast<std::size_t>(i), 2, label);
     }
   }
-  while (!hours.empty() && hours.back() == ' ') hours.pop_back();
-  while (!wakes.empty() && wakes.back() == ' ') wakes.pop_back();
-  const std::string indent = "            ";
+  return hours;
+}
+
+void trim_right(std::string& s) {
+  while (!s.empty() && s.back() == ' ') s.pop_back();
+}
+
+void print_timeline(const json& history) {
+  const auto& now_text = member(history, "now");
+  const auto now = now_text.is_string() ? activity::parse_rfc3339(now_text.get<std::string>()) : std::nullopt;
+  if (!now) return;
+  // Cells on the half hours (of UTC, which are local half hours too in all but a few zones).
+  const activity::TimePoint current_cell = activity::TimePoint{} + (now->time_since_epoch() / kCell) * kCell;
+  const activity::TimePoint start = current_cell - kCell * (kCells - 1);
+  auto day = day_cells(history, *now, start);
+  auto hours = hour_marks(start);
+  trim_right(hours);
+  trim_right(day.wakes);
   std::cout << "\nlast 24 hours, 30 minutes a cell (local time):\n"
-            << indent << hours << "\n"
-            << "  timeline  " << cells << "\n";
-  if (!wakes.empty()) std::cout << "  wakes     " << wakes << "\n";
+            << "            " << hours << "\n"
+            << "  timeline  " << day.cells << "\n";
+  if (!day.wakes.empty()) std::cout << "  wakes     " << day.wakes << "\n";
   std::cout
       << "  # in use  = awake  . asleep  ? unknown (before it was served, or the gateway was down)  ^ wake\n";
-  const auto& day = history["totals"]["24h"];
-  const auto& week = history["totals"]["7d"];
-  std::cout << "  slept " << percent(day["slept_share"]) << " of the time known over the last 24 hours ("
-            << human_seconds(day.value("awake_seconds", 0.0)) << " awake), " << percent(week["slept_share"])
-            << " over 7 days\n";
+  const auto& totals = member(history, "totals");
+  const auto& day_totals = member(totals, "24h");
+  const auto& awake = member(day_totals, "awake_seconds");
+  std::cout << "  slept " << percent(member(day_totals, "slept_share"))
+            << " of the time known over the last 24 hours ("
+            << human_seconds(awake.is_number() ? awake.get<double>() : 0.0) << " awake), "
+            << percent(member(member(totals, "7d"), "slept_share")) << " over 7 days\n";
 }
 
 std::optional<int> need_spark(const Options& o, std::size_t extra_args, const std::string& command) {

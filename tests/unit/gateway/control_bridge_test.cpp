@@ -453,6 +453,50 @@ TEST_F(ControlBridgeTest, KeepAwakeSetsAndClearsTheHold) {
   }));
 }
 
+TEST_F(ControlBridgeTest, HistoryShowsWhatTheSparkDidAsOfTheMainLoopsNow) {
+  const auto served = std::chrono::system_clock::now();
+  start({{"brave-dolphin"}, {"calm-otter"}});
+  const auto woken = std::chrono::system_clock::now();
+  ASSERT_EQ(bridge_->wake("brave-dolphin", true).kind, Kind::ok);
+  const auto running = std::chrono::system_clock::now();
+  ASSERT_EQ(bridge_->sleep("brave-dolphin", false).kind, Kind::ok);
+  const auto slept = std::chrono::system_clock::now();
+
+  const auto h = bridge_->history("brave-dolphin");
+  ASSERT_TRUE(h.has_value());
+  EXPECT_EQ(h->name, "brave-dolphin");
+  EXPECT_GE(h->now, slept);
+  // Asleep since served, awake from the wake until the sleep finished, asleep since.
+  const auto& intervals = h->history.intervals();
+  ASSERT_EQ(intervals.size(), 2u);
+  EXPECT_FALSE(intervals[0].awake);
+  EXPECT_GE(intervals[0].from, served);
+  EXPECT_TRUE(intervals[1].awake);
+  EXPECT_GE(intervals[1].from, woken);
+  EXPECT_LE(intervals[1].from, running);
+  EXPECT_GE(intervals[1].to, running);
+  EXPECT_LE(intervals[1].to, slept);
+  ASSERT_TRUE(h->history.current());
+  EXPECT_FALSE(h->history.current()->awake);
+  ASSERT_EQ(h->history.wakes().size(), 1u);
+  EXPECT_EQ(h->history.wakes()[0].cause, "an operator (admin API)");
+  // The status view's totals come from the same history.
+  const auto status = bridge_->spark("brave-dolphin");
+  const double awake = std::chrono::duration<double>(intervals[1].to - intervals[1].from).count();
+  EXPECT_DOUBLE_EQ(status->awake_24h_seconds, awake);
+  ASSERT_TRUE(status->slept_share_24h.has_value());
+  EXPECT_GT(*status->slept_share_24h, 0.0);
+  EXPECT_LT(*status->slept_share_24h, 1.0);
+
+  const auto all = bridge_->histories();
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(all[1].name, "calm-otter");
+  EXPECT_EQ(all[0].now, all[1].now) << "the fleet's histories are read at one moment";
+  EXPECT_TRUE(all[1].history.intervals().empty());
+  EXPECT_TRUE(all[1].history.wakes().empty());
+  EXPECT_EQ(bridge_->history("nobody"), std::nullopt);
+}
+
 TEST_F(ControlBridgeTest, AnUnknownSparkIsNotFoundForEveryCall) {
   start({{"brave-dolphin"}});
   EXPECT_EQ(bridge_->wake("nobody", true).kind, Kind::not_found);
