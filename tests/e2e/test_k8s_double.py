@@ -920,8 +920,22 @@ class K8sDoubleSelfTest(harness.GatewayTestCase):
         self.assertEqual((r.status, r.json["message"]), (409, 'Operation cannot be fulfilled on leases.coordination.k8s.io '
                                                               '"spark-gateway-reaper": the object has been modified; please '
                                                               'apply your changes to the latest version and try again'))
+        r = self.c.request("POST", leases, lease)
+        self.assertEqual((r.status, r.json["reason"]), (409, "AlreadyExists"), "two creating it: one gets 409")
         r = self.c.request("DELETE", leases + "/spark-gateway-reaper")
         self.assertEqual((r.status, r.json["status"], r.json["details"]["kind"]), (200, "Success", "leases"))
+        # Leases allow create on update (their strategy's AllowCreateOnUpdate): a PUT to a missing
+        # one creates it, unless the body carries a uid (the UID precondition: 409).
+        r = self.c.request("PUT", leases + "/spark-gateway-reaper", upd)
+        self.assertEqual((r.status, r.json["message"]), (409, 'Operation cannot be fulfilled on leases.coordination.k8s.io '
+                                                              '"spark-gateway-reaper": Precondition failed: UID in '
+                                                              'precondition: %s, UID in object meta: ' % created["metadata"]["uid"]))
+        fresh = {"metadata": {"name": "spark-gateway-reaper", "resourceVersion": "7"}, "spec": {}}
+        r = self.c.request("PUT", leases + "/spark-gateway-reaper", fresh)
+        self.assertEqual(r.status, 201, r.body)
+        self.assertNotEqual(r.json["metadata"]["resourceVersion"], "7")
+        r = self.c.request("DELETE", leases + "/spark-gateway-reaper")
+        self.assertEqual(r.status, 200)
 
         svcs = "/api/v1/namespaces/spark/services"
         svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "brave-dolphin"},

@@ -954,6 +954,9 @@ class KubeApiDouble:
         if method == "PUT":
             obj = self._decode_body(rec, rt.kind)
             self._conflict_storm(rec, rt, name, obj)
+            if rt.plural in self.store.CREATE_ON_UPDATE and not sub:
+                written, created = self.store.update_or_create(rt.plural, ns, name, obj, dry_run)
+                return self._respond(h, rec, 201 if created else 200, written, started)
             return self._respond(h, rec, 200, self.store.update(rt.plural, ns, name, obj, sub or None, dry_run),
                                  started)
         if method == "PATCH":

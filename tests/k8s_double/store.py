@@ -824,6 +824,32 @@ class Store:
             return self._commit(resource, ns, name, "DELETED", new, old)
         return self._commit(resource, ns, name, "MODIFIED", new, old)
 
+    # Resources whose registry strategy says AllowCreateOnUpdate() (of those served here): a PUT
+    # to a name that does not exist creates it (pkg/registry/coordination/lease/strategy.go).
+    CREATE_ON_UPDATE = ("leases",)
+
+    def update_or_create(self, resource, ns, name, obj, dry_run=False):
+        """PUT of an object that may not exist (resource in CREATE_ON_UPDATE): (object, created).
+        As the generic registry's Store.Update: a missing object is created, unless the body
+        carries a metadata.uid, the UID precondition a PUT's object implies
+        (rest.defaultUpdatedObjectInfo.Preconditions), which a missing object fails (409)."""
+        with self.cond:
+            if (resource, ns, name) in self.objects:
+                return self.update(resource, ns, name, obj, dry_run=dry_run), False
+            meta = obj.get("metadata") or {}
+            if meta.get("name") not in (None, "") and meta["name"] != name:
+                raise status.bad_request("the name of the object (%s) does not match the name on the URL (%s)"
+                                         % (meta["name"], name))
+            rt = RESOURCES[resource]
+            if meta.get("uid"):
+                raise status.conflict(rt.group, rt.plural, name,
+                                      "Precondition failed: UID in precondition: %s, UID in object meta: "
+                                      % meta["uid"])
+            obj = copy.deepcopy(obj)
+            obj.setdefault("metadata", {})["name"] = name
+            obj["metadata"].pop("resourceVersion", None)  # PrepareObjectForStorage: the server sets it
+            return self.create(resource, ns, obj, dry_run=dry_run), True
+
     def update(self, resource, ns, name, obj, subresource=None, dry_run=False):
         """PUT: obj's metadata.resourceVersion, if set, is a precondition."""
         meta = obj.get("metadata") or {}
