@@ -72,9 +72,7 @@ Cluster::Cluster(config::KubernetesConfig cfg, ApiEndpoint endpoint)
       replica_sets_(std::make_unique<ReplicaSetCache>()),
       services_(std::make_unique<ServiceCache>()),
       events_(EventRecorder::Writer{
-          [this](const json& event) {
-            api_.post("/api/v1/namespaces/" + cfg_.namespace_name + "/events", event);
-          },
+          [this](const json& event) { api_.post("/api/v1/namespaces/" + cfg_.namespace_name + "/events", event); },
           [this](const std::string& name, const json& patch) {
             api_.merge_patch("/api/v1/namespaces/" + cfg_.namespace_name + "/events/" + name, patch);
           }}) {
@@ -126,7 +124,8 @@ PlaceViews Cluster::place_views() {
   return out;
 }
 
-bool Cluster::claim_running_place(const std::string& name, int max_running, std::chrono::milliseconds wake_timeout) {
+bool Cluster::claim_running_place(const std::string& name, int max_running,
+                                  std::chrono::milliseconds wake_timeout) {
   if (!running_places_) return true;
   // The scale-up may be applied up to a request_timeout after the wake gave up on it; give the
   // watches of the other replicas a moment more to show it.
@@ -188,15 +187,11 @@ std::vector<Service> Cluster::managed_services() const {
   return all;
 }
 
-std::string Cluster::services_path() const {
-  return "/api/v1/namespaces/" + cfg_.namespace_name + "/services";
-}
+std::string Cluster::services_path() const { return "/api/v1/namespaces/" + cfg_.namespace_name + "/services"; }
 
 std::vector<Deployment> Cluster::deployments() const { return deployments_->all(); }
 
-std::optional<Deployment> Cluster::deployment(const std::string& name) const {
-  return deployments_->find(name);
-}
+std::optional<Deployment> Cluster::deployment(const std::string& name) const { return deployments_->find(name); }
 
 std::vector<Pod> Cluster::pods_of(const Deployment& d) const {
   std::vector<Pod> out;
@@ -231,8 +226,12 @@ void Cluster::record_event(const Deployment& d, const std::string& type, const s
       {"kind", "Event"},
       {"metadata", {{"name", d.name + "." + suffix}, {"namespace", cfg_.namespace_name}}},
       {"involvedObject",
-       {{"apiVersion", "apps/v1"}, {"kind", "Deployment"}, {"name", d.name},
-        {"namespace", cfg_.namespace_name}, {"uid", d.uid}, {"resourceVersion", d.resource_version}}},
+       {{"apiVersion", "apps/v1"},
+        {"kind", "Deployment"},
+        {"name", d.name},
+        {"namespace", cfg_.namespace_name},
+        {"uid", d.uid},
+        {"resourceVersion", d.resource_version}}},
       {"reason", reason},
       {"message", message},
       {"type", type},

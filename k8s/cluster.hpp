@@ -70,7 +70,8 @@ class Cluster final : public DeploymentStore {
   // With leader_election (several replicas): a claim in the Lease leader_election.running_lease
   // (RunningPlaces), held for the wake_timeout, the request_timeout of the scale call still in
   // flight then, and the watch's delay. Without it this gateway is the only one: true.
-  bool claim_running_place(const std::string& name, int max_running, std::chrono::milliseconds wake_timeout) override;
+  bool claim_running_place(const std::string& name, int max_running,
+                           std::chrono::milliseconds wake_timeout) override;
 
  private:
   // What the spark Deployments show, for counting running places.

@@ -38,7 +38,8 @@ class DeploymentStore {
   // `name`, where every replica counts them (k8s/running_places.hpp), for a wake that takes up to
   // `wake_timeout`. True: the place is its own; false: every place is taken. Throws ApiError
   // when it cannot tell. The default: no other replica counts (this gateway's count decides).
-  virtual bool claim_running_place(const std::string& name, int max_running, std::chrono::milliseconds wake_timeout) {
+  virtual bool claim_running_place(const std::string& name, int max_running,
+                                   std::chrono::milliseconds wake_timeout) {
     (void)name;
     (void)max_running;
     (void)wake_timeout;

@@ -115,7 +115,8 @@ bool KubernetesBackend::share_activity(TimePoint at) {
     if (d->replicas < 1) return false;  // put to sleep (or going): the caller wakes it
     if (recorded_activity(cluster_, *d) >= as_recorded(at)) return true;  // already says so
     try {
-      cluster_.patch_deployment(d->name,
+      cluster_.patch_deployment(
+          d->name,
           json{{"metadata",
                 {{"resourceVersion", d->resource_version},
                  {"annotations", {{cluster_.annotation("last-activity"), activity::format_rfc3339(at)}}}}}});
@@ -186,11 +187,19 @@ Observation KubernetesBackend::observe() const {
     if (created && *created < slept_second) continue;
     if (!since) since = created;
     if (!pod.stuck_reason.empty())
-      return {Observation::State::failed, std::nullopt, "pod " + pod.name + ": " + pod.stuck_reason, since,
-              std::nullopt, recorded_sleep};
+      return {Observation::State::failed,
+              std::nullopt,
+              "pod " + pod.name + ": " + pod.stuck_reason,
+              since,
+              std::nullopt,
+              recorded_sleep};
     if (pod.phase == "Running" && !pod.pod_ip.empty())
-      return {Observation::State::started, config::Address{pod.pod_ip, cfg_.target.port}, {}, since,
-              std::nullopt, recorded_sleep};
+      return {Observation::State::started,
+              config::Address{pod.pod_ip, cfg_.target.port},
+              {},
+              since,
+              std::nullopt,
+              recorded_sleep};
     waiting_for = "pod " + pod.name + " is " + (pod.phase.empty() ? "Pending" : pod.phase);
   }
   return {Observation::State::started, std::nullopt, waiting_for, since, std::nullopt, recorded_sleep};
@@ -244,7 +253,8 @@ std::string KubernetesBackend::scale_down(const Deployment& d, const gateway::Sl
     if (auto text = d.annotation(cluster_.annotation("slept-at"))) {
       const auto slept = activity::parse_rfc3339(*text);
       if (slept && *slept > judged)
-        throw SleepDeclined("started again since it slept at " + *text + ", after the activity this was judged on");
+        throw SleepDeclined("started again since it slept at " + *text +
+                            ", after the activity this was judged on");
     }
     if (auto text = d.annotation(cluster_.annotation("keep-awake-until"))) {
       const auto until = activity::parse_rfc3339(*text);
@@ -269,9 +279,10 @@ void KubernetesBackend::record_sleep_event(const Deployment& d, const gateway::S
   std::string type = "Normal", reason = "Slept";
   std::string message = "Put to sleep (" + request.description + ")";
   if (request.reason == "idle" && request.last_activity != TimePoint{}) {
-    const auto idle = std::chrono::duration_cast<std::chrono::milliseconds>(
-        std::chrono::system_clock::now() - request.last_activity);
-    message = "Put to sleep after " + config::format_duration(std::chrono::floor<std::chrono::seconds>(idle)) + " idle";
+    const auto idle = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now() -
+                                                                            request.last_activity);
+    message = "Put to sleep after " + config::format_duration(std::chrono::floor<std::chrono::seconds>(idle)) +
+              " idle";
   } else if (request.reason == "api") {
     message = "Put to sleep by " + request.description;
   } else if (request.reason == "evicted") {

@@ -68,24 +68,34 @@ std::optional<RequestAttributes> request_attributes(std::string_view method, std
 
 std::vector<PolicyRule> required_rules(const config::KubernetesConfig& cfg) {
   std::vector<PolicyRule> rules = {
-      {"apps", "deployments", {"get", "list", "watch", "patch"},
+      {"apps",
+       "deployments",
+       {"get", "list", "watch", "patch"},
        "discover sparks (list/watch), read afresh before a wake or sleep (get), the conditional "
        "wake and sleep (replicas 1/0 with the activity annotations in one patch)"},
       {"", "pods", {"list", "watch"}, "wait for a woken spark's pod and learn its IP"},
-      {"apps", "replicasets", {"list", "watch"},
+      {"apps",
+       "replicasets",
+       {"list", "watch"},
        "tell a spark's pods from others with its labels: a pod is the spark's only if its ReplicaSet "
        "is owned by the spark's Deployment (ownerReferences, by UID)"},
-      {"", "events", {"create", "patch"},
+      {"",
+       "events",
+       {"create", "patch"},
        "Woken/Slept/WakeFailed/PortConflict Events on the Deployment; an Event that repeats is one Event "
        "whose count and lastTimestamp are patched, as the kubelet's are"},
   };
   if (cfg.leader_election.enabled)
-    rules.push_back({"coordination.k8s.io", "leases", {"get", "create", "update"},
+    rules.push_back({"coordination.k8s.io",
+                     "leases",
+                     {"get", "create", "update"},
                      "leader_election: the Lease that picks the replica running the idle reaper, and the one "
                      "where replicas claim places under limits.max_running (get, create once, update with "
                      "a resourceVersion precondition)"});
   if (cfg.manage_services)
-    rules.push_back({"", "services", {"get", "list", "watch", "create", "patch", "delete"},
+    rules.push_back({"",
+                     "services",
+                     {"get", "list", "watch", "create", "patch", "delete"},
                      "manage_services: a tailnet Service per spark, pointing at the gateway"});
   return rules;
 }

@@ -115,8 +115,8 @@ bool RunningPlaces::claim(const std::string& deployment, int max_running, std::c
         std::vector<std::string> problems;
         claims = parse_running_claims(it->get<std::string>(), &problems);
         for (const auto& p : problems)
-          spdlog::warn("Lease {}: annotation {}: ignoring a claim that does not parse: {}", lease_name_, annotation_,
-                       p);
+          spdlog::warn("Lease {}: annotation {}: ignoring a claim that does not parse: {}", lease_name_,
+                       annotation_, p);
       }
     }
     // Read after the Lease: a scale-up that shows here but was not claimed yet when we read

@@ -83,9 +83,10 @@ class RunningPlaces {
     std::function<nlohmann::json(const nlohmann::json& lease)> replace;  // PUT, resourceVersion as read
   };
   // `views` answers what the spark Deployments show (may throw ApiError).
-  RunningPlaces(LeaseApi api, std::string namespace_name, std::string lease_name, std::string claims_annotation,
-                std::function<PlaceViews()> views,
-                std::function<PlaceTime()> now = [] { return std::chrono::system_clock::now(); });
+  RunningPlaces(
+      LeaseApi api, std::string namespace_name, std::string lease_name, std::string claims_annotation,
+      std::function<PlaceViews()> views,
+      std::function<PlaceTime()> now = [] { return std::chrono::system_clock::now(); });
 
   // Takes one of `max_running` places for `deployment`, its claim holding for `hold_for`.
   // Blocking (runs on the control pool). True: the place is the Deployment's; false: every place

@@ -21,7 +21,9 @@ using nlohmann::json;
 
 constexpr const char* kAnnotation = "spark-gateway/running-claims";
 
-PlaceTime at(int seconds) { return PlaceTime{} + std::chrono::hours(24 * 365 * 50) + std::chrono::seconds(seconds); }
+PlaceTime at(int seconds) {
+  return PlaceTime{} + std::chrono::hours(24 * 365 * 50) + std::chrono::seconds(seconds);
+}
 
 struct FakeLease {
   std::optional<json> lease;
@@ -43,7 +45,8 @@ struct FakeLease {
     return {[this]() -> json {
               ++gets;
               if (fail_get_with) throw ApiError(fail_get_with, "InternalError", "Internal error occurred: etcd");
-              if (!lease) throw ApiError(404, "NotFound", "leases.coordination.k8s.io \"spark-gateway-running\" not found");
+              if (!lease)
+                throw ApiError(404, "NotFound", "leases.coordination.k8s.io \"spark-gateway-running\" not found");
               return *lease;
             },
             [this](const json& body) -> json {
@@ -51,7 +54,8 @@ struct FakeLease {
               run_before_write();
               if (lease) {
                 ++conflicts;
-                throw ApiError(409, "AlreadyExists", "leases.coordination.k8s.io \"spark-gateway-running\" already exists");
+                throw ApiError(409, "AlreadyExists",
+                               "leases.coordination.k8s.io \"spark-gateway-running\" already exists");
               }
               EXPECT_FALSE(body["metadata"].contains("resourceVersion"));
               return stored(body);
@@ -78,8 +82,9 @@ struct Replica {
   PlaceTime now = at(0);
   RunningPlaces places;
   Replica(FakeLease& lease)
-      : places(lease.api(), "spark", "spark-gateway-running", kAnnotation, [this] { return views; },
-               [this] { return now; }) {}
+      : places(
+            lease.api(), "spark", "spark-gateway-running", kAnnotation, [this] { return views; },
+            [this] { return now; }) {}
   bool claim(const std::string& name, int max) { return places.claim(name, max, 60s); }
 };
 
@@ -115,7 +120,12 @@ TEST(RunningPlaces, TwoReplicasCreatingTheLeaseAtOnceOneRetries) {
   FakeLease lease;
   Replica a(lease), b(lease);
   // b creates it between a's 404 and a's create: a gets 409 AlreadyExists, reads b's claim.
-  lease.before_write = [&] { lease.stored(json{{"metadata", {{"name", "spark-gateway-running"}, {"annotations", {{kAnnotation, format_running_claims({{"calm-otter", {at(0), at(60)}}})}}}}}}); };
+  lease.before_write = [&] {
+    lease.stored(
+        json{{"metadata",
+              {{"name", "spark-gateway-running"},
+               {"annotations", {{kAnnotation, format_running_claims({{"calm-otter", {at(0), at(60)}}})}}}}}});
+  };
   EXPECT_TRUE(a.claim("brave-dolphin", 2));
   EXPECT_EQ(lease.conflicts, 1);
   EXPECT_EQ(lease.puts, 1) << "the second attempt updates the Lease b made";
@@ -249,11 +259,14 @@ TEST(RunningPlaces, OtherApiErrorsAreThrown) {
 
 TEST(RunningPlaces, AnAnnotationThatDoesNotParseIsReplaced) {
   FakeLease lease;
-  lease.stored(json{{"metadata", {{"name", "spark-gateway-running"}, {"annotations", {{kAnnotation, "garbage"}, {"other", "kept"}}}}}});
+  lease.stored(
+      json{{"metadata",
+            {{"name", "spark-gateway-running"}, {"annotations", {{kAnnotation, "garbage"}, {"other", "kept"}}}}}});
   Replica a(lease);
   EXPECT_TRUE(a.claim("brave-dolphin", 1));
   EXPECT_TRUE(lease.claims().contains("brave-dolphin"));
-  EXPECT_EQ((*lease.lease)["metadata"]["annotations"]["other"], "kept") << "the rest of the Lease is left as it was";
+  EXPECT_EQ((*lease.lease)["metadata"]["annotations"]["other"], "kept")
+      << "the rest of the Lease is left as it was";
 }
 
 }  // namespace
