@@ -89,6 +89,10 @@ class HistoryTest(harness.GatewayTestCase):
         wake2_low = time.time()
         self.assert_ssh_ok(self.ssh(spark, "echo two"), "two\n")
         wake2_high = time.time()
+        # ssh exits as its session ends; the gateway sees the connection close just after.
+        wait_until(lambda: self.spark_status(spark.name)["open_connections"] == 0, DEADLINE,
+                   "the gateway to see the second session closed")
+        closed2 = time.time()
         self.assertEqual(self.spark_status(spark.name)["state"], "running")
         before_restart = self.history(spark.name)
 
@@ -142,9 +146,10 @@ class HistoryTest(harness.GatewayTestCase):
             self.assert_within(seconds(wake["at"]), low, high, "a wake's time")
             self.assertEqual(wake["cause"], "a connection from %s" % client)
         self.assertEqual(len(after["in_use"]), 2)
-        for span, (low, high) in zip(after["in_use"], [(wake1_low, wake1_high), (wake2_low, wake2_high)]):
+        for span, (low, high, closed) in zip(after["in_use"], [(wake1_low, wake1_high, sleep1_low),
+                                                               (wake2_low, wake2_high, closed2)]):
             self.assert_within(seconds(span["from"]), low, high, "a session's start")
-            self.assert_within(seconds(span["to"]), low, high, "a session's end")
+            self.assert_within(seconds(span["to"]), low, closed, "a session's end")
 
         # Awake seconds of the day, which outlive the restart: the two awake intervals, and
         # within what the test can bracket of them.
