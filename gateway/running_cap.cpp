@@ -105,11 +105,8 @@ awaitable<RunningCap::Admission> RunningCap::admit(std::shared_ptr<Spark> spark,
       spdlog::info("spark {}: its turn to wake after {} in line", name,
                    config::format_duration(steady_clock::now() - waiter->since));
   }
-  std::string note;
-  if (admitted && !room_made_by_.empty()) {
-    note = "after " + room_made_by_ + " was put to sleep to make room";
-    room_made_by_.clear();
-  } else if (!admitted) {
+  std::string note = admitted ? waiter->note : std::string();
+  if (!admitted) {
     note = running_words(others_running) + " (limits.max_running " +
            std::to_string(max_running_.value_or(others_running)) + "); it was " + ordinal(place) + " in line";
   }
@@ -150,10 +147,12 @@ void RunningCap::make_room() {
   std::erase_if(declined_, [](const auto& d) { return steady_clock::now() - d.second > kDeclinedPause; });
   for (const auto& [name, spark] : sparks_) {
     if (declined_.contains(name)) continue;
-    // Only a spark this replica sees running with no connection of its own; a session through
-    // another replica shows as recent activity (recorded at least every share period).
-    if (spark->state() != SparkState::running || spark->open_connections() > 0 || spark->waiting_connections() > 0)
-      continue;
+    // Only a spark this replica sees running (or failed, still holding a place) with no
+    // connection of its own; a session through another replica shows as recent activity
+    // (recorded at least every share period).
+    const bool holds = spark->state() == SparkState::running ||
+                       (spark->state() == SparkState::failed && spark->holds_place());
+    if (!holds || spark->open_connections() > 0 || spark->waiting_connections() > 0) continue;
     if (!activity_.is_idle(name, idle_enough, now)) continue;  // also false under a keep-awake
     const auto since = activity_.get(name).last_activity;
     if (!idlest || since < idlest_since) {
@@ -181,7 +180,9 @@ awaitable<void> RunningCap::evict(std::shared_ptr<Spark> idle, std::string for_w
   evicting_ = false;
   if (idle->state() == SparkState::sleeping) {
     metrics_.count_eviction();
-    room_made_by_ = idle->name();
+    // The room is for the wake it was made for, if it still waits (not for whoever comes next).
+    for (const auto& waiter : line_)
+      if (waiter->spark == for_whom) waiter->note = "after " + idle->name() + " was put to sleep to make room";
   } else {
     declined_[idle->name()] = steady_clock::now();
   }

@@ -67,6 +67,7 @@ class RunningCap {
     std::string spark;
     asio::steady_timer wakeup;  // cancelled when it should look again
     std::chrono::steady_clock::time_point since;
+    std::string note;  // how room was made for it, for its wake's cause
   };
 
   // The front of the line (`waiter`) may go: there is room here, and it claimed its place.
@@ -88,7 +89,6 @@ class RunningCap {
   // After a claim other gateways' places refused: not asked again before this (their wakes may
   // not show in this replica's watch yet, and each claim is an API write).
   std::chrono::steady_clock::time_point next_claim_{};
-  std::string room_made_by_;  // the spark the last eviction put to sleep, for the next admitted
   std::string no_room_said_;  // the front of the line already told nothing can be evicted
   // Sparks whose eviction was declined (a session through another replica, found at the last
   // moment), and when: not asked again for a while, so a refusal is not retried in a loop.

@@ -337,6 +337,7 @@ awaitable<void> Spark::run_wake(std::shared_ptr<WakeAttempt> attempt, std::strin
     last_wake_error_ = *no_place;
     if (wake_ == attempt) wake_.reset();
     set_state(SparkState::sleeping);
+    env_.cap->changed();  // it held no place, but the gauges counted it while it left the line
     attempt->done.set();
     co_return;
   }
