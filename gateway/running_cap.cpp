@@ -44,14 +44,10 @@ void RunningCap::configure(std::optional<int> max_running, std::optional<config:
   changed();
 }
 
-bool RunningCap::in_line(const std::string& spark) const {
-  return std::any_of(line_.begin(), line_.end(), [&](const auto& w) { return w->spark == spark; });
-}
-
 int RunningCap::running() const {
   int n = 0;
   for (const auto& [name, spark] : sparks_)
-    if (spark->holds_place() && !in_line(name)) ++n;
+    if (spark->holds_place()) ++n;  // (a spark in line sleeps: it holds none, unless failed and still up)
   return n;
 }
 
@@ -96,7 +92,7 @@ awaitable<RunningCap::Admission> RunningCap::admit(std::shared_ptr<Spark> spark,
     co_await waiter->wakeup.async_wait(asio::redirect_error(use_awaitable, ec));
   }
   const auto place = position(name).value_or(1);
-  const int others_running = running();  // before it leaves the line (a waking spark counts)
+  const int others_running = running();
   std::erase(line_, waiter);
   if (!max_running_) admitted = true;  // the cap was lifted meanwhile
   if (told) {
@@ -115,6 +111,10 @@ awaitable<RunningCap::Admission> RunningCap::admit(std::shared_ptr<Spark> spark,
 }
 
 awaitable<bool> RunningCap::take_place(const std::shared_ptr<Waiter>& waiter, Spark& spark) {
+  if (spark.holds_place() || spark.seen_running()) {  // it runs already: it takes no new place
+    std::erase(line_, waiter);
+    co_return true;
+  }
   if (claiming_ || line_.empty() || line_.front() != waiter || running() >= *max_running_ ||
       steady_clock::now() < next_claim_)
     co_return false;

@@ -59,6 +59,9 @@ class RunningCap {
   void changed();
 
   int running() const;  // sparks holding a place (not those in line)
+  // limits.evict_idle_after while a cap is set: sparks other replicas may evict re-record their
+  // sessions' activity well within it (Spark::share_period).
+  std::optional<config::Duration> evict_idle_after() const { return evict_idle_after_; }
 
  private:
   struct Waiter {
@@ -75,7 +78,6 @@ class RunningCap {
   void make_room();
   awaitable<void> evict(std::shared_ptr<Spark> idle, std::string for_whom);
   void update_gauges();
-  bool in_line(const std::string& spark) const;
 
   asio::any_io_executor main_;
   const Sparks& sparks_;

@@ -312,35 +312,40 @@ awaitable<void> Spark::wait_for_wake(std::shared_ptr<WakeAttempt> attempt, const
 }
 
 std::shared_ptr<Spark::WakeAttempt> Spark::join_or_start_wake(const std::string& cause) {
-  if (state_ == SparkState::waking && wake_) return wake_;
+  if (wake_) return wake_;  // waking, or waiting in line to
   wake_ = std::make_shared<WakeAttempt>(env_.executor);
-  env_.activity.record_wake(name(), cause, std::chrono::system_clock::now());
-  set_state(SparkState::waking);
-  ++wakes_started_;
   asio::co_spawn(env_.executor, run_wake(wake_, cause), asio::detached);
   return wake_;
 }
 
 awaitable<void> Spark::run_wake(std::shared_ptr<WakeAttempt> attempt, std::string cause) {
   auto self = shared_from_this();  // a reload may drop the spark; the wake still finishes
-  auto backend = backend_;
+  // Under limits.max_running the wake may wait in line first: the spark sleeps on meanwhile (it
+  // is neither awake in its history nor counted as running), and it is "queued" in its view.
+  if (auto no_place = co_await wait_for_place(attempt, cause)) {
+    // Nothing was started, and the people waiting are told why.
+    spdlog::warn("spark {}: not woken for {}: {}", name(), cause, *no_place);
+    attempt->error = *no_place;
+    last_wake_error_ = *no_place;
+    if (wake_ == attempt) wake_.reset();
+    attempt->done.set();
+    co_return;
+  }
+  if (state_ == SparkState::stopping) {
+    auto finished = sleep_finished_;  // a failed wake's clean-up in flight: it finishes first
+    co_await finished->wait();
+  }
+  env_.activity.record_wake(name(), cause, std::chrono::system_clock::now());
+  set_state(SparkState::waking);
+  ++wakes_started_;
+  if (env_.cap) env_.cap->changed();  // it holds a place from here (the gauges say so at once)
+  auto backend = backend_;  // read after the line: a reload may have swapped it meanwhile
   // The backend may know better than we do since when it sleeps (put to sleep by another
   // replica, or before this gateway started).
   if (const auto seen = backend->observe(); seen.state == Observation::State::asleep && seen.asleep_since)
     asleep_since_ = *seen.asleep_since;
   const auto asleep_for = std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now() -
                                                                    asleep_since_);
-  if (auto no_place = co_await wait_for_place(attempt, cause)) {
-    // Nothing was started: the spark sleeps on, and the people waiting are told why.
-    spdlog::warn("spark {}: not woken for {}: {}", name(), cause, *no_place);
-    attempt->error = *no_place;
-    last_wake_error_ = *no_place;
-    if (wake_ == attempt) wake_.reset();
-    set_state(SparkState::sleeping);
-    env_.cap->changed();  // it held no place, but the gauges counted it while it left the line
-    attempt->done.set();
-    co_return;
-  }
   spdlog::info("spark {}: waking for {} (asleep for {}, {} backend)", name(), cause,
                config::format_duration(asleep_for), backend->kind());
 
@@ -503,6 +508,9 @@ std::chrono::milliseconds Spark::share_period() const {
   auto period = env_.activity_flush_interval;
   if (!cfg_.idle_timeout.is_never())
     period = std::min(period, std::chrono::duration_cast<milliseconds>(*cfg_.idle_timeout.value / 3));
+  // Another replica may evict a spark idle for evict_idle_after: a session here keeps it fresher.
+  if (const auto evict = env_.cap ? env_.cap->evict_idle_after() : std::nullopt)
+    period = std::min(period, std::chrono::duration_cast<milliseconds>(*evict / 3));
   return std::max(period, milliseconds(1));
 }
 
@@ -636,7 +644,8 @@ awaitable<void> Spark::sleep(SleepReason reason, bool forced, std::string why_ov
 }
 
 void Spark::follow_backend(activity::TimePoint now) {
-  if (state_ == SparkState::waking || state_ == SparkState::stopping) return;  // ours in flight
+  // Ours in flight (a wake in line included: once admitted it looks at the backend itself).
+  if (state_ == SparkState::waking || state_ == SparkState::stopping || wake_) return;
   const auto obs = backend_->observe();
   if (state_ == SparkState::sleeping) {
     if (obs.state == Observation::State::asleep) {
@@ -704,7 +713,7 @@ void Spark::reap_if_idle(activity::TimePoint now) {
 }
 
 awaitable<void> Spark::adopt_if_running() {
-  if (!backend_->may_run_without_us() || state_ != SparkState::sleeping) co_return;
+  if (!backend_->may_run_without_us() || state_ != SparkState::sleeping || wake_) co_return;
   const auto obs = backend_->observe();
   if (obs.state != Observation::State::asleep) {  // the backend knows (a Deployment's replicas)
     adopt(obs, std::chrono::system_clock::now());

@@ -70,6 +70,9 @@ class Spark : public std::enable_shared_from_this<Spark> {
   // Counts against limits.max_running: awake, waking (past the line), stopping, or failed with
   // something still running (the backend does not show it asleep).
   bool holds_place() const;
+  // The backend shows it running or starting, whatever this gateway thinks (another replica
+  // woke it): a wake in line for it needs no place of its own.
+  bool seen_running() const { return backend_->observe().state != Observation::State::asleep; }
   // Takes its place under limits.max_running where other gateways count it too
   // (Backend::claim_place); true at once for sparks no other gateway serves. False also when
   // the backend cannot tell (logged; the line asks again).

@@ -34,6 +34,14 @@ class RunningCapTest(harness.GatewayTestCase):
     def state(self, spark):
         return self.spark_status(spark.name)
 
+    def sleep_when_closed(self, spark):
+        """Puts `spark` to sleep through the API once the gateway has seen its sessions close
+        (an ssh client that exited or was killed: its close reaches the gateway a moment later)."""
+        wait_until(lambda: self.state(spark)["open_connections"] == 0, 20,
+                   lambda: "%s's connections to close (view: %r)" % (spark.name, self.state(spark)))
+        status, body = self.api("POST", "/api/v1/sparks/%s/sleep" % spark.name)
+        self.assertEqual(status, 200, body)
+
     def wait_queued(self, spark, position=1):
         wait_until(lambda: self.state(spark).get("state") == "queued", 30,
                    lambda: "%s to be queued (view: %r)" % (spark.name, self.state(spark)))
@@ -110,8 +118,7 @@ class RunningCapTest(harness.GatewayTestCase):
         self.assertEqual(self.state(c)["queue_position"], 1)
         self.assertEqual(c.starts(), 0)
         self.assertEqual(self.state(b)["state"], "running")
-        status, body = self.api("POST", "/api/v1/sparks/brave-bee/sleep")
-        self.assertEqual(status, 200, body)
+        self.sleep_when_closed(b)
         self.assertEqual(third.wait(timeout=60), 0, third.stderr)
         self.assertEqual(third.stdout, "third\n")
 
@@ -170,8 +177,7 @@ class RunningCapTest(harness.GatewayTestCase):
         wait_until(lambda: self.metric("spark_gateway_wake_queue_length") == 1, 10, "the line to show it")
         self.assertEqual(self.state(b)["queue_position"], 1)
         session.kill()
-        status, body = self.api("POST", "/api/v1/sparks/alpha-ant/sleep")
-        self.assertEqual(status, 200, body)
+        self.sleep_when_closed(a)
         b.wait_sshd_running(30)
         wait_until(lambda: self.state(b)["state"] == "running", 30, "brave-bee to run")
 
@@ -186,8 +192,7 @@ class RunningCapTest(harness.GatewayTestCase):
         gw.wait_log("spark brave-bee: not woken for", "nobody waits for it any more")
         self.assertEqual(self.state(b)["state"], "sleeping")
         session.kill()
-        status, body = self.api("POST", "/api/v1/sparks/alpha-ant/sleep")
-        self.assertEqual(status, 200, body)
+        self.sleep_when_closed(a)
         a.wait_sshd_gone(20)
         self.assertEqual(b.starts(), 0, "a wake nobody waited for was started")
 
@@ -216,8 +221,7 @@ class RunningCapTest(harness.GatewayTestCase):
                    lambda: "the place in line in the jump host's banner (stderr: %r)" % jump.stderr)
         self.assertIn("spark-gateway: 1 spark is running (the limit is 1); brave-bee is 1st in line", jump.stderr)
         session.kill()
-        status, body = self.api("POST", "/api/v1/sparks/alpha-ant/sleep")
-        self.assertEqual(status, 200, body)
+        self.sleep_when_closed(a)
         self.assertEqual(jump.wait(timeout=60), 0, jump.stderr)
         self.assertEqual(jump.stdout, "jumped\n")
 
