@@ -31,6 +31,11 @@ void ActivityTracker::touch(const std::string& spark, TimePoint now) {
   dirty_ = true;
 }
 
+void ActivityTracker::seen_running_since(const std::string& spark, TimePoint at) {
+  auto& e = entry(spark, at);
+  e.seen_running_since = std::max(e.seen_running_since, at);
+}
+
 void ActivityTracker::connection_opened(const std::string& spark, TimePoint now) {
   touch(spark, now);
   auto& e = entry(spark, now);
@@ -119,7 +124,8 @@ std::string ActivityTracker::last_client(const std::string& spark) const {
 SparkActivity ActivityTracker::get(const std::string& spark) const {
   auto it = entries_.find(spark);
   if (it == entries_.end()) return {};
-  return {it->second.persisted.last_activity, it->second.persisted.keep_awake_until, it->second.open_connections};
+  const auto& e = it->second;
+  return {std::max(e.persisted.last_activity, e.seen_running_since), e.persisted.keep_awake_until, e.open_connections};
 }
 
 bool ActivityTracker::is_idle(const std::string& spark, const config::MaybeNever& idle_timeout,

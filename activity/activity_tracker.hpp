@@ -46,6 +46,11 @@ class ActivityTracker {
   void connection_opened(const std::string& spark, TimePoint now);
   void connection_closed(const std::string& spark, TimePoint now);
   void touch(const std::string& spark, TimePoint now);  // e.g. a wake by the API
+  // The spark was seen running since `at`, started by someone else (another replica, a person):
+  // its idle clock here starts no earlier (get() and is_idle() count it). It is not activity:
+  // never persisted nor recorded for the other replicas (each adopts for itself), so it cannot
+  // pass for a session and keep a failed wake's clean-up on another replica from stopping it.
+  void seen_running_since(const std::string& spark, TimePoint at);
   // A connection from `client` (the spark view's last_client; persisted with the activity).
   void connection_from(const std::string& spark, std::string client, TimePoint now);
   std::string last_client(const std::string& spark) const;
@@ -92,6 +97,7 @@ class ActivityTracker {
     PersistedActivity persisted;
     TimePoint shared{};
     int open_connections = 0;
+    TimePoint seen_running_since{};  // local only (seen_running_since())
     bool hold_unconfirmed = false;  // set here; not yet seen in what merge_remote reads
   };
   Entry& entry(const std::string& spark, TimePoint now);

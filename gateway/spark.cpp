@@ -671,7 +671,7 @@ void Spark::follow_backend(activity::TimePoint now) {
     // It slept after the newest activity we know of, and runs again: a run this replica never
     // saw begin (its watch skipped the 0, or our own sleep's answer was lost). Its idle clock
     // starts with that run, not with the previous one's activity.
-    env_.activity.touch(name(), run_began(obs, now));
+    env_.activity.seen_running_since(name(), run_began(obs, now));
     recorded_in_this_run_ = false;
     spdlog::info("spark {}: slept at {} and started again elsewhere since; idle since {}", name(),
                  activity::format_rfc3339(*obs.last_slept_at),
@@ -688,8 +688,10 @@ void Spark::adopt(const Observation& obs, activity::TimePoint now) {
   backend_->adopt_running();
   // Seen running = active: whoever started it (another replica, a person) did so to use it, so
   // its idle clock starts no earlier than when it started (when the backend knows, else now),
-  // whatever older activity says. Newer recorded activity still wins.
-  env_.activity.touch(name(), run_began(obs, now));
+  // whatever older activity says. Newer recorded activity still wins. Only here: seeing it run
+  // is not using it, and must not read as activity to another replica whose wake of it failed
+  // (its clean-up stops the spark unless someone used it since).
+  env_.activity.seen_running_since(name(), run_began(obs, now));
   const auto idle_since = activity::format_rfc3339(env_.activity.get(name()).last_activity);
   if (obs.state == Observation::State::failed) {
     last_wake_error_ = obs.reason;

@@ -424,5 +424,25 @@ TEST(ActivityTracker, ACurrentStateIsWrittenAgainEveryCheckpoint) {
   EXPECT_TRUE(t.dirty());  // the file's saved_at moves on, and with it what a crash keeps
 }
 
+
+// A spark seen running (adopted: started by another replica or by hand) starts its idle clock
+// here, but that is no one's activity: it is neither persisted nor published, so it cannot keep
+// another replica's failed wake from being cleaned up (test_lifecycle case 5).
+TEST(ActivityTracker, SeenRunningStartsTheIdleClockButIsNotActivity) {
+  ActivityTracker t;
+  t.ensure("a", kT0);
+  t.mark_persisted(t.snapshot());
+  t.seen_running_since("a", kT0 + 1h);
+  EXPECT_EQ(t.get("a").last_activity, kT0 + 1h);
+  EXPECT_FALSE(t.is_idle("a", k2h, kT0 + 2h));
+  EXPECT_TRUE(t.is_idle("a", k2h, kT0 + 3h));
+  EXPECT_FALSE(t.dirty());
+  EXPECT_EQ(t.snapshot().at("a").last_activity, kT0);
+  // Real activity later than the run's start wins, and is what is stored.
+  t.touch("a", kT0 + 90min);
+  EXPECT_EQ(t.get("a").last_activity, kT0 + 90min);
+  EXPECT_EQ(t.snapshot().at("a").last_activity, kT0 + 90min);
+}
+
 }  // namespace
 }  // namespace spark::activity
