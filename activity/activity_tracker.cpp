@@ -125,7 +125,8 @@ SparkActivity ActivityTracker::get(const std::string& spark) const {
   auto it = entries_.find(spark);
   if (it == entries_.end()) return {};
   const auto& e = it->second;
-  return {std::max(e.persisted.last_activity, e.seen_running_since), e.persisted.keep_awake_until, e.open_connections};
+  return {std::max(e.persisted.last_activity, e.seen_running_since), e.persisted.keep_awake_until,
+          e.open_connections};
 }
 
 bool ActivityTracker::is_idle(const std::string& spark, const config::MaybeNever& idle_timeout,

@@ -98,7 +98,7 @@ class ActivityTracker {
     TimePoint shared{};
     int open_connections = 0;
     TimePoint seen_running_since{};  // local only (seen_running_since())
-    bool hold_unconfirmed = false;  // set here; not yet seen in what merge_remote reads
+    bool hold_unconfirmed = false;   // set here; not yet seen in what merge_remote reads
   };
   Entry& entry(const std::string& spark, TimePoint now);
 

@@ -96,7 +96,8 @@ awaitable<RunningCap::Admission> RunningCap::admit(std::shared_ptr<Spark> spark,
   std::erase(line_, waiter);
   if (!max_running_) admitted = true;  // the cap was lifted meanwhile
   if (told) {
-    metrics_.observe_wake_queue(std::chrono::duration<double>(steady_clock::now() - waiter->since).count(), admitted);
+    metrics_.observe_wake_queue(std::chrono::duration<double>(steady_clock::now() - waiter->since).count(),
+                                admitted);
     if (admitted)
       spdlog::info("spark {}: its turn to wake after {} in line", name,
                    config::format_duration(steady_clock::now() - waiter->since));
@@ -163,9 +164,10 @@ void RunningCap::make_room() {
   const std::string& front = line_.front()->spark;
   if (!idlest) {
     if (no_room_said_ != front)
-      spdlog::info("spark {}: no running spark may be put to sleep to make room (each has a session, a keep-awake, "
-                   "or was active within evict_idle_after {})",
-                   front, config::format_duration(*evict_idle_after_));
+      spdlog::info(
+          "spark {}: no running spark may be put to sleep to make room (each has a session, a keep-awake, "
+          "or was active within evict_idle_after {})",
+          front, config::format_duration(*evict_idle_after_));
     no_room_said_ = front;
     return;
   }

@@ -86,8 +86,8 @@ class RunningCap {
   std::optional<int> max_running_;
   std::optional<config::Duration> evict_idle_after_;
   std::deque<std::shared_ptr<Waiter>> line_;
-  bool evicting_ = false;     // one eviction at a time: each makes room for the one at the front
-  bool claiming_ = false;     // the front is claiming its place (its backend is asked)
+  bool evicting_ = false;  // one eviction at a time: each makes room for the one at the front
+  bool claiming_ = false;  // the front is claiming its place (its backend is asked)
   // After a claim other gateways' places refused: not asked again before this (their wakes may
   // not show in this replica's watch yet, and each claim is an API write).
   std::chrono::steady_clock::time_point next_claim_{};

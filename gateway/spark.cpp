@@ -297,7 +297,8 @@ awaitable<std::optional<std::string>> Spark::ensure_awake(std::string cause, boo
   co_return std::optional<std::string>("the spark kept being put to sleep");
 }
 
-awaitable<void> Spark::wait_for_wake(std::shared_ptr<WakeAttempt> attempt, const std::function<bool()>& client_gone) {
+awaitable<void> Spark::wait_for_wake(std::shared_ptr<WakeAttempt> attempt,
+                                     const std::function<bool()>& client_gone) const {
   if (!env_.cap || !client_gone) {
     co_await attempt->done.wait();
     co_return;
@@ -339,7 +340,7 @@ awaitable<void> Spark::run_wake(std::shared_ptr<WakeAttempt> attempt, std::strin
   set_state(SparkState::waking);
   ++wakes_started_;
   if (env_.cap) env_.cap->changed();  // it holds a place from here (the gauges say so at once)
-  auto backend = backend_;  // read after the line: a reload may have swapped it meanwhile
+  auto backend = backend_;            // read after the line: a reload may have swapped it meanwhile
   // The backend may know better than we do since when it sleeps (put to sleep by another
   // replica, or before this gateway started).
   if (const auto seen = backend->observe(); seen.state == Observation::State::asleep && seen.asleep_since)

@@ -174,7 +174,8 @@ class Spark : public std::enable_shared_from_this<Spark> {
 
   std::shared_ptr<WakeAttempt> join_or_start_wake(const std::string& cause);
   // Waits for the wake to finish; while it waits in line, a client that left ends the wait.
-  awaitable<void> wait_for_wake(std::shared_ptr<WakeAttempt> attempt, const std::function<bool()>& client_gone);
+  awaitable<void> wait_for_wake(std::shared_ptr<WakeAttempt> attempt,
+                                const std::function<bool()>& client_gone) const;
   awaitable<void> run_wake(std::shared_ptr<WakeAttempt> attempt, std::string cause);
   // Under limits.max_running: waits for the wake's place. The reason it got none, if it did not;
   // `cause` gains how it got one ("after calm-otter was put to sleep to make room").

@@ -57,7 +57,10 @@ SparkSet::Changes SparkSet::update(const std::vector<config::SparkConfig>& serve
       sparks[s.name] = it->second;
       continue;
     }
-    const SparkEnvironment env{io_.get_executor(), control_pool_, activity_, &metrics_,
+    const SparkEnvironment env{io_.get_executor(),
+                               control_pool_,
+                               activity_,
+                               &metrics_,
                                std::chrono::duration_cast<std::chrono::milliseconds>(next.activity_flush_interval),
                                &cap_};
     auto spark = std::make_shared<Spark>(env, s, make_backend(s, next, cluster_));

@@ -46,7 +46,7 @@ struct WakeRequest {
 
 // Why a spark is put to sleep, and what the decision was based on.
 struct SleepRequest {
-  std::string reason;  // idle, api, shutdown, removed, wake_failed
+  std::string reason;       // idle, api, shutdown, removed, wake_failed
   std::string description;  // for people: "idle for 2h0m", "an operator (admin API)"
   // The last activity the gateway knew of when it decided (epoch: none). A backend shared with
   // other gateways may decline the sleep if someone was active since.

@@ -424,7 +424,6 @@ TEST(ActivityTracker, ACurrentStateIsWrittenAgainEveryCheckpoint) {
   EXPECT_TRUE(t.dirty());  // the file's saved_at moves on, and with it what a crash keeps
 }
 
-
 // A spark seen running (adopted: started by another replica or by hand) starts its idle clock
 // here, but that is no one's activity: it is neither persisted nor published, so it cannot keep
 // another replica's failed wake from being cleaned up (test_lifecycle case 5).
