@@ -39,6 +39,7 @@
 #include "gateway/observability/metrics.hpp"
 #include "gateway/session_core.hpp"
 #include "gateway/spark.hpp"
+#include "run_until.hpp"
 
 namespace spark::gateway {
 namespace {
@@ -185,13 +186,7 @@ class ConnectionTest : public ::testing::TestWithParam<int> {
   }
 
   bool run_until(const std::function<bool()>& done, steady_clock::duration limit = 10s) {
-    const auto deadline = steady_clock::now() + limit;
-    while (!done()) {
-      const auto now = steady_clock::now();
-      if (now >= deadline) break;
-      io_.run_one_for(std::min<steady_clock::duration>(deadline - now, 10ms));
-    }
-    return done();
+    return test::run_until(io_, done, limit);
   }
 
   Fd accept_upstream() {

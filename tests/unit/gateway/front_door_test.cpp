@@ -46,6 +46,7 @@
 #include "gateway/observability/metrics.hpp"
 #include "gateway/session_core.hpp"
 #include "gateway/spark.hpp"
+#include "run_until.hpp"
 
 namespace spark::gateway {
 namespace {
@@ -251,14 +252,7 @@ class FrontDoorTest : public ::testing::TestWithParam<int> {
 
   // Runs the main loop until `done()` holds or `limit` passes; returns done().
   bool run_until(const std::function<bool()>& done, steady_clock::duration limit = 10s) {
-    const auto deadline = steady_clock::now() + limit;
-    while (!done()) {
-      const auto now = steady_clock::now();
-      if (now >= deadline) break;
-      // Short slices: some conditions change on other threads (pool, data worker, kernel).
-      io_.run_one_for(std::min<steady_clock::duration>(deadline - now, 10ms));
-    }
-    return done();
+    return test::run_until(io_, done, limit);
   }
 
   // The next connection the fake sshd of `name` accepts, within the deadline.

@@ -38,6 +38,7 @@
 #include "gateway/backend/backend.hpp"
 #include "gateway/observability/metrics.hpp"
 #include "gateway/spark.hpp"
+#include "run_until.hpp"
 
 namespace spark::gateway {
 namespace {
@@ -150,14 +151,7 @@ class RunningCapTest : public ::testing::Test {
 
   // Runs the main loop until `done()` holds or `limit` passes; returns done().
   bool run_until(const std::function<bool()>& done, steady_clock::duration limit = 10s) {
-    const auto deadline = steady_clock::now() + limit;
-    while (!done()) {
-      const auto now = steady_clock::now();
-      if (now >= deadline) break;
-      // Short slices: some conditions are set by the pool threads, which run no handler here.
-      io_.run_one_for(std::min<steady_clock::duration>(deadline - now, 10ms));
-    }
-    return done();
+    return test::run_until(io_, done, limit);
   }
 
   // A connection to `name` (Spark::connect_upstream), running from now on.

@@ -5,8 +5,6 @@
 // GCC 12 coroutine rules followed here (see gateway/asio.hpp): coroutines are free functions
 // taking their arguments by value, spawned with named variables; no temporaries with
 // non-trivial destructors inside a co_await expression; no capturing lambda coroutines.
-#include "gateway/spark.hpp"
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -23,17 +21,19 @@
 
 #include "activity/activity_tracker.hpp"
 #include "config/config.hpp"
+#include "fake_backend.hpp"
 #include "gateway/asio.hpp"
 #include "gateway/backend/backend.hpp"
-#include "fake_backend.hpp"
+#include "gateway/spark.hpp"
+#include "run_until.hpp"
 
 namespace spark::gateway {
 namespace {
 
 using namespace std::chrono_literals;
+using std::chrono::steady_clock;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-using std::chrono::steady_clock;
 
 // ---------------------------------------------------------------------------
 // Coroutines the tests spawn (free functions, arguments by value)
@@ -62,8 +62,7 @@ awaitable<void> connect_client(std::shared_ptr<Spark> spark, std::shared_ptr<Out
   ++out->done;
 }
 
-awaitable<void> sleep_spark(std::shared_ptr<Spark> spark, SleepReason reason,
-                            std::shared_ptr<bool> done) {
+awaitable<void> sleep_spark(std::shared_ptr<Spark> spark, SleepReason reason, std::shared_ptr<bool> done) {
   co_await spark->sleep(reason);
   *done = true;
 }
@@ -108,18 +107,10 @@ class SparkWakeTest : public ::testing::Test {
 
   // Runs the data plane until `done()` holds or `limit` passes; returns done().
   bool run_until(const std::function<bool()>& done, steady_clock::duration limit = 10s) {
-    const auto deadline = steady_clock::now() + limit;
-    while (!done()) {
-      const auto now = steady_clock::now();
-      if (now >= deadline) break;
-      // Short slices: some conditions are set by the pool threads, which run no handler here.
-      io_.run_one_for(std::min<steady_clock::duration>(deadline - now, 10ms));
-    }
-    return done();
+    return test::run_until(io_, done, limit);
   }
 
-  void spawn_clients(const std::shared_ptr<Spark>& spark, const std::shared_ptr<Outcomes>& out,
-                     int n) {
+  void spawn_clients(const std::shared_ptr<Spark>& spark, const std::shared_ptr<Outcomes>& out, int n) {
     for (int i = 0; i < n; ++i) asio::co_spawn(io_, connect_client(spark, out), asio::detached);
   }
 
@@ -225,8 +216,7 @@ TEST_F(SparkWakeTest, BackendWakeErrorReachesEveryWaiterAndALaterConnectRetries)
   spawn_clients(spark, retry, 1);
   ASSERT_TRUE(run_until([&] { return retry->done == 1; }));
   EXPECT_EQ(fake_->wakes.load(), 2);
-  ASSERT_EQ(retry->sockets.size(), 1u)
-      << (retry->wake_errors.empty() ? "" : retry->wake_errors[0]);
+  ASSERT_EQ(retry->sockets.size(), 1u) << (retry->wake_errors.empty() ? "" : retry->wake_errors[0]);
   EXPECT_EQ(retry->sockets[0].remote_endpoint(), target_);
   EXPECT_EQ(spark->state(), SparkState::running);
 }
@@ -266,7 +256,7 @@ TEST_F(SparkWakeTest, TargetThatNeverListensFailsWithinWakeTimeout) {
     EXPECT_THAT(e, HasSubstr("300ms"));
   }
   for (const auto took : out->took) {
-    EXPECT_GE(took, kWakeTimeout - 10ms);  // it kept probing until the deadline...
+    EXPECT_GE(took, kWakeTimeout - 10ms);    // it kept probing until the deadline...
     EXPECT_LT(took, kWakeTimeout + 1500ms);  // ...and gave up promptly after it
   }
   EXPECT_EQ(fake_->wakes.load(), 1);
@@ -286,8 +276,7 @@ TEST_F(SparkWakeTest, BackendReportingFailedWhileWakingGivesItsReason) {
   ASSERT_TRUE(run_until([&] { return out->done == 2; }));
   EXPECT_TRUE(out->sockets.empty());
   ASSERT_EQ(out->wake_errors.size(), 2u);
-  for (const auto& e : out->wake_errors)
-    EXPECT_THAT(e, HasSubstr("process pid 4242 exited with status 255"));
+  for (const auto& e : out->wake_errors) EXPECT_THAT(e, HasSubstr("process pid 4242 exited with status 255"));
   EXPECT_EQ(fake_->wakes.load(), 1);
   // Not only a timeout: any failed wake stops what it started.
   EXPECT_TRUE(run_until([&] { return fake_->sleeps_done.load() == 1; }, 5s));
@@ -394,12 +383,10 @@ TEST_F(SparkWakeTest, ConnectDuringCleanupAfterWakeTimeoutIsNotUndoneByIt) {
   EXPECT_FALSE(fake_->wake_overlapped_sleep.load())
       << "wake() ran while the cleanup sleep() was still stopping the spark; events: "
       << ::testing::PrintToString(fake_->events());
-  ASSERT_EQ(second->sockets.size(), 1u)
-      << (second->wake_errors.empty() ? "" : second->wake_errors[0]);
+  ASSERT_EQ(second->sockets.size(), 1u) << (second->wake_errors.empty() ? "" : second->wake_errors[0]);
   EXPECT_EQ(spark->state(), SparkState::running);
-  EXPECT_TRUE(fake_->started.load())
-      << "the spark handed to the connection was stopped by the cleanup; events: "
-      << ::testing::PrintToString(fake_->events());
+  EXPECT_TRUE(fake_->started.load()) << "the spark handed to the connection was stopped by the cleanup; events: "
+                                     << ::testing::PrintToString(fake_->events());
 }
 
 }  // namespace
