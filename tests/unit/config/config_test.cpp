@@ -243,6 +243,25 @@ TEST(ParseConfig, LimitsDefaultsAndValues) {
   EXPECT_EQ(cfg.data_threads, 0);
 }
 
+TEST(ParseConfig, RunningCapAndEviction) {
+  const Config none = ParseOk("{}");
+  EXPECT_EQ(none.max_running, std::nullopt);  // no cap by default
+  EXPECT_EQ(none.evict_idle_after, std::nullopt);
+  const Config cfg = ParseOk(R"({"limits": {"max_running": 10, "evict_idle_after": "15m"}})");
+  EXPECT_EQ(cfg.max_running, 10);
+  EXPECT_EQ(cfg.evict_idle_after, Duration(std::chrono::minutes(15)));
+  EXPECT_THAT(Problems(R"({"limits": {"max_running": 0}})"), Contains(StartsWith("limits.max_running: ")));
+  EXPECT_THAT(Problems(R"({"limits": {"max_running": 2, "evict_idle_after": "soon"}})"),
+              Contains(StartsWith("limits.evict_idle_after: ")));
+  // Eviction makes room under a cap: alone it means nothing, and is refused as such. A bad cap
+  // is its own problem, not also eviction's.
+  EXPECT_THAT(Problems(R"({"limits": {"evict_idle_after": "15m"}})"),
+              Contains(Problem("limits.evict_idle_after: ", "needs limits.max_running")));
+  const auto bad_cap = Problems(R"({"limits": {"max_running": -1, "evict_idle_after": "15m"}})");
+  EXPECT_THAT(bad_cap, Contains(StartsWith("limits.max_running: ")));
+  EXPECT_THAT(bad_cap, Not(Contains(StartsWith("limits.evict_idle_after: "))));
+}
+
 TEST(ParseConfig, DataThreadsOutOfRangeIsAProblem) {
   for (const char* bad : {"-1", "65", "1.5", "\"2\""}) {
     std::vector<std::string> problems = Problems(std::string(R"({"limits": {"data_threads": )") + bad + "}}");

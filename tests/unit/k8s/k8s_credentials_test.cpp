@@ -209,6 +209,19 @@ TEST(KubernetesConfigSection, Defaults) {
   EXPECT_FALSE(k.manage_services);
   EXPECT_FALSE(k.leader_election.enabled);
   EXPECT_EQ(k.leader_election.lease_name, "spark-gateway-reaper");
+  EXPECT_EQ(k.leader_election.running_lease, "spark-gateway-running");  // limits.max_running's claims
+}
+
+TEST(KubernetesConfigSection, RunningLeaseMustBeAnObjectName) {
+  EXPECT_EQ(load(R"({"leader_election": {"running_lease": "caps-1"}})").kubernetes->leader_election.running_lease,
+            "caps-1");
+  for (const char* bad : {R"("Caps")", R"("a_b")", R"("")", R"(7)"}) {
+    std::string problems;
+    EXPECT_THROW(load(std::string(R"({"leader_election": {"running_lease": )") + bad + "}}", &problems),
+                 config::ConfigError)
+        << bad;
+    EXPECT_NE(problems.find("kubernetes.leader_election.running_lease"), std::string::npos) << bad << problems;
+  }
 }
 
 TEST(KubernetesConfigSection, EveryBadValueIsNamedByItsKey) {
