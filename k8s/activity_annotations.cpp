@@ -24,7 +24,8 @@ activity::PersistedActivity read_activity(const Cluster& cluster, const Deployme
   auto unusable = [&](const std::string& key, const std::string& text, const std::string& consequence) {
     if (problems)
       problems->push_back(cluster.annotation(key) + " \"" + text +
-                          "\" is not an RFC 3339 time from 1970 to 2200 (e.g. 2026-11-22T15:04:05Z); " + consequence);
+                          "\" is not an RFC 3339 time from 1970 to 2200 (e.g. 2026-11-22T15:04:05Z); " +
+                          consequence);
   };
   if (auto text = d.annotation(cluster.annotation("last-activity"))) {
     if (auto t = activity::parse_rfc3339(*text))
@@ -41,17 +42,17 @@ activity::PersistedActivity read_activity(const Cluster& cluster, const Deployme
   return out;
 }
 
-int ActivityAnnotations::publish(const activity::ActivitySnapshot& snapshot,
-                                 const std::set<std::string>& sparks) {
+int ActivityAnnotations::publish(const activity::ActivitySnapshot& snapshot, const std::set<std::string>& sparks) {
   std::lock_guard lock(mu_);
   int failed = 0;
   for (const auto& name : sparks) {
     const auto it = snapshot.find(name);
     if (it == snapshot.end()) continue;
-    if (auto done = published_.find(name); done != published_.end() && done->second == it->second) continue;
+    const Published now{it->second.last_activity, it->second.keep_awake_until};
+    if (auto done = published_.find(name); done != published_.end() && done->second == now) continue;
     try {
       write(name, it->second);
-      published_[name] = it->second;
+      published_[name] = now;
     } catch (const std::exception& e) {
       ++failed;
       spdlog::warn("spark {}: cannot record activity on its Deployment (will retry): {}", name, e.what());
@@ -77,9 +78,9 @@ void ActivityAnnotations::write(const std::string& name, const activity::Persist
     }
     if (annotations.empty()) return;  // the Deployment already says as much (or more)
     try {
-      cluster_.api().merge_patch(
-          cluster_.deployment_path(name),
-          json{{"metadata", {{"resourceVersion", d.resource_version}, {"annotations", annotations}}}});
+      cluster_.api().merge_patch(cluster_.deployment_path(name),
+                                 json{{"metadata",
+                                       {{"resourceVersion", d.resource_version}, {"annotations", annotations}}}});
       return;
     } catch (const ApiError& e) {
       if (!e.is_conflict() || attempt == 2) throw;

@@ -5,6 +5,7 @@
 // resourceVersion read (a 409 re-reads and tries again).
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -33,9 +34,16 @@ class ActivityAnnotations {
   // Throws ApiError.
   void write(const std::string& name, const activity::PersistedActivity& ours);
 
+  // What the annotations carry of a spark's activity (its history and last client stay local).
+  struct Published {
+    activity::TimePoint last_activity{};
+    std::optional<activity::TimePoint> keep_awake_until;
+    friend bool operator==(const Published&, const Published&) = default;
+  };
+
   Cluster& cluster_;
   std::mutex mu_;  // one publish at a time: published_ is what they agree was written
-  std::map<std::string, activity::PersistedActivity> published_;
+  std::map<std::string, Published> published_;
 };
 
 }  // namespace spark::k8s
