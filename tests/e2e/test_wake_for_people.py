@@ -69,7 +69,8 @@ class WakeForPeople(harness.GatewayTestCase):
         self.assertEqual(out.returncode, 0, out.stderr)
         header, row = out.stdout.splitlines()[0], out.stdout.splitlines()[1]
         self.assertIn("TURNED AWAY", header)
-        self.assertTrue(row.split()[-1] == "55", out.stdout)
+        # Its column (the table is aligned: a value starts where its heading does).
+        self.assertEqual(row[header.index("TURNED AWAY"):].split()[0], "55", out.stdout)
 
     def test_http_bytes_on_the_ssh_port_are_refused_without_a_wake(self):
         spark, gw = self.start()
