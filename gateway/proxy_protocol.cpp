@@ -174,12 +174,13 @@ ProxyHeaderParse parse_v1_line(std::string_view line) {
 // `bytes` starts with "PROXY " (or a prefix of it).
 ProxyHeaderParse parse_v1(std::string_view bytes) {
   // The line ends in CRLF within 107 bytes; a lone CR or LF does not end it. It is printable
-  // US-ASCII, so any other byte shows at once that this is no header.
-  const std::size_t window = std::min(bytes.size(), kProxyV1MaxLength);
+  // US-ASCII, so any other byte shows at once that this is no header. Only the first 106 bytes
+  // are looked at: a CR as the 107th would put its LF at byte 108, so whatever that byte is, the
+  // line is too long; judging it would give a prefix and the whole different reasons.
+  const std::size_t window = std::min(bytes.size(), kProxyV1MaxLength - 1);
   for (std::size_t i = kV1Prefix.size(); i < window; ++i) {
     const char c = bytes[i];
     if (c == '\r') {
-      if (i + 1 == kProxyV1MaxLength) break;  // its LF would be byte 108
       if (i + 1 == bytes.size()) return ProxyHeaderIncomplete{1, 1};
       if (bytes[i + 1] != '\n') return error("PROXY v1 line has a CR not followed by LF");
       return parse_v1_line(bytes.substr(0, i));

@@ -135,6 +135,10 @@ TEST(ProxyProtocolV1, TooLong) {
   EXPECT_EQ(error_of(line.substr(0, 106) + "\r"), "PROXY v1 header longer than 107 bytes (no CRLF)")
       << "a CR at byte 107 is too late for its LF";
   EXPECT_EQ(error_of("PROXY TCP4 " + std::string(200, '1')), "PROXY v1 header longer than 107 bytes (no CRLF)");
+  // Whatever the 107th byte is, the 106 before it already decided (the fuzzer found a binary
+  // byte there answered otherwise than the same line cut before it).
+  EXPECT_EQ(error_of(line.substr(0, 106) + "\xe8"), "PROXY v1 header longer than 107 bytes (no CRLF)");
+  EXPECT_EQ(error_of(line.substr(0, 106) + "\n"), "PROXY v1 header longer than 107 bytes (no CRLF)");
 }
 
 TEST(ProxyProtocolV1, LineEnd) {
