@@ -34,6 +34,10 @@ auto run_blocking(asio::thread_pool& pool, const F& f) {
                                asio::execution::outstanding_work.tracked);
     asio::post(pool_executor, [work = std::move(work), handler = std::move(handler),
                                caller = std::move(caller)]() mutable {
+      // The error is moved, not copied, to the caller: the pool thread keeps no reference, so
+      // the exception dies on the caller's thread after it was read there (libstdc++'s
+      // reference count is not instrumented, so TSan could not see a release from this thread
+      // ordered after the caller's read).
       std::exception_ptr error;
       if constexpr (kVoid) {
         try {
@@ -41,7 +45,9 @@ auto run_blocking(asio::thread_pool& pool, const F& f) {
         } catch (...) {
           error = std::current_exception();
         }
-        asio::post(caller, [handler = std::move(handler), error]() mutable { std::move(handler)(error); });
+        asio::post(caller, [handler = std::move(handler), error = std::move(error)]() mutable {
+          std::move(handler)(error);
+        });
       } else {
         std::optional<Result> result;
         try {
@@ -49,7 +55,8 @@ auto run_blocking(asio::thread_pool& pool, const F& f) {
         } catch (...) {
           error = std::current_exception();
         }
-        asio::post(caller, [handler = std::move(handler), error, result = std::move(result)]() mutable {
+        asio::post(caller, [handler = std::move(handler), error = std::move(error),
+                            result = std::move(result)]() mutable {
           std::move(handler)(error, result ? std::move(*result) : Result{});
         });
       }

@@ -75,7 +75,7 @@
 // non-trivial destructors inside a co_await expression; no capturing lambda coroutines.
 #include <gtest/gtest.h>
 #include <spdlog/details/os.h>
-#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/sinks/base_sink.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -1464,10 +1464,30 @@ class ReplicasModel {
 };
 
 // The gateway's log (spdlog's default logger, shared by every model running at once), shown
-// with a failure: the lines the failing model's threads wrote.
+// with a failure: the lines the failing model's threads wrote. A failing seed reads it while the
+// other seeds still log, so the text is read under the sink's own lock.
+class CaptureSink : public spdlog::sinks::base_sink<std::mutex> {
+ public:
+  std::string text() {
+    std::lock_guard lock(mutex_);
+    return text_;
+  }
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    spdlog::memory_buf_t formatted;
+    formatter_->format(msg, formatted);
+    text_.append(formatted.data(), formatted.size());
+  }
+  void flush_() override {}
+
+ private:
+  std::string text_;
+};
+
 class LogCapture {
  public:
-  LogCapture() : sink_(std::make_shared<spdlog::sinks::ostream_sink_mt>(stream_)) {
+  LogCapture() : sink_(std::make_shared<CaptureSink>()) {
     previous_ = spdlog::default_logger();
     auto logger = std::make_shared<spdlog::logger>("model", sink_);
     logger->set_level(spdlog::level::info);
@@ -1476,9 +1496,8 @@ class LogCapture {
   }
   ~LogCapture() { spdlog::set_default_logger(previous_); }
   std::string lines_of(const std::set<std::size_t>& threads, std::size_t n) {
-    spdlog::default_logger()->flush();
     std::vector<std::string> mine;
-    std::istringstream in(stream_.str());
+    std::istringstream in(sink_->text());
     for (std::string line; std::getline(in, line);) {
       const auto open = line.find('['), close = line.find(']');
       if (open == std::string::npos || close == std::string::npos) continue;
@@ -1490,8 +1509,7 @@ class LogCapture {
   }
 
  private:
-  std::ostringstream stream_;
-  std::shared_ptr<spdlog::sinks::ostream_sink_mt> sink_;
+  std::shared_ptr<CaptureSink> sink_;
   std::shared_ptr<spdlog::logger> previous_;
 };
 
