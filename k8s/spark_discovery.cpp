@@ -98,6 +98,7 @@ DiscoveredSparks SparkDiscovery::compute() {
     ~PassEnd() { d.warned_ = std::exchange(d.this_pass_, {}); }
   } pass_end{*this};
   auto deployments = cluster_.deployments();
+  apply_recorded_ports(deployments);
   // Older claims win a port: sort by creation time, then name.
   std::sort(deployments.begin(), deployments.end(), [](const Deployment& a, const Deployment& b) {
     return std::tie(a.creation_timestamp, a.name) < std::tie(b.creation_timestamp, b.name);
@@ -145,6 +146,25 @@ DiscoveredSparks SparkDiscovery::compute() {
     serve(plan, found);
   }
   return found;
+}
+
+void SparkDiscovery::apply_recorded_ports(std::vector<Deployment>& deployments) {
+  std::map<std::string, RecordedPorts> still_lagging;
+  for (auto& d : deployments) {
+    const auto recorded = recorded_.find(d.name);
+    if (recorded == recorded_.end() || !newer_resource_version(recorded->second.produced, d.resource_version))
+      continue;
+    d.resource_version = recorded->second.produced;  // what a further write is conditional on
+    for (const auto& [key, port] : recorded->second.ports) {
+      if (port) {
+        d.annotations[key] = std::to_string(*port);
+      } else {
+        d.annotations.erase(key);
+      }
+    }
+    still_lagging.insert(recorded_.extract(recorded));
+  }
+  recorded_ = std::move(still_lagging);  // the rest: the watch has shown a newer version (or it is gone)
 }
 
 std::vector<config::NamedPort> SparkDiscovery::wanted_dev_ports(const Deployment& d) {
@@ -247,14 +267,23 @@ bool SparkDiscovery::claim_ports(const Deployment& d, const std::map<std::string
   json annotations = json::object();
   for (const auto& [key, port] : ports) annotations[key] = port ? json(std::to_string(*port)) : json(nullptr);
   const json patch = {{"metadata", {{"resourceVersion", d.resource_version}, {"annotations", annotations}}}};
+  json answer;
   try {
-    cluster_.api().merge_patch(cluster_.deployment_path(d.name), patch);
+    answer = cluster_.api().merge_patch(cluster_.deployment_path(d.name), patch);
   } catch (const ApiError& e) {
     // A conflict means it changed (maybe another replica gave it a port): the watch brings
     // the new version and we look again.
     spdlog::warn("spark {}: cannot record its ports: {}", d.name, e.what());
     return false;
   }
+  auto& recorded = recorded_[d.name];
+  if (!newer_resource_version(recorded.produced, d.resource_version)) recorded.ports.clear();
+  try {
+    recorded.produced = parse_deployment(answer).resource_version;
+  } catch (const std::exception&) {
+    recorded.produced.clear();  // an answer without one: the next pass trusts the watch alone
+  }
+  for (const auto& [key, port] : ports) recorded.ports[key] = port;
   return true;
 }
 

@@ -81,6 +81,17 @@ class SparkDiscovery {
   config::ClientRules default_clients_;  // wake_on, wake_grace, proxy_protocol from `defaults`
   config::Duration default_port_grace_;
   Publish publish_;
+  // The port annotations this replica wrote that the watched copy may not show yet, by
+  // Deployment: the resourceVersion the write produced and what was written. While the cache
+  // shows an older version, a pass reads the Deployment as written (a lagging watch would
+  // otherwise show a spark just given its port without one: it would be given one again, with
+  // a precondition bound to fail, and be dropped for the pass).
+  struct RecordedPorts {
+    std::string produced;
+    std::map<std::string, std::optional<int>> ports;  // annotation key -> port (nullopt: removed)
+  };
+  std::map<std::string, RecordedPorts> recorded_;
+  void apply_recorded_ports(std::vector<Deployment>& deployments);
   std::set<std::string> warned_;     // the problems the previous pass found (logged)
   std::set<std::string> this_pass_;  // those this pass has found so far
 

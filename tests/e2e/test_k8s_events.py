@@ -50,7 +50,9 @@ class Events(KubernetesTestCase):
         # Every pass sees the bad annotation again; each is an occurrence of the same Event.
         touches = self.touch_until("odd-owl", lambda: counts() and max(counts()) >= 4, 30,
                                    lambda: "one InvalidAnnotation Event counted 4 times (have %s)" % counts())
-        self.assertGreaterEqual(touches, 3)
+        # The count grows with passes: the first, perhaps one for the gateway's own port write
+        # (separate from it or not, as the watch delivers it), then one per touch.
+        self.assertGreaterEqual(touches, 2)
         events = self.kube.events("odd-owl", reason="InvalidAnnotation")
         self.assertEqual(len(events), 1, "one Event, not one per pass: %s" % [e["message"] for e in events])
         ev = events[0]

@@ -8,6 +8,7 @@ addresses. Waits go through wait_until with deadlines; nothing sleeps to hide a 
 
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -141,6 +142,39 @@ class WatchFaults(KubernetesTestCase):
         self.assertEqual(len(self.kube.requests(verb="list")), lists_before)
         resumed = [r for r in self.kube.requests(verb="watch") if r.param("resourceVersion")]
         self.assertGreaterEqual(len(resumed), 4, "each watch started again from its resourceVersion")
+
+    def test_a_spark_given_its_port_while_the_watch_lags_keeps_it(self):
+        # The watch shows the gateway's own port write 3 s late. Another spark's change made
+        # just before that write arrives first and starts a pass that still sees lag-lynx
+        # without a port: it must not be given one again (a write bound to fail with 409 on its
+        # stale resourceVersion) nor stop being served. (Found at -j4: its listener was closed
+        # and opened again a moment later.)
+        self.start_cluster()
+        self.add_deployment("lag-lynx")
+        self.add_deployment("calm-crab", port=self.port_range()[1])
+        self.kube.faults.watch_lag = 3.0
+        touched = []
+
+        def touch_calm_crab_first(rec):
+            if not touched:  # runs as lag-lynx's port write arrives, before it is applied
+                touched.append(self.kube.annotate("deployments", "calm-crab", **{PREFIX + "idle-timeout": "2h"}))
+            return True
+        self.kube.faults.hold(1.0, count=1, method="PATCH", path=r"/deployments/lag-lynx$",
+                              when=touch_calm_crab_first)
+        gw = self.start_k8s_gateway()
+        port = self.spark_port("lag-lynx")
+        self.assertTrue(touched, "the port write was held")
+        # The pass that saw calm-crab's change (and not yet lag-lynx's port).
+        gw.wait_log("discovered sparks changed", "changed calm-crab", timeout=20)
+        self.assertEqual(gw.log_lines("cannot record its ports"), [])
+        removals = [ln for ln in gw.log_lines("discovered sparks changed")
+                    if "lag-lynx" in re.search(r"removed ([^)]*)\)", ln).group(1).split(",")]
+        self.assertEqual(removals, [], "lag-lynx served throughout")
+        self.assertEqual(len(gw.log_lines("spark lag-lynx: given port")), 1)
+        self.assertEqual(len(gw.log_lines("spark lag-lynx: listening on")), 1, "its listener never reopened")
+        patches = [r for r in self.kube.requests(method="PATCH") if r.path.endswith("/deployments/lag-lynx")]
+        self.assertEqual([r.status for r in patches], [200], "one port write")
+        self.assert_ssh_ok(self.ssh(Port(port), "echo kept"), "kept\n")
 
     def test_expired_watch_relists(self):
         self.start_cluster()
