@@ -9,6 +9,7 @@ the test's temp dir, and DEMO_HOST / DEMO_*_PORT move it off the fixed 127.0.0.1
 so that it collides neither with other tests nor with a demo someone is running.
 """
 
+import json
 import os
 import shlex
 import signal
@@ -44,6 +45,11 @@ class Demo(GatewayTestCase):
                 return r.status == 200
         except OSError:
             return False
+
+    def open_connections(self):
+        url = "http://%s:%d/api/v1/sparks/brave-dolphin" % (self.host, self.ports["ADMIN"])
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return json.load(r)["open_connections"]
 
     def spark_sshd(self):
         """The demo spark's sshd, if it runs."""
@@ -87,6 +93,9 @@ class Demo(GatewayTestCase):
         status_cmd = [line.strip() for line in demo.stdout.splitlines() if "status" in line and "Watch it" in line]
         self.assertEqual(len(status_cmd), 1, demo.stdout)
         self.assertIn("--admin http://%s:%d" % (self.host, self.ports["ADMIN"]), status_cmd[0])
+        # ssh has exited; the gateway sees its connection close a moment later (on a loaded
+        # machine, after the sleep below would be refused for an open connection).
+        wait_until(lambda: self.open_connections() == 0, 15, "the gateway to see the ssh connection close")
         r = subprocess.run([self.bin, "sleep", "brave-dolphin", "--admin",
                             "http://%s:%d" % (self.host, self.ports["ADMIN"])],
                            env=self.child_env(), capture_output=True, text=True, timeout=60)
