@@ -30,37 +30,36 @@ auto run_blocking(asio::thread_pool& pool, const F& f) {
   auto initiation = [pool_executor = pool.get_executor()](auto handler, F work) {
     // Counted as outstanding work on the caller's executor, so its io_context does not run out
     // of work (and return from run()) while the job is still in the pool.
-    auto caller = asio::prefer(asio::get_associated_executor(handler),
-                               asio::execution::outstanding_work.tracked);
-    asio::post(pool_executor, [work = std::move(work), handler = std::move(handler),
-                               caller = std::move(caller)]() mutable {
-      // The error is moved, not copied, to the caller: the pool thread keeps no reference, so
-      // the exception dies on the caller's thread after it was read there (libstdc++'s
-      // reference count is not instrumented, so TSan could not see a release from this thread
-      // ordered after the caller's read).
-      std::exception_ptr error;
-      if constexpr (kVoid) {
-        try {
-          work();
-        } catch (...) {
-          error = std::current_exception();
-        }
-        asio::post(caller, [handler = std::move(handler), error = std::move(error)]() mutable {
-          std::move(handler)(error);
-        });
-      } else {
-        std::optional<Result> result;
-        try {
-          result.emplace(work());
-        } catch (...) {
-          error = std::current_exception();
-        }
-        asio::post(caller, [handler = std::move(handler), error = std::move(error),
-                            result = std::move(result)]() mutable {
-          std::move(handler)(error, result ? std::move(*result) : Result{});
-        });
-      }
-    });
+    auto caller = asio::prefer(asio::get_associated_executor(handler), asio::execution::outstanding_work.tracked);
+    asio::post(pool_executor,
+               [work = std::move(work), handler = std::move(handler), caller = std::move(caller)]() mutable {
+                 // The error is moved, not copied, to the caller: the pool thread keeps no reference, so
+                 // the exception dies on the caller's thread after it was read there (libstdc++'s
+                 // reference count is not instrumented, so TSan could not see a release from this thread
+                 // ordered after the caller's read).
+                 std::exception_ptr error;
+                 if constexpr (kVoid) {
+                   try {
+                     work();
+                   } catch (...) {
+                     error = std::current_exception();
+                   }
+                   asio::post(caller, [handler = std::move(handler), error = std::move(error)]() mutable {
+                     std::move(handler)(error);
+                   });
+                 } else {
+                   std::optional<Result> result;
+                   try {
+                     result.emplace(work());
+                   } catch (...) {
+                     error = std::current_exception();
+                   }
+                   asio::post(caller, [handler = std::move(handler), error = std::move(error),
+                                       result = std::move(result)]() mutable {
+                     std::move(handler)(error, result ? std::move(*result) : Result{});
+                   });
+                 }
+               });
   };
   return asio::async_initiate<decltype(use_awaitable), Signature>(std::move(initiation), use_awaitable, f);
 }

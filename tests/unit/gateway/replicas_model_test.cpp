@@ -120,10 +120,10 @@ using Clock = std::chrono::system_clock;
 using k8s::ApiError;
 using nlohmann::json;
 
-constexpr milliseconds kFollowInterval{250};  // gateway/server.cpp follow_loop
+constexpr milliseconds kFollowInterval{250};   // gateway/server.cpp follow_loop
 constexpr milliseconds kFlushInterval{30000};  // activity.flush_interval, the production default
 constexpr milliseconds kWakeTimeout{5000};
-constexpr milliseconds kAnswerSlack{2000};      // invariant 4: an answer within wake_timeout + this
+constexpr milliseconds kAnswerSlack{2000};     // invariant 4: an answer within wake_timeout + this
 const std::string kPrefix = "spark-gateway/";  // kubernetes.annotation_prefix, the default
 
 std::string key(const std::string& k) { return kPrefix + k; }
@@ -191,9 +191,9 @@ class ApiServer {
     steady_clock::time_point down_before{};  // the 1 -> 0 it followed (epoch: none)
   };
   // Runs under the server's lock at the moment a write lands: "" or the invariant it breaks.
-  using WriteCheck = std::function<std::string(const std::string& caller, const std::string& name,
-                                               const json& before, const json& after, const json& patch,
-                                               const ScaleUp& last_scale_up)>;
+  using WriteCheck =
+      std::function<std::string(const std::string& caller, const std::string& name, const json& before,
+                                const json& after, const json& patch, const ScaleUp& last_scale_up)>;
 
   explicit ApiServer(Trace& trace) : trace_(trace) {}
 
@@ -238,7 +238,8 @@ class ApiServer {
           e.set_retry_after(std::chrono::seconds(1));
           throw e;
         }
-        throw ApiError(503, "ServiceUnavailable", what + ": 503 the server is currently unable to handle the request");
+        throw ApiError(503, "ServiceUnavailable",
+                       what + ": 503 the server is currently unable to handle the request");
       }
       const auto it = storage_.deployments.find(name);
       if (it != storage_.deployments.end()) out = k8s::parse_deployment(it->second);
@@ -273,7 +274,8 @@ class ApiServer {
       const std::string current = object["metadata"]["resourceVersion"].get<std::string>();
       json body = patch;
       std::string wanted;
-      if (body.contains("metadata") && body["metadata"].is_object() && body["metadata"].contains("resourceVersion")) {
+      if (body.contains("metadata") && body["metadata"].is_object() &&
+          body["metadata"].contains("resourceVersion")) {
         const auto& rv = body["metadata"]["resourceVersion"];
         if (!rv.is_string())
           throw ApiError(400, "BadRequest", path + ": metadata.resourceVersion must be a string");
@@ -299,7 +301,8 @@ class ApiServer {
       trace_.line(caller + " PATCH " + name + " rv " + current + "->" +
                   object["metadata"]["resourceVersion"].get<std::string>() + describe_change(before, object) +
                   (timed_out ? " (then the answer times out)" : ""));
-      if (check_ && violation_.empty()) violation_ = check_(caller, name, before, object, patch, last_scale_up_[name]);
+      if (check_ && violation_.empty())
+        violation_ = check_(caller, name, before, object, patch, last_scale_up_[name]);
       if (was == 0 && now >= 1) {
         last_scale_up_[name] = ScaleUp{Clock::now(), steady_clock::now(), last_scale_down_[name]};
         ++scale_ups_[caller + " " + name];
@@ -312,8 +315,8 @@ class ApiServer {
     }
     latency();
     if (timed_out)
-      throw ApiError(0, "Unreachable", "PATCH /apis/apps/v1/namespaces/spark/deployments/" + name +
-                                           ": timed out after 10000 ms");
+      throw ApiError(0, "Unreachable",
+                     "PATCH /apis/apps/v1/namespaces/spark/deployments/" + name + ": timed out after 10000 ms");
     return written;
   }
 
@@ -368,7 +371,9 @@ class ApiServer {
     for (const char* k : {"last-activity", "keep-awake-until", "slept-at", "sleep-reason"}) {
       const auto a = annotation_of(before, k), b = annotation_of(after, k);
       if (a == b) continue;
-      const std::string shown = b.empty() ? "(none)" : b.size() > 20 ? b.substr(11, 12) : b;  // times as hh:mm:ss.mmm
+      const std::string shown = b.empty()       ? "(none)"
+                                : b.size() > 20 ? b.substr(11, 12)
+                                                : b;  // times as hh:mm:ss.mmm
       out += std::string(out.empty() ? ":" : ",") + " " + k + "=" + shown;
     }
     return out.empty() ? ": no change" : out;
@@ -376,7 +381,8 @@ class ApiServer {
   // The network between a replica and the API server: a few milliseconds each way, so that
   // replicas' calls interleave the way they do against a real server.
   static void latency() {
-    thread_local std::minstd_rand rng(static_cast<unsigned>(std::hash<std::thread::id>()(std::this_thread::get_id())));
+    thread_local std::minstd_rand rng(
+        static_cast<unsigned>(std::hash<std::thread::id>()(std::this_thread::get_id())));
     std::this_thread::sleep_for(std::chrono::microseconds(std::uniform_int_distribution<int>(0, 3000)(rng)));
   }
 
@@ -455,7 +461,8 @@ class ReplicaView final : public k8s::DeploymentStore {
   void note_follow(const std::string& name) {
     std::lock_guard lock(mu_);
     const auto it = copy_.deployments.find(name);
-    if (it != copy_.deployments.end() && replicas_of(it->second) == 0) followed_asleep_[name] = steady_clock::now();
+    if (it != copy_.deployments.end() && replicas_of(it->second) == 0)
+      followed_asleep_[name] = steady_clock::now();
   }
   // Connections through this replica waiting for an upstream (by when they opened).
   void waiting(const std::string& name, Clock::time_point opened, bool yes) {
@@ -595,7 +602,8 @@ std::uint16_t free_sshd_port(asio::io_context& io) {
 
 class ReplicasModel {
  public:
-  ReplicasModel(unsigned seed, ModelSettings settings) : rng_(seed), api_(trace_), api_faults_(settings.api_faults) {
+  ReplicasModel(unsigned seed, ModelSettings settings)
+      : rng_(seed), api_(trace_), api_faults_(settings.api_faults) {
     const int idle_lo = settings.idle_lo, idle_hi = settings.idle_hi;
     replica_count_ = pick(2, 3);
     reaper_interval_ = milliseconds(pick(std::min(300, idle_lo / 2), std::min(1000, idle_lo)));
@@ -652,21 +660,34 @@ class ReplicasModel {
     for (int i = 0; i < steps && failure_.empty(); ++i) {
       ++totals_.steps;
       const int p = pick(0, 99);
-      if (p < 18) open_connections();
-      else if (p < 26) close_session();
-      else if (p < 52) pass_time(milliseconds(pick(0, 600)));
-      else if (p < 56) deliver_now();
-      else if (p < 60) kubelet_now();
-      else if (p < 65) reaper_now();
-      else if (p < 70) move_lease();
-      else if (p < 73) restart_replica();
-      else if (p < 80) inject_faults();
-      else if (p < 84) watch_outage();
-      else if (p < 88) keep_awake();
-      else if (p < 90) operator_scale_up();
-      else if (p < 92) toggle_bad_image();
-      else if (p < 96) pass_time(milliseconds(pick(0, 600)));
-      else pass_time(milliseconds(pick(600, std::max(600, static_cast<int>(sparks_[1]->idle.count())))));
+      if (p < 18)
+        open_connections();
+      else if (p < 26)
+        close_session();
+      else if (p < 52 || (p >= 92 && p < 96))  // short passes of time: 30 steps in 100
+        pass_time(milliseconds(pick(0, 600)));
+      else if (p < 56)
+        deliver_now();
+      else if (p < 60)
+        kubelet_now();
+      else if (p < 65)
+        reaper_now();
+      else if (p < 70)
+        move_lease();
+      else if (p < 73)
+        restart_replica();
+      else if (p < 80)
+        inject_faults();
+      else if (p < 84)
+        watch_outage();
+      else if (p < 88)
+        keep_awake();
+      else if (p < 90)
+        operator_scale_up();
+      else if (p < 92)
+        toggle_bad_image();
+      else
+        pass_time(milliseconds(pick(600, std::max(600, static_cast<int>(sparks_[1]->idle.count())))));
       pump_for(1ms);
       check();
     }
@@ -739,7 +760,8 @@ class ReplicasModel {
     if (e.find("CrashLoopBackOff") != std::string::npos) return "crash-looping pod";
     if (e.find("not ready within") != std::string::npos) return "not ready within wake_timeout";
     if (e.find("stopped while waking") != std::string::npos) return "stopped while waking";
-    if (e.find("did not stay up") != std::string::npos || e.find("connect to") != std::string::npos) return "upstream";
+    if (e.find("did not stay up") != std::string::npos || e.find("connect to") != std::string::npos)
+      return "upstream";
     if (e.find("killed") != std::string::npos) return "replica killed";
     return "API: " + e.substr(0, 60);
   }
@@ -764,7 +786,8 @@ class ReplicasModel {
       // The normal state of a spark that slept (issue 16 case 1), one never used, or one whose
       // activity is a day old but that someone left running (case 2).
       const int history = pick(0, 2);
-      if (history == 1) annotations[key("last-activity")] = activity::format_rfc3339(now - std::chrono::minutes(10));
+      if (history == 1)
+        annotations[key("last-activity")] = activity::format_rfc3339(now - std::chrono::minutes(10));
       if (history == 2) annotations[key("last-activity")] = activity::format_rfc3339(now - std::chrono::hours(24));
       const bool running = pick(0, 3) == 0;
       api_.edit([&](ApiServer::Storage& st) {
@@ -787,7 +810,10 @@ class ReplicasModel {
         kubelet_act(*s, KubeletAction::create, now - 3s);
         kubelet_act(*s, KubeletAction::run, now - 3s);
         trace_.line(s->name + " is running when the gateway starts (last-activity " +
-                    (history == 0 ? std::string("none") : history == 1 ? "10 min ago" : "a day ago") + ")");
+                    (history == 0   ? std::string("none")
+                     : history == 1 ? "10 min ago"
+                                    : "a day ago") +
+                    ")");
       }
     }
   }
@@ -800,8 +826,10 @@ class ReplicasModel {
     const json* live = nullptr;
     for (const auto& [name, pod] : st.pods) {
       if (pod.at("metadata").at("labels").value("app", "") != s.name) continue;
-      if (pod.at("metadata").contains("deletionTimestamp")) terminating = true;
-      else live = &pod;
+      if (pod.at("metadata").contains("deletionTimestamp"))
+        terminating = true;
+      else
+        live = &pod;
     }
     if (live && replicas == 0) return KubeletAction::terminate;
     if (!live && replicas >= 1) return KubeletAction::create;
@@ -873,8 +901,10 @@ class ReplicasModel {
   void set_ready_replicas(ApiServer::Storage& st, const std::string& name, int ready) {
     auto& d = st.deployments.at(name);
     if (d["status"].value("readyReplicas", 0) == ready) return;
-    if (ready > 0) d["status"]["readyReplicas"] = ready;
-    else d["status"].erase("readyReplicas");
+    if (ready > 0)
+      d["status"]["readyReplicas"] = ready;
+    else
+      d["status"].erase("readyReplicas");
     d["metadata"]["resourceVersion"] = api_.next_resource_version();
   }
 
@@ -907,8 +937,10 @@ class ReplicasModel {
               {{{"name", "sshd"},
                 {"ready", false},
                 {"restartCount", 3},
-                {"state", {{"waiting", {{"reason", "CrashLoopBackOff"},
-                                        {"message", "back-off 40s restarting failed container=sshd"}}}}}}});
+                {"state",
+                 {{"waiting",
+                   {{"reason", "CrashLoopBackOff"},
+                    {"message", "back-off 40s restarting failed container=sshd"}}}}}}});
         } else {
           status["conditions"] = json::array({{{"type", "Ready"}, {"status", "True"}}});
           status["containerStatuses"] = json::array(
@@ -920,7 +952,8 @@ class ReplicasModel {
           pod["metadata"]["resourceVersion"] = api_.next_resource_version();
           set_ready_replicas(st, s.name, crash ? 0 : 1);
         });
-        trace_.line("kubelet: pod " + s.pod + (crash ? " Running but CrashLoopBackOff" : " Running, sshd listening"));
+        trace_.line("kubelet: pod " + s.pod +
+                    (crash ? " Running but CrashLoopBackOff" : " Running, sshd listening"));
         return;
       }
       case KubeletAction::terminate: {
@@ -980,9 +1013,9 @@ class ReplicasModel {
       cfg.wake_timeout = kWakeTimeout;
       cfg.backend = backend;
       r.tracker->ensure(s->name, Clock::now());  // as apply_config does for every spark it serves
-      auto spark = std::make_shared<Spark>(
-          SparkEnvironment{io_.get_executor(), pool_, *r.tracker, nullptr, kFlushInterval}, cfg,
-          std::make_unique<k8s::KubernetesBackend>(*r.view, backend));
+      auto spark = std::make_shared<Spark>(SparkEnvironment{io_.get_executor(), pool_, *r.tracker, nullptr,
+                                                            kFlushInterval},
+                                           cfg, std::make_unique<k8s::KubernetesBackend>(*r.view, backend));
       r.sparks[s->name] = spark;
       sparks_by_caller_[r.name()][s->name] = spark;
       asio::co_spawn(io_, spark->adopt_if_running(), asio::detached);
@@ -1044,7 +1077,8 @@ class ReplicasModel {
       if (r.view->seen_version() == storage_version) {
         r.delivery_due.reset();
       } else {
-        if (!r.delivery_due) r.delivery_due = now + milliseconds(pick(0, static_cast<int>(max_watch_lag_.count())));
+        if (!r.delivery_due)
+          r.delivery_due = now + milliseconds(pick(0, static_cast<int>(max_watch_lag_.count())));
         if (now >= *r.delivery_due) deliver(r);
       }
     }
@@ -1096,22 +1130,25 @@ class ReplicasModel {
         // Invariant 4.
         if (now - p.started > kWakeTimeout + kAnswerSlack)
           fail("invariant 4: connection #" + std::to_string(p.id) + " to " + p.spark + " through r" +
-               std::to_string(p.replica) + " got no answer within " + std::to_string(ms(kWakeTimeout + kAnswerSlack)) +
-               " ms (Spark state " + std::string(to_string(p.via->state())) + ")");
+               std::to_string(p.replica) + " got no answer within " +
+               std::to_string(ms(kWakeTimeout + kAnswerSlack)) + " ms (Spark state " +
+               std::string(to_string(p.via->state())) + ")");
         ++it;
         continue;
       }
       --*spark_sim(p.spark).waiting;
       replicas_[p.replica].view->waiting(p.spark, p.opened, false);
       if (p.result->ok) {
-        Session s{p.id, p.replica, p.incarnation, p.spark, p.via, std::move(*p.result->socket), 0, now + p.lifetime};
+        Session s{p.id, p.replica,       p.incarnation, p.spark, p.via, std::move(*p.result->socket),
+                  0,    now + p.lifetime};
         error_code ec;
         const auto local = s.upstream.local_endpoint(ec);
         if (!ec) s.local_port = local.port();
         ++totals_.spliced;
-        trace_.line("conn #" + std::to_string(p.id) + " spliced through r" + std::to_string(p.replica) + " after " +
-                    std::to_string(ms(now - p.started)) + " ms, stays " + std::to_string(p.lifetime.count()) + " ms" +
-                    (api_.replicas(p.spark) == 0 ? " (the Deployment is at 0 replicas: its pod is going away)" : ""));
+        trace_.line(
+            "conn #" + std::to_string(p.id) + " spliced through r" + std::to_string(p.replica) + " after " +
+            std::to_string(ms(now - p.started)) + " ms, stays " + std::to_string(p.lifetime.count()) + " ms" +
+            (api_.replicas(p.spark) == 0 ? " (the Deployment is at 0 replicas: its pod is going away)" : ""));
         sessions_.push_back(std::move(s));
       } else {
         ++totals_.connection_errors;
@@ -1145,7 +1182,7 @@ class ReplicasModel {
       const milliseconds lifetime(kind < 12   ? pick(0, idle / 2)
                                   : kind < 19 ? pick(idle / 2, 2 * idle)
                                               : pick(2 * idle, 4 * idle));
-      Pending p{++connection_ids_, r.id, r.incarnation, s.name, spark, std::make_shared<ConnectResult>(),
+      Pending p{++connection_ids_,   r.id,     r.incarnation, s.name, spark, std::make_shared<ConnectResult>(),
                 steady_clock::now(), lifetime, Clock::now()};
       r.view->waiting(s.name, p.opened, true);
       p.result->sessions = s.sessions_open;
@@ -1241,11 +1278,26 @@ class ReplicasModel {
     std::string what;
     for (int i = 0; i < n; ++i) {
       switch (pick(0, 4)) {
-        case 0: api_.inject(PatchFault::unavailable); what += " patch-503"; break;
-        case 1: api_.inject(PatchFault::applied_then_timed_out); what += " patch-applied-then-timeout"; break;
-        case 2: api_.inject(ReadFault::unavailable); what += " read-503"; break;
-        case 3: api_.inject(ReadFault::refused); what += " read-refused"; break;
-        default: api_.inject(ReadFault::throttled); what += " read-429"; break;
+        case 0:
+          api_.inject(PatchFault::unavailable);
+          what += " patch-503";
+          break;
+        case 1:
+          api_.inject(PatchFault::applied_then_timed_out);
+          what += " patch-applied-then-timeout";
+          break;
+        case 2:
+          api_.inject(ReadFault::unavailable);
+          what += " read-503";
+          break;
+        case 3:
+          api_.inject(ReadFault::refused);
+          what += " read-refused";
+          break;
+        default:
+          api_.inject(ReadFault::throttled);
+          what += " read-429";
+          break;
       }
     }
     totals_.faults += n;
@@ -1307,8 +1359,8 @@ class ReplicasModel {
     if (sets_replicas && !conditional)
       return "invariant 3: " + caller + " scaled " + name + " without a resourceVersion precondition";
     if (sets_replicas && replicas_of(patch) >= 1 && was >= 1)
-      return "invariant 3: " + caller + " scaled " + name + " up again while it already had " + std::to_string(was) +
-             " replica(s)";
+      return "invariant 3: " + caller + " scaled " + name + " up again while it already had " +
+             std::to_string(was) + " replica(s)";
     // Rule 2 ("the wake records its activity in the same write"): a scale-up by a replica
     // whose connection has waited since T leaves last-activity no older than T (less the 1 s
     // the backend allows between replicas' clocks).
@@ -1332,7 +1384,8 @@ class ReplicasModel {
     if (sim.waiting->load() > 0) ++sleeps_while_waiting_;
     const auto t = Clock::now();
     if (auto until = activity::parse_rfc3339(annotation_of(before, "keep-awake-until")); until && *until > t)
-      return "invariant 1: " + caller + " put " + name + " to sleep while its keep-awake held until " + hms(*until);
+      return "invariant 1: " + caller + " put " + name + " to sleep while its keep-awake held until " +
+             hms(*until);
     // Seen running = active: never slept sooner than a full idle timeout after it started.
     // (Tolerance: the reaper's ticks and the RFC 3339 milliseconds.) A replica that never saw
     // the spark asleep before this start (its follow loop never found it at 0 replicas, and it
@@ -1388,10 +1441,10 @@ class ReplicasModel {
       longest_idle = std::max(longest_idle, s->idle);
       last_hold = std::max(last_hold, s->hold_until);
     }
-    const auto held_for =
-        std::max(milliseconds::zero(), std::chrono::duration_cast<milliseconds>(last_hold - Clock::now()));
-    const auto bound =
-        held_for + longest_idle + 3 * reaper_interval_ + 2 * max_watch_lag_ + 4 * kubelet_delay_ + 3000ms;
+    const auto held_for = std::max(milliseconds::zero(),
+                                   std::chrono::duration_cast<milliseconds>(last_hold - Clock::now()));
+    const auto bound = held_for + longest_idle + 3 * reaper_interval_ + 2 * max_watch_lag_ + 4 * kubelet_delay_ +
+                       3000ms;
     const auto all_asleep = [&] {
       const auto st = api_.snapshot();
       for (const auto& [name, d] : st.deployments)
@@ -1402,7 +1455,8 @@ class ReplicasModel {
       std::string which;
       for (auto& s : sparks_)
         if (api_.replicas(s->name) > 0) which += " " + s->name;
-      fail("invariant 2: " + std::to_string(ms(bound)) + " ms after faults stopped, with no session on any replica," +
+      fail("invariant 2: " + std::to_string(ms(bound)) +
+           " ms after faults stopped, with no session on any replica," +
            (which.empty() ? std::string(" pods are still there") : which + " still has replicas"));
     }
   }
@@ -1419,13 +1473,15 @@ class ReplicasModel {
       out << "  pod " << name << ": " << p.at("status").value("phase", "?")
           << (p.at("metadata").contains("deletionTimestamp") ? " (terminating)" : "") << "\n";
     for (const auto& r : replicas_) {
-      out << "  " << r.name() << (r.id == leader_ ? " (Lease holder)" : "") << (r.view->outage ? " (watch outage)" : "")
-          << ": sees storage version " << r.view->seen_version() << " of " << st.version << "\n";
+      out << "  " << r.name() << (r.id == leader_ ? " (Lease holder)" : "")
+          << (r.view->outage ? " (watch outage)" : "") << ": sees storage version " << r.view->seen_version()
+          << " of " << st.version << "\n";
       for (const auto& [name, spark] : r.sparks) {
         const auto a = r.tracker->get(name);
-        out << "    " << name << ": " << to_string(spark->state()) << ", " << spark->open_connections() << " open, "
-            << spark->waiting_connections() << " waiting, last activity " << hms(a.last_activity) << ", shared "
-            << hms(r.tracker->shared_last_activity(name)) << ", wakes " << spark->wakes_started() << "\n";
+        out << "    " << name << ": " << to_string(spark->state()) << ", " << spark->open_connections()
+            << " open, " << spark->waiting_connections() << " waiting, last activity " << hms(a.last_activity)
+            << ", shared " << hms(r.tracker->shared_last_activity(name)) << ", wakes " << spark->wakes_started()
+            << "\n";
       }
     }
     return out.str();
@@ -1559,13 +1615,16 @@ Totals run_models(unsigned seeds, ModelSettings settings) {
     totals += o.totals;
     if (!o.failure.empty())
       ADD_FAILURE() << "seed " << o.seed << " (rerun: SPARK_REPLICAS_SEED=" << o.seed << "): " << o.failure
-                    << "\ngateway log of this seed (last lines; [thread id]):\n" << o.log;
+                    << "\ngateway log of this seed (last lines; [thread id]):\n"
+                    << o.log;
   }
   for (const auto& [kind, n] : totals.errors) std::printf("  connection errors: %d %s\n", n, kind.c_str());
   std::printf(
       "%zu seeds x %d steps, idle timeouts %d-%d ms, API faults %s, in %ld ms: %d sessions spliced, %d connection "
-      "errors, %d idle sleeps, %d failed-wake stops (%d WakeFailed events), %d conflicts (409), %d restarts, %d Lease "
-      "moves, %d faults injected, %d sessions dropped by kill -9, %d idle sleeps while a connection waited (it wakes "
+      "errors, %d idle sleeps, %d failed-wake stops (%d WakeFailed events), %d conflicts (409), %d restarts, %d "
+      "Lease "
+      "moves, %d faults injected, %d sessions dropped by kill -9, %d idle sleeps while a connection waited (it "
+      "wakes "
       "the spark again)\n",
       chosen.size(), kSteps, settings.idle_lo, settings.idle_hi, settings.api_faults ? "on" : "off",
       ms(steady_clock::now() - started), totals.spliced, totals.connection_errors, totals.idle_sleeps,
