@@ -277,7 +277,8 @@ bool SparkDiscovery::claim_ports(const Deployment& d, const std::map<std::string
     return false;
   }
   auto& recorded = recorded_[d.name];
-  if (!newer_resource_version(recorded.produced, d.resource_version)) recorded.ports.clear();
+  // Written on top of our own earlier write (the watch still lagging): keep what that one wrote.
+  if (recorded.produced != d.resource_version) recorded.ports.clear();
   try {
     recorded.produced = parse_deployment(answer).resource_version;
   } catch (const std::exception&) {
