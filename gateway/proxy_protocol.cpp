@@ -111,6 +111,46 @@ std::optional<ip::address_v6> parse_v1_ipv6(std::string_view text) {
   return address;
 }
 
+// Source, destination, source port, destination port, with exactly one space between them:
+// an empty field is a doubled or trailing space. `name` is the protocol, for the reasons.
+std::optional<ProxyHeaderError> split_v1_fields(std::string_view rest, const std::string& name,
+                                                std::array<std::string_view, 4>& fields) {
+  std::size_t count = 0;
+  for (;;) {
+    const auto next = rest.find(' ');
+    const std::string_view field = rest.substr(0, next);
+    if (field.empty()) return error("PROXY v1 fields must be separated by exactly one space");
+    if (count == fields.size()) return error("PROXY v1 " + name + " line has more than 4 fields");
+    fields[count++] = field;
+    if (next == std::string_view::npos) break;
+    rest.remove_prefix(next + 1);
+  }
+  if (count != fields.size())
+    return error("PROXY v1 " + name + " line needs source, destination and two ports; it has " +
+                 std::to_string(count) + " fields");
+  return std::nullopt;
+}
+
+// One end of a TCP4 or TCP6 line: its address field and its port field. `end` names it.
+std::optional<ProxyHeaderError> parse_v1_endpoint(std::string_view address_field, std::string_view port_field,
+                                                  bool v4, const char* end, ip::tcp::endpoint& into) {
+  if (v4) {
+    const auto a = parse_v1_ipv4(address_field);
+    if (!a) return error("PROXY v1 " + std::string(end) + " " + quoted(address_field) + " is not an IPv4 address");
+    into.address(*a);
+  } else {
+    const auto a = parse_v1_ipv6(address_field);
+    if (!a) return error("PROXY v1 " + std::string(end) + " " + quoted(address_field) + " is not an IPv6 address");
+    into.address(*a);
+  }
+  const auto port = parse_v1_port(port_field);
+  if (!port)
+    return error("PROXY v1 " + std::string(end) + " port " + quoted(port_field) +
+                 " is not a port (0-65535, no leading zero)");
+  into.port(*port);
+  return std::nullopt;
+}
+
 // `line` is the header without its CRLF: "PROXY " and then printable ASCII only.
 ProxyHeaderParse parse_v1_line(std::string_view line) {
   ProxyHeader header;
@@ -129,45 +169,12 @@ ProxyHeaderParse parse_v1_line(std::string_view line) {
   if (space == std::string_view::npos) return error("PROXY v1 " + name + " line has no addresses");
   rest.remove_prefix(space + 1);
 
-  // Source, destination, source port, destination port, with exactly one space between them:
-  // an empty field is a doubled or trailing space.
   std::array<std::string_view, 4> fields;
-  std::size_t count = 0;
-  for (;;) {
-    const auto next = rest.find(' ');
-    const std::string_view field = rest.substr(0, next);
-    if (field.empty()) return error("PROXY v1 fields must be separated by exactly one space");
-    if (count == fields.size()) return error("PROXY v1 " + name + " line has more than 4 fields");
-    fields[count++] = field;
-    if (next == std::string_view::npos) break;
-    rest.remove_prefix(next + 1);
-  }
-  if (count != fields.size())
-    return error("PROXY v1 " + name + " line needs source, destination and two ports; it has " +
-                 std::to_string(count) + " fields");
-
-  constexpr std::array<const char*, 2> kEnds = {"source", "destination"};
-  std::array<ip::address, 2> addresses;
-  std::array<std::uint16_t, 2> ports{};
-  for (std::size_t i = 0; i < 2; ++i) {
-    if (v4) {
-      const auto a = parse_v1_ipv4(fields[i]);
-      if (!a)
-        return error("PROXY v1 " + std::string(kEnds[i]) + " " + quoted(fields[i]) + " is not an IPv4 address");
-      addresses[i] = *a;
-    } else {
-      const auto a = parse_v1_ipv6(fields[i]);
-      if (!a)
-        return error("PROXY v1 " + std::string(kEnds[i]) + " " + quoted(fields[i]) + " is not an IPv6 address");
-      addresses[i] = *a;
-    }
-    const auto port = parse_v1_port(fields[2 + i]);
-    if (!port)
-      return error("PROXY v1 " + std::string(kEnds[i]) + " port " + quoted(fields[2 + i]) +
-                   " is not a port (0-65535, no leading zero)");
-    ports[i] = *port;
-  }
-  header.addresses = ProxiedAddresses{{addresses[0], ports[0]}, {addresses[1], ports[1]}};
+  if (auto bad = split_v1_fields(rest, name, fields)) return *bad;
+  ProxiedAddresses addresses;
+  if (auto bad = parse_v1_endpoint(fields[0], fields[2], v4, "source", addresses.source)) return *bad;
+  if (auto bad = parse_v1_endpoint(fields[1], fields[3], v4, "destination", addresses.destination)) return *bad;
+  header.addresses = addresses;
   return header;
 }
 
@@ -254,6 +261,40 @@ ip::tcp::endpoint v6_endpoint(std::string_view block, std::size_t address_at, st
   return {ip::address_v6(bytes), big_endian_16(block, port_at)};
 }
 
+// The 13th byte: the version in the high nibble (only 2 exists), the command in the low one.
+std::optional<ProxyHeaderError> check_version_command(char byte) {
+  const auto version_command = static_cast<unsigned char>(byte);
+  if (version_command >> 4 != 2)
+    return error("PROXY v2 header has version " + std::to_string(version_command >> 4) + " (only 2 exists)");
+  const unsigned command = version_command & 0xfu;
+  if (command != kLocal && command != kProxy)
+    return error("PROXY v2 command " + hex_byte(command) + " is neither LOCAL nor PROXY");
+  return std::nullopt;
+}
+
+// The 14th byte: the address family in the high nibble, the transport in the low one. For
+// LOCAL the receiver discards the whole block, family included, so it is not checked.
+std::optional<ProxyHeaderError> check_family_transport(unsigned command, char byte) {
+  const auto family_transport = static_cast<unsigned char>(byte);
+  const unsigned family = family_transport >> 4;
+  const unsigned transport = family_transport & 0xfu;
+  if (command == kProxy && family > kUnix)
+    return error("PROXY v2 address family " + hex_byte(family) + " is not defined");
+  if (command == kProxy && transport > kDgram)
+    return error("PROXY v2 transport " + hex_byte(transport) + " is not defined");
+  return std::nullopt;
+}
+
+// A complete v2 header of `header.size()` bytes.
+ProxyHeader v2_header(std::string_view header, unsigned command, std::optional<ProxiedAddresses> addresses) {
+  ProxyHeader out;
+  out.version = 2;
+  out.local = command == kLocal;
+  out.length = header.size();
+  out.addresses = addresses;
+  return out;
+}
+
 // `bytes` starts with the signature (or a prefix of it).
 ProxyHeaderParse parse_v2(std::string_view bytes) {
   const auto fixed_part_missing = [&] {
@@ -262,24 +303,12 @@ ProxyHeaderParse parse_v2(std::string_view bytes) {
   };
   if (bytes.size() <= kV2Signature.size()) return fixed_part_missing();
 
-  // The 13th byte: the version in the high nibble (only 2 exists), the command in the low one.
-  const auto version_command = static_cast<unsigned char>(bytes[12]);
-  if (version_command >> 4 != 2)
-    return error("PROXY v2 header has version " + std::to_string(version_command >> 4) + " (only 2 exists)");
-  const unsigned command = version_command & 0xfu;
-  if (command != kLocal && command != kProxy)
-    return error("PROXY v2 command " + hex_byte(command) + " is neither LOCAL nor PROXY");
-
-  // The 14th byte: the address family in the high nibble, the transport in the low one. For
-  // LOCAL the receiver discards the whole block, family included, so it is not checked.
+  if (auto bad = check_version_command(bytes[12])) return *bad;
+  const unsigned command = static_cast<unsigned char>(bytes[12]) & 0xfu;
   if (bytes.size() < 14) return fixed_part_missing();
-  const auto family_transport = static_cast<unsigned char>(bytes[13]);
-  const unsigned family = family_transport >> 4;
-  const unsigned transport = family_transport & 0xfu;
-  if (command == kProxy && family > kUnix)
-    return error("PROXY v2 address family " + hex_byte(family) + " is not defined");
-  if (command == kProxy && transport > kDgram)
-    return error("PROXY v2 transport " + hex_byte(transport) + " is not defined");
+  if (auto bad = check_family_transport(command, bytes[13])) return *bad;
+  const unsigned family = static_cast<unsigned char>(bytes[13]) >> 4;
+  const unsigned transport = static_cast<unsigned char>(bytes[13]) & 0xfu;
   // An address family with a transport: the spec's combinations other than UNSPEC. Any other
   // mix is read as UNSPEC, whose address block the receiver ignores whatever its size.
   const bool addressed = command == kProxy && family != kUnspecFamily && transport != kUnspecTransport;
@@ -294,21 +323,16 @@ ProxyHeaderParse parse_v2(std::string_view bytes) {
     return error("PROXY v2 address length " + std::to_string(length - kV2FixedLength) + " too short for " +
                  family_name(family) + " (needs " + std::to_string(block_size) + ")");
   if (bytes.size() < length) return ProxyHeaderIncomplete{length - bytes.size(), length - bytes.size()};
-
-  ProxyHeader header;
-  header.version = 2;
-  header.local = command == kLocal;
-  header.length = length;
-  if (!addressed) return header;
-  const std::string_view block = bytes.substr(kV2FixedLength, block_size);
-  if (auto bad = check_tlvs(bytes.substr(kV2FixedLength + block_size, length - kV2FixedLength - block_size)))
-    return *bad;
+  const std::string_view header = bytes.substr(0, length);
+  if (!addressed) return v2_header(header, command, std::nullopt);
+  if (auto bad = check_tlvs(header.substr(kV2FixedLength + block_size))) return *bad;
+  const std::string_view block = header.substr(kV2FixedLength, block_size);
   // Only TCP names a client the gateway can log and compare: UNIX and UDP ends fall back to
   // UNSPEC, as the spec lets a receiver do for combinations it does not support.
-  if (transport != kStream) return header;
-  if (family == kInet) header.addresses = ProxiedAddresses{v4_endpoint(block, 0, 8), v4_endpoint(block, 4, 10)};
-  if (family == kInet6) header.addresses = ProxiedAddresses{v6_endpoint(block, 0, 32), v6_endpoint(block, 16, 34)};
-  return header;
+  if (transport != kStream || family == kUnix) return v2_header(header, command, std::nullopt);
+  if (family == kInet)
+    return v2_header(header, command, ProxiedAddresses{v4_endpoint(block, 0, 8), v4_endpoint(block, 4, 10)});
+  return v2_header(header, command, ProxiedAddresses{v6_endpoint(block, 0, 32), v6_endpoint(block, 16, 34)});
 }
 
 }  // namespace
