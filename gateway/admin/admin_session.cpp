@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <array>
+
 #include <boost/beast/http.hpp>
 
 namespace spark::gateway {
@@ -10,7 +11,6 @@ namespace {
 
 namespace beast = boost::beast;
 namespace http = beast::http;
-using Parser = http::request_parser<http::string_body>;
 
 // Browsers send a few KiB; nothing the API needs comes near this.
 constexpr std::size_t kHeaderLimit = 16 * 1024;
@@ -24,7 +24,7 @@ bool is_http_error(const error_code& ec) {
   return &ec.category() == &http::make_error_code(http::error::bad_target).category();
 }
 
-RequestHead head_of(const Parser& parser) {
+RequestHead head_of(const http::request_parser<http::string_body>& parser) {
   const auto& req = parser.get();
   auto field = [&req](http::field f) -> std::optional<std::string> {
     const auto it = req.find(f);
@@ -76,90 +76,105 @@ void AdminSession::close() {
 }
 
 awaitable<void> AdminSession::run() {
-  while (!closed_) {
-    set_phase(Phase::reading);
-    Parser parser;
-    parser.header_limit(kHeaderLimit);
-    parser.body_limit(boost::none);  // the router judges the declared length before any body byte
-    // One deadline for the whole request, header and body: a client sending a byte now and
-    // then is cut all the same.
-    stream_.expires_after(context_.request_timeout);
-    error_code ec;
-    co_await http::async_read_header(stream_, buffer_, parser, asio::redirect_error(use_awaitable, ec));
-    if (ec) {
-      if (const auto answer = answer_to_unreadable_header(ec)) {
-        spdlog::debug("admin: {}: {} ({})", peer_, ec.message(), answer->status);
-        set_phase(Phase::writing);
-        if (co_await write(*answer, 11, false, false)) co_await linger_and_close();
-      } else if (ec == beast::error::timeout) {
-        spdlog::debug("admin: {}: no complete request within {} ms; closing", peer_, context_.request_timeout.count());
-      }
-      close();
-      co_return;
-    }
-    const auto& req = parser.get();
-    const unsigned version = req.version();
-    const bool head_request = req.method() == http::verb::head;
-    const RequestHead head = head_of(parser);
-    Admission admission = req.count(http::field::host) > 1
-                              ? Admission(json_error(400, "more than one Host header"))
-                              : context_.router.admit(head);
-    if (const auto* call = std::get_if<AdminCall>(&admission); call && probes_only_ && !call->is_probe())
-      admission = json_error(503, "too many admin connections (admin.max_connections); over it only /healthz and "
-                                  "/readyz are served");
-    if (const auto* refusal = std::get_if<ApiResponse>(&admission)) {
-      spdlog::debug("admin: {}: {} {} -> {} {}", peer_, printable(head.method), printable(head.target),
-                    refusal->status, printable(refusal->body.substr(0, refusal->body.find('\n'))));
-      // The body, if any, was never read: the connection cannot carry another request.
-      const bool keep_alive = parser.is_done() && req.keep_alive();
-      set_phase(Phase::writing);
-      const bool written = co_await write(*refusal, version, keep_alive, head_request);
-      if (!written) break;
-      if (!keep_alive) {
-        co_await linger_and_close();
-        co_return;
-      }
-      continue;
-    }
-    const AdminCall call = std::get<AdminCall>(admission);
-    if (!parser.is_done()) {
-      if (const auto expect = req.find(http::field::expect);
-          expect != req.end() && iequals(expect->value(), "100-continue")) {
-        http::response<http::empty_body> go_on{http::status::continue_, version};
-        co_await http::async_write(stream_, go_on, asio::redirect_error(use_awaitable, ec));
-        if (ec) break;
-      }
-      parser.body_limit(kAdminMaxBodyBytes);  // chunked bodies too: counted as decoded
-      co_await http::async_read(stream_, buffer_, parser, asio::redirect_error(use_awaitable, ec));
-      if (ec == http::error::body_limit) {
-        const auto too_large = json_error(413, "request body too large");
-        set_phase(Phase::writing);
-        if (co_await write(too_large, version, false, head_request)) co_await linger_and_close();
-        close();
-        co_return;
-      }
-      if (ec) {
-        if (is_http_error(ec) && ec != http::error::partial_message) {
-          const auto malformed = json_error(400, "malformed HTTP request body: " + ec.message());
-          set_phase(Phase::writing);
-          if (co_await write(malformed, version, false, head_request)) co_await linger_and_close();
-        }
-        close();
-        co_return;
-      }
-    }
-    const bool keep_alive = req.keep_alive();
-    set_phase(Phase::serving);
-    const ApiResponse response = co_await serve(call, req.body());
-    if (closed_) break;
-    set_phase(Phase::writing);
-    if (!co_await write(response, version, keep_alive, head_request) || !keep_alive) break;
-  }
-  if (!closed_) {
+  Next next = Next::go_on;
+  while (next == Next::go_on && !closed_) next = co_await handle_request();
+  if (next == Next::finish && !closed_) {
     error_code ignored;
     stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
   }
   close();
+}
+
+awaitable<AdminSession::Next> AdminSession::handle_request() {
+  set_phase(Phase::reading);
+  Parser parser;
+  parser.header_limit(kHeaderLimit);
+  parser.body_limit(boost::none);  // the router judges the declared length before any body byte
+  // One deadline for the whole request, header and body: a client sending a byte now and then
+  // is cut all the same.
+  stream_.expires_after(context_.request_timeout);
+  if (const Next next = co_await read_header(parser); next != Next::go_on) co_return next;
+  const Admission admission = admit(parser);
+  if (const auto* refusal = std::get_if<ApiResponse>(&admission)) co_return co_await refuse(*refusal, parser);
+  const AdminCall call = std::get<AdminCall>(admission);
+  if (!parser.is_done()) {
+    if (const Next next = co_await read_body(parser); next != Next::go_on) co_return next;
+  }
+  const auto& req = parser.get();
+  const bool keep_alive = req.keep_alive();
+  set_phase(Phase::serving);
+  const ApiResponse response = co_await serve(call, req.body());
+  if (closed_) co_return Next::finish;
+  set_phase(Phase::writing);
+  const bool written = co_await write(response, req.version(), keep_alive, req.method() == http::verb::head);
+  co_return written&& keep_alive ? Next::go_on : Next::finish;
+}
+
+awaitable<AdminSession::Next> AdminSession::read_header(Parser& parser) {
+  error_code ec;
+  co_await http::async_read_header(stream_, buffer_, parser, asio::redirect_error(use_awaitable, ec));
+  if (!ec) co_return Next::go_on;
+  if (const auto answer = answer_to_unreadable_header(ec)) {
+    spdlog::debug("admin: {}: {} ({})", peer_, ec.message(), answer->status);
+    set_phase(Phase::writing);
+    if (co_await write(*answer, 11, false, false)) co_await linger_and_close();
+  } else if (ec == beast::error::timeout) {
+    spdlog::debug("admin: {}: no complete request within {} ms; closing", peer_, context_.request_timeout.count());
+  }
+  close();
+  co_return Next::closed;
+}
+
+Admission AdminSession::admit(const Parser& parser) const {
+  const auto& req = parser.get();
+  if (req.count(http::field::host) > 1) return json_error(400, "more than one Host header");
+  Admission admission = context_.router.admit(head_of(parser));
+  if (const auto* call = std::get_if<AdminCall>(&admission); call && probes_only_ && !call->is_probe())
+    return json_error(503,
+                      "too many admin connections (admin.max_connections); over it only /healthz and "
+                      "/readyz are served");
+  return admission;
+}
+
+awaitable<AdminSession::Next> AdminSession::refuse(const ApiResponse& refusal, const Parser& parser) {
+  const auto& req = parser.get();
+  spdlog::debug("admin: {}: {} {} -> {} {}", peer_, printable(std::string(req.method_string())),
+                printable(std::string(req.target())), refusal.status,
+                printable(refusal.body.substr(0, refusal.body.find('\n'))));
+  // The body, if any, was never read: the connection cannot carry another request.
+  const bool keep_alive = parser.is_done() && req.keep_alive();
+  set_phase(Phase::writing);
+  if (!co_await write(refusal, req.version(), keep_alive, req.method() == http::verb::head))
+    co_return Next::finish;
+  if (keep_alive) co_return Next::go_on;
+  co_await linger_and_close();
+  co_return Next::closed;
+}
+
+awaitable<AdminSession::Next> AdminSession::read_body(Parser& parser) {
+  const auto& req = parser.get();
+  const bool head_request = req.method() == http::verb::head;
+  error_code ec;
+  if (const auto expect = req.find(http::field::expect);
+      expect != req.end() && iequals(expect->value(), "100-continue")) {
+    http::response<http::empty_body> go_on{http::status::continue_, req.version()};
+    co_await http::async_write(stream_, go_on, asio::redirect_error(use_awaitable, ec));
+    if (ec) co_return Next::finish;
+  }
+  parser.body_limit(kAdminMaxBodyBytes);  // chunked bodies too: counted as decoded
+  co_await http::async_read(stream_, buffer_, parser, asio::redirect_error(use_awaitable, ec));
+  if (!ec) co_return Next::go_on;
+  std::optional<ApiResponse> answer;
+  if (ec == http::error::body_limit)
+    answer = json_error(413, "request body too large");
+  else if (is_http_error(ec) && ec != http::error::partial_message)
+    answer = json_error(400, "malformed HTTP request body: " + ec.message());
+  if (answer) {
+    set_phase(Phase::writing);
+    if (co_await write(*answer, req.version(), false, head_request)) co_await linger_and_close();
+  }
+  close();
+  co_return Next::closed;
 }
 
 awaitable<ApiResponse> AdminSession::serve(const AdminCall& call, const std::string& body) {

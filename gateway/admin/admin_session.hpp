@@ -4,9 +4,12 @@
 // the body within the body limit (whatever its framing); have the call served (on the admin
 // loop for the probes, on a pool for GatewayControl calls) and write the answer. Keep-alive
 // until the client closes, errs or runs out of time.
+#include <chrono>
+
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
-#include <chrono>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/string_body.hpp>
 
 #include "gateway/admin/admin_router.hpp"
 #include "gateway/asio.hpp"
@@ -40,6 +43,22 @@ class AdminSession {
   bool probes_only() const { return probes_only_; }
 
  private:
+  using Parser = boost::beast::http::request_parser<boost::beast::http::string_body>;
+  // What comes after a step of a request: the next step (or request), the end of the
+  // connection (its sending side shut down first), or nothing (it is closed already).
+  enum class Next { go_on, finish, closed };
+
+  // One request, from its first header byte to its answer.
+  awaitable<Next> handle_request();
+  // The header; one that cannot be read is answered (if it deserves an answer) and closed.
+  awaitable<Next> read_header(Parser& parser);
+  // The router's admission, and this session's own refusals (two Host headers; over
+  // admin.max_connections, anything but a probe).
+  Admission admit(const Parser& parser) const;
+  // Answers a refused request; the connection goes on only if its body was never sent.
+  awaitable<Next> refuse(const ApiResponse& refusal, const Parser& parser);
+  // The body, within the body limit (whatever its framing), after a 100 Continue if asked for.
+  awaitable<Next> read_body(Parser& parser);
   awaitable<ApiResponse> serve(const AdminCall& call, const std::string& body);
   // Writes `response` (as the answer to a HEAD if `head`); false if it could not be written.
   awaitable<bool> write(const ApiResponse& response, unsigned version, bool keep_alive, bool head);
