@@ -12,6 +12,9 @@ import sys
 
 CONTENDERS = ["direct", "spark-gateway", "spark-gateway-1t", "haproxy", "haproxy-1t", "proxyd", "socat"]
 GW = "spark-gateway"
+# bench/jump.py: no jump host (ssh straight to the spark's sshd), OpenSSH's sshd as the jump host,
+# the gateway's.
+JUMP_CONTENDERS = ["direct", "openssh-jump", "spark-gateway-jump"]
 
 
 def load(path):
@@ -161,6 +164,38 @@ def main():
          lambda x: x <= 0)
 
     header = ["metric"] + CONTENDERS + ["target (spark-gateway)", "verdict"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+    jump_table(data, vals, med, verdict)
+
+
+def jump_table(data, vals, med, verdict):
+    """bench/jump.py's round: the gateway's jump host against OpenSSH's sshd as one (issue 22's
+    targets: setup within OpenSSH + 10%, bulk at least 0.9x OpenSSH)."""
+    if "jump_setup_warm_ms" not in data:
+        return
+    gw, ossh = "spark-gateway-jump", "openssh-jump"
+    rows = []
+
+    def row(metric, title, target=None, check=None):
+        o = med(metric, ossh)
+        cells = [cell(vals(metric, c), o if c == gw and o else None) for c in JUMP_CONTENDERS]
+        g = med(metric, gw)
+        ok = None if check is None or g is None or o is None else check(g, o)
+        rows.append([title] + cells + [target or "(for reference)", verdict(ok) if check else ""])
+
+    row("jump_setup_warm_ms", "`ssh -J … true`, spark running, ms (ratio to OpenSSH)", "≤ OpenSSH + 10%",
+        lambda g, o: g <= 1.1 * o)
+    row("jump_setup_cold_ms", "`ssh -J … true`, spark asleep, ms")
+    row("jump_spark_boot_ms", "… of which the spark's sshd: exec to listening, ms")
+    row("jump_bulk_up_mib_s", "bulk up through `ssh -J`, MiB/s (ratio to OpenSSH)", "≥ 0.9× OpenSSH",
+        lambda g, o: g >= 0.9 * o)
+    row("jump_bulk_down_mib_s", "bulk down through `ssh -J`, MiB/s (ratio to OpenSSH)", "≥ 0.9× OpenSSH",
+        lambda g, o: g >= 0.9 * o)
+    print()
+    header = ["jump host"] + JUMP_CONTENDERS + ["target (spark-gateway-jump)", "verdict"]
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---" for _ in header) + "|")
     for r in rows:
