@@ -12,6 +12,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -27,9 +28,9 @@ class EventRecorder {
     std::function<void(const std::string& name, const nlohmann::json& patch)> patch;
   };
   struct Limits {
-    int burst = 5;                                  // writes per Event at once
-    std::chrono::milliseconds refill{30'000};       // then one per this
-    std::size_t max_events = 4096;                  // remembered Events (least recently seen go)
+    int burst = 5;                             // writes per Event at once
+    std::chrono::milliseconds refill{30'000};  // then one per this
+    std::size_t max_events = 4096;             // remembered Events (least recently seen go)
   };
 
   EventRecorder(Writer writer, Limits limits, std::function<Clock::time_point()> now = Clock::now);
@@ -50,9 +51,20 @@ class EventRecorder {
     double tokens = 0;
     Clock::time_point refilled{};
     Clock::time_point last_seen{};
-    bool writing = false;   // a call for it is in flight: others only count
-    bool created = false;   // the API has it (else the next write creates it)
+    bool writing = false;  // a call for it is in flight: others only count
+    bool created = false;  // the API has it (else the next write creates it)
   };
+  // One call to make: the whole Event (to create), or the count and time to patch onto it.
+  struct Write {
+    nlohmann::json whole;
+    nlohmann::json patch;  // null: create
+    std::string name;
+  };
+  // Counts the event; the call to make now, if no call for it is in flight and the rate allows.
+  std::optional<Write> take_write(const std::string& key, const nlohmann::json& event,
+                                  const std::string& now_text);
+  // Makes the call (outside the lock); false if the API has not got it.
+  bool send(const Write& write);
   static std::string key_of(const nlohmann::json& event);
   void take_token(Entry& e, Clock::time_point now) const;
   void forget_least_recent();
