@@ -468,19 +468,9 @@ LeaderElectionConfig read_leader_election(Reader& r, const json& l, const std::s
   return out;
 }
 
-KubernetesConfig read_kubernetes(Reader& r, const json& k, const Config& cfg) {
-  const std::string p = "kubernetes";
-  r.reject_unknown_keys(k, p,
-                        {"namespace", "selector", "listen_host", "port_range", "target_port", "ports",
-                         "annotation_prefix", "api_server", "token_file", "ca_file", "kubeconfig",
-                         "request_timeout", "manage_services", "services", "leader_election"});
-  KubernetesConfig out;
-  if (auto ns = r.string(k, "namespace", p + ".namespace", false)) {
-    if (!is_valid_spark_name(*ns))
-      r.problem(p + ".namespace", "\"" + *ns + "\" is not a valid namespace name (an RFC 1123 label)");
-    out.namespace_name = *ns;
-  }
-  if (auto sel = r.string(k, "selector", p + ".selector", false)) out.selector = *sel;
+// Where the gateway serves discovered sparks: the address, the ports it gives out, the sshd port
+// and dev ports in the pods.
+void read_kubernetes_ports(Reader& r, const json& k, const std::string& p, KubernetesConfig& out) {
   if (auto host = r.string(k, "listen_host", p + ".listen_host", false)) {
     std::string why;
     if (!parse_address(*host + ":1", &why) && !parse_address("[" + *host + "]:1", &why))
@@ -499,11 +489,11 @@ KubernetesConfig read_kubernetes(Reader& r, const json& k, const Config& cfg) {
     else
       r.problem(p + ".ports", why + " (expected \"web=3000,api=8080\" or \"3000,8080\")");
   }
-  if (auto prefix = r.string(k, "annotation_prefix", p + ".annotation_prefix", false)) {
-    if (prefix->empty() || prefix->back() != '/')
-      r.problem(p + ".annotation_prefix", "must end with '/' (like \"spark-gateway/\")");
-    out.annotation_prefix = *prefix;
-  }
+}
+
+// How the gateway reaches the API server: its URL or a kubeconfig, the credentials, the timeout.
+void read_kubernetes_api(Reader& r, const json& k, const std::string& p, const Config& cfg,
+                         KubernetesConfig& out) {
   if (auto url = r.string(k, "api_server", p + ".api_server", false)) {
     if (url->rfind("http://", 0) != 0 && url->rfind("https://", 0) != 0)
       r.problem(p + ".api_server", "\"" + *url + "\" must start with https:// or http://");
@@ -526,6 +516,28 @@ KubernetesConfig read_kubernetes(Reader& r, const json& k, const Config& cfg) {
   if (!kubeconfig.empty()) out.kubeconfig = kubeconfig;
   if (out.api_server && out.kubeconfig) r.problem(p, "give api_server or kubeconfig, not both");
   if (auto t = r.duration(k, "request_timeout", p + ".request_timeout")) out.request_timeout = *t;
+}
+
+KubernetesConfig read_kubernetes(Reader& r, const json& k, const Config& cfg) {
+  const std::string p = "kubernetes";
+  r.reject_unknown_keys(k, p,
+                        {"namespace", "selector", "listen_host", "port_range", "target_port", "ports",
+                         "annotation_prefix", "api_server", "token_file", "ca_file", "kubeconfig",
+                         "request_timeout", "manage_services", "services", "leader_election"});
+  KubernetesConfig out;
+  if (auto ns = r.string(k, "namespace", p + ".namespace", false)) {
+    if (!is_valid_spark_name(*ns))
+      r.problem(p + ".namespace", "\"" + *ns + "\" is not a valid namespace name (an RFC 1123 label)");
+    out.namespace_name = *ns;
+  }
+  if (auto sel = r.string(k, "selector", p + ".selector", false)) out.selector = *sel;
+  read_kubernetes_ports(r, k, p, out);
+  if (auto prefix = r.string(k, "annotation_prefix", p + ".annotation_prefix", false)) {
+    if (prefix->empty() || prefix->back() != '/')
+      r.problem(p + ".annotation_prefix", "must end with '/' (like \"spark-gateway/\")");
+    out.annotation_prefix = *prefix;
+  }
+  read_kubernetes_api(r, k, p, cfg, out);
   if (auto on = r.boolean(k, "manage_services", p + ".manage_services")) out.manage_services = *on;
   if (const json* s = r.object(k, "services", p + ".services"))
     out.services = read_services(r, *s, p + ".services");
