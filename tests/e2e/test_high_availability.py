@@ -8,7 +8,6 @@ each, as pods behind one Service would be), with its own token so the API double
 off. Lease timings are shortened (3 s / 2 s / 0.5 s) so hand-overs take seconds.
 """
 
-import json
 import os
 import sys
 import threading
@@ -16,66 +15,22 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import (BackgroundProcess, KubernetesTestCase, Port, free_port, random_loopback_host,  # noqa: E402
-                     wait_until)
+from harness import KubernetesTestCase, wait_until  # noqa: E402
 
 LEASE = "spark-gateway-reaper"
 LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD = 3.0, 2.0, 0.5
 
 
-class Replica:
-    def __init__(self, name, host, admin_port, token, gateway=None):
-        self.name, self.host, self.admin_port, self.token, self.gateway = name, host, admin_port, token, gateway
-
-    def readyz(self):
-        import urllib.error
-        import urllib.request
-        try:
-            with urllib.request.urlopen("http://%s:%d/readyz" % (self.host, self.admin_port), timeout=2) as r:
-                return r.status, json.loads(r.read().decode())
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read().decode())
-        except OSError:
-            return None, None
-
-    def leads(self):
-        status, body = self.readyz()
-        return bool(body and body.get("leader"))
-
-    def metric(self, name, **labels):
-        """This replica's name{labels} (None if it does not export it)."""
-        return harness.metrics.scrape("http://%s:%d/metrics" % (self.host, self.admin_port), timeout=2).get(name, **labels)
-
-
 class HighAvailability(KubernetesTestCase):
 
-    def start_replica(self, name, host=None, idle_timeout=None):
-        """A gateway process named `name` (its Lease identity) with its own address, admin port,
-        state dir and API token."""
-        host = host or (self.host if not getattr(self, "replicas_", None) else random_loopback_host())
-        self.replicas_ = getattr(self, "replicas_", [])
-        token = "token-" + name
-        self.kube.add_token(token)
-        rdir = os.path.join(self.tmpdir, name)
-        os.makedirs(rdir, exist_ok=True)
-        token_file = os.path.join(rdir, "k8s-token")
-        with open(token_file, "w") as f:
-            f.write(token + "\n")
-        admin_port = free_port(host)
-        cfg = self.config_dict(sparks=[], defaults={"idle_timeout": idle_timeout} if idle_timeout else None)
-        cfg["admin"] = {"listen": "%s:%d" % (host, admin_port)}
-        cfg["kubernetes"] = {
-            "namespace": self.k8s.namespace, "listen_host": host, "api_server": self.k8s.url,
-            "token_file": token_file, "port_range": "%d-%d" % self.port_range(), "request_timeout": "2s",
-            "leader_election": {"enabled": True, "identity": name, "lease_duration": "%gs" % LEASE_DURATION,
-                                "renew_deadline": "%gs" % RENEW_DEADLINE, "retry_period": "%gms" % (RETRY_PERIOD * 1000)}}
-        path = os.path.join(rdir, "config.json")
-        self.write_config_dict(cfg, path)
-        replica = Replica(name, host, admin_port, token)
-        replica.gateway = self.start_gateway(config_path=path)
-        wait_until(lambda: replica.readyz()[0] == 200, 20, "replica %s to be ready" % name)
-        self.replicas_.append(replica)
-        return replica
+    def start_replica(self, name):
+        """A replica (KubernetesMixin.start_replica) with these Lease timings and a 2 s
+        request_timeout."""
+        return super().start_replica(name, kubernetes={
+            "request_timeout": "2s",
+            "leader_election": {"enabled": True, "lease_duration": "%gs" % LEASE_DURATION,
+                                "renew_deadline": "%gs" % RENEW_DEADLINE,
+                                "retry_period": "%gms" % (RETRY_PERIOD * 1000)}})
 
     def leaders(self, replicas):
         return [r for r in replicas if r.gateway.running() and r.leads()]
@@ -83,11 +38,6 @@ class HighAvailability(KubernetesTestCase):
     def lease_holder(self):
         lease = self.kube.get("leases", LEASE)
         return lease and lease["spec"].get("holderIdentity")
-
-    def ssh_via(self, replica, port, command):
-        p = BackgroundProcess(self.ssh_args(Port(port), command, host=replica.host), self.child_env())
-        self.background.append(p)
-        return p
 
     def test_exactly_one_leader_and_kill_9_hands_over_within_the_lease(self):
         self.start_cluster()

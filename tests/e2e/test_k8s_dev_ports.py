@@ -42,6 +42,7 @@ Whether a port is listened on is read from /proc/net/tcp (a LISTEN socket on the
 loopback address): no connection, so nothing is woken or counted. Loopback only; harness
 defaults unless a test says why; every wait is bounded (wait_until)."""
 
+import functools
 import os
 import socket
 import struct
@@ -52,8 +53,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import (PREFIX, KubernetesTestCase, Port, free_port, random_loopback_host,  # noqa: E402
-                     wait_until)
+from harness import PREFIX, KubernetesTestCase, Port, wait_until  # noqa: E402
 
 harness.import_k8s_double()  # tests/ on sys.path, for k8s_double
 from k8s_double.kubelet import POD_TAG_VAR  # noqa: E402
@@ -463,43 +463,18 @@ class BadAnnotation(DevPortsK8sTestCase):
 
 
 class TwoReplicas(DevPortsK8sTestCase):
+    """Two replicas (KubernetesMixin.start_replica): no leader election, the gateway's
+    request_timeout."""
 
-    def start_replica(self, name, host):
-        token = "token-" + name
-        self.kube.add_token(token)
-        rdir = os.path.join(self.tmpdir, name)
-        os.makedirs(rdir, exist_ok=True)
-        token_file = os.path.join(rdir, "k8s-token")
-        with open(token_file, "w") as f:
-            f.write(token + "\n")
-        admin_port = free_port(host)
-        cfg = self.config_dict(sparks=[])
-        cfg["admin"] = {"listen": "%s:%d" % (host, admin_port)}
-        cfg["kubernetes"] = {"namespace": self.k8s.namespace, "listen_host": host, "api_server": self.k8s.url,
-                             "token_file": token_file, "port_range": "%d-%d" % self.port_range()}
-        path = os.path.join(rdir, "config.json")
-        self.write_config_dict(cfg, path)
-        gw = self.start_gateway(config_path=path)
-        url = "http://%s:%d" % (host, admin_port)
-
-        def api(method, path):
-            import json
-            import urllib.error
-            import urllib.request
-            try:
-                with urllib.request.urlopen(urllib.request.Request(url + path, method=method), timeout=10) as r:
-                    return r.status, json.loads(r.read().decode())
-            except urllib.error.HTTPError as e:
-                return e.code, e.read().decode()
-            except OSError:
-                return None, None
-        wait_until(lambda: api("GET", "/readyz")[0] == 200, 20, "replica %s to be ready" % name)
-        return gw, api, token
+    @staticmethod
+    def api_of(replica):
+        """wait_view()'s api= for a replica: its admin API, 10 s a call."""
+        return functools.partial(replica.call, timeout=10)
 
     def test_two_replicas_racing_for_a_new_deployments_ports_serve_the_same_recorded_ports(self):
         pods = self.start(http={NAME: [3000]})
-        hosts = [self.host, random_loopback_host()]
-        replicas = [self.start_replica("gw-%d" % i, h) for i, h in enumerate(hosts)]
+        replicas = [self.start_replica("gw-%d" % i) for i in range(2)]
+        hosts = [r.host for r in replicas]
         # Both replicas see the new Deployment at once and both write its ports. The first
         # write to arrive is held 2 s, so the second lands first and the first meets a 409.
         claim = "\"%sport\"" % PREFIX
@@ -518,12 +493,13 @@ class TwoReplicas(DevPortsK8sTestCase):
         (won,) = [r for r in claims if r.status == 200]
         self.assertEqual(won.json["metadata"]["annotations"],
                          {PREFIX + "port": str(ssh), PREFIX + "port.web": str(web), PREFIX + "port.api": str(api)})
-        loser = [gw for (gw, _, token), h in zip(replicas, hosts) if token != won.token][0]
+        loser = [replica.gateway for replica in replicas if replica.token != won.token][0]
         loser.wait_log("spark %s: cannot record its ports" % NAME, "409")
         # Both serve the recorded ports.
-        for (gw, api_call, _), host in zip(replicas, hosts):
+        for replica, host in zip(replicas, hosts):
             self.wait_view(NAME, [{"name": "web", "port": 3000, "listen": "%s:%d" % (host, web)},
-                                  {"name": "api", "port": 4000, "listen": "%s:%d" % (host, api)}], api=api_call)
+                                  {"name": "api", "port": 4000, "listen": "%s:%d" % (host, api)}],
+                           api=self.api_of(replica))
             for port in (ssh, web, api):
                 self.wait_listening(port, host)
         self.assertEqual(len(self.port_claims(NAME)), 2, "a third port write")
@@ -539,14 +515,14 @@ class TwoReplicas(DevPortsK8sTestCase):
         # hands: the replica that lost must go on serving it (SSH and web) and adopt api.
         self.start()
         self.add_deployment(NAME, ports="web=3000")
-        hosts = [self.host, random_loopback_host()]
-        replicas = [self.start_replica("gw-%d" % i, h) for i, h in enumerate(hosts)]
+        replicas = [self.start_replica("gw-%d" % i) for i in range(2)]
+        hosts = [r.host for r in replicas]
         ssh = int(wait_until(lambda: self.annotation(NAME, "port"), 15, "a port annotation"))
         web = self.dev_port(NAME, "web")
-        for (gw, _, _), host in zip(replicas, hosts):
-            gw.wait_log("spark %s: listening on %s:%d " % (NAME, host, ssh))
+        for replica, host in zip(replicas, hosts):
+            replica.gateway.wait_log("spark %s: listening on %s:%d " % (NAME, host, ssh))
             self.wait_listening(web, host)
-        sizes = [gw.log_size() for gw, _, _ in replicas]
+        sizes = [replica.gateway.log_size() for replica in replicas]
         claim = "\"%sport.api\"" % PREFIX
         hold = self.kube.faults.hold(2.0, count=1, method="PATCH", path=r"/deployments/%s$" % NAME,
                                      when=lambda rec: claim.encode() in (rec.body or b""))
@@ -570,18 +546,19 @@ class TwoReplicas(DevPortsK8sTestCase):
         new = self.port_claims(NAME)[1:]
         self.assertEqual(sorted(r.status for r in new), [200, 409], new)
         (won,) = [r for r in new if r.status == 200]
-        loser_index = [i for i, (_, _, token) in enumerate(replicas) if token != won.token][0]
-        loser = replicas[loser_index][0]
+        loser_index = [i for i, replica in enumerate(replicas) if replica.token != won.token][0]
+        loser = replicas[loser_index].gateway
         loser.wait_log("spark %s: cannot record its ports" % NAME, "409", since=sizes[loser_index])
-        for (gw, api_call, _), host in zip(replicas, hosts):
+        for replica, host in zip(replicas, hosts):
             self.wait_view(NAME, [{"name": "web", "port": 3000, "listen": "%s:%d" % (host, web)},
-                                  {"name": "api", "port": 4000, "listen": "%s:%d" % (host, api)}], api=api_call)
+                                  {"name": "api", "port": 4000, "listen": "%s:%d" % (host, api)}],
+                           api=self.api_of(replica))
             self.wait_listening(api, host)
         stop.set()
         watcher.join(5)
-        dropped = [(hosts[i], gw.log_lines("kubernetes: discovered sparks changed", "removed %s" % NAME,
-                                           since=sizes[i]))
-                   for i, (gw, _, _) in enumerate(replicas)]
+        dropped = [(hosts[i], replica.log_lines("kubernetes: discovered sparks changed", "removed %s" % NAME,
+                                                since=sizes[i]))
+                   for i, replica in enumerate(replicas)]
         self.assertFalse([d for d in dropped if d[1]],
                          "a replica stopped serving %s when its port.api write met a 409: %s (SSH port %d not "
                          "listened on in %s samples)" % (NAME, [d for d in dropped if d[1]], ssh, gaps))

@@ -19,12 +19,10 @@ import socket
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import KubernetesTestCase, free_port, random_loopback_host, wait_until  # noqa: E402
+from harness import KubernetesTestCase, wait_until  # noqa: E402
 
 MAX_RUNNING = 2
 RUNNING_LEASE = "spark-gateway-running"
@@ -34,26 +32,6 @@ ADMIN_TOKEN = "cap-admin-token-" + "x" * 8
 # replica counting running sparks from its watch alone would see room that another replica has
 # just taken. Below 3 s, so list-then-watch still works (docs/kubernetes-api-double.md).
 WATCH_LAG = 1.5
-
-
-class Replica:
-    def __init__(self, name, host, admin_port, gateway):
-        self.name, self.host, self.admin_port, self.gateway = name, host, admin_port, gateway
-
-    def call(self, method, path):
-        req = urllib.request.Request("http://%s:%d%s" % (self.host, self.admin_port, path),
-                                     data=b"" if method != "GET" else None, method=method)
-        req.add_header("Authorization", "Bearer " + ADMIN_TOKEN)
-        if method != "GET":
-            req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                return r.status, json.loads(r.read().decode() or "null")
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read().decode() or "null")
-
-    def spark(self, name):
-        return self.call("GET", "/api/v1/sparks/" + name)[1]
 
 
 class Client:
@@ -97,33 +75,13 @@ class Client:
 class RunningCapAcrossReplicas(KubernetesTestCase):
 
     def start_replica(self, name, limits, defaults=None, flush_interval=None):
-        host = self.host if not getattr(self, "replicas_", None) else random_loopback_host()
-        self.replicas_ = getattr(self, "replicas_", [])
-        token = "token-" + name
-        self.kube.add_token(token)
-        rdir = os.path.join(self.tmpdir, name)
-        os.makedirs(rdir, exist_ok=True)
-        token_file = os.path.join(rdir, "k8s-token")
-        with open(token_file, "w") as f:
-            f.write(token + "\n")
-        admin_token = os.path.join(rdir, "admin-token")
-        with open(admin_token, "w") as f:
-            f.write(ADMIN_TOKEN + "\n")
-        admin_port = free_port(host)
-        cfg = self.config_dict(sparks=[], defaults=defaults, flush_interval=flush_interval, limits=limits)
-        cfg["admin"] = {"listen": "%s:%d" % (host, admin_port), "token_file": admin_token}
-        cfg["kubernetes"] = {
-            "namespace": self.k8s.namespace, "listen_host": host, "api_server": self.k8s.url,
-            "token_file": token_file, "port_range": "%d-%d" % self.port_range(), "request_timeout": "3s",
-            "leader_election": {"enabled": True, "identity": name, "lease_duration": "3s",
-                                "renew_deadline": "2s", "retry_period": "500ms"}}
-        path = os.path.join(rdir, "config.json")
-        self.write_config_dict(cfg, path)
-        gw = self.start_gateway(config_path=path)
-        replica = Replica(name, host, admin_port, gw)
-        wait_until(lambda: replica.call("GET", "/readyz")[0] == 200, 20, "replica %s to be ready" % name)
-        self.replicas_.append(replica)
-        return replica
+        """A replica (KubernetesMixin.start_replica) with `limits`, an admin token, Lease timings
+        of 3 s / 2 s / 500 ms and a 3 s request_timeout."""
+        return super().start_replica(
+            name, defaults=defaults, flush_interval=flush_interval, limits=limits, admin_token=ADMIN_TOKEN,
+            kubernetes={"request_timeout": "3s",
+                        "leader_election": {"enabled": True, "lease_duration": "3s", "renew_deadline": "2s",
+                                            "retry_period": "500ms"}})
 
     def serve(self, names):
         """Spark Deployments at 0 replicas, each with its port; returns {name: port}."""
@@ -197,7 +155,7 @@ class RunningCapAcrossReplicas(KubernetesTestCase):
         # The others wait in line on the replica they came through: "queued", with their place.
         for name in waiting:
             view = wait_until(lambda n=name: (lambda v: v if v and v.get("state") == "queued" else None)(
-                via[n].spark(n)), 15, "%s to show queued on %s" % (name, via[name].name))
+                via[n].spark(n, timeout=30)), 15, "%s to show queued on %s" % (name, via[name].name))
             self.assertGreaterEqual(view["queue_position"], 1, view)
             self.assertEqual(self.replicas(name), 0, "%s is queued but its Deployment was scaled up" % name)
         # A while longer (past the watch lag several times): nobody else gets in.
@@ -214,14 +172,14 @@ class RunningCapAcrossReplicas(KubernetesTestCase):
         # Put one running spark to sleep (admin API, through the replica that woke it): one in
         # line takes its place. Then the other: the last one in line goes too.
         for n, slept in enumerate(first, start=1):
-            status, body = via[slept].call("POST", "/api/v1/sparks/%s/sleep?force=true" % slept)
+            status, body = via[slept].call("POST", "/api/v1/sparks/%s/sleep?force=true" % slept, timeout=30)
             self.assertEqual(status, 200, body)
             wait_until(lambda: len([w for w in waiting if clients[w].reached.is_set()]) == n, 60,
                        "%d of the sparks in line to be woken after %s slept" % (n, slept))
             self.assertEqual(self.replicas(slept), 0)
         for name in waiting:
             self.assertIsNone(clients[name].error)
-            self.assertIsNone(via[name].spark(name).get("queue_position"))
+            self.assertIsNone(via[name].spark(name, timeout=30).get("queue_position"))
         self.assertEqual(sorted(self.running_now(names)), sorted(waiting))
         self.assert_never_over_cap(names)
         # Both replicas took their places through the Lease (the cap is not one replica's alone).
@@ -246,7 +204,7 @@ class RunningCapAcrossReplicas(KubernetesTestCase):
             c = Client(self, a, name, ports[name], timeout=60)
             wait_until(c.reached.is_set, 60, "%s to be reached" % name)
             c.close()
-            wait_until(lambda n=name: b.spark(n).get("state") == "running", 15, "gw-b to see %s running" % name)
+            wait_until(lambda n=name: b.state(n, timeout=30) == "running", 15, "gw-b to see %s running" % name)
             time.sleep(1.0)  # a second between their last uses: which one is idle longest is clear
         # Both idle for at least evict_idle_after.
         time.sleep(2.5)

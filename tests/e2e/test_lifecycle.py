@@ -29,13 +29,10 @@ import re
 import shutil
 import sys
 import time
-import urllib.error
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import (PREFIX, REPO_ROOT, BackgroundProcess, KubernetesTestCase, Port, free_port,  # noqa: E402
-                     parse_rfc3339, random_loopback_host, rfc3339, wait_until)
+from harness import PREFIX, REPO_ROOT, KubernetesTestCase, parse_rfc3339, rfc3339, wait_until  # noqa: E402
 
 DEPLOY_CONFIG = os.path.join(REPO_ROOT, "deploy", "base", "gateway.json")
 FAST_REAPER = "500ms"  # the issue's setting; anyone who wants sparks to sleep promptly sets it below 30 s
@@ -83,56 +80,6 @@ def is_scale_down(rec, name):
     return isinstance(body, dict) and (body.get("spec") or {}).get("replicas") == 0
 
 
-class Replica:
-    """One gateway process: its Lease identity, address, admin port, API token, config."""
-
-    def __init__(self, name, host, admin_port, token, config_path, state_dir):
-        self.name, self.host, self.admin_port, self.token = name, host, admin_port, token
-        self.config_path, self.state_dir = config_path, state_dir
-        self.gateway = None
-
-    def __repr__(self):
-        return self.name
-
-    def call(self, method, path, timeout=60, body=None):
-        # A JSON content type: a tokenless admin takes no "simple" (browser-forgeable) mutation.
-        data = None if method == "GET" else json.dumps(body).encode() if body is not None else b""
-        req = urllib.request.Request("http://%s:%d%s" % (self.host, self.admin_port, path), method=method,
-                                     data=data,
-                                     headers={"Content-Type": "application/json"} if method != "GET" else {})
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
-                status, text = r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            status, text = e.code, e.read().decode()
-        except OSError:
-            return None, None
-        try:
-            return status, json.loads(text)
-        except ValueError:
-            return status, text
-
-    def leads(self):
-        status, body = self.call("GET", "/readyz", timeout=2)
-        return bool(isinstance(body, dict) and body.get("leader"))
-
-    def spark(self, name):
-        """The admin API's view of spark `name` (a dict), or None."""
-        status, body = self.call("GET", "/api/v1/sparks/" + name, timeout=5)
-        return body if status == 200 else None
-
-    def state(self, name):
-        s = self.spark(name)
-        return s and s.get("state")
-
-    def metric(self, name, **labels):
-        """This replica's name{labels} (None if it does not export it)."""
-        return harness.metrics.scrape("http://%s:%d/metrics" % (self.host, self.admin_port), timeout=2).get(name, **labels)
-
-    def log_lines(self, *parts, since=0):
-        return self.gateway.log_lines(*parts, since=since)
-
-
 class LifecycleTestCase(KubernetesTestCase):
 
     def setUp(self):
@@ -143,7 +90,6 @@ class LifecycleTestCase(KubernetesTestCase):
         self.assertNotIn("activity", cfg, "deploy/ sets activity.*: use its flush_interval here")
         self.assertNotIn("request_timeout", cfg["kubernetes"])
         self.assertTrue(cfg["kubernetes"]["leader_election"]["enabled"], "deploy/ runs leader election")
-        self.replica_list = []
 
     # -- the cluster and the replicas ----------------------------------------------------
 
@@ -156,43 +102,17 @@ class LifecycleTestCase(KubernetesTestCase):
             ann["last_activity"] = rfc3339(last_activity)
         self.add_deployment(name, port=port, replicas=replicas, **ann)
 
-    def replica_config(self, replica, reaper_interval=None, defaults=None):
-        """deploy/base/gateway.json with only what must differ on a test machine replaced: paths,
-        addresses, the API server and its token, the Lease identity. manage_services is off:
-        the tailnet Services are test_tailscale_services' business, and their writes would only
-        add traffic here."""
+    def replica_config(self, reaper_interval=None, defaults=None):
+        """deploy/base/gateway.json for start_replica(config=...), which replaces what must differ
+        on a test machine: paths, addresses, the API server and its token, the Lease identity.
+        manage_services is off: the tailnet Services are test_tailscale_services' business, and
+        their writes would only add traffic here."""
         cfg = deploy_config()
-        cfg["state_dir"] = "state"
         cfg["defaults"].update(defaults or {})
-        cfg["admin"] = {"listen": "%s:%d" % (replica.host, replica.admin_port)}
         if reaper_interval:
             cfg["reaper"] = {"interval": reaper_interval}
-        k = cfg["kubernetes"]
-        k.update({"namespace": self.k8s.namespace, "listen_host": replica.host, "api_server": self.k8s.url,
-                  "token_file": os.path.join(os.path.dirname(replica.config_path), "k8s-token"),
-                  "port_range": "%d-%d" % self.port_range(), "manage_services": False})
-        k["leader_election"] = dict(k["leader_election"], identity=replica.name)
+        cfg["kubernetes"]["manage_services"] = False
         return cfg
-
-    def start_replica(self, name, reaper_interval=None, defaults=None):
-        host = self.host if not self.replica_list else random_loopback_host()
-        rdir = os.path.join(self.tmpdir, name)
-        os.makedirs(rdir, exist_ok=True)
-        token = "token-" + name
-        self.kube.add_token(token)
-        with open(os.path.join(rdir, "k8s-token"), "w") as f:
-            f.write(token + "\n")
-        replica = Replica(name, host, free_port(host), token, os.path.join(rdir, "config.json"),
-                          os.path.join(rdir, "state"))
-        self.write_config_dict(self.replica_config(replica, reaper_interval, defaults), replica.config_path)
-        self.replica_list.append(replica)
-        self.run_replica(replica)
-        return replica
-
-    def run_replica(self, replica):
-        replica.gateway = self.start_gateway(config_path=replica.config_path)
-        wait_until(lambda: replica.call("GET", "/readyz", timeout=2)[0] == 200, 20,
-                   "replica %s to list the cluster (/readyz 200)" % replica.name)
 
     def restart_with_empty_state(self, replica):
         """Starts a killed replica again, with the same config and an empty state_dir."""
@@ -203,9 +123,9 @@ class LifecycleTestCase(KubernetesTestCase):
     def start_pair(self, reaper_interval=None, defaults=None):
         """Two replicas, gw-a and gw-b; returns (leader, follower) as the Lease decided. gw-a
         starts first and finds the Lease free, so it normally leads, but the test asks."""
-        a = self.start_replica("gw-a", reaper_interval, defaults)
+        a = self.start_replica("gw-a", config=self.replica_config(reaper_interval, defaults))
         wait_until(a.leads, RETRY_PERIOD * 1.2 + 5, "gw-a, alone, to take the free Lease")
-        b = self.start_replica("gw-b", reaper_interval, defaults)
+        b = self.start_replica("gw-b", config=self.replica_config(reaper_interval, defaults))
         replicas = [a, b]
         leaders = wait_until(lambda: [r for r in replicas if r.leads()], 10, "a leader")
         self.assertEqual(len(leaders), 1, "exactly one leader: %s" % leaders)
@@ -223,11 +143,6 @@ class LifecycleTestCase(KubernetesTestCase):
         for r in replicas or [r for r in self.replica_list if r.gateway.running()]:
             wait_until(lambda: r.log_lines("spark %s: listening on" % name, ":%d " % port), timeout,
                        "replica %s to listen for %s on port %d" % (r.name, name, port))
-
-    def ssh_via(self, replica, port, command):
-        p = BackgroundProcess(self.ssh_args(Port(port), command, host=replica.host), self.child_env())
-        self.background.append(p)
-        return p
 
     def ssh_ok(self, replica, port, command, expected, timeout=90):
         p = self.ssh_via(replica, port, command)

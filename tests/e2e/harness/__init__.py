@@ -25,7 +25,8 @@ Modules, by job (this file re-exports what tests use, so `import harness` is eno
   metrics     the one /metrics scraper: Exposition (parsed text format), scrape(url),
               metric(name, **labels) -> value or None when the series is absent (MetricsMixin)
   kubernetes  the Kubernetes API double and fake kubelet (KubernetesDoubleMixin); a gateway with
-              Deployments as sparks (KubernetesMixin, KubernetesTestCase)
+              Deployments as sparks (KubernetesMixin, KubernetesTestCase); several gateway
+              replicas against one cluster (KubernetesMixin.start_replica() -> Replica)
   testcase    GatewayTestCase: the per-test environment and teardown, with the mixins above;
               KubernetesTestCase
 
@@ -37,7 +38,8 @@ import unittest
 from . import metrics
 from .files import count_lines, sha256_file, write_atomically, write_random_file
 from .gateway import DEFAULT_GATEWAY_BIN, READY_TIMEOUT, REPO_ROOT, Gateway, gateway_bin
-from .kubernetes import PREFIX, TARGET_PORT, K8sDoubleHandle, Port, import_k8s_double, parse_rfc3339, rfc3339
+from .kubernetes import (PREFIX, TARGET_PORT, K8sDoubleHandle, Port, Replica, import_k8s_double, parse_rfc3339,
+                         rfc3339)
 from .metrics import Exposition
 from .processes import (SSH_TIMEOUT, TAG_VAR, BackgroundProcess, EchoServer, describe_pids, find_pids,
                         free_port, is_alive, proc_cmdline, proc_fd_count, proc_state, proc_thread_count,
@@ -47,8 +49,8 @@ from .testcase import GatewayTestCase, KubernetesTestCase
 
 __all__ = [
     "BackgroundProcess", "DEFAULT_GATEWAY_BIN", "EchoServer", "Exposition", "Gateway", "GatewayTestCase",
-    "K8sDoubleHandle", "KubernetesTestCase", "PREFIX", "Port", "READY_TIMEOUT", "REPO_ROOT", "SSHD",
-    "SSH_TIMEOUT", "Spark", "TAG_VAR", "TARGET_PORT", "count_lines", "describe_pids", "find_pids",
+    "K8sDoubleHandle", "KubernetesTestCase", "PREFIX", "Port", "READY_TIMEOUT", "REPO_ROOT", "Replica",
+    "SSHD", "SSH_TIMEOUT", "Spark", "TAG_VAR", "TARGET_PORT", "count_lines", "describe_pids", "find_pids",
     "free_port", "gateway_bin", "import_k8s_double", "is_alive", "main", "metrics", "parse_rfc3339",
     "proc_cmdline", "proc_fd_count", "proc_state", "proc_thread_count", "random_loopback_host", "rfc3339",
     "sha256_file", "tcp_connect_refused", "wait_until", "write_atomically", "write_random_file",

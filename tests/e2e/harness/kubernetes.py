@@ -1,14 +1,20 @@
 """The Kubernetes API double (tests/k8s_double, docs/kubernetes-api-double.md) for the kubernetes
 backend's tests: KubernetesDoubleMixin.start_k8s_double() (part of GatewayTestCase) runs it and a
 fake kubelet whose pods are real sshds of this test; KubernetesMixin (KubernetesTestCase) adds a
-gateway configured for it: Deployments as sparks, their ports, /readyz."""
+gateway configured for it: Deployments as sparks, their ports, /readyz; and several gateway
+replicas against one cluster (start_replica(), Replica)."""
 
+import copy
 import datetime
+import json
 import os
 import socket
 import sys
+import urllib.error
+import urllib.request
 
-from .processes import TAG_VAR, free_port_range, wait_until
+from .metrics import scrape
+from .processes import TAG_VAR, BackgroundProcess, free_port, free_port_range, random_loopback_host, wait_until
 
 TESTS_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -119,14 +125,88 @@ def parse_rfc3339(text):
     return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
+class Replica:
+    """One gateway replica of several against one cluster, started by
+    KubernetesMixin.start_replica() (as the pods of one gateway Deployment would be).
+
+    name         its Lease identity (leader_election.identity) and its folder tmpdir/NAME
+    host         its loopback address: its admin listener and its spark ports listen there
+    admin_port   its admin listener's port on host; url is http://HOST:ADMIN_PORT
+    token        its own API token, "token-NAME": the double's request log (rec.token) tells who
+                 wrote what, and kube.faults.refuse_token(token) cuts it off
+    admin_token  the bearer token call() sends (None: its admin API has no token)
+    config_path, state_dir   tmpdir/NAME/config.json, tmpdir/NAME/state
+    gateway      its Gateway process (a new one after KubernetesMixin.run_replica())
+    """
+
+    def __init__(self, name, host, admin_port, token, config_path, state_dir, admin_token=None):
+        self.name, self.host, self.admin_port, self.token = name, host, admin_port, token
+        self.config_path, self.state_dir, self.admin_token = config_path, state_dir, admin_token
+        self.url = "http://%s:%d" % (host, admin_port)
+        self.gateway = None
+
+    def __repr__(self):
+        return self.name
+
+    def call(self, method, path, body=None, timeout=60):
+        """Calls its admin API; returns (status, decoded JSON or text), or (None, None) when
+        nothing answers. A mutation carries a JSON content type (a tokenless admin takes no
+        "simple", browser-forgeable one) and `body` as JSON; every call the admin token, if any."""
+        headers = {"Authorization": "Bearer " + self.admin_token} if self.admin_token else {}
+        data = None
+        if method != "GET":
+            headers["Content-Type"] = "application/json"
+            data = json.dumps(body).encode() if body is not None else b""
+        req = urllib.request.Request(self.url + path, method=method, data=data, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                status, text = r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            status, text = e.code, e.read().decode()
+        except OSError:
+            return None, None
+        try:
+            return status, json.loads(text)
+        except ValueError:
+            return status, text
+
+    def readyz(self, timeout=2):
+        """(status, body) of GET /readyz; (None, None) when nothing answers."""
+        return self.call("GET", "/readyz", timeout=timeout)
+
+    def leads(self):
+        """Whether its /readyz says it holds the Lease."""
+        status, body = self.readyz()
+        return bool(isinstance(body, dict) and body.get("leader"))
+
+    def spark(self, name, timeout=5):
+        """Its admin API's view of spark `name` (a dict), or None unless that answers 200."""
+        status, body = self.call("GET", "/api/v1/sparks/" + name, timeout=timeout)
+        return body if status == 200 else None
+
+    def state(self, name, timeout=5):
+        """The "state" of spark(name), or None."""
+        s = self.spark(name, timeout=timeout)
+        return s and s.get("state")
+
+    def metric(self, name, **labels):
+        """Its name{labels} in one scrape of its /metrics (None if it does not export it)."""
+        return scrape(self.url + "/metrics", timeout=2).get(name, **labels)
+
+    def log_lines(self, *parts, since=0):
+        return self.gateway.log_lines(*parts, since=since)
+
+
 class KubernetesMixin:
     """A cluster (the API double) and a gateway with a "kubernetes" section, for
     KubernetesTestCase: Deployments with the gateway's annotations, the ports it gives them,
-    /readyz. Uses GatewayTestCase's start_k8s_double(), config_dict(), start_gateway() and api()."""
+    /readyz; several gateway replicas (start_replica()). Uses GatewayTestCase's
+    start_k8s_double(), config_dict(), write_config_dict(), start_gateway(), ssh_args() and api()."""
 
     def start_cluster(self, tls=False, **kw):
         self.k8s = self.start_k8s_double(tls=tls, **kw)
         self.kube = self.k8s.api
+        self.replica_list = []  # what start_replica() started, in order
         return self.k8s
 
     def add_deployment(self, name, port=None, replicas=0, **annotations):
@@ -149,6 +229,66 @@ class KubernetesMixin:
         cfg["kubernetes"] = section
         self.write_config_dict(cfg)
         return self.config_path
+
+    def start_replica(self, name, config=None, kubernetes=None, admin_token=None, **config_kw):
+        """Starts gateway replica `name` against this test's cluster (start_cluster() first), waits
+        for its /readyz to answer 200 and returns its Replica. Each replica has its own:
+
+          * loopback address: the test's own for the first replica, a fresh random 127.x.y.z for
+            each later one;
+          * admin listener on a free port there, without a token unless `admin_token` (written
+            to tmpdir/NAME/admin-token; Replica.call() sends it);
+          * folder tmpdir/NAME: config.json, state_dir "state" (relative to the config),
+            k8s-token holding its API token "token-NAME", registered with the double;
+          * kubernetes section: this cluster's namespace and API server, the test's port_range(),
+            listen_host its address, its token file; then the keys of `kubernetes`
+            (request_timeout, leader_election...); a leader_election, if the config has one,
+            gets identity NAME.
+
+        The config starts from `config` (a dict, copied: e.g. deploy/'s) or else from
+        config_dict(sparks=[], **config_kw) (defaults, limits, flush_interval, reaper_interval...);
+        the admin section is replaced."""
+        host = self.host if not self.replica_list else random_loopback_host()
+        rdir = os.path.join(self.tmpdir, name)
+        os.makedirs(rdir, exist_ok=True)
+        token = "token-" + name
+        self.kube.add_token(token)
+        token_file = os.path.join(rdir, "k8s-token")
+        with open(token_file, "w") as f:
+            f.write(token + "\n")
+        replica = Replica(name, host, free_port(host), token, os.path.join(rdir, "config.json"),
+                          os.path.join(rdir, "state"), admin_token)
+        cfg = copy.deepcopy(config) if config is not None else self.config_dict(sparks=[], **config_kw)
+        cfg["state_dir"] = "state"
+        cfg["admin"] = {"listen": "%s:%d" % (host, replica.admin_port)}
+        if admin_token is not None:
+            cfg["admin"]["token_file"] = os.path.join(rdir, "admin-token")
+            with open(cfg["admin"]["token_file"], "w") as f:
+                f.write(admin_token + "\n")
+        k = cfg.setdefault("kubernetes", {})
+        k.update({"namespace": self.k8s.namespace, "listen_host": host, "api_server": self.k8s.url,
+                  "token_file": token_file, "port_range": "%d-%d" % self.port_range()})
+        k.update(copy.deepcopy(kubernetes or {}))
+        if "leader_election" in k:
+            k["leader_election"] = dict(k["leader_election"], identity=name)
+        self.write_config_dict(cfg, replica.config_path)
+        self.replica_list.append(replica)
+        return self.run_replica(replica)
+
+    def run_replica(self, replica):
+        """Starts replica's gateway from its config (again, after it was stopped or killed) and
+        waits for its /readyz to answer 200; returns the replica."""
+        replica.gateway = self.start_gateway(config_path=replica.config_path)
+        wait_until(lambda: replica.readyz()[0] == 200, 20,
+                   "replica %s to list the cluster (/readyz 200)" % replica.name)
+        return replica
+
+    def ssh_via(self, replica, port, command):
+        """ssh to gateway port `port` on replica's address, in the background; returns the
+        BackgroundProcess."""
+        p = BackgroundProcess(self.ssh_args(Port(port), command, host=replica.host), self.child_env())
+        self.background.append(p)
+        return p
 
     def port_range(self):
         if not hasattr(self, "_range"):
