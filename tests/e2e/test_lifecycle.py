@@ -324,6 +324,10 @@ class WakeThroughTheFollower(LifecycleTestCase):
         leader, follower = self.start_pair(reaper_interval=FAST_REAPER)
         self.wait_served("edge-wren", port)
         self.ssh_ok(leader, port, "echo woke", "woke\n")
+        # The leader counts the session closed once it sees its socket close, a moment after ssh
+        # exits; until then the spark has no idle deadline.
+        wait_until(lambda: (leader.spark("edge-wren") or {}).get("open_connections") == 0, 10,
+                   "the leader to see the session close")
         due = self.sleeps_at(leader, "edge-wren")
         self.assertGreater(due - time.time(), idle - 5, "the wake counts as activity: a full idle timeout ahead")
         # Wait (bounded) until the leader is 3 s from sleeping it, then connect through the follower.
