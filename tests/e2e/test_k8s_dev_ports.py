@@ -27,16 +27,13 @@ What is shown:
     the page of the woken pod's server (which starts after its sshd: waited for, the spark is
     young); a refusing port on a spark older than defaults.port_grace closes at once, logged.
 
-Fails on purpose (gateway bugs, see each test):
+Three gateway bugs these tests found (fixed; each test says which):
   * test_a_removed_dev_ports_recorded_port_is_not_given_to_a_later_deployment: a removed dev
-    port's port.NAME stays recorded but is handed to the next new Deployment; putting the dev
-    port back then takes that Deployment's SSH port (PortConflict, not served) and points the
-    listener at the older spark's dev port;
+    port's port.NAME stayed recorded but was handed to the next new Deployment;
   * test_the_replica_losing_the_race_for_a_new_dev_port_keeps_serving_the_spark: the replica
-    whose port.api write meets a 409 stops serving the whole spark (its SSH listener closes)
-    until the next pass;
-  * test_a_dev_port_without_a_free_gateway_port_leaves_ssh_served: a dev port that finds no free
-    port in port_range takes the spark's SSH port down (not served at all).
+    whose port.api write met a 409 stopped serving the whole spark until the next pass;
+  * test_a_dev_port_without_a_free_gateway_port_leaves_ssh_served: a dev port that found no
+    free port in port_range took the spark's SSH port down.
 
 Whether a port is listened on is read from /proc/net/tcp (a LISTEN socket on the test's own
 loopback address): no connection, so nothing is woken or counted. Loopback only; harness
