@@ -391,17 +391,13 @@ std::optional<SourcePenalties> read_penalties(Reader& r, const json& j, const st
   return out;
 }
 
-std::optional<JumpConfig> read_jump(Reader& r, const json& j, const Config& cfg) {
-  const std::string p = "jump";
-  r.reject_unknown_keys(j, p,
-                        {"listen", "host_keys", "authorized_keys", "sparks", "max_sessions", "login_grace",
-                         "max_startups", "per_source_penalties", "proxy_protocol"});
-  JumpConfig out;
-  out.keepalive = cfg.default_keepalive;
-  out.trusted_proxies = cfg.trusted_proxies;
-  if (auto mode = r.proxy_protocol(j, p + ".proxy_protocol")) out.proxy_protocol = *mode;
-  auto listen = r.address(j, "listen", p + ".listen");
-  auto path_of = [&](const std::string& text) { return (cfg.base_dir / expand_home(text)).lexically_normal(); };
+// A file named in the config: relative to the config file's folder, ~ expanded.
+std::filesystem::path config_path(const Config& cfg, const std::string& text) {
+  return (cfg.base_dir / expand_home(text)).lexically_normal();
+}
+
+// The jump host's keys: its own host keys, and who may log in (to every spark, or to one).
+void read_jump_keys(Reader& r, const json& j, const std::string& p, const Config& cfg, JumpConfig& out) {
   if (j.contains("host_keys")) {
     const json& keys = j.at("host_keys");
     if (!keys.is_array()) r.problem(p + ".host_keys", "expected an array of private key files");
@@ -409,10 +405,11 @@ std::optional<JumpConfig> read_jump(Reader& r, const json& j, const Config& cfg)
       if (!k.is_string() || k.get<std::string>().empty())
         r.problem(p + ".host_keys", "expected an array of private key files");
       else
-        out.host_keys.push_back(path_of(k.get<std::string>()));
+        out.host_keys.push_back(config_path(cfg, k.get<std::string>()));
     }
   }
-  if (auto f = r.string(j, "authorized_keys", p + ".authorized_keys", false)) out.authorized_keys = path_of(*f);
+  if (auto f = r.string(j, "authorized_keys", p + ".authorized_keys", false))
+    out.authorized_keys = config_path(cfg, *f);
   if (const json* sparks = r.object(j, "sparks", p + ".sparks")) {
     for (const auto& [name, entry] : sparks->items()) {
       const std::string sp = p + ".sparks." + name;
@@ -423,11 +420,24 @@ std::optional<JumpConfig> read_jump(Reader& r, const json& j, const Config& cfg)
       }
       r.reject_unknown_keys(entry, sp, {"authorized_keys"});
       if (auto f = r.string(entry, "authorized_keys", sp + ".authorized_keys", true))
-        out.spark_authorized_keys[name] = path_of(*f);
+        out.spark_authorized_keys[name] = config_path(cfg, *f);
     }
   }
   if (!out.authorized_keys && out.spark_authorized_keys.empty())
     r.problem(p, "give authorized_keys and/or sparks.NAME.authorized_keys: nobody could log in");
+}
+
+std::optional<JumpConfig> read_jump(Reader& r, const json& j, const Config& cfg) {
+  const std::string p = "jump";
+  r.reject_unknown_keys(j, p,
+                        {"listen", "host_keys", "authorized_keys", "sparks", "max_sessions", "login_grace",
+                         "max_startups", "per_source_penalties", "proxy_protocol"});
+  JumpConfig out;
+  out.keepalive = cfg.default_keepalive;
+  out.trusted_proxies = cfg.trusted_proxies;
+  if (auto mode = r.proxy_protocol(j, p + ".proxy_protocol")) out.proxy_protocol = *mode;
+  auto listen = r.address(j, "listen", p + ".listen");
+  read_jump_keys(r, j, p, cfg, out);
   if (auto n = r.count(j, "max_sessions", p + ".max_sessions")) out.max_sessions = *n;
   if (auto d = r.duration(j, "login_grace", p + ".login_grace")) out.login_grace = *d;
   if (auto m = read_max_startups(r, j, p + ".max_startups")) out.max_startups = *m;
@@ -505,7 +515,7 @@ void read_kubernetes_api(Reader& r, const json& k, const std::string& p, const C
         r.problem(p + "." + key, "must not be empty");
         return;
       }
-      into = (cfg.base_dir / expand_home(*f)).lexically_normal();
+      into = config_path(cfg, *f);
       if (given) *given = true;
     }
   };

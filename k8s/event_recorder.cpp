@@ -83,7 +83,7 @@ std::optional<EventRecorder::Write> EventRecorder::take_write(const std::string&
   return write;
 }
 
-bool EventRecorder::send(const Write& write) {
+bool EventRecorder::send(const Write& write) const {
   try {
     if (!write.patch.is_null()) {
       try {

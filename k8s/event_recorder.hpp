@@ -64,7 +64,7 @@ class EventRecorder {
   std::optional<Write> take_write(const std::string& key, const nlohmann::json& event,
                                   const std::string& now_text);
   // Makes the call (outside the lock); false if the API has not got it.
-  bool send(const Write& write);
+  bool send(const Write& write) const;
   static std::string key_of(const nlohmann::json& event);
   void take_token(Entry& e, Clock::time_point now) const;
   void forget_least_recent();
