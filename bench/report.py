@@ -169,6 +169,35 @@ def main():
     for r in rows:
         print("| " + " | ".join(r) + " |")
     jump_table(data, vals, med, verdict)
+    many_sparks_table(data, vals, med, verdict)
+
+
+def many_sparks_table(data, vals, med, verdict):
+    """bench/many_sparks.py's round: 1,000 sleeping Deployments discovered at start (issue 22's
+    targets: at most 16 KiB per spark, every listener within 2 s)."""
+    if "many_to_listening_s" not in data:
+        return
+    rows = []
+
+    def row(metric, title, target=None, check=None):
+        g = med(metric, GW)
+        ok = None if check is None or g is None else check(g)
+        rows.append([title, cell(vals(metric, GW)), target or "(for reference)", verdict(ok) if check else ""])
+
+    row("many_to_listening_s", "start → every spark's listener open, s", "≤ 2 s", lambda g: g <= 2)
+    row("many_rss_kib_per_spark", "RSS per spark, KiB (over the same gateway with none)", "≤ 16 KiB",
+        lambda g: g <= 16)
+    row("many_rss_empty_mib", "… RSS with no spark, MiB")
+    row("many_writes_at_start", "API writes at start (ports already recorded)", "0", lambda g: g == 0)
+    row("many_idle_cpu_pct", "idle CPU with the sparks, % of one CPU")
+    row("many_idle_cpu_pct_empty", "… with none, % of one CPU")
+    row("many_idle_requests", "API requests while idle (beyond the open watches)")
+    print()
+    header = ["1,000 discovered sparks", GW, "target", "verdict"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
 
 
 def jump_table(data, vals, med, verdict):
