@@ -193,13 +193,25 @@ def free_port(host):
     raise RuntimeError("no fresh port on %s" % host)
 
 
+def bindable(host, port):
+    """Whether nobody holds `port` on `host` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
 def free_port_range(host, count):
     """`count` consecutive port numbers starting at a free port on `host`, none handed out
-    before, all reserved so free_port never returns one of them."""
+    before and none bound now (a server that took a port from the kernel, like the Kubernetes
+    API double, is not in the handed-out set), all reserved so free_port never returns one of
+    them."""
     for _ in range(1000):
         base = min(free_port(host), 65535 - count)
         span = set(range(base, base + count))
-        if not (span - {base}) & _ports_handed_out:
+        if not (span - {base}) & _ports_handed_out and all(bindable(host, p) for p in span - {base}):
             _ports_handed_out.update(span)
             return base, base + count - 1
     raise RuntimeError("no fresh range of %d ports on %s" % (count, host))
