@@ -285,12 +285,12 @@ std::optional<ProxyHeaderError> check_family_transport(unsigned command, char by
   return std::nullopt;
 }
 
-// A complete v2 header of `header.size()` bytes.
-ProxyHeader v2_header(std::string_view header, unsigned command, std::optional<ProxiedAddresses> addresses) {
+// A complete v2 header of `length` bytes.
+ProxyHeader v2_header(std::size_t length, unsigned command, std::optional<ProxiedAddresses> addresses) {
   ProxyHeader out;
   out.version = 2;
   out.local = command == kLocal;
-  out.length = header.size();
+  out.length = length;
   out.addresses = addresses;
   return out;
 }
@@ -324,15 +324,15 @@ ProxyHeaderParse parse_v2(std::string_view bytes) {
                  family_name(family) + " (needs " + std::to_string(block_size) + ")");
   if (bytes.size() < length) return ProxyHeaderIncomplete{length - bytes.size(), length - bytes.size()};
   const std::string_view header = bytes.substr(0, length);
-  if (!addressed) return v2_header(header, command, std::nullopt);
+  if (!addressed) return v2_header(length, command, std::nullopt);
   if (auto bad = check_tlvs(header.substr(kV2FixedLength + block_size))) return *bad;
   const std::string_view block = header.substr(kV2FixedLength, block_size);
   // Only TCP names a client the gateway can log and compare: UNIX and UDP ends fall back to
   // UNSPEC, as the spec lets a receiver do for combinations it does not support.
-  if (transport != kStream || family == kUnix) return v2_header(header, command, std::nullopt);
+  if (transport != kStream || family == kUnix) return v2_header(length, command, std::nullopt);
   if (family == kInet)
-    return v2_header(header, command, ProxiedAddresses{v4_endpoint(block, 0, 8), v4_endpoint(block, 4, 10)});
-  return v2_header(header, command, ProxiedAddresses{v6_endpoint(block, 0, 32), v6_endpoint(block, 16, 34)});
+    return v2_header(length, command, ProxiedAddresses{v4_endpoint(block, 0, 8), v4_endpoint(block, 4, 10)});
+  return v2_header(length, command, ProxiedAddresses{v6_endpoint(block, 0, 32), v6_endpoint(block, 16, 34)});
 }
 
 }  // namespace

@@ -107,7 +107,7 @@ awaitable<AdminSession::Next> AdminSession::handle_request() {
   if (closed_) co_return Next::finish;
   set_phase(Phase::writing);
   const bool written = co_await write(response, req.version(), keep_alive, req.method() == http::verb::head);
-  co_return written&& keep_alive ? Next::go_on : Next::finish;
+  co_return (written && keep_alive) ? Next::go_on : Next::finish;
 }
 
 awaitable<AdminSession::Next> AdminSession::read_header(Parser& parser) {
